@@ -1,0 +1,80 @@
+//! Request/reply between actors: every call has a timeout and a typed error.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::topic::{Namespace, Topic};
+
+/// Why a call got no answer. The caller turns it into its own error; the user sees a clear message, never a
+/// hang.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CallError {
+    #[error("no {topic} worker is running")]
+    NoRoute { topic: String },
+    #[error("{target} did not answer within {timeout_ms} ms")]
+    Timeout { target: String, timeout_ms: u64 },
+    #[error("{target} stopped before answering")]
+    Dropped { target: String },
+    #[error("{target} is not running")]
+    Unreachable { target: String },
+}
+
+fn describe<M: Message>(target: &ActorRef<M>) -> String {
+    target.get_name().unwrap_or_else(|| target.get_id().to_string())
+}
+
+/// Sends the message built by `make` to `target` and waits at most `timeout` for the reply.
+pub async fn call<M, T>(
+    target: &ActorRef<M>,
+    make: impl FnOnce(RpcReplyPort<T>) -> M,
+    timeout: Duration,
+) -> Result<T, CallError>
+where
+    M: Message,
+    T: Send + 'static,
+{
+    match target.call(make, Some(timeout)).await {
+        Ok(CallResult::Success(reply)) => Ok(reply),
+        Ok(CallResult::Timeout) => {
+            Err(CallError::Timeout { target: describe(target), timeout_ms: timeout.as_millis() as u64 })
+        }
+        Ok(CallResult::SenderError) => Err(CallError::Dropped { target: describe(target) }),
+        Err(_) => Err(CallError::Unreachable { target: describe(target) }),
+    }
+}
+
+/// Resolves `topic` now (never a cached reference) and calls one of its members.
+pub async fn call_topic<M, T>(
+    ns: &Namespace,
+    topic: &Topic,
+    make: impl FnOnce(RpcReplyPort<T>) -> M,
+    timeout: Duration,
+) -> Result<T, CallError>
+where
+    M: Message,
+    T: Send + 'static,
+{
+    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
+    call(&target, make, timeout).await
+}
+
+/// Sends a one-way message to one member of `topic`.
+pub fn cast_topic<M: Message>(ns: &Namespace, topic: &Topic, msg: M) -> Result<(), CallError> {
+    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
+    target.cast(msg).map_err(|_| CallError::Unreachable { target: describe(&target) })
+}
+
+/// Runs `work` (typically a call) on its own task and sends its outcome to `me` as a message: the reply
+/// callback that keeps an actor's mailbox free while it waits. If `me` has stopped meanwhile, the outcome is
+/// dropped; whatever it concerned is in the store and is picked up again on restart.
+pub fn then<M: Message>(me: &ActorRef<M>, work: impl Future<Output = M> + Send + 'static) {
+    let me = me.clone();
+    tokio::spawn(async move {
+        let outcome = work.await;
+        let _ = me.send_message(outcome);
+    });
+}

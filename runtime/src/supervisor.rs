@@ -1,0 +1,491 @@
+//! A supervisor with OTP's restart strategies, restart intensity, escalation and backoff.
+//!
+//! ractor links a child to its parent and reports the child's end to the parent, but restarts nothing. This
+//! actor keeps, for each child, a function that starts it again, and applies a strategy when one ends:
+//! - `OneForOne`: restart only the child that ended;
+//! - `OneForAll`: stop the others too, and restart all of them in order;
+//! - `RestForOne`: stop the children started after it, and restart it and them in order.
+//!
+//! More than `intensity.max_restarts` restarts within `intensity.period` make the supervisor fail, so its
+//! own parent applies its strategy (escalation). Consecutive restarts of a child wait longer each time
+//! (backoff), the first one not at all.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+
+type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
+
+/// When a child that ended is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Always (a long-lived worker).
+    Permanent,
+    /// Only if it failed or was killed, not if it stopped normally.
+    Transient,
+    /// Never; it is forgotten when it ends.
+    Temporary,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    OneForOne,
+    OneForAll,
+    RestForOne,
+}
+
+/// At most `max_restarts` restarts within `period`, else the supervisor itself fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Intensity {
+    pub max_restarts: usize,
+    pub period: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity { max_restarts: 10, period: Duration::from_secs(10) }
+    }
+}
+
+/// The delay before the n-th consecutive restart of a child: none for the first, then `base` doubling up to
+/// `max`. A child that ran for longer than `max` without failing counts as healthy again.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base: Duration::from_millis(10), max: Duration::from_secs(2) }
+    }
+}
+
+impl Backoff {
+    pub fn delay(&self, consecutive: u32) -> Duration {
+        match consecutive {
+            0 | 1 => Duration::ZERO,
+            n => self.base.saturating_mul(1 << (n - 2).min(16)).min(self.max),
+        }
+    }
+}
+
+/// How to start (and restart) one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub name: String,
+    pub restart: Restart,
+    start: StartFn,
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec").field("name", &self.name).field("restart", &self.restart).finish()
+    }
+}
+
+impl ChildSpec {
+    /// `make` gives the actor and its arguments afresh for every start; `name` is the registered name.
+    pub fn new<A, F>(name: impl Into<String>, restart: Restart, make: F) -> ChildSpec
+    where
+        A: Actor,
+        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let registered = name.clone();
+        let start: StartFn = Arc::new(move |supervisor: ActorCell| {
+            let (actor, args) = make();
+            let name = registered.clone();
+            Box::pin(async move {
+                let (actor_ref, _) = A::spawn_linked(Some(name), actor, args, supervisor).await?;
+                Ok(actor_ref.get_cell())
+            })
+        });
+        ChildSpec { name, restart, start }
+    }
+}
+
+pub struct SupervisorArgs {
+    pub strategy: Strategy,
+    pub intensity: Intensity,
+    pub backoff: Backoff,
+    pub children: Vec<ChildSpec>,
+}
+
+impl SupervisorArgs {
+    pub fn one_for_one(children: Vec<ChildSpec>) -> Self {
+        SupervisorArgs {
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::default(),
+            children,
+        }
+    }
+}
+
+/// What a supervisor knows about one child, for the console.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildReport {
+    pub name: String,
+    pub running: bool,
+    pub restarts: u32,
+    /// The last abnormal end, and when (seconds since the Unix epoch).
+    pub last_error: Option<(u64, String)>,
+}
+
+pub enum SupervisorMsg {
+    /// Adds and starts a child (a dynamic child, such as a project's supervisor). If a child of that name
+    /// exists it is left alone and the answer is `Ok`.
+    StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
+    /// Lists the children.
+    Children(RpcReplyPort<Vec<ChildReport>>),
+    /// Internal: (re)start the named children, in this order, after a backoff.
+    Restart(Vec<String>),
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+struct Child {
+    spec: ChildSpec,
+    cell: Option<ActorCell>,
+    restarts: u32,
+    consecutive: u32,
+    started_at: Instant,
+    last_error: Option<(u64, String)>,
+}
+
+pub struct SupervisorState {
+    strategy: Strategy,
+    intensity: Intensity,
+    backoff: Backoff,
+    children: Vec<Child>,
+    restart_log: VecDeque<Instant>,
+}
+
+/// The supervisor actor. Name it after what it supervises (`cloud`, `projects`, `project/<id>`).
+pub struct Supervisor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("child {child} could not start: {reason}")]
+    ChildStart { child: String, reason: String },
+    #[error("more than {max} restarts within {period:?}; giving up and escalating")]
+    IntensityExceeded { max: usize, period: Duration },
+}
+
+fn epoch_secs() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl SupervisorState {
+    fn index_of_cell(&self, cell: &ActorCell) -> Option<usize> {
+        let id = cell.get_id();
+        self.children.iter().position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
+    }
+
+    async fn start_child(&mut self, index: usize, me: &ActorCell) -> Result<(), SupervisorError> {
+        let child = &mut self.children[index];
+        match (child.spec.start)(me.clone()).await {
+            Ok(cell) => {
+                child.cell = Some(cell);
+                child.started_at = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(SupervisorError::ChildStart { child: child.spec.name.clone(), reason: e.to_string() }),
+        }
+    }
+
+    /// Stops a running child and waits until it is gone (its name is free again).
+    async fn stop_child(&mut self, index: usize) {
+        if let Some(cell) = self.children[index].cell.take() {
+            let _ = cell.stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5))).await;
+        }
+    }
+
+    /// Records a restart; `Err` when the intensity is exceeded.
+    fn note_restart(&mut self) -> Result<(), SupervisorError> {
+        let now = Instant::now();
+        self.restart_log.push_back(now);
+        while self.restart_log.front().is_some_and(|t| now.duration_since(*t) > self.intensity.period) {
+            self.restart_log.pop_front();
+        }
+        if self.restart_log.len() > self.intensity.max_restarts {
+            return Err(SupervisorError::IntensityExceeded {
+                max: self.intensity.max_restarts,
+                period: self.intensity.period,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            strategy: args.strategy,
+            intensity: args.intensity,
+            backoff: args.backoff,
+            children: Vec::new(),
+            restart_log: VecDeque::new(),
+        };
+        for spec in args.children {
+            state.children.push(Child {
+                spec,
+                cell: None,
+                restarts: 0,
+                consecutive: 0,
+                started_at: Instant::now(),
+                last_error: None,
+            });
+            let index = state.children.len() - 1;
+            if let Err(e) = state.start_child(index, &myself.get_cell()).await {
+                // Do not leave the children that did start behind.
+                for i in (0..index).rev() {
+                    state.stop_child(i).await;
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        // Graceful teardown, last started first; without this ractor would kill the children outright.
+        for i in (0..state.children.len()).rev() {
+            state.stop_child(i).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::StartChild(spec, reply) => {
+                if state.children.iter().any(|c| c.spec.name == spec.name) {
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
+                state.children.push(Child {
+                    spec,
+                    cell: None,
+                    restarts: 0,
+                    consecutive: 0,
+                    started_at: Instant::now(),
+                    last_error: None,
+                });
+                let index = state.children.len() - 1;
+                let outcome = state.start_child(index, &myself.get_cell()).await;
+                if outcome.is_err() {
+                    state.children.pop();
+                }
+                let _ = reply.send(outcome.map_err(|e| e.to_string()));
+            }
+            SupervisorMsg::Children(reply) => {
+                let report = state
+                    .children
+                    .iter()
+                    .map(|c| ChildReport {
+                        name: c.spec.name.clone(),
+                        running: c.cell.is_some(),
+                        restarts: c.restarts,
+                        last_error: c.last_error.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(report);
+            }
+            SupervisorMsg::Restart(names) => {
+                for name in names {
+                    let Some(index) = state.children.iter().position(|c| c.spec.name == name) else { continue };
+                    if state.children[index].cell.is_some() {
+                        continue;
+                    }
+                    if let Err(e) = state.start_child(index, &myself.get_cell()).await {
+                        tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %e, "restart failed; retrying");
+                        state.note_restart()?;
+                        let child = &mut state.children[index];
+                        child.consecutive += 1;
+                        let delay = state.backoff.delay(child.consecutive).max(state.backoff.base);
+                        myself.send_after(delay, move || SupervisorMsg::Restart(vec![name]));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // ractor reports a kill as a termination with reason "killed"; a kill is not a clean stop.
+                let abnormal = reason.filter(|r| r.contains("kill"));
+                (cell, abnormal)
+            }
+            _ => return Ok(()),
+        };
+        // Ends of children we replaced or stopped ourselves refer to old cells and are not found.
+        let Some(index) = state.index_of_cell(&cell) else { return Ok(()) };
+        let child = &mut state.children[index];
+        child.cell = None;
+        let name = child.spec.name.clone();
+        if let Some(reason) = &failure {
+            child.last_error = Some((epoch_secs(), reason.clone()));
+            tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %reason, "child ended abnormally");
+        }
+        let restart = match child.spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => failure.is_some(),
+            Restart::Temporary => false,
+        };
+        if !restart {
+            if child.spec.restart == Restart::Temporary {
+                state.children.remove(index);
+            }
+            return Ok(());
+        }
+        if let Err(e) = state.note_restart() {
+            tracing::error!(supervisor = ?myself.get_name(), child = %name, cause = %e, "escalating");
+            return Err(e.into());
+        }
+        let child = &mut state.children[index];
+        child.restarts += 1;
+        child.consecutive = if child.started_at.elapsed() > state.backoff.max { 1 } else { child.consecutive + 1 };
+        let delay = state.backoff.delay(child.consecutive);
+        let to_restart: Vec<usize> = match state.strategy {
+            Strategy::OneForOne => vec![index],
+            Strategy::OneForAll => (0..state.children.len()).collect(),
+            Strategy::RestForOne => (index..state.children.len()).collect(),
+        };
+        // Stop the others in reverse start order before anything restarts.
+        for &i in to_restart.iter().rev() {
+            if i != index {
+                state.stop_child(i).await;
+            }
+        }
+        let names: Vec<String> = to_restart.iter().map(|&i| state.children[i].spec.name.clone()).collect();
+        if delay.is_zero() {
+            myself.send_message(SupervisorMsg::Restart(names))?;
+        } else {
+            myself.send_after(delay, move || SupervisorMsg::Restart(names));
+        }
+        Ok(())
+    }
+}
+
+/// Lists a supervisor's children, for the console and the tests.
+pub async fn children(supervisor: &ActorRef<SupervisorMsg>, timeout: Duration) -> Result<Vec<ChildReport>, crate::CallError> {
+    crate::rpc::call(supervisor, SupervisorMsg::Children, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Counter;
+    impl Actor for Counter {
+        type Msg = ();
+        type State = ();
+        type Arguments = Arc<AtomicU32>;
+        async fn pre_start(&self, _me: ActorRef<()>, starts: Arc<AtomicU32>) -> Result<(), ActorProcessingErr> {
+            starts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn counter(name: &str, starts: &Arc<AtomicU32>) -> ChildSpec {
+        let starts = starts.clone();
+        ChildSpec::new(name, Restart::Permanent, move || (Counter, starts.clone()))
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn kill(name: &str) {
+        let cell = ractor::registry::where_is(name.to_string()).expect("child is registered");
+        cell.kill();
+    }
+
+    #[tokio::test]
+    async fn one_for_one_restarts_only_the_killed_child() {
+        let (a, b) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let args = SupervisorArgs::one_for_one(vec![counter("t1/a", &a), counter("t1/b", &b)]);
+        let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args).await.unwrap();
+        kill("t1/a").await;
+        wait_for("a restarted", || a.load(Ordering::SeqCst) == 2).await;
+        wait_for("a registered", || ractor::registry::where_is("t1/a".to_string()).is_some()).await;
+        assert_eq!(b.load(Ordering::SeqCst), 1);
+        let report = children(&sup, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(report[0].restarts, 1);
+        assert!(report[0].last_error.is_some());
+        sup.stop(None);
+        handle.await.unwrap();
+        assert!(ractor::registry::where_is("t1/a".to_string()).is_none(), "children stop with their supervisor");
+    }
+
+    #[tokio::test]
+    async fn one_for_all_and_rest_for_one_restart_their_groups() {
+        for (strategy, tag, expect) in [(Strategy::OneForAll, "t2", [2, 2, 2]), (Strategy::RestForOne, "t3", [1, 2, 2])] {
+            let counts: Vec<_> = (0..3).map(|_| Arc::new(AtomicU32::new(0))).collect();
+            let names: Vec<String> = (0..3).map(|i| format!("{tag}/c{i}")).collect();
+            let args = SupervisorArgs {
+                strategy,
+                intensity: Intensity::default(),
+                backoff: Backoff::default(),
+                children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
+            };
+            let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args).await.unwrap();
+            kill(&names[1]).await;
+            wait_for("restarts", || counts.iter().zip(expect).all(|(c, e)| c.load(Ordering::SeqCst) == e)).await;
+            sup.stop(None);
+            handle.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn too_many_restarts_escalate() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let args = SupervisorArgs {
+            strategy: Strategy::OneForOne,
+            intensity: Intensity { max_restarts: 2, period: Duration::from_secs(60) },
+            backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) },
+            children: vec![counter("t4/flappy", &starts)],
+        };
+        let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
+        for n in 2..=3 {
+            kill("t4/flappy").await;
+            wait_for("restart", || starts.load(Ordering::SeqCst) == n).await;
+            wait_for("registered", || ractor::registry::where_is("t4/flappy".to_string()).is_some()).await;
+        }
+        kill("t4/flappy").await;
+        tokio::time::timeout(Duration::from_secs(5), handle).await.expect("supervisor gave up").unwrap();
+        assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff { base: Duration::from_millis(10), max: Duration::from_millis(50) };
+        let delays: Vec<u64> = (1..=6).map(|n| b.delay(n).as_millis() as u64).collect();
+        assert_eq!(delays, vec![0, 10, 20, 40, 50, 50]);
+    }
+}

@@ -1,0 +1,26 @@
+//! nimbus-storage: the whole cloud's state, in one redb file, behind a dedicated writer thread.
+//!
+//! # Layout
+//! - [`Store`]: owns the redb `Database`. Writes are closures sent to the writer thread, which runs many of
+//!   them in one transaction and commits once (group commit); every caller is answered only after the
+//!   commit is durable. A closure that returns `Err` has its own writes undone without disturbing the others.
+//!   Reads are MVCC snapshots taken on the caller's thread.
+//! - [`Table`] / [`Index`]: typed handles on redb tables (one record per key) and multimap tables (secondary
+//!   indexes). Keys are [`KeyCodec`]s, values are versioned [`Record`]s (a version byte, then bincode).
+//! - [`schema`]: every table nimbus has, the schema version and the check made on open.
+//! - [`records`] and [`ids`]: the persisted data model and its typed identifiers.
+//!
+//! This is the only crate that knows redb.
+
+mod codec;
+mod error;
+pub mod ids;
+pub mod records;
+pub mod schema;
+mod store;
+mod table;
+
+pub use codec::{KeyCodec, Record};
+pub use error::StoreError;
+pub use store::{Store, StoreStats};
+pub use table::{Index, ReadTx, Reads, Table, WriteTx};

@@ -1,0 +1,90 @@
+//! Every table and index of the store, and the schema version check made when a file is opened.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::ids::{FlavorId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
+use crate::records::{
+    Assignment, FixedIp, Flavor, Host, Image, Instance, Network, Operation, Project, Token, User,
+};
+use crate::{Index, StoreError, Table};
+
+/// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
+/// [`prepare`] to migrate from the previous one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
+
+pub const PROJECTS: Table<ProjectId, Project> = Table::new("projects");
+pub const PROJECT_NAMES: Table<String, ProjectId> = Table::new("project_names");
+pub const USERS: Table<UserId, User> = Table::new("users");
+pub const USER_NAMES: Table<String, UserId> = Table::new("user_names");
+pub const ASSIGNMENTS: Table<Pair<UserId, ProjectId>, Assignment> = Table::new("assignments");
+/// Keyed by the hex SHA-256 of the token secret.
+pub const TOKENS: Table<String, Token> = Table::new("tokens");
+pub const FLAVORS: Table<FlavorId, Flavor> = Table::new("flavors");
+pub const IMAGES: Table<ImageId, Image> = Table::new("images");
+pub const HOSTS: Table<HostId, Host> = Table::new("hosts");
+pub const INSTANCES: Table<InstanceId, Instance> = Table::new("instances");
+pub const INSTANCES_BY_PROJECT: Index<ProjectId, InstanceId> = Index::new("instances_by_project");
+pub const INSTANCES_BY_HOST: Index<HostId, InstanceId> = Index::new("instances_by_host");
+pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
+/// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
+pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
+pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
+
+const TABLES: &[&str] = &[
+    PROJECTS.name(),
+    PROJECT_NAMES.name(),
+    USERS.name(),
+    USER_NAMES.name(),
+    ASSIGNMENTS.name(),
+    TOKENS.name(),
+    FLAVORS.name(),
+    IMAGES.name(),
+    HOSTS.name(),
+    INSTANCES.name(),
+    NETWORKS.name(),
+    FIXED_IPS.name(),
+    OPERATIONS.name(),
+];
+const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name()];
+
+/// Creates missing tables and checks (or records) the schema version.
+pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get("schema_version")?.map(|v| v.value());
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: path.display().to_string(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => drop(meta.insert("schema_version", SCHEMA_VERSION)?),
+        }
+        for name in TABLES {
+            txn.open_table(TableDefinition::<&[u8], &[u8]>::new(name))?;
+        }
+        for name in INDEXES {
+            txn.open_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Rewrites the recorded schema version; only tests use it, to fake a file from a newer nimbus.
+#[doc(hidden)]
+pub fn force_schema_version(path: &Path, version: u32) -> Result<(), StoreError> {
+    let db = Database::create(path).map_err(StoreError::redb)?;
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert("schema_version", version)?;
+    txn.commit()?;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The `Store`: a redb database owned by one writer thread that group-commits closures.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableDatabase};
+
+use crate::table::{ReadTx, WriteTx};
+use crate::{StoreError, schema};
+
+/// How many queued writes one commit may take at most; bounds the latency a large batch adds.
+const MAX_BATCH: usize = 512;
+
+/// Called once the commit that holds a successful write is durable (or has failed).
+type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+/// One queued write: runs inside the batch's transaction; `Some` if its writes are to be kept.
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Option<Deliver> + Send>;
+
+/// Counters the benchmarks and the console read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Durable commits made.
+    pub commits: u64,
+    /// Writes that were kept (summed over all commits).
+    pub writes: u64,
+    /// Writes whose closure failed and were undone.
+    pub rolled_back: u64,
+}
+
+struct Counters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    rolled_back: AtomicU64,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: Arc<Database>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+/// A handle on the store; cheap to clone, shared by every actor of the process.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.inner.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, creating its directory, every table, and checking the schema
+    /// version: a file written by a newer nimbus is refused.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+        }
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::AlreadyOpen { path: path.display().to_string() });
+            }
+            Err(e) => return Err(StoreError::redb(e)),
+        };
+        schema::prepare(&db, &path)?;
+        let db = Arc::new(db);
+        let counters = Arc::new(Counters {
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            rolled_back: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = {
+            let db = db.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name("nimbus-store".into())
+                .spawn(move || writer_loop(&db, &rx, &counters))
+                .expect("spawning the store writer thread")
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                db,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                counters,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` atomically and durably. `f` runs on the writer thread, maybe in one transaction with other
+    /// callers' closures; if it returns `Err`, its own writes are undone and the error is returned. The
+    /// returned future resolves only after the commit holding the writes is on disk.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |tx| match f(tx) {
+            Ok(value) => Some(Box::new(move |committed: Result<(), &StoreError>| {
+                let outcome = match committed {
+                    Ok(()) => Ok(value),
+                    Err(e) => Err(E::from(StoreError::CommitFailed(e.to_string()))),
+                };
+                let _ = reply.send(outcome);
+            }) as Deliver),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        });
+        {
+            let jobs = self.inner.jobs.lock().expect("store job sender lock");
+            let sender = jobs.as_ref().ok_or(StoreError::WriterGone)?;
+            sender.send(job).map_err(|_| StoreError::WriterGone)?;
+        }
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Reads from a consistent snapshot. Runs on the caller's thread: redb readers never wait for the writer.
+    pub fn read<T, E>(&self, f: impl FnOnce(&ReadTx) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let txn = self.inner.db.begin_read().map_err(StoreError::from)?;
+        f(&ReadTx { txn })
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            rolled_back: c.rolled_back.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting writes, lets the writer finish what is queued, and waits for it. Later writes fail with
+    /// [`StoreError::WriterGone`]; reads keep working.
+    pub fn close(&self) {
+        self.inner.jobs.lock().expect("store job sender lock").take();
+        if let Some(writer) = self.inner.writer.lock().expect("store writer lock").take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.jobs.get_mut().map(Option::take).ok();
+        if let Ok(Some(writer)) = self.writer.get_mut().map(Option::take) {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (delivered, rolled_back, result) = commit_batch(db, batch);
+        counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
+        if result.is_ok() {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.writes.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        } else if let Err(e) = &result {
+            tracing::error!(cause = %e, writes = delivered.len(), "store commit failed");
+        }
+        for deliver in delivered {
+            deliver(result.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Runs a batch in one transaction and commits it. Returns the callbacks of the kept writes, how many were
+/// undone, and the commit's outcome.
+fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<(), StoreError>) {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => return (Vec::new(), batch.len() as u64, Err(StoreError::from(e))),
+    };
+    if let Err(e) = txn.set_durability(Durability::Immediate) {
+        return (Vec::new(), batch.len() as u64, Err(StoreError::from(e)));
+    }
+    let mut delivered = Vec::with_capacity(batch.len());
+    let mut rolled_back = 0;
+    for job in batch {
+        let mut part = WriteTx::new(&txn);
+        let kept = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut part)));
+        match kept {
+            Ok(Some(deliver)) => delivered.push(deliver),
+            // A failed or panicking closure: undo its writes; its caller already has its error (or, after a
+            // panic, sees the reply channel closed).
+            Ok(None) | Err(_) => {
+                rolled_back += 1;
+                if let Err(e) = part.rollback() {
+                    // Cannot separate this part from the others: give up on the whole batch.
+                    drop(txn);
+                    return (delivered, rolled_back, Err(e));
+                }
+            }
+        }
+    }
+    let result = txn.commit().map_err(StoreError::from);
+    (delivered, rolled_back, result)
+}

@@ -1,0 +1,204 @@
+//! Typed tables and indexes, and the read and write transactions that use them.
+
+use std::marker::PhantomData;
+
+use redb::{MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition};
+
+use crate::codec::{KeyCodec, Record, decode_record, encode_record};
+use crate::StoreError;
+
+type Raw = &'static [u8];
+
+/// A table holding one record `V` per key `K`.
+pub struct Table<K, V> {
+    name: &'static str,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Table<K, V> {
+    pub const fn new(name: &'static str) -> Self {
+        Table { name, _types: PhantomData }
+    }
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    pub(crate) fn def(&self) -> TableDefinition<'static, Raw, Raw> {
+        TableDefinition::new(self.name)
+    }
+}
+
+/// A secondary index: many values `V` (usually ids) per key `K`.
+pub struct Index<K, V> {
+    name: &'static str,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Index<K, V> {
+    pub const fn new(name: &'static str) -> Self {
+        Index { name, _types: PhantomData }
+    }
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+    pub(crate) fn def(&self) -> MultimapTableDefinition<'static, Raw, Raw> {
+        MultimapTableDefinition::new(self.name)
+    }
+}
+
+fn decode_key<K: KeyCodec>(table: &'static str, bytes: &[u8]) -> Result<K, StoreError> {
+    K::decode_key(bytes).ok_or(StoreError::BadKey { table })
+}
+
+fn get_in<K: KeyCodec, V: Record>(
+    t: &impl ReadableTable<Raw, Raw>,
+    key: &K,
+) -> Result<Option<V>, StoreError> {
+    match t.get(key.encode_key().as_slice())? {
+        Some(guard) => Ok(Some(decode_record(guard.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn scan_in<K: KeyCodec, V: Record>(
+    name: &'static str,
+    t: &impl ReadableTable<Raw, Raw>,
+) -> Result<Vec<(K, V)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in t.range::<&[u8]>(..)? {
+        let (k, v) = entry?;
+        out.push((decode_key(name, k.value())?, decode_record(v.value())?));
+    }
+    Ok(out)
+}
+
+fn index_get_in<K: KeyCodec, V: KeyCodec>(
+    name: &'static str,
+    t: &impl ReadableMultimapTable<Raw, Raw>,
+    key: &K,
+) -> Result<Vec<V>, StoreError> {
+    let mut out = Vec::new();
+    for v in t.get(key.encode_key().as_slice())? {
+        out.push(decode_key(name, v?.value())?);
+    }
+    Ok(out)
+}
+
+/// The read operations both transaction kinds offer, so lookup helpers work inside either.
+pub trait Reads {
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError>;
+    fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError>;
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError>;
+}
+
+/// A consistent snapshot of the store.
+pub struct ReadTx {
+    pub(crate) txn: redb::ReadTransaction,
+}
+
+impl Reads for ReadTx {
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+        get_in(&self.txn.open_table(table.def())?, key)
+    }
+    fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
+        scan_in(table.name, &self.txn.open_table(table.def())?)
+    }
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
+        index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
+    }
+}
+
+/// What to do to take one write back.
+enum Undo {
+    Restore { table: &'static str, key: Vec<u8>, old: Option<Vec<u8>> },
+    IndexRemove { index: &'static str, key: Vec<u8>, value: Vec<u8> },
+    IndexAdd { index: &'static str, key: Vec<u8>, value: Vec<u8> },
+}
+
+/// One caller's part of a group-committed write transaction. Every write is logged so that the part can be
+/// undone on its own when the caller's closure fails, leaving the other callers' writes in the same commit.
+pub struct WriteTx<'t> {
+    txn: &'t redb::WriteTransaction,
+    undo: Vec<Undo>,
+}
+
+impl<'t> WriteTx<'t> {
+    pub(crate) fn new(txn: &'t redb::WriteTransaction) -> Self {
+        WriteTx { txn, undo: Vec::new() }
+    }
+
+    /// Inserts or replaces the record at `key`.
+    pub fn put<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+        let key = key.encode_key();
+        let bytes = encode_record(value)?;
+        let mut t = self.txn.open_table(table.def())?;
+        let old = t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec());
+        self.undo.push(Undo::Restore { table: table.name, key, old });
+        Ok(())
+    }
+
+    /// Removes the record at `key`, returning it.
+    pub fn delete<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+        let key = key.encode_key();
+        let mut t = self.txn.open_table(table.def())?;
+        let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
+        let decoded = old.as_deref().map(decode_record).transpose()?;
+        if old.is_some() {
+            self.undo.push(Undo::Restore { table: table.name, key, old });
+        }
+        Ok(decoded)
+    }
+
+    pub fn index_add<K: KeyCodec, V: KeyCodec>(&mut self, index: &Index<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+        let (key, value) = (key.encode_key(), value.encode_key());
+        let mut t = self.txn.open_multimap_table(index.def())?;
+        if !t.insert(key.as_slice(), value.as_slice())? {
+            self.undo.push(Undo::IndexRemove { index: index.name, key, value });
+        }
+        Ok(())
+    }
+
+    pub fn index_remove<K: KeyCodec, V: KeyCodec>(&mut self, index: &Index<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+        let (key, value) = (key.encode_key(), value.encode_key());
+        let mut t = self.txn.open_multimap_table(index.def())?;
+        if t.remove(key.as_slice(), value.as_slice())? {
+            self.undo.push(Undo::IndexAdd { index: index.name, key, value });
+        }
+        Ok(())
+    }
+
+    /// Takes back every write this part made, newest first.
+    pub(crate) fn rollback(mut self) -> Result<(), StoreError> {
+        while let Some(step) = self.undo.pop() {
+            match step {
+                Undo::Restore { table, key, old } => {
+                    let mut t = self.txn.open_table(TableDefinition::<Raw, Raw>::new(table))?;
+                    match old {
+                        Some(old) => drop(t.insert(key.as_slice(), old.as_slice())?),
+                        None => drop(t.remove(key.as_slice())?),
+                    }
+                }
+                Undo::IndexRemove { index, key, value } => {
+                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    t.remove(key.as_slice(), value.as_slice())?;
+                }
+                Undo::IndexAdd { index, key, value } => {
+                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    t.insert(key.as_slice(), value.as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reads for WriteTx<'_> {
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+        get_in(&self.txn.open_table(table.def())?, key)
+    }
+    fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
+        scan_in(table.name, &self.txn.open_table(table.def())?)
+    }
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
+        index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
+    }
+}
