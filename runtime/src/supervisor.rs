@@ -17,7 +17,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
+};
 use serde::{Deserialize, Serialize};
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
@@ -50,7 +52,10 @@ pub struct Intensity {
 
 impl Default for Intensity {
     fn default() -> Self {
-        Intensity { max_restarts: 10, period: Duration::from_secs(10) }
+        Intensity {
+            max_restarts: 10,
+            period: Duration::from_secs(10),
+        }
     }
 }
 
@@ -64,7 +69,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(10), max: Duration::from_secs(2) }
+        Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_secs(2),
+        }
     }
 }
 
@@ -87,7 +95,10 @@ pub struct ChildSpec {
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec").field("name", &self.name).field("restart", &self.restart).finish()
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("restart", &self.restart)
+            .finish()
     }
 }
 
@@ -108,7 +119,11 @@ impl ChildSpec {
                 Ok(actor_ref.get_cell())
             })
         });
-        ChildSpec { name, restart, start }
+        ChildSpec {
+            name,
+            restart,
+            start,
+        }
     }
 }
 
@@ -181,13 +196,18 @@ pub enum SupervisorError {
 }
 
 fn epoch_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl SupervisorState {
     fn index_of_cell(&self, cell: &ActorCell) -> Option<usize> {
         let id = cell.get_id();
-        self.children.iter().position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
+        self.children
+            .iter()
+            .position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
     }
 
     async fn start_child(&mut self, index: usize, me: &ActorCell) -> Result<(), SupervisorError> {
@@ -198,14 +218,22 @@ impl SupervisorState {
                 child.started_at = Instant::now();
                 Ok(())
             }
-            Err(e) => Err(SupervisorError::ChildStart { child: child.spec.name.clone(), reason: e.to_string() }),
+            Err(e) => Err(SupervisorError::ChildStart {
+                child: child.spec.name.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// Stops a running child and waits until it is gone (its name is free again).
     async fn stop_child(&mut self, index: usize) {
         if let Some(cell) = self.children[index].cell.take() {
-            let _ = cell.stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5))).await;
+            let _ = cell
+                .stop_and_wait(
+                    Some("supervisor restart strategy".into()),
+                    Some(Duration::from_secs(5)),
+                )
+                .await;
         }
     }
 
@@ -213,7 +241,11 @@ impl SupervisorState {
     fn note_restart(&mut self) -> Result<(), SupervisorError> {
         let now = Instant::now();
         self.restart_log.push_back(now);
-        while self.restart_log.front().is_some_and(|t| now.duration_since(*t) > self.intensity.period) {
+        while self
+            .restart_log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.intensity.period)
+        {
             self.restart_log.pop_front();
         }
         if self.restart_log.len() > self.intensity.max_restarts {
@@ -231,7 +263,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState {
             strategy: args.strategy,
             intensity: args.intensity,
@@ -260,7 +296,11 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         // Graceful teardown, last started first; without this ractor would kill the children outright.
         for i in (0..state.children.len()).rev() {
             state.stop_child(i).await;
@@ -268,7 +308,12 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::StartChild(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.name == spec.name) {
@@ -305,7 +350,10 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Restart(names) => {
                 for name in names {
-                    let Some(index) = state.children.iter().position(|c| c.spec.name == name) else { continue };
+                    let Some(index) = state.children.iter().position(|c| c.spec.name == name)
+                    else {
+                        continue;
+                    };
                     if state.children[index].cell.is_some() {
                         continue;
                     }
@@ -314,7 +362,10 @@ impl Actor for Supervisor {
                         state.note_restart()?;
                         let child = &mut state.children[index];
                         child.consecutive += 1;
-                        let delay = state.backoff.delay(child.consecutive).max(state.backoff.base);
+                        let delay = state
+                            .backoff
+                            .delay(child.consecutive)
+                            .max(state.backoff.base);
                         myself.send_after(delay, move || SupervisorMsg::Restart(vec![name]));
                     }
                 }
@@ -339,7 +390,9 @@ impl Actor for Supervisor {
             _ => return Ok(()),
         };
         // Ends of children we replaced or stopped ourselves refer to old cells and are not found.
-        let Some(index) = state.index_of_cell(&cell) else { return Ok(()) };
+        let Some(index) = state.index_of_cell(&cell) else {
+            return Ok(());
+        };
         let child = &mut state.children[index];
         child.cell = None;
         let name = child.spec.name.clone();
@@ -364,7 +417,11 @@ impl Actor for Supervisor {
         }
         let child = &mut state.children[index];
         child.restarts += 1;
-        child.consecutive = if child.started_at.elapsed() > state.backoff.max { 1 } else { child.consecutive + 1 };
+        child.consecutive = if child.started_at.elapsed() > state.backoff.max {
+            1
+        } else {
+            child.consecutive + 1
+        };
         let delay = state.backoff.delay(child.consecutive);
         let to_restart: Vec<usize> = match state.strategy {
             Strategy::OneForOne => vec![index],
@@ -377,7 +434,10 @@ impl Actor for Supervisor {
                 state.stop_child(i).await;
             }
         }
-        let names: Vec<String> = to_restart.iter().map(|&i| state.children[i].spec.name.clone()).collect();
+        let names: Vec<String> = to_restart
+            .iter()
+            .map(|&i| state.children[i].spec.name.clone())
+            .collect();
         if delay.is_zero() {
             myself.send_message(SupervisorMsg::Restart(names))?;
         } else {
@@ -388,7 +448,10 @@ impl Actor for Supervisor {
 }
 
 /// Lists a supervisor's children, for the console and the tests.
-pub async fn children(supervisor: &ActorRef<SupervisorMsg>, timeout: Duration) -> Result<Vec<ChildReport>, crate::CallError> {
+pub async fn children(
+    supervisor: &ActorRef<SupervisorMsg>,
+    timeout: Duration,
+) -> Result<Vec<ChildReport>, crate::CallError> {
     crate::rpc::call(supervisor, SupervisorMsg::Children, timeout).await
 }
 
@@ -402,7 +465,11 @@ mod tests {
         type Msg = ();
         type State = ();
         type Arguments = Arc<AtomicU32>;
-        async fn pre_start(&self, _me: ActorRef<()>, starts: Arc<AtomicU32>) -> Result<(), ActorProcessingErr> {
+        async fn pre_start(
+            &self,
+            _me: ActorRef<()>,
+            starts: Arc<AtomicU32>,
+        ) -> Result<(), ActorProcessingErr> {
             starts.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -430,33 +497,56 @@ mod tests {
     async fn one_for_one_restarts_only_the_killed_child() {
         let (a, b) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
         let args = SupervisorArgs::one_for_one(vec![counter("t1/a", &a), counter("t1/b", &b)]);
-        let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args).await.unwrap();
+        let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args)
+            .await
+            .unwrap();
         kill("t1/a").await;
         wait_for("a restarted", || a.load(Ordering::SeqCst) == 2).await;
-        wait_for("a registered", || ractor::registry::where_is("t1/a".to_string()).is_some()).await;
+        wait_for("a registered", || {
+            ractor::registry::where_is("t1/a".to_string()).is_some()
+        })
+        .await;
         assert_eq!(b.load(Ordering::SeqCst), 1);
         let report = children(&sup, Duration::from_secs(1)).await.unwrap();
         assert_eq!(report[0].restarts, 1);
         assert!(report[0].last_error.is_some());
         sup.stop(None);
         handle.await.unwrap();
-        assert!(ractor::registry::where_is("t1/a".to_string()).is_none(), "children stop with their supervisor");
+        assert!(
+            ractor::registry::where_is("t1/a".to_string()).is_none(),
+            "children stop with their supervisor"
+        );
     }
 
     #[tokio::test]
     async fn one_for_all_and_rest_for_one_restart_their_groups() {
-        for (strategy, tag, expect) in [(Strategy::OneForAll, "t2", [2, 2, 2]), (Strategy::RestForOne, "t3", [1, 2, 2])] {
+        for (strategy, tag, expect) in [
+            (Strategy::OneForAll, "t2", [2, 2, 2]),
+            (Strategy::RestForOne, "t3", [1, 2, 2]),
+        ] {
             let counts: Vec<_> = (0..3).map(|_| Arc::new(AtomicU32::new(0))).collect();
             let names: Vec<String> = (0..3).map(|i| format!("{tag}/c{i}")).collect();
             let args = SupervisorArgs {
                 strategy,
                 intensity: Intensity::default(),
                 backoff: Backoff::default(),
-                children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
+                children: names
+                    .iter()
+                    .zip(&counts)
+                    .map(|(n, c)| counter(n, c))
+                    .collect(),
             };
-            let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args).await.unwrap();
+            let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args)
+                .await
+                .unwrap();
             kill(&names[1]).await;
-            wait_for("restarts", || counts.iter().zip(expect).all(|(c, e)| c.load(Ordering::SeqCst) == e)).await;
+            wait_for("restarts", || {
+                counts
+                    .iter()
+                    .zip(expect)
+                    .all(|(c, e)| c.load(Ordering::SeqCst) == e)
+            })
+            .await;
             sup.stop(None);
             handle.await.unwrap();
         }
@@ -467,24 +557,41 @@ mod tests {
         let starts = Arc::new(AtomicU32::new(0));
         let args = SupervisorArgs {
             strategy: Strategy::OneForOne,
-            intensity: Intensity { max_restarts: 2, period: Duration::from_secs(60) },
-            backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) },
+            intensity: Intensity {
+                max_restarts: 2,
+                period: Duration::from_secs(60),
+            },
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
             children: vec![counter("t4/flappy", &starts)],
         };
-        let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
+        let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args)
+            .await
+            .unwrap();
         for n in 2..=3 {
             kill("t4/flappy").await;
             wait_for("restart", || starts.load(Ordering::SeqCst) == n).await;
-            wait_for("registered", || ractor::registry::where_is("t4/flappy".to_string()).is_some()).await;
+            wait_for("registered", || {
+                ractor::registry::where_is("t4/flappy".to_string()).is_some()
+            })
+            .await;
         }
         kill("t4/flappy").await;
-        tokio::time::timeout(Duration::from_secs(5), handle).await.expect("supervisor gave up").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("supervisor gave up")
+            .unwrap();
         assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
     }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let b = Backoff { base: Duration::from_millis(10), max: Duration::from_millis(50) };
+        let b = Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        };
         let delays: Vec<u64> = (1..=6).map(|n| b.delay(n).as_millis() as u64).collect();
         assert_eq!(delays, vec![0, 10, 20, 40, 50, 50]);
     }

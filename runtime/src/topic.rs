@@ -25,7 +25,11 @@ impl Namespace {
 
     /// The registered name of an actor: `local` itself in the default namespace, `ns:local` otherwise.
     pub fn actor_name(&self, local: &str) -> String {
-        if &*self.0 == Self::DEFAULT { local.to_string() } else { format!("{}:{local}", self.0) }
+        if &*self.0 == Self::DEFAULT {
+            local.to_string()
+        } else {
+            format!("{}:{local}", self.0)
+        }
     }
 
     /// Makes `cell` a member of `topic`. Membership ends by itself when the actor stops.
@@ -39,7 +43,10 @@ impl Namespace {
 
     /// One member of `topic`, chosen at random among the live ones, as a typed reference.
     pub fn pick<M: Message>(&self, topic: &Topic) -> Option<ActorRef<M>> {
-        self.members(topic).choose(&mut rand::rng()).cloned().map(ActorRef::from)
+        self.members(topic)
+            .choose(&mut rand::rng())
+            .cloned()
+            .map(ActorRef::from)
     }
 }
 
@@ -55,16 +62,20 @@ impl fmt::Debug for Namespace {
     }
 }
 
-/// Where a message goes: to any member of a role, or to the one worker of a role on a given host.
+/// Where a message goes: to any member of a role, or to the one worker of a role for a given key (a host for
+/// `compute.host-0003`, a project for `conductor.<project id>`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     Role(&'static str),
-    Host { role: &'static str, host: String },
+    Keyed { role: &'static str, key: String },
 }
 
 impl Topic {
-    pub fn host(role: &'static str, host: impl Into<String>) -> Topic {
-        Topic::Host { role, host: host.into() }
+    pub fn keyed(role: &'static str, key: impl fmt::Display) -> Topic {
+        Topic::Keyed {
+            role,
+            key: key.to_string(),
+        }
     }
 }
 
@@ -72,7 +83,7 @@ impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Topic::Role(role) => f.write_str(role),
-            Topic::Host { role, host } => write!(f, "{role}.{host}"),
+            Topic::Keyed { role, key } => write!(f, "{role}.{key}"),
         }
     }
 }

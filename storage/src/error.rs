@@ -18,14 +18,22 @@ pub enum StoreError {
         source: bincode::error::DecodeError,
     },
     #[error("a {kind} record has version {found}, this nimbus reads up to version {supported}")]
-    RecordFromNewerVersion { kind: &'static str, found: u8, supported: u8 },
+    RecordFromNewerVersion {
+        kind: &'static str,
+        found: u8,
+        supported: u8,
+    },
     #[error("malformed key in table {table}")]
     BadKey { table: &'static str },
     #[error(
         "the data file {path} has schema version {found}, this nimbus supports up to {supported}; \
          run a newer nimbus or restore an older backup"
     )]
-    NewerSchema { path: String, found: u32, supported: u32 },
+    NewerSchema {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("the data file {path} is already open in another nimbus process")]
     AlreadyOpen { path: String },
     #[error("the commit holding this write failed: {0}")]

@@ -103,12 +103,20 @@ impl From<&str> for HostId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair<A, B>(pub A, pub B);
 
-impl<A: KeyCodec, B: KeyCodec> KeyCodec for Pair<A, B> {
-    fn encode_key(&self) -> Vec<u8> {
-        let a = self.0.encode_key();
+impl<A: KeyCodec, B> Pair<A, B> {
+    /// The encoded prefix shared by every pair whose first part is `a`, for [`crate::Reads::scan_prefix`].
+    pub fn prefix(a: &A) -> Vec<u8> {
+        let a = a.encode_key();
         let len = u16::try_from(a.len()).expect("key parts are short");
         let mut out = len.to_be_bytes().to_vec();
         out.extend_from_slice(&a);
+        out
+    }
+}
+
+impl<A: KeyCodec, B: KeyCodec> KeyCodec for Pair<A, B> {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut out = Pair::<A, B>::prefix(&self.0);
         out.extend_from_slice(&self.1.encode_key());
         out
     }
@@ -127,7 +135,10 @@ mod tests {
     #[test]
     fn pair_keys_round_trip() {
         let key = Pair(HostId("h".into()), 7u32);
-        assert_eq!(Pair::<HostId, u32>::decode_key(&key.encode_key()), Some(key));
+        assert_eq!(
+            Pair::<HostId, u32>::decode_key(&key.encode_key()),
+            Some(key)
+        );
         let id = InstanceId::random();
         assert_eq!(id.to_string().parse::<InstanceId>().unwrap(), id);
     }

@@ -52,7 +52,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.inner.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -62,13 +64,17 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::AlreadyOpen { path: path.display().to_string() });
+                return Err(StoreError::AlreadyOpen {
+                    path: path.display().to_string(),
+                });
             }
             Err(e) => return Err(StoreError::redb(e)),
         };
@@ -155,7 +161,11 @@ impl Store {
     /// Stops accepting writes, lets the writer finish what is queued, and waits for it. Later writes fail with
     /// [`StoreError::WriterGone`]; reads keep working.
     pub fn close(&self) {
-        self.inner.jobs.lock().expect("store job sender lock").take();
+        self.inner
+            .jobs
+            .lock()
+            .expect("store job sender lock")
+            .take();
         if let Some(writer) = self.inner.writer.lock().expect("store writer lock").take() {
             let _ = writer.join();
         }
@@ -181,10 +191,14 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
             }
         }
         let (delivered, rolled_back, result) = commit_batch(db, batch);
-        counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
+        counters
+            .rolled_back
+            .fetch_add(rolled_back, Ordering::Relaxed);
         if result.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
-            counters.writes.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
         } else if let Err(e) = &result {
             tracing::error!(cause = %e, writes = delivered.len(), "store commit failed");
         }

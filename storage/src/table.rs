@@ -4,8 +4,8 @@ use std::marker::PhantomData;
 
 use redb::{MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition};
 
-use crate::codec::{KeyCodec, Record, decode_record, encode_record};
 use crate::StoreError;
+use crate::codec::{KeyCodec, Record, decode_record, encode_record};
 
 type Raw = &'static [u8];
 
@@ -17,7 +17,10 @@ pub struct Table<K, V> {
 
 impl<K, V> Table<K, V> {
     pub const fn new(name: &'static str) -> Self {
-        Table { name, _types: PhantomData }
+        Table {
+            name,
+            _types: PhantomData,
+        }
     }
     pub const fn name(&self) -> &'static str {
         self.name
@@ -35,7 +38,10 @@ pub struct Index<K, V> {
 
 impl<K, V> Index<K, V> {
     pub const fn new(name: &'static str) -> Self {
-        Index { name, _types: PhantomData }
+        Index {
+            name,
+            _types: PhantomData,
+        }
     }
     pub const fn name(&self) -> &'static str {
         self.name
@@ -71,6 +77,22 @@ fn scan_in<K: KeyCodec, V: Record>(
     Ok(out)
 }
 
+fn scan_prefix_in<K: KeyCodec, V: Record>(
+    name: &'static str,
+    t: &impl ReadableTable<Raw, Raw>,
+    prefix: &[u8],
+) -> Result<Vec<(K, V)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in t.range::<&[u8]>(prefix..)? {
+        let (k, v) = entry?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((decode_key(name, k.value())?, decode_record(v.value())?));
+    }
+    Ok(out)
+}
+
 fn index_get_in<K: KeyCodec, V: KeyCodec>(
     name: &'static str,
     t: &impl ReadableMultimapTable<Raw, Raw>,
@@ -85,9 +107,23 @@ fn index_get_in<K: KeyCodec, V: KeyCodec>(
 
 /// The read operations both transaction kinds offer, so lookup helpers work inside either.
 pub trait Reads {
-    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError>;
+    fn get<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StoreError>;
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError>;
-    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError>;
+    /// The entries whose encoded key starts with `prefix` (see [`crate::ids::Pair::prefix`]), in key order.
+    fn scan_prefix<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>, StoreError>;
+    fn index_get<K: KeyCodec, V: KeyCodec>(
+        &self,
+        index: &Index<K, V>,
+        key: &K,
+    ) -> Result<Vec<V>, StoreError>;
 }
 
 /// A consistent snapshot of the store.
@@ -96,22 +132,49 @@ pub struct ReadTx {
 }
 
 impl Reads for ReadTx {
-    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+    fn get<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StoreError> {
         get_in(&self.txn.open_table(table.def())?, key)
     }
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
         scan_in(table.name, &self.txn.open_table(table.def())?)
     }
-    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
+    fn scan_prefix<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>, StoreError> {
+        scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+    }
+    fn index_get<K: KeyCodec, V: KeyCodec>(
+        &self,
+        index: &Index<K, V>,
+        key: &K,
+    ) -> Result<Vec<V>, StoreError> {
         index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
     }
 }
 
 /// What to do to take one write back.
 enum Undo {
-    Restore { table: &'static str, key: Vec<u8>, old: Option<Vec<u8>> },
-    IndexRemove { index: &'static str, key: Vec<u8>, value: Vec<u8> },
-    IndexAdd { index: &'static str, key: Vec<u8>, value: Vec<u8> },
+    Restore {
+        table: &'static str,
+        key: Vec<u8>,
+        old: Option<Vec<u8>>,
+    },
+    IndexRemove {
+        index: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    IndexAdd {
+        index: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
 }
 
 /// One caller's part of a group-committed write transaction. Every write is logged so that the part can be
@@ -123,45 +186,85 @@ pub struct WriteTx<'t> {
 
 impl<'t> WriteTx<'t> {
     pub(crate) fn new(txn: &'t redb::WriteTransaction) -> Self {
-        WriteTx { txn, undo: Vec::new() }
+        WriteTx {
+            txn,
+            undo: Vec::new(),
+        }
     }
 
     /// Inserts or replaces the record at `key`.
-    pub fn put<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+    pub fn put<K: KeyCodec, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), StoreError> {
         let key = key.encode_key();
         let bytes = encode_record(value)?;
         let mut t = self.txn.open_table(table.def())?;
-        let old = t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec());
-        self.undo.push(Undo::Restore { table: table.name, key, old });
+        let old = t
+            .insert(key.as_slice(), bytes.as_slice())?
+            .map(|g| g.value().to_vec());
+        self.undo.push(Undo::Restore {
+            table: table.name,
+            key,
+            old,
+        });
         Ok(())
     }
 
     /// Removes the record at `key`, returning it.
-    pub fn delete<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+    pub fn delete<K: KeyCodec, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StoreError> {
         let key = key.encode_key();
         let mut t = self.txn.open_table(table.def())?;
         let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
         let decoded = old.as_deref().map(decode_record).transpose()?;
         if old.is_some() {
-            self.undo.push(Undo::Restore { table: table.name, key, old });
+            self.undo.push(Undo::Restore {
+                table: table.name,
+                key,
+                old,
+            });
         }
         Ok(decoded)
     }
 
-    pub fn index_add<K: KeyCodec, V: KeyCodec>(&mut self, index: &Index<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+    pub fn index_add<K: KeyCodec, V: KeyCodec>(
+        &mut self,
+        index: &Index<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), StoreError> {
         let (key, value) = (key.encode_key(), value.encode_key());
         let mut t = self.txn.open_multimap_table(index.def())?;
         if !t.insert(key.as_slice(), value.as_slice())? {
-            self.undo.push(Undo::IndexRemove { index: index.name, key, value });
+            self.undo.push(Undo::IndexRemove {
+                index: index.name,
+                key,
+                value,
+            });
         }
         Ok(())
     }
 
-    pub fn index_remove<K: KeyCodec, V: KeyCodec>(&mut self, index: &Index<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
+    pub fn index_remove<K: KeyCodec, V: KeyCodec>(
+        &mut self,
+        index: &Index<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), StoreError> {
         let (key, value) = (key.encode_key(), value.encode_key());
         let mut t = self.txn.open_multimap_table(index.def())?;
         if t.remove(key.as_slice(), value.as_slice())? {
-            self.undo.push(Undo::IndexAdd { index: index.name, key, value });
+            self.undo.push(Undo::IndexAdd {
+                index: index.name,
+                key,
+                value,
+            });
         }
         Ok(())
     }
@@ -171,18 +274,24 @@ impl<'t> WriteTx<'t> {
         while let Some(step) = self.undo.pop() {
             match step {
                 Undo::Restore { table, key, old } => {
-                    let mut t = self.txn.open_table(TableDefinition::<Raw, Raw>::new(table))?;
+                    let mut t = self
+                        .txn
+                        .open_table(TableDefinition::<Raw, Raw>::new(table))?;
                     match old {
                         Some(old) => drop(t.insert(key.as_slice(), old.as_slice())?),
                         None => drop(t.remove(key.as_slice())?),
                     }
                 }
                 Undo::IndexRemove { index, key, value } => {
-                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    let mut t = self
+                        .txn
+                        .open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
                     t.remove(key.as_slice(), value.as_slice())?;
                 }
                 Undo::IndexAdd { index, key, value } => {
-                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    let mut t = self
+                        .txn
+                        .open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
                     t.insert(key.as_slice(), value.as_slice())?;
                 }
             }
@@ -192,13 +301,28 @@ impl<'t> WriteTx<'t> {
 }
 
 impl Reads for WriteTx<'_> {
-    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+    fn get<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StoreError> {
         get_in(&self.txn.open_table(table.def())?, key)
     }
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
         scan_in(table.name, &self.txn.open_table(table.def())?)
     }
-    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
+    fn scan_prefix<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>, StoreError> {
+        scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+    }
+    fn index_get<K: KeyCodec, V: KeyCodec>(
+        &self,
+        index: &Index<K, V>,
+        key: &K,
+    ) -> Result<Vec<V>, StoreError> {
         index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
     }
 }

@@ -1,0 +1,139 @@
+//! What a fresh cloud gets on its first start: the admin project and user, Nova's classic flavors, a default
+//! image, a default network; and the `clouds.yaml` that points the OpenStack clients at it.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use nimbus_storage::ids::{FlavorId, ImageId, NetworkId};
+use nimbus_storage::records::{Flavor, Image, Network, NetworkMode, Role, now_ms};
+use nimbus_storage::schema::{FLAVORS, IMAGES, NETWORKS};
+use nimbus_storage::{Reads, Store};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+
+use crate::CloudError;
+use crate::identity;
+
+pub const ADMIN: &str = "admin";
+pub const DEFAULT_IMAGE: &str = "cirros-0.6.2-x86_64-disk";
+pub const DEFAULT_NETWORK: &str = "private";
+pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// Creates whatever of the defaults is missing. Returns the admin password if it was generated now (it is
+/// also written, readable by the owner only, to `data_dir/admin-password`).
+pub async fn ensure_defaults(
+    store: &Store,
+    data_dir: &Path,
+    admin_password: Option<&str>,
+) -> Result<Option<String>, CloudError> {
+    let mut generated = None;
+    if identity::find_user(store, ADMIN)?.is_none() {
+        let project = match identity::find_project(store, ADMIN)? {
+            Some(p) => p,
+            None => {
+                identity::create_project(
+                    store,
+                    ADMIN,
+                    "Bootstrap project for initializing the cloud.",
+                )
+                .await?
+            }
+        };
+        let password = match admin_password {
+            Some(p) => p.to_string(),
+            None => {
+                let p: String = rand::rng()
+                    .sample_iter(&Alphanumeric)
+                    .take(24)
+                    .map(char::from)
+                    .collect();
+                write_private(&data_dir.join(ADMIN_PASSWORD_FILE), &format!("{p}\n"))?;
+                generated = Some(p.clone());
+                p
+            }
+        };
+        let user = identity::create_user(store, ADMIN, &password, Some(project.id)).await?;
+        identity::grant(store, user.id, project.id, Role::Admin).await?;
+    }
+    store
+        .write(|tx| {
+            if tx.scan(&FLAVORS)?.is_empty() {
+                // Nova's classic flavors.
+                for (id, name, vcpus, ram_mb, disk_gb) in [
+                    ("1", "m1.tiny", 1, 512, 1),
+                    ("2", "m1.small", 1, 2048, 20),
+                    ("3", "m1.medium", 2, 4096, 40),
+                    ("4", "m1.large", 4, 8192, 80),
+                ] {
+                    let flavor = Flavor {
+                        id: FlavorId(id.into()),
+                        name: name.into(),
+                        vcpus,
+                        ram_mb,
+                        disk_gb,
+                        ephemeral_gb: 0,
+                        swap_mb: 0,
+                        is_public: true,
+                    };
+                    tx.put(&FLAVORS, &flavor.id, &flavor)?;
+                }
+            }
+            if tx.scan(&IMAGES)?.is_empty() {
+                let image = Image {
+                    id: ImageId::random(),
+                    name: DEFAULT_IMAGE.into(),
+                    disk_format: "qcow2".into(),
+                    container_format: "bare".into(),
+                    size_bytes: 21_430_272,
+                    min_disk_gb: 0,
+                    min_ram_mb: 0,
+                    owner: None,
+                    public: true,
+                    created_at: now_ms(),
+                };
+                tx.put(&IMAGES, &image.id, &image)?;
+            }
+            if tx.scan(&NETWORKS)?.is_empty() {
+                let network = Network {
+                    id: NetworkId::random(),
+                    label: DEFAULT_NETWORK.into(),
+                    mode: NetworkMode::Flat,
+                    cidr: "10.0.0.0/24".parse().expect("a valid CIDR"),
+                    gateway: Ipv4Addr::new(10, 0, 0, 1),
+                    bridge: "br100".into(),
+                    dns1: None,
+                    project: None,
+                    created_at: now_ms(),
+                };
+                tx.put(&NETWORKS, &network.id, &network)?;
+            }
+            Ok::<_, CloudError>(())
+        })
+        .await?;
+    Ok(generated)
+}
+
+/// A `clouds.yaml` with one cloud, `nimbus`, for the stock OpenStack clients.
+pub fn clouds_yaml(base_url: &str, password: &str) -> String {
+    format!(
+        "clouds:\n  nimbus:\n    auth:\n      auth_url: {base_url}/identity/v3\n      username: {ADMIN}\n      \
+         password: \"{password}\"\n      project_name: {ADMIN}\n      user_domain_name: Default\n      \
+         project_domain_name: Default\n    region_name: RegionOne\n    identity_api_version: 3\n    interface: public\n"
+    )
+}
+
+/// Writes a file only its owner can read (it holds a password).
+pub fn write_private(path: &Path, contents: &str) -> Result<(), CloudError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail =
+        |e: std::io::Error| CloudError::Internal(format!("cannot write {}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)
+}

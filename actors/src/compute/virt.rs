@@ -1,0 +1,158 @@
+//! Virt drivers: the one contract compute agents run instances through, and the `fake` driver.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use nimbus_storage::ids::InstanceId;
+use nimbus_storage::records::Interface;
+use serde::{Deserialize, Serialize};
+
+pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VirtError>> + Send + 'a>>;
+
+/// What a host offers, as its agent registers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            vcpus: 16,
+            ram_mb: 32768,
+            disk_gb: 500,
+        }
+    }
+}
+
+/// Everything a driver needs to run one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub id: InstanceId,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub interfaces: Vec<Interface>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VirtError {
+    #[error("the hypervisor refused to spawn {id}: {reason}")]
+    Spawn { id: InstanceId, reason: String },
+    #[error("the hypervisor failed to destroy {id}: {reason}")]
+    Destroy { id: InstanceId, reason: String },
+}
+
+/// The contract of a virt driver. Spawn and destroy are idempotent: spawning a running instance and
+/// destroying a missing one succeed, so a resumed operation can simply do its step again.
+pub trait VirtDriver: Send + Sync + 'static {
+    /// `fake`, `netns`, …: what `os-hypervisors` shows as the hypervisor type.
+    fn kind(&self) -> &'static str;
+    fn capacity(&self) -> Capacity;
+    fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()>;
+    fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()>;
+    /// The instances the hypervisor runs now, for reconciliation with the store.
+    fn list(&self) -> DriverFuture<'_, Vec<InstanceId>>;
+}
+
+/// An in-memory hypervisor: instant, with a configurable capacity and failure injection for tests. One per
+/// simulated host; it outlives the agent actor (a real hypervisor keeps running when its agent restarts),
+/// but not the process.
+#[derive(Debug, Default)]
+pub struct FakeHypervisor {
+    capacity: Capacity,
+    running: Mutex<HashMap<InstanceId, InstanceSpec>>,
+    fail_next: AtomicU32,
+    broken: AtomicBool,
+}
+
+impl FakeHypervisor {
+    pub fn new(capacity: Capacity) -> FakeHypervisor {
+        FakeHypervisor {
+            capacity,
+            ..FakeHypervisor::default()
+        }
+    }
+
+    /// Makes the next `n` spawns fail.
+    pub fn fail_next_spawns(&self, n: u32) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every spawn fail (`true`) or none (`false`).
+    pub fn set_broken(&self, broken: bool) {
+        self.broken.store(broken, Ordering::SeqCst);
+    }
+
+    pub fn running(&self) -> Vec<InstanceSpec> {
+        self.running
+            .lock()
+            .expect("fake hypervisor lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn take_injected_failure(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+            || self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+}
+
+impl VirtDriver for FakeHypervisor {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            let mut running = self.running.lock().expect("fake hypervisor lock");
+            if running.contains_key(&spec.id) {
+                return Ok(());
+            }
+            if self.take_injected_failure() {
+                return Err(VirtError::Spawn {
+                    id: spec.id,
+                    reason: "injected failure".into(),
+                });
+            }
+            running.insert(spec.id, spec);
+            Ok(())
+        })
+    }
+
+    fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            self.running
+                .lock()
+                .expect("fake hypervisor lock")
+                .remove(&id);
+            Ok(())
+        })
+    }
+
+    fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
+        Box::pin(async move {
+            Ok(self
+                .running
+                .lock()
+                .expect("fake hypervisor lock")
+                .keys()
+                .copied()
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! `CloudError`: the error every public operation returns; the gateway maps it to an HTTP status.
+
+use nimbus_runtime::CallError;
+use nimbus_storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A component needed for the request did not answer in time; retrying later may work.
+    #[error("{what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: CallError,
+    },
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CloudError {
+    pub fn not_found(kind: &str, id: impl std::fmt::Display) -> CloudError {
+        CloudError::NotFound(format!("{kind} {id} could not be found."))
+    }
+
+    /// The HTTP status the gateway answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            CloudError::BadRequest(_) => 400,
+            CloudError::Unauthorized(_) => 401,
+            CloudError::Forbidden(_) => 403,
+            CloudError::NotFound(_) => 404,
+            CloudError::Conflict(_) => 409,
+            CloudError::Unavailable { .. } => 503,
+            CloudError::Store(_) | CloudError::Internal(_) => 500,
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The command line: `nimbus up`, the admin subcommands, and `nimbus bench`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use nimbus_actors::bootstrap::ADMIN_PASSWORD_FILE;
+use nimbus_actors::cloud::CLOUDS_YAML;
+use nimbus_actors::{Cloud, CloudConfig};
+use serde_json::{Value, json};
+
+use crate::bench;
+use crate::client::Client;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "A cloud controller in the shape of OpenStack Nova with nova-network, as an actor system"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a whole cloud in this process: API, scheduler, network manager, and fake compute hosts.
+    Up(UpArgs),
+    /// Manage projects (admin).
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage users (admin).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Measure nimbus.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where the cloud keeps its state (created if missing).
+    #[arg(long, default_value = "./nimbus-data")]
+    pub data_dir: PathBuf,
+    /// Address of the API listener.
+    #[arg(long, default_value = "127.0.0.1:8774")]
+    pub listen: SocketAddr,
+    /// How many simulated compute hosts to run.
+    #[arg(long, default_value_t = 4)]
+    pub fake_hosts: u32,
+    /// The admin password of a new cloud (ignored when the cloud exists). Generated if not given.
+    #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+/// How the admin subcommands reach and log in to the cloud.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The cloud's API.
+    #[arg(long, env = "NIMBUS_URL", default_value = "http://127.0.0.1:8774")]
+    pub url: String,
+    #[arg(long, env = "NIMBUS_USER", default_value = "admin")]
+    pub user: String,
+    /// Defaults to the password `nimbus up` generated into the data directory.
+    #[arg(long, env = "NIMBUS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[arg(long = "os-project", env = "NIMBUS_PROJECT", default_value = "admin")]
+    pub project: String,
+    /// The data directory of a local `nimbus up`, to read the generated admin password from.
+    #[arg(long, default_value = "./nimbus-data")]
+    pub data_dir: PathBuf,
+}
+
+impl ApiArgs {
+    pub async fn login(&self) -> anyhow::Result<Client> {
+        let password = match &self.password {
+            Some(p) => p.clone(),
+            None => read_password(&self.data_dir)?,
+        };
+        Ok(Client::login(&self.url, &self.user, &password, &self.project).await?)
+    }
+}
+
+fn read_password(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(ADMIN_PASSWORD_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no --password given and cannot read {}; pass --password or set NIMBUS_PASSWORD",
+            path.display()
+        )
+    })?;
+    Ok(text.trim().to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List projects.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user, optionally with a role on a project.
+    Create {
+        name: String,
+        /// The new user's password.
+        #[arg(long = "user-password")]
+        user_password: String,
+        /// Give the user a role on this project (name or id); it also becomes the default project.
+        #[arg(long)]
+        project: Option<String>,
+        /// The role on --project: admin, member or reader.
+        #[arg(long, default_value = "member", requires = "project")]
+        role: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Project(ProjectCommand::Create {
+            name,
+            description,
+            api,
+        }) => {
+            let client = api.login().await?;
+            let created = client
+                .post(
+                    "/identity/v3/projects",
+                    &json!({"project": {"name": name, "description": description}}),
+                )
+                .await?;
+            println!(
+                "created project {} ({})",
+                created["project"]["name"].as_str().unwrap_or("?"),
+                created["project"]["id"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::Project(ProjectCommand::List { api }) => {
+            let client = api.login().await?;
+            let listed = client.get("/identity/v3/projects").await?;
+            print_table(&listed["projects"], &["id", "name", "description"]);
+            Ok(())
+        }
+        Command::User(UserCommand::Create {
+            name,
+            user_password,
+            project,
+            role,
+            api,
+        }) => {
+            let client = api.login().await?;
+            let mut user = json!({"name": name, "password": user_password});
+            if let Some(project) = &project {
+                user["default_project_id"] = json!(project);
+            }
+            let created = client
+                .post("/identity/v3/users", &json!({"user": user}))
+                .await?;
+            let id = created["user"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            println!("created user {name} ({id})");
+            if let Some(project) = project {
+                let path = format!("/identity/v3/projects/{project}/users/{id}/roles/{role}");
+                client.send(reqwest::Method::PUT, &path, None).await?;
+                println!("granted {role} on {project} to {name}");
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::List { api }) => {
+            let client = api.login().await?;
+            let listed = client.get("/identity/v3/users").await?;
+            print_table(&listed["users"], &["id", "name", "default_project_id"]);
+            Ok(())
+        }
+        Command::Bench(command) => bench::run(command).await,
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "a command-line table")]
+fn print_table(rows: &Value, columns: &[&str]) {
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let cell = |row: &Value, c: &str| match &row[c] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
+    for row in &rows {
+        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "the operator reads how to use the cloud"
+)]
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = CloudConfig::new(&args.data_dir);
+    config.listen = args.listen;
+    config.fake_hosts = args.fake_hosts;
+    config.admin_password = args.admin_password;
+    let mut cloud = Cloud::start(config).await.context("starting the cloud")?;
+    let data = args.data_dir.display();
+    println!("nimbus is up at {}", cloud.url);
+    println!("  data directory: {data}");
+    println!("  compute hosts:  {} (fake)", args.fake_hosts);
+    if let Some(password) = &cloud.generated_admin_password {
+        println!("  admin password: {password}  (generated; also in {data}/{ADMIN_PASSWORD_FILE})");
+    }
+    if args.data_dir.join(CLOUDS_YAML).exists() {
+        println!();
+        println!("Use it with the OpenStack CLI:");
+        println!("  export OS_CLIENT_CONFIG_FILE={data}/{CLOUDS_YAML} OS_CLOUD=nimbus");
+        println!(
+            "  openstack server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --wait vm1"
+        );
+    }
+    println!();
+    println!("Stop with Ctrl-C (or SIGTERM); state is kept in {data}.");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let reason = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupt",
+        _ = terminate.recv() => "terminate signal",
+        _ = cloud.failed() => {
+            bail!("the cloud's supervision tree gave up after repeated failures; see the log above");
+        }
+    };
+    tracing::info!(reason, "stopping");
+    cloud.shutdown().await;
+    println!("nimbus stopped.");
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The `nimbus` command: run a cloud (`nimbus up`), administer it through its API (`nimbus project …`,
+//! `nimbus user …`), and measure it (`nimbus bench …`).
+//!
+//! # Layout
+//! - [`cli`]: the command line and what each subcommand does.
+//! - [`client`]: a small client of nimbus's OpenStack-shaped API (token login, JSON requests), used by the
+//!   admin subcommands, the benchmarks and the tests.
+//! - [`bench`]: the benchmarks.
+
+pub mod bench;
+pub mod cli;
+pub mod client;
