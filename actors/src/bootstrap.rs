@@ -31,14 +31,7 @@ pub async fn ensure_defaults(
     if identity::find_user(store, ADMIN)?.is_none() {
         let project = match identity::find_project(store, ADMIN)? {
             Some(p) => p,
-            None => {
-                identity::create_project(
-                    store,
-                    ADMIN,
-                    "Bootstrap project for initializing the cloud.",
-                )
-                .await?
-            }
+            None => identity::create_project(store, ADMIN, "Bootstrap project for initializing the cloud.").await?,
         };
         let password = match admin_password {
             Some(p) => p.to_string(),
@@ -126,8 +119,7 @@ pub fn clouds_yaml(base_url: &str, password: &str) -> String {
 /// Writes a file only its owner can read (it holds a password).
 pub fn write_private(path: &Path, contents: &str) -> Result<(), CloudError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let fail =
-        |e: std::io::Error| CloudError::Internal(format!("cannot write {}: {e}", path.display()));
+    let fail = |e: std::io::Error| CloudError::Internal(format!("cannot write {}: {e}", path.display()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -80,25 +80,18 @@ pub struct Cloud {
 impl Cloud {
     pub async fn start(config: CloudConfig) -> Result<Cloud, CloudError> {
         let store = Store::open(config.data_dir.join(STORE_FILE))?;
-        let generated =
-            bootstrap::ensure_defaults(&store, &config.data_dir, config.admin_password.as_deref())
-                .await?;
-        let listener = TcpListener::bind(config.listen).map_err(|e| {
-            CloudError::Internal(format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        let generated = bootstrap::ensure_defaults(&store, &config.data_dir, config.admin_password.as_deref()).await?;
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| CloudError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener
             .local_addr()
             .map_err(|e| CloudError::Internal(format!("listener address: {e}")))?;
         let url = format!("http://{addr}");
-        let password = config
-            .admin_password
-            .clone()
-            .or_else(|| generated.clone())
-            .or_else(|| {
-                std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE))
-                    .ok()
-                    .map(|p| p.trim().to_string())
-            });
+        let password = config.admin_password.clone().or_else(|| generated.clone()).or_else(|| {
+            std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE))
+                .ok()
+                .map(|p| p.trim().to_string())
+        });
         if let Some(password) = &password {
             bootstrap::write_private(
                 &config.data_dir.join(CLOUDS_YAML),

@@ -155,11 +155,7 @@ fn step_failure(e: ComputeError) -> StepFailure {
 
 impl ConductorState {
     /// Looks at the logged operation of `id` and starts its current step.
-    async fn advance(
-        &mut self,
-        me: &ActorRef<ConductorMsg>,
-        id: InstanceId,
-    ) -> Result<(), StoreError> {
+    async fn advance(&mut self, me: &ActorRef<ConductorMsg>, id: InstanceId) -> Result<(), StoreError> {
         let (op, instance) = self
             .ctx
             .store
@@ -177,11 +173,25 @@ impl ConductorState {
         match op.kind {
             OperationKind::Build => match (instance.vm_state, instance.task_state, instance.host) {
                 (VmState::Active | VmState::Error, None, _) => {
-                    self.ctx
+                    // The build is over. Close its log entry, unless a delete replaced it since we read it.
+                    let closed = self
+                        .ctx
                         .store
-                        .write(move |tx| tx.delete(&OPERATIONS, &id).map(drop))
+                        .write(move |tx| {
+                            let still_build = tx
+                                .get(&OPERATIONS, &id)?
+                                .is_some_and(|op| op.kind == OperationKind::Build);
+                            if still_build {
+                                tx.delete(&OPERATIONS, &id)?;
+                            }
+                            Ok::<_, StoreError>(still_build)
+                        })
                         .await?;
                     self.retries.remove(&id);
+                    if !closed {
+                        // Fails only while this conductor stops; the log entry is resumed on restart then.
+                        let _ = me.send_message(ConductorMsg::Kick(Wire(id)));
+                    }
                 }
                 (VmState::Building, Some(TaskState::Scheduling), _) => {
                     self.in_flight.insert(id);
@@ -192,10 +202,7 @@ impl ConductorState {
                         tried: instance.tried_hosts,
                     };
                     rpc::then(me, async move {
-                        let request = PlaceRequest {
-                            instance: id,
-                            demand,
-                        };
+                        let request = PlaceRequest { instance: id, demand };
                         let outcome = rpc::call_topic(
                             &ctx.ns,
                             &scheduler::TOPIC,
@@ -211,11 +218,7 @@ impl ConductorState {
                         ConductorMsg::Placed(Wire((id, outcome)))
                     });
                 }
-                (
-                    VmState::Building,
-                    Some(TaskState::Networking | TaskState::Spawning),
-                    Some(host),
-                ) => {
+                (VmState::Building, Some(TaskState::Networking | TaskState::Spawning), Some(host)) => {
                     self.in_flight.insert(id);
                     rpc::then(me, async move {
                         let outcome = rpc::call_topic(
@@ -256,9 +259,9 @@ impl ConductorState {
                         ConductorMsg::Destroyed(Wire((id, outcome)))
                     }),
                     // Never reached a host: nothing runs anywhere, only records to remove.
-                    None => me
-                        .send_message(ConductorMsg::Destroyed(Wire((id, Ok(())))))
-                        .map_err(|_| StoreError::WriterGone)?,
+                    None => {
+                        let _ = me.send_message(ConductorMsg::Destroyed(Wire((id, Ok(())))));
+                    }
                 }
             }
         }
@@ -296,13 +299,8 @@ impl ConductorState {
                         {
                             return Ok(false);
                         }
-                        let mut instance = transition_in(
-                            tx,
-                            id,
-                            Event::Placed,
-                            |_| Ok(()),
-                            |i| i.tried_hosts.push(host.clone()),
-                        )?;
+                        let mut instance =
+                            transition_in(tx, id, Event::Placed, |_| Ok(()), |i| i.tried_hosts.push(host.clone()))?;
                         set_host_in(tx, &mut instance, Some(host))?;
                         Ok::<_, TransitionError>(true)
                     })
@@ -310,9 +308,7 @@ impl ConductorState {
                 match recorded {
                     Ok(_)
                     | Err(
-                        TransitionError::Gone(_)
-                        | TransitionError::Invalid { .. }
-                        | TransitionError::Superseded(..),
+                        TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..),
                     ) => {}
                     Err(TransitionError::Store(e)) => return Err(e),
                 }
@@ -450,8 +446,7 @@ impl ConductorState {
                     message,
                     created_at: now_ms(),
                 };
-                let mut instance =
-                    transition_in(tx, id, Event::Failed, |_| Ok(()), |i| i.fault = Some(fault))?;
+                let mut instance = transition_in(tx, id, Event::Failed, |_| Ok(()), |i| i.fault = Some(fault))?;
                 set_host_in(tx, &mut instance, None)?;
                 deallocate_in(tx, id)?;
                 tx.delete(&OPERATIONS, &id)?;
@@ -460,11 +455,9 @@ impl ConductorState {
             .await;
         match outcome {
             Ok(())
-            | Err(
-                TransitionError::Gone(_)
-                | TransitionError::Invalid { .. }
-                | TransitionError::Superseded(..),
-            ) => Ok(()),
+            | Err(TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..)) => {
+                Ok(())
+            }
             Err(TransitionError::Store(e)) => Err(e),
         }
     }

@@ -44,11 +44,7 @@ pub fn hash_password(password: &str) -> String {
 }
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 fn token_key(secret: &str) -> String {
@@ -67,11 +63,7 @@ fn validate_name(kind: &str, name: &str) -> Result<(), CloudError> {
     Ok(())
 }
 
-pub async fn create_project(
-    store: &Store,
-    name: &str,
-    description: &str,
-) -> Result<Project, CloudError> {
+pub async fn create_project(store: &Store, name: &str, description: &str) -> Result<Project, CloudError> {
     validate_name("project", name)?;
     let project = Project {
         id: ProjectId::random(),
@@ -105,9 +97,7 @@ pub async fn create_user(
 ) -> Result<User, CloudError> {
     validate_name("user", name)?;
     if password.is_empty() {
-        return Err(CloudError::BadRequest(
-            "A password must not be empty.".into(),
-        ));
+        return Err(CloudError::BadRequest("A password must not be empty.".into()));
     }
     let password = password.to_string();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
@@ -143,12 +133,7 @@ pub async fn create_user(
 }
 
 /// Gives `user` the `role` on `project` (idempotent).
-pub async fn grant(
-    store: &Store,
-    user: UserId,
-    project: ProjectId,
-    role: Role,
-) -> Result<(), CloudError> {
+pub async fn grant(store: &Store, user: UserId, project: ProjectId, role: Role) -> Result<(), CloudError> {
     store
         .write(move |tx| {
             tx.get(&USERS, &user)?
@@ -156,9 +141,7 @@ pub async fn grant(
             tx.get(&PROJECTS, &project)?
                 .ok_or_else(|| CloudError::not_found("Project", project))?;
             let key = Pair(user, project);
-            let mut assignment = tx
-                .get(&ASSIGNMENTS, &key)?
-                .unwrap_or(Assignment { roles: Vec::new() });
+            let mut assignment = tx.get(&ASSIGNMENTS, &key)?.unwrap_or(Assignment { roles: Vec::new() });
             if !assignment.roles.contains(&role) {
                 assignment.roles.push(role);
                 assignment.roles.sort();
@@ -199,11 +182,8 @@ pub async fn password_login(
     project_name: &str,
     ttl: std::time::Duration,
 ) -> Result<(String, AuthContext), CloudError> {
-    let denied =
-        || CloudError::Unauthorized("The request you have made requires authentication.".into());
-    let user = find_user(store, user_name)?
-        .filter(|u| u.enabled)
-        .ok_or_else(denied)?;
+    let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
+    let user = find_user(store, user_name)?.filter(|u| u.enabled).ok_or_else(denied)?;
     let (hash, pw) = (user.password_hash.clone(), password.to_string());
     let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
         .await
@@ -249,16 +229,11 @@ pub async fn password_login(
 
 /// Checks a token and tells whose it is.
 pub fn validate(store: &Store, secret: &str) -> Result<AuthContext, CloudError> {
-    let denied = |why: &str| {
-        CloudError::Unauthorized(format!(
-            "The request you have made requires authentication: {why}."
-        ))
-    };
+    let denied =
+        |why: &str| CloudError::Unauthorized(format!("The request you have made requires authentication: {why}."));
     let key = token_key(secret);
     store.read(|r| {
-        let token = r
-            .get(&TOKENS, &key)?
-            .ok_or_else(|| denied("the token is not valid"))?;
+        let token = r.get(&TOKENS, &key)?.ok_or_else(|| denied("the token is not valid"))?;
         if token.expires_at <= now_ms() {
             return Err(denied("the token has expired"));
         }

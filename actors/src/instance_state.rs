@@ -57,12 +57,8 @@ pub fn apply(from: Lifecycle, event: Event) -> Result<Lifecycle, InvalidTransiti
             event,
         }),
         (_, _, Event::DeleteRequested) => to(from.vm, Some(Deleting), from.power),
-        (Building, Some(Scheduling), Event::Placed) => {
-            to(Building, Some(Networking), PowerState::NoState)
-        }
-        (Building, Some(Networking), Event::NetworkReady) => {
-            to(Building, Some(Spawning), PowerState::NoState)
-        }
+        (Building, Some(Scheduling), Event::Placed) => to(Building, Some(Networking), PowerState::NoState),
+        (Building, Some(Networking), Event::NetworkReady) => to(Building, Some(Spawning), PowerState::NoState),
         (Building, Some(Spawning), Event::Spawned) => to(Active, None, PowerState::Running),
         (Building, Some(Networking | Spawning), Event::Rescheduled) => {
             to(Building, Some(Scheduling), PowerState::NoState)
@@ -155,32 +151,16 @@ mod tests {
 
     #[test]
     fn a_build_goes_through_its_steps() {
-        check(
-            "building/scheduling/0",
-            Event::Placed,
-            "building/networking/0",
-        );
-        check(
-            "building/networking/0",
-            Event::NetworkReady,
-            "building/spawning/0",
-        );
+        check("building/scheduling/0", Event::Placed, "building/networking/0");
+        check("building/networking/0", Event::NetworkReady, "building/spawning/0");
         check("building/spawning/0", Event::Spawned, "active/-/1");
         assert_eq!(show(Lifecycle::NEW), "building/scheduling/0");
     }
 
     #[test]
     fn failures_reschedule_or_end_in_error() {
-        check(
-            "building/networking/0",
-            Event::Rescheduled,
-            "building/scheduling/0",
-        );
-        check(
-            "building/spawning/0",
-            Event::Rescheduled,
-            "building/scheduling/0",
-        );
+        check("building/networking/0", Event::Rescheduled, "building/scheduling/0");
+        check("building/spawning/0", Event::Rescheduled, "building/scheduling/0");
         check("building/scheduling/0", Event::Failed, "error/-/0");
         check("building/spawning/0", Event::Failed, "error/-/0");
         check("active/-/1", Event::Failed, "invalid");
@@ -197,11 +177,7 @@ mod tests {
 
     #[test]
     fn delete_wins_over_everything_and_is_final() {
-        check(
-            "building/spawning/0",
-            Event::DeleteRequested,
-            "building/deleting/0",
-        );
+        check("building/spawning/0", Event::DeleteRequested, "building/deleting/0");
         check("active/-/1", Event::DeleteRequested, "active/deleting/1");
         check("error/-/0", Event::DeleteRequested, "error/deleting/0");
         check("active/deleting/1", Event::DeleteRequested, "invalid");

@@ -15,10 +15,7 @@ pub enum TransitionError {
     #[error("instance {0} has moved on: {1}")]
     Superseded(InstanceId, String),
     #[error("instance {id}: {source}")]
-    Invalid {
-        id: InstanceId,
-        source: InvalidTransition,
-    },
+    Invalid { id: InstanceId, source: InvalidTransition },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -42,8 +39,7 @@ pub fn transition_in(
 ) -> Result<Instance, TransitionError> {
     let mut instance = tx.get(&INSTANCES, &id)?.ok_or(TransitionError::Gone(id))?;
     still_ours(&instance).map_err(|why| TransitionError::Superseded(id, why))?;
-    let next = apply(lifecycle(&instance), event)
-        .map_err(|source| TransitionError::Invalid { id, source })?;
+    let next = apply(lifecycle(&instance), event).map_err(|source| TransitionError::Invalid { id, source })?;
     instance.vm_state = next.vm;
     instance.task_state = next.task;
     instance.power_state = next.power;

@@ -59,11 +59,7 @@ pub fn projects_spec(ctx: &Ctx) -> ChildSpec {
 
 fn projects_with_resources(ctx: &Ctx) -> Result<BTreeSet<ProjectId>, StoreError> {
     ctx.store.read(|r| {
-        let mut projects: BTreeSet<ProjectId> = r
-            .scan(&OPERATIONS)?
-            .into_iter()
-            .map(|(_, op)| op.project)
-            .collect();
+        let mut projects: BTreeSet<ProjectId> = r.scan(&OPERATIONS)?.into_iter().map(|(_, op)| op.project).collect();
         projects.extend(r.scan(&INSTANCES)?.into_iter().map(|(_, i)| i.project));
         Ok(projects)
     })
@@ -97,12 +93,8 @@ pub async fn ensure(ctx: &Ctx, project: ProjectId) -> Result<(), CloudError> {
 /// is not lost: the conductor's sweep finds it in the store.
 pub async fn kick(ctx: &Ctx, project: ProjectId, instance: InstanceId) {
     let delivered = match ensure(ctx, project).await {
-        Ok(()) => rpc::cast_topic(
-            &ctx.ns,
-            &conductor::topic(&project),
-            ConductorMsg::Kick(Wire(instance)),
-        )
-        .map_err(|e| e.to_string()),
+        Ok(()) => rpc::cast_topic(&ctx.ns, &conductor::topic(&project), ConductorMsg::Kick(Wire(instance)))
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     if let Err(cause) = delivered {

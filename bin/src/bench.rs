@@ -53,7 +53,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-#[allow(clippy::print_stdout, reason = "the benchmark's report")]
 async fn boot(args: BootArgs) -> anyhow::Result<()> {
     let (client, cloud, _dir) = if args.against {
         (args.api.login().await?, None, None)
@@ -123,9 +122,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
 
     let deleting = Instant::now();
     for id in &ids {
-        client
-            .delete(&format!("/compute/v2.1/servers/{id}"))
-            .await?;
+        client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
     }
     loop {
         let listed = client.get("/compute/v2.1/servers").await?;

@@ -138,11 +138,7 @@ pub enum UserCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
-        Command::Project(ProjectCommand::Create {
-            name,
-            description,
-            api,
-        }) => {
+        Command::Project(ProjectCommand::Create { name, description, api }) => {
             let client = api.login().await?;
             let created = client
                 .post(
@@ -175,13 +171,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(project) = &project {
                 user["default_project_id"] = json!(project);
             }
-            let created = client
-                .post("/identity/v3/users", &json!({"user": user}))
-                .await?;
-            let id = created["user"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let created = client.post("/identity/v3/users", &json!({"user": user})).await?;
+            let id = created["user"]["id"].as_str().unwrap_or_default().to_string();
             println!("created user {name} ({id})");
             if let Some(project) = project {
                 let path = format!("/identity/v3/projects/{project}/users/{id}/roles/{role}");
@@ -200,7 +191,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-#[allow(clippy::print_stdout, reason = "a command-line table")]
 fn print_table(rows: &Value, columns: &[&str]) {
     let rows = rows.as_array().cloned().unwrap_or_default();
     let cell = |row: &Value, c: &str| match &row[c] {
@@ -232,10 +222,6 @@ fn print_table(rows: &Value, columns: &[&str]) {
     }
 }
 
-#[allow(
-    clippy::print_stdout,
-    reason = "the operator reads how to use the cloud"
-)]
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = CloudConfig::new(&args.data_dir);
     config.listen = args.listen;
@@ -253,9 +239,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!();
         println!("Use it with the OpenStack CLI:");
         println!("  export OS_CLIENT_CONFIG_FILE={data}/{CLOUDS_YAML} OS_CLOUD=nimbus");
-        println!(
-            "  openstack server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --wait vm1"
-        );
+        println!("  openstack server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --wait vm1");
     }
     println!();
     println!("Stop with Ctrl-C (or SIGTERM); state is kept in {data}.");

@@ -47,12 +47,7 @@ fn error_message(body: &str) -> String {
 
 impl Client {
     /// Logs in as `user` with a token scoped to `project`.
-    pub async fn login(
-        base: &str,
-        user: &str,
-        password: &str,
-        project: &str,
-    ) -> Result<Client, ClientError> {
+    pub async fn login(base: &str, user: &str, password: &str, project: &str) -> Result<Client, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -63,12 +58,15 @@ impl Client {
             "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
         }});
         let url = format!("{base}/identity/v3/auth/tokens");
-        let response = http.post(&url).json(&body).send().await.map_err(|source| {
-            ClientError::Unreachable {
+        let response = http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
                 url: base.clone(),
                 source,
-            }
-        })?;
+            })?;
         let status = response.status();
         let token = response
             .headers()
@@ -113,25 +111,17 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
+        let response = request.send().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// Sends a request and fails on any non-2xx answer, with the API's message.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         let (status, value) = self.raw(method.clone(), path, body).await?;
         if status.is_success() {
             Ok(value)

@@ -7,6 +7,8 @@
 //!   admin subcommands, the benchmarks and the tests.
 //! - [`bench`]: the benchmarks.
 
+#![allow(clippy::print_stdout, reason = "a command-line program reports on stdout")]
+
 pub mod bench;
 pub mod cli;
 pub mod client;

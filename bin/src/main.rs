@@ -5,10 +5,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = nimbus::cli::Cli::parse();
     nimbus_runtime::telemetry::init("info,ractor=warn,ractor_cluster=warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nimbus: cannot start the async runtime: {e}");

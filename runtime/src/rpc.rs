@@ -24,9 +24,7 @@ pub enum CallError {
 }
 
 fn describe<M: Message>(target: &ActorRef<M>) -> String {
-    target
-        .get_name()
-        .unwrap_or_else(|| target.get_id().to_string())
+    target.get_name().unwrap_or_else(|| target.get_id().to_string())
 }
 
 /// Sends the message built by `make` to `target` and waits at most `timeout` for the reply.

@@ -17,9 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ractor::{
-    Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
@@ -119,11 +117,7 @@ impl ChildSpec {
                 Ok(actor_ref.get_cell())
             })
         });
-        ChildSpec {
-            name,
-            restart,
-            start,
-        }
+        ChildSpec { name, restart, start }
     }
 }
 
@@ -229,10 +223,7 @@ impl SupervisorState {
     async fn stop_child(&mut self, index: usize) {
         if let Some(cell) = self.children[index].cell.take() {
             let _ = cell
-                .stop_and_wait(
-                    Some("supervisor restart strategy".into()),
-                    Some(Duration::from_secs(5)),
-                )
+                .stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5)))
                 .await;
         }
     }
@@ -296,11 +287,7 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         // Graceful teardown, last started first; without this ractor would kill the children outright.
         for i in (0..state.children.len()).rev() {
             state.stop_child(i).await;
@@ -350,8 +337,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Restart(names) => {
                 for name in names {
-                    let Some(index) = state.children.iter().position(|c| c.spec.name == name)
-                    else {
+                    let Some(index) = state.children.iter().position(|c| c.spec.name == name) else {
                         continue;
                     };
                     if state.children[index].cell.is_some() {
@@ -362,10 +348,7 @@ impl Actor for Supervisor {
                         state.note_restart()?;
                         let child = &mut state.children[index];
                         child.consecutive += 1;
-                        let delay = state
-                            .backoff
-                            .delay(child.consecutive)
-                            .max(state.backoff.base);
+                        let delay = state.backoff.delay(child.consecutive).max(state.backoff.base);
                         myself.send_after(delay, move || SupervisorMsg::Restart(vec![name]));
                     }
                 }
@@ -465,11 +448,7 @@ mod tests {
         type Msg = ();
         type State = ();
         type Arguments = Arc<AtomicU32>;
-        async fn pre_start(
-            &self,
-            _me: ActorRef<()>,
-            starts: Arc<AtomicU32>,
-        ) -> Result<(), ActorProcessingErr> {
+        async fn pre_start(&self, _me: ActorRef<()>, starts: Arc<AtomicU32>) -> Result<(), ActorProcessingErr> {
             starts.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
@@ -489,7 +468,7 @@ mod tests {
     }
 
     async fn kill(name: &str) {
-        let cell = ractor::registry::where_is(name.to_string()).expect("child is registered");
+        let cell = ractor::registry::where_is(name).expect("child is registered");
         cell.kill();
     }
 
@@ -497,13 +476,11 @@ mod tests {
     async fn one_for_one_restarts_only_the_killed_child() {
         let (a, b) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
         let args = SupervisorArgs::one_for_one(vec![counter("t1/a", &a), counter("t1/b", &b)]);
-        let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args)
-            .await
-            .unwrap();
+        let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args).await.unwrap();
         kill("t1/a").await;
         wait_for("a restarted", || a.load(Ordering::SeqCst) == 2).await;
         wait_for("a registered", || {
-            ractor::registry::where_is("t1/a".to_string()).is_some()
+            ractor::registry::where_is("t1/a").is_some()
         })
         .await;
         assert_eq!(b.load(Ordering::SeqCst), 1);
@@ -513,7 +490,7 @@ mod tests {
         sup.stop(None);
         handle.await.unwrap();
         assert!(
-            ractor::registry::where_is("t1/a".to_string()).is_none(),
+            ractor::registry::where_is("t1/a").is_none(),
             "children stop with their supervisor"
         );
     }
@@ -530,21 +507,14 @@ mod tests {
                 strategy,
                 intensity: Intensity::default(),
                 backoff: Backoff::default(),
-                children: names
-                    .iter()
-                    .zip(&counts)
-                    .map(|(n, c)| counter(n, c))
-                    .collect(),
+                children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
             };
             let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args)
                 .await
                 .unwrap();
             kill(&names[1]).await;
             wait_for("restarts", || {
-                counts
-                    .iter()
-                    .zip(expect)
-                    .all(|(c, e)| c.load(Ordering::SeqCst) == e)
+                counts.iter().zip(expect).all(|(c, e)| c.load(Ordering::SeqCst) == e)
             })
             .await;
             sup.stop(None);
@@ -567,14 +537,12 @@ mod tests {
             },
             children: vec![counter("t4/flappy", &starts)],
         };
-        let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args)
-            .await
-            .unwrap();
+        let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
         for n in 2..=3 {
             kill("t4/flappy").await;
             wait_for("restart", || starts.load(Ordering::SeqCst) == n).await;
             wait_for("registered", || {
-                ractor::registry::where_is("t4/flappy".to_string()).is_some()
+                ractor::registry::where_is("t4/flappy").is_some()
             })
             .await;
         }

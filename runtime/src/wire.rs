@@ -31,9 +31,6 @@ mod tests {
     fn wire_round_trips() {
         let value: Result<Vec<String>, String> = Ok(vec!["a".into(), "b".into()]);
         let bytes = Wire(value.clone()).into_bytes();
-        assert_eq!(
-            Wire::<Result<Vec<String>, String>>::from_bytes(bytes).0,
-            value
-        );
+        assert_eq!(Wire::<Result<Vec<String>, String>>::from_bytes(bytes).0, value);
     }
 }

@@ -56,25 +56,16 @@ pub trait Record: Serialize + DeserializeOwned {
 
 pub(crate) fn encode_record<V: Record>(value: &V) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![V::VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
-        |source| StoreError::Encode {
-            kind: V::KIND,
-            source,
-        },
-    )?;
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
+        .map_err(|source| StoreError::Encode { kind: V::KIND, source })?;
     Ok(out)
 }
 
 pub(crate) fn decode_record<V: Record>(bytes: &[u8]) -> Result<V, StoreError> {
-    let (&version, body) = bytes
-        .split_first()
-        .ok_or(StoreError::BadKey { table: V::KIND })?;
+    let (&version, body) = bytes.split_first().ok_or(StoreError::BadKey { table: V::KIND })?;
     if version == V::VERSION {
         let (value, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-            .map_err(|source| StoreError::Decode {
-                kind: V::KIND,
-                source,
-            })?;
+            .map_err(|source| StoreError::Decode { kind: V::KIND, source })?;
         Ok(value)
     } else if version > V::VERSION {
         Err(StoreError::RecordFromNewerVersion {
@@ -111,13 +102,8 @@ mod tests {
         const VERSION: u8 = 2;
         fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
             assert_eq!(version, 1, "only v1 is older");
-            let (old, _): (ThingV1, _) =
-                bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(
-                    |source| StoreError::Decode {
-                        kind: "thing",
-                        source,
-                    },
-                )?;
+            let (old, _): (ThingV1, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+                .map_err(|source| StoreError::Decode { kind: "thing", source })?;
             Ok(ThingV2 {
                 name: old.name,
                 size: 0,
@@ -128,10 +114,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_upgrade() {
         let v1 = encode_record(&ThingV1 { name: "a".into() }).unwrap();
-        assert_eq!(
-            decode_record::<ThingV1>(&v1).unwrap(),
-            ThingV1 { name: "a".into() }
-        );
+        assert_eq!(decode_record::<ThingV1>(&v1).unwrap(), ThingV1 { name: "a".into() });
         assert_eq!(
             decode_record::<ThingV2>(&v1).unwrap(),
             ThingV2 {
@@ -160,10 +143,7 @@ mod tests {
 
     #[test]
     fn keys_sort_like_values() {
-        let mut keys: Vec<Vec<u8>> = [300u32, 2, 70_000]
-            .iter()
-            .map(KeyCodec::encode_key)
-            .collect();
+        let mut keys: Vec<Vec<u8>> = [300u32, 2, 70_000].iter().map(KeyCodec::encode_key).collect();
         keys.sort();
         let decoded: Vec<u32> = keys.iter().map(|k| u32::decode_key(k).unwrap()).collect();
         assert_eq!(decoded, vec![2, 300, 70_000]);

@@ -29,11 +29,7 @@ pub enum StoreError {
         "the data file {path} has schema version {found}, this nimbus supports up to {supported}; \
          run a newer nimbus or restore an older backup"
     )]
-    NewerSchema {
-        path: String,
-        found: u32,
-        supported: u32,
-    },
+    NewerSchema { path: String, found: u32, supported: u32 },
     #[error("the data file {path} is already open in another nimbus process")]
     AlreadyOpen { path: String },
     #[error("the commit holding this write failed: {0}")]

@@ -135,10 +135,7 @@ mod tests {
     #[test]
     fn pair_keys_round_trip() {
         let key = Pair(HostId("h".into()), 7u32);
-        assert_eq!(
-            Pair::<HostId, u32>::decode_key(&key.encode_key()),
-            Some(key)
-        );
+        assert_eq!(Pair::<HostId, u32>::decode_key(&key.encode_key()), Some(key));
         let id = InstanceId::random();
         assert_eq!(id.to_string().parse::<InstanceId>().unwrap(), id);
     }

@@ -5,9 +5,7 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::ids::{FlavorId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
-use crate::records::{
-    Assignment, FixedIp, Flavor, Host, Image, Instance, Network, Operation, Project, Token, User,
-};
+use crate::records::{Assignment, FixedIp, Flavor, Host, Image, Instance, Network, Operation, Project, Token, User};
 use crate::{Index, StoreError, Table};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach

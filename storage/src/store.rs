@@ -52,9 +52,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.inner.path)
-            .finish()
+        f.debug_struct("Store").field("path", &self.inner.path).finish()
     }
 }
 
@@ -161,11 +159,7 @@ impl Store {
     /// Stops accepting writes, lets the writer finish what is queued, and waits for it. Later writes fail with
     /// [`StoreError::WriterGone`]; reads keep working.
     pub fn close(&self) {
-        self.inner
-            .jobs
-            .lock()
-            .expect("store job sender lock")
-            .take();
+        self.inner.jobs.lock().expect("store job sender lock").take();
         if let Some(writer) = self.inner.writer.lock().expect("store writer lock").take() {
             let _ = writer.join();
         }
@@ -191,14 +185,10 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
             }
         }
         let (delivered, rolled_back, result) = commit_batch(db, batch);
-        counters
-            .rolled_back
-            .fetch_add(rolled_back, Ordering::Relaxed);
+        counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
         if result.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
-            counters
-                .writes
-                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            counters.writes.fetch_add(delivered.len() as u64, Ordering::Relaxed);
         } else if let Err(e) = &result {
             tracing::error!(cause = %e, writes = delivered.len(), "store commit failed");
         }
@@ -239,4 +229,113 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
     }
     let result = txn.commit().map_err(StoreError::from);
     (delivered, rolled_back, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Pair, ProjectId};
+    use crate::records::Project;
+    use crate::schema::{PROJECT_NAMES, PROJECTS};
+    use crate::{Reads, Table};
+
+    fn project(name: &str) -> Project {
+        Project { id: ProjectId::random(), name: name.into(), description: String::new(), enabled: true, created_at: 0 }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_commits_and_all_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let writes: Vec<_> = (0..200)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let p = project(&format!("p{n}"));
+                    store.write(move |tx| tx.put(&PROJECTS, &p.id, &p)).await
+                })
+            })
+            .collect();
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.writes, 200);
+        assert!(stats.commits < 200, "group commit batches writes: {stats:?}");
+        store.close();
+        drop(store);
+        let reopened = Store::open(dir.path().join("s.redb")).unwrap();
+        assert_eq!(reopened.read(|r| r.scan(&PROJECTS)).unwrap().len(), 200);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error("refused")]
+        Refused,
+        #[error(transparent)]
+        Store(#[from] StoreError),
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_without_touching_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let kept = project("kept");
+        let (k1, k2) = (kept.clone(), kept.clone());
+        store.write(move |tx| tx.put(&PROJECTS, &k1.id, &k1)).await.unwrap();
+        let doomed = project("doomed");
+        let (fail, ok) = tokio::join!(
+            store.write(move |tx| {
+                // Overwrites, inserts and index changes, then fails: all of it must be undone.
+                let mut changed = k2.clone();
+                changed.name = "changed".into();
+                tx.put(&PROJECTS, &changed.id, &changed)?;
+                tx.put(&PROJECTS, &doomed.id, &doomed)?;
+                tx.put(&PROJECT_NAMES, &doomed.name, &doomed.id)?;
+                tx.delete(&PROJECT_NAMES, &"nothing".to_string())?;
+                Err::<(), _>(TestError::Refused)
+            }),
+            store.write(|tx| tx.put(&PROJECT_NAMES, &"neighbour".to_string(), &ProjectId::random())),
+        );
+        assert!(matches!(fail, Err(TestError::Refused)));
+        ok.unwrap();
+        let (projects, names) = store
+            .read(|r| Ok::<_, StoreError>((r.scan(&PROJECTS)?, r.scan(&PROJECT_NAMES)?)))
+            .unwrap();
+        assert_eq!(projects.len(), 1);
+        assert_eq!(projects[0].1, kept);
+        assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["neighbour"]);
+        assert_eq!(store.stats().rolled_back, 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_file_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let _store = Store::open(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyOpen { .. }), "{err}");
+    }
+
+    #[test]
+    fn pair_prefix_scans_one_first_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let table: Table<Pair<String, u32>, Project> = Table::new("projects_by_pair");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            store
+                .write(move |tx| {
+                    for (a, b) in [("a", 2), ("ab", 1), ("a", 1), ("b", 1)] {
+                        tx.put(&table, &Pair(a.to_string(), b), &project(a))?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+                .await
+                .unwrap();
+        });
+        let table: Table<Pair<String, u32>, Project> = Table::new("projects_by_pair");
+        let got = store.read(|r| r.scan_prefix(&table, &Pair::<String, u32>::prefix(&"a".to_string()))).unwrap();
+        assert_eq!(got.iter().map(|(Pair(a, b), _)| (a.as_str(), *b)).collect::<Vec<_>>(), vec![("a", 1), ("a", 2)]);
+    }
 }

@@ -55,10 +55,7 @@ fn decode_key<K: KeyCodec>(table: &'static str, bytes: &[u8]) -> Result<K, Store
     K::decode_key(bytes).ok_or(StoreError::BadKey { table })
 }
 
-fn get_in<K: KeyCodec, V: Record>(
-    t: &impl ReadableTable<Raw, Raw>,
-    key: &K,
-) -> Result<Option<V>, StoreError> {
+fn get_in<K: KeyCodec, V: Record>(t: &impl ReadableTable<Raw, Raw>, key: &K) -> Result<Option<V>, StoreError> {
     match t.get(key.encode_key().as_slice())? {
         Some(guard) => Ok(Some(decode_record(guard.value())?)),
         None => Ok(None),
@@ -107,11 +104,7 @@ fn index_get_in<K: KeyCodec, V: KeyCodec>(
 
 /// The read operations both transaction kinds offer, so lookup helpers work inside either.
 pub trait Reads {
-    fn get<K: KeyCodec, V: Record>(
-        &self,
-        table: &Table<K, V>,
-        key: &K,
-    ) -> Result<Option<V>, StoreError>;
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError>;
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError>;
     /// The entries whose encoded key starts with `prefix` (see [`crate::ids::Pair::prefix`]), in key order.
     fn scan_prefix<K: KeyCodec, V: Record>(
@@ -119,11 +112,7 @@ pub trait Reads {
         table: &Table<K, V>,
         prefix: &[u8],
     ) -> Result<Vec<(K, V)>, StoreError>;
-    fn index_get<K: KeyCodec, V: KeyCodec>(
-        &self,
-        index: &Index<K, V>,
-        key: &K,
-    ) -> Result<Vec<V>, StoreError>;
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError>;
 }
 
 /// A consistent snapshot of the store.
@@ -132,11 +121,7 @@ pub struct ReadTx {
 }
 
 impl Reads for ReadTx {
-    fn get<K: KeyCodec, V: Record>(
-        &self,
-        table: &Table<K, V>,
-        key: &K,
-    ) -> Result<Option<V>, StoreError> {
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
         get_in(&self.txn.open_table(table.def())?, key)
     }
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
@@ -149,11 +134,7 @@ impl Reads for ReadTx {
     ) -> Result<Vec<(K, V)>, StoreError> {
         scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
     }
-    fn index_get<K: KeyCodec, V: KeyCodec>(
-        &self,
-        index: &Index<K, V>,
-        key: &K,
-    ) -> Result<Vec<V>, StoreError> {
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
         index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
     }
 }
@@ -186,25 +167,15 @@ pub struct WriteTx<'t> {
 
 impl<'t> WriteTx<'t> {
     pub(crate) fn new(txn: &'t redb::WriteTransaction) -> Self {
-        WriteTx {
-            txn,
-            undo: Vec::new(),
-        }
+        WriteTx { txn, undo: Vec::new() }
     }
 
     /// Inserts or replaces the record at `key`.
-    pub fn put<K: KeyCodec, V: Record>(
-        &mut self,
-        table: &Table<K, V>,
-        key: &K,
-        value: &V,
-    ) -> Result<(), StoreError> {
+    pub fn put<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
         let key = key.encode_key();
         let bytes = encode_record(value)?;
         let mut t = self.txn.open_table(table.def())?;
-        let old = t
-            .insert(key.as_slice(), bytes.as_slice())?
-            .map(|g| g.value().to_vec());
+        let old = t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec());
         self.undo.push(Undo::Restore {
             table: table.name,
             key,
@@ -214,11 +185,7 @@ impl<'t> WriteTx<'t> {
     }
 
     /// Removes the record at `key`, returning it.
-    pub fn delete<K: KeyCodec, V: Record>(
-        &mut self,
-        table: &Table<K, V>,
-        key: &K,
-    ) -> Result<Option<V>, StoreError> {
+    pub fn delete<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
         let key = key.encode_key();
         let mut t = self.txn.open_table(table.def())?;
         let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
@@ -274,9 +241,7 @@ impl<'t> WriteTx<'t> {
         while let Some(step) = self.undo.pop() {
             match step {
                 Undo::Restore { table, key, old } => {
-                    let mut t = self
-                        .txn
-                        .open_table(TableDefinition::<Raw, Raw>::new(table))?;
+                    let mut t = self.txn.open_table(TableDefinition::<Raw, Raw>::new(table))?;
                     match old {
                         Some(old) => drop(t.insert(key.as_slice(), old.as_slice())?),
                         None => drop(t.remove(key.as_slice())?),
@@ -301,11 +266,7 @@ impl<'t> WriteTx<'t> {
 }
 
 impl Reads for WriteTx<'_> {
-    fn get<K: KeyCodec, V: Record>(
-        &self,
-        table: &Table<K, V>,
-        key: &K,
-    ) -> Result<Option<V>, StoreError> {
+    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
         get_in(&self.txn.open_table(table.def())?, key)
     }
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
@@ -318,11 +279,7 @@ impl Reads for WriteTx<'_> {
     ) -> Result<Vec<(K, V)>, StoreError> {
         scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
     }
-    fn index_get<K: KeyCodec, V: KeyCodec>(
-        &self,
-        index: &Index<K, V>,
-        key: &K,
-    ) -> Result<Vec<V>, StoreError> {
+    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
         index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
     }
 }

@@ -1,1 +1,7 @@
-fn main() {}
+//! The nimbus integration suite: one test binary for everything that runs a cloud.
+
+mod api_errors;
+mod openstack_cli;
+mod persistence;
+mod servers;
+mod supervision;

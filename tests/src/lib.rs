@@ -1,1 +1,298 @@
-//! placeholder
+//! nimbus-tests: the harness the integration suite (`tests/it`) runs on.
+//!
+//! # Layout
+//! - [`TestCloud`]: a whole cloud in the test process, with its own data directory, a port-0 listener, its own
+//!   actor namespace (so tests run in parallel), short timers, and an admin client.
+//! - [`process`]: the real `nimbus` binary as a child process (for SIGTERM / SIGKILL tests), killed on drop.
+//! - [`openstack`]: the stock `openstack` CLI, installed once into a venv under `target/`.
+//! - [`wait_until`]: polling for a condition instead of sleeping.
+
+pub mod openstack;
+pub mod process;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nimbus::client::Client;
+use nimbus_actors::compute::virt::Capacity;
+use nimbus_actors::{Cloud, CloudConfig, Timing};
+use nimbus_runtime::Namespace;
+use serde_json::{Value, json};
+
+pub const ADMIN_PASSWORD: &str = "admin-secret";
+
+/// Timers short enough for tests, long enough not to fire spuriously on a loaded 2-core machine.
+pub fn test_timing() -> Timing {
+    Timing {
+        call: Duration::from_secs(5),
+        build: Duration::from_secs(10),
+        report_interval: Duration::from_millis(200),
+        service_down_after: Duration::from_secs(5),
+        sweep_interval: Duration::from_millis(300),
+        token_ttl: Duration::from_secs(3600),
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct TestCloud {
+    pub cloud: Cloud,
+    pub admin: Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// What a test may change about its cloud.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub hosts: u32,
+    pub capacity: Capacity,
+    pub timing: Timing,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hosts: 4,
+            capacity: Capacity::default(),
+            timing: test_timing(),
+        }
+    }
+}
+
+static CLOUDS: AtomicU32 = AtomicU32::new(0);
+
+impl TestCloud {
+    pub async fn start() -> TestCloud {
+        TestCloud::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestCloud {
+        nimbus_runtime::telemetry::init("warn");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = TestCloud::config(dir.path(), &options);
+        let cloud = Cloud::start(config).await.expect("the cloud starts");
+        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin")
+            .await
+            .expect("admin logs in");
+        TestCloud { cloud, admin, dir }
+    }
+
+    fn config(dir: &std::path::Path, options: &Options) -> CloudConfig {
+        let mut config = CloudConfig::new(dir);
+        config.listen = "127.0.0.1:0".parse().expect("an address");
+        config.fake_hosts = options.hosts;
+        config.fake_capacity = options.capacity;
+        config.admin_password = Some(ADMIN_PASSWORD.into());
+        config.namespace = Namespace::new(&format!(
+            "t{}-{}",
+            std::process::id(),
+            CLOUDS.fetch_add(1, Ordering::SeqCst)
+        ));
+        config.timing = options.timing.clone();
+        config
+    }
+
+    /// Stops the cloud and starts it again on the same data directory (a graceful restart).
+    pub async fn restart(self, options: Options) -> TestCloud {
+        let TestCloud { cloud, dir, .. } = self;
+        cloud.shutdown().await;
+        let cloud = Cloud::start(TestCloud::config(dir.path(), &options))
+            .await
+            .expect("the cloud restarts");
+        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin")
+            .await
+            .expect("admin logs in");
+        TestCloud { cloud, admin, dir }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.cloud.url
+    }
+
+    /// A new project with a user holding `role` on it; returns that user's client.
+    pub async fn user_with_role(&self, role: &str) -> Client {
+        let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
+        let project = self
+            .admin
+            .post("/identity/v3/projects", &json!({"project": {"name": format!("p{n}")}}))
+            .await
+            .unwrap();
+        let project_id = project["project"]["id"].as_str().unwrap().to_string();
+        self.user_on(&project_id, role).await
+    }
+
+    /// A new user with `role` on an existing project.
+    pub async fn user_on(&self, project_id: &str, role: &str) -> Client {
+        let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("u{n}");
+        let user = self
+            .admin
+            .post(
+                "/identity/v3/users",
+                &json!({"user": {"name": name, "password": "pw", "default_project_id": project_id}}),
+            )
+            .await
+            .unwrap();
+        let user_id = user["user"]["id"].as_str().unwrap();
+        self.admin
+            .send(
+                reqwest::Method::PUT,
+                &format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}"),
+                None,
+            )
+            .await
+            .unwrap();
+        Client::login(self.url(), &name, "pw", project_id).await.unwrap()
+    }
+
+    pub async fn shutdown(self) {
+        self.cloud.shutdown().await;
+    }
+}
+
+/// The default image's id.
+pub async fn default_image(client: &Client) -> String {
+    let images = client.get("/image/v2/images").await.unwrap();
+    images["images"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// Creates a server from the default image and flavor 1 and returns its id (without waiting).
+pub async fn create_server(client: &Client, name: &str) -> String {
+    let image = default_image(client).await;
+    let created = client
+        .post(
+            "/compute/v2.1/servers",
+            &json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}}),
+        )
+        .await
+        .unwrap();
+    created["server"]["id"].as_str().unwrap().to_string()
+}
+
+pub async fn server(client: &Client, id: &str) -> Option<Value> {
+    let (status, body) = client
+        .raw(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None)
+        .await
+        .unwrap();
+    match status.as_u16() {
+        200 => Some(body["server"].clone()),
+        404 => None,
+        other => panic!("GET server {id} answered {other}: {body}"),
+    }
+}
+
+/// Waits until the server's status is `status` (e.g. ACTIVE or ERROR) and returns it.
+pub async fn wait_for_status(client: &Client, id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = server(client, id).await {
+            if s["status"] == status {
+                return s;
+            }
+            last = s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {id} did not reach {status}; last seen {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the server is gone (404).
+pub async fn wait_for_gone(client: &Client, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(s) = server(client, id).await {
+        assert!(Instant::now() < deadline, "server {id} was not deleted; last seen {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The fixed addresses a server view shows.
+pub fn fixed_addresses(server: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(networks) = server["addresses"].as_object() {
+        for addresses in networks.values() {
+            for a in addresses.as_array().into_iter().flatten() {
+                out.push(a["addr"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Checks the store's cross-table invariants once nothing is in flight; returns the violations found.
+pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
+    use nimbus_storage::Reads;
+    use nimbus_storage::ids::Pair;
+    use nimbus_storage::records::VmState;
+    use nimbus_storage::schema::*;
+    store
+        .read(|r| {
+            let mut bad = Vec::new();
+            let instances = r.scan(&INSTANCES)?;
+            for (id, op) in r.scan(&OPERATIONS)? {
+                bad.push(format!("operation {:?} on {id} is still pending", op.kind));
+            }
+            for (Pair(network, ip), row) in r.scan(&FIXED_IPS)? {
+                let owner = row.instance.and_then(|i| instances.iter().find(|(id, _)| *id == i));
+                match owner {
+                    Some((_, instance))
+                        if instance
+                            .interfaces
+                            .iter()
+                            .any(|f| f.network == network && u32::from(f.address) == ip) => {}
+                    _ => bad.push(format!(
+                        "fixed IP {} is allocated to {:?}, which does not hold it",
+                        row.address, row.instance
+                    )),
+                }
+            }
+            for (id, instance) in &instances {
+                for interface in &instance.interfaces {
+                    let row = r.get(&FIXED_IPS, &Pair(interface.network, u32::from(interface.address)))?;
+                    if row.and_then(|row| row.instance) != Some(*id) {
+                        bad.push(format!(
+                            "instance {id} holds {} without an allocation",
+                            interface.address
+                        ));
+                    }
+                }
+                if instance.task_state.is_some() || !matches!(instance.vm_state, VmState::Active | VmState::Error) {
+                    bad.push(format!(
+                        "instance {id} is stuck in {:?}/{:?}",
+                        instance.vm_state, instance.task_state
+                    ));
+                }
+                if instance.vm_state == VmState::Active && (instance.host.is_none() || instance.interfaces.is_empty()) {
+                    bad.push(format!("instance {id} is ACTIVE without a host or an address"));
+                }
+                if !r.index_get(&INSTANCES_BY_PROJECT, &instance.project)?.contains(id) {
+                    bad.push(format!("instance {id} is missing from its project's index"));
+                }
+                if let Some(host) = &instance.host
+                    && !r.index_get(&INSTANCES_BY_HOST, host)?.contains(id)
+                {
+                    bad.push(format!("instance {id} is missing from its host's index"));
+                }
+            }
+            Ok::<_, nimbus_storage::StoreError>(bad)
+        })
+        .expect("reading the store")
+}

@@ -53,9 +53,7 @@ impl From<TransitionError> for ComputeError {
             TransitionError::Store(e) => e.into(),
             TransitionError::Gone(id) => ComputeError::Superseded(id, "deleted".into()),
             TransitionError::Superseded(id, why) => ComputeError::Superseded(id, why),
-            TransitionError::Invalid { id, source } => {
-                ComputeError::Superseded(id, source.to_string())
-            }
+            TransitionError::Invalid { id, source } => ComputeError::Superseded(id, source.to_string()),
         }
     }
 }
@@ -153,19 +151,12 @@ impl Actor for ComputeAgent {
 /// Creates or refreshes this host's record, keeping its number and the operator's enabled flag.
 async fn register(args: &ComputeArgs) -> Result<(), StoreError> {
     let capacity = args.driver.capacity();
-    let (name, host_ip, kind) = (
-        args.host.clone(),
-        args.host_ip,
-        args.driver.kind().to_string(),
-    );
+    let (name, host_ip, kind) = (args.host.clone(), args.host_ip, args.driver.kind().to_string());
     args.ctx
         .store
         .write(move |tx| {
             let hosts = tx.scan(&HOSTS)?;
-            let existing = hosts
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, h)| h.clone());
+            let existing = hosts.iter().find(|(n, _)| *n == name).map(|(_, h)| h.clone());
             let number = existing.as_ref().map_or_else(
                 || hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1,
                 |h| h.number,
@@ -257,18 +248,14 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
             .map_err(|e| ComputeError::Virt(e.to_string()))?;
         return Ok(());
     }
-    let interfaces =
-        call_network(&state.ctx, |reply| NetworkMsg::Allocate(Wire(id), reply)).await?;
+    let interfaces = call_network(&state.ctx, |reply| NetworkMsg::Allocate(Wire(id), reply)).await?;
     let host = state.host.clone();
     let instance = store
         .write(move |tx| {
             let current = tx.get(&INSTANCES, &id)?;
-            if current
-                .as_ref()
-                .is_some_and(|i| i.task_state == Some(TaskState::Spawning))
-            {
-                // Resumed after the network step had been recorded.
-                return Ok(current.expect("checked above"));
+            if let Some(current) = current.filter(|i| past_networking(i, &host)) {
+                // Another attempt of this same build got further already.
+                return Ok(current);
             }
             transition_in(tx, id, Event::NetworkReady, on_this_host(&host), |i| {
                 i.interfaces = interfaces
@@ -285,6 +272,10 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
     let host = state.host.clone();
     let done = store
         .write(move |tx| {
+            let current = tx.get(&INSTANCES, &id)?;
+            if let Some(current) = current.filter(|i| i.vm_state == VmState::Active && i.host.as_ref() == Some(&host)) {
+                return Ok(current);
+            }
             transition_in(tx, id, Event::Spawned, on_this_host(&host), |i| {
                 i.launched_at = Some(now_ms())
             })
@@ -296,6 +287,13 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The instance is on `host` and its build is at the spawn step or done: a repeated build skips ahead.
+fn past_networking(instance: &Instance, host: &HostId) -> bool {
+    instance.host.as_ref() == Some(host)
+        && (instance.task_state == Some(TaskState::Spawning)
+            || (instance.vm_state == VmState::Active && instance.task_state.is_none()))
 }
 
 async fn destroy(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError> {

@@ -136,10 +136,7 @@ impl VirtDriver for FakeHypervisor {
 
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
         Box::pin(async move {
-            self.running
-                .lock()
-                .expect("fake hypervisor lock")
-                .remove(&id);
+            self.running.lock().expect("fake hypervisor lock").remove(&id);
             Ok(())
         })
     }
@@ -154,5 +151,53 @@ impl VirtDriver for FakeHypervisor {
                 .copied()
                 .collect())
         })
+    }
+}
+
+/// The behaviour every virt driver shares; each driver's tests run it (the `netns` driver's too, as root).
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn spec(n: u8) -> InstanceSpec {
+        InstanceSpec {
+            id: InstanceId(uuid::Uuid::from_bytes([n; 16])),
+            name: format!("contract-{n}"),
+            vcpus: 1,
+            ram_mb: 64,
+            disk_gb: 1,
+            interfaces: Vec::new(),
+        }
+    }
+
+    pub async fn check(driver: &dyn VirtDriver) {
+        let (a, b) = (spec(1), spec(2));
+        driver.spawn(a.clone()).await.expect("spawn a");
+        driver.spawn(a.clone()).await.expect("spawning a running instance again succeeds");
+        driver.spawn(b.clone()).await.expect("spawn b");
+        let mut listed = driver.list().await.unwrap();
+        listed.sort();
+        assert_eq!(listed, vec![a.id, b.id]);
+        driver.destroy(a.id).await.expect("destroy a");
+        driver.destroy(a.id).await.expect("destroying a missing instance succeeds");
+        assert_eq!(driver.list().await.unwrap(), vec![b.id]);
+        driver.destroy(b.id).await.unwrap();
+        assert!(driver.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_fake_driver_keeps_the_contract() {
+        check(&FakeHypervisor::new(Capacity::default())).await;
+    }
+
+    #[tokio::test]
+    async fn the_fake_driver_injects_failures_on_request() {
+        let fake = FakeHypervisor::new(Capacity::default());
+        fake.fail_next_spawns(1);
+        assert!(fake.spawn(spec(3)).await.is_err());
+        assert!(fake.spawn(spec(3)).await.is_ok(), "only the next spawn fails");
+        fake.set_broken(true);
+        assert!(fake.spawn(spec(4)).await.is_err());
+        assert_eq!(fake.list().await.unwrap(), vec![spec(3).id]);
     }
 }

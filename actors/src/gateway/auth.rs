@@ -27,20 +27,14 @@ pub fn token_from(parts: &Parts) -> Result<&str, CloudError> {
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let service = match parts.uri.path() {
             p if p.starts_with("/identity") => Service::Identity,
             p if p.starts_with("/image") => Service::Image,
             _ => Service::Compute,
         };
-        let context =
-            token_from(parts).and_then(|secret| identity::validate(&state.ctx.store, secret));
-        context
-            .map(Auth)
-            .map_err(|error| ApiError { service, error })
+        let context = token_from(parts).and_then(|secret| identity::validate(&state.ctx.store, secret));
+        context.map(Auth).map_err(|error| ApiError { service, error })
     }
 }
 

@@ -12,9 +12,7 @@ use nimbus_storage::ids::{FlavorId, ImageId, InstanceId, NetworkId};
 use nimbus_storage::records::{
     Flavor, FlavorSnapshot, Host, Instance, Operation, OperationKind, Role, TaskState, now_ms,
 };
-use nimbus_storage::schema::{
-    FLAVORS, HOSTS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS,
-};
+use nimbus_storage::schema::{FLAVORS, HOSTS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,20 +36,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/flavors", get(list_flavors_brief))
         .route("/compute/v2.1/flavors/detail", get(list_flavors_detail))
         .route("/compute/v2.1/flavors/{id}", get(show_flavor))
-        .route(
-            "/compute/v2.1/servers",
-            get(list_servers_brief).post(create_server),
-        )
+        .route("/compute/v2.1/servers", get(list_servers_brief).post(create_server))
         .route("/compute/v2.1/servers/detail", get(list_servers_detail))
-        .route(
-            "/compute/v2.1/servers/{id}",
-            get(show_server).delete(delete_server),
-        )
+        .route("/compute/v2.1/servers/{id}", get(show_server).delete(delete_server))
         .route("/compute/v2.1/os-hypervisors", get(list_hypervisors_brief))
-        .route(
-            "/compute/v2.1/os-hypervisors/detail",
-            get(list_hypervisors_detail),
-        )
+        .route("/compute/v2.1/os-hypervisors/detail", get(list_hypervisors_detail))
         .route("/compute/v2.1/os-services", get(list_services))
 }
 
@@ -60,12 +49,7 @@ pub fn requested_microversion(headers: &HeaderMap) -> Option<Result<(), ApiError
     let asked = headers
         .get("openstack-api-version")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.trim()
-                .strip_prefix("compute")
-                .map(str::trim)
-                .map(str::to_string)
-        })
+        .and_then(|v| v.trim().strip_prefix("compute").map(str::trim).map(str::to_string))
         .or_else(|| {
             headers
                 .get("x-openstack-nova-api-version")
@@ -150,10 +134,7 @@ async fn list_flavors_brief(State(s): State<AppState>, _auth: Auth) -> ApiResult
 }
 
 async fn list_flavors_detail(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    let views: Vec<Value> = flavors(&s)?
-        .iter()
-        .map(|f| flavor_view(f, &s.base_url, true))
-        .collect();
+    let views: Vec<Value> = flavors(&s)?.iter().map(|f| flavor_view(f, &s.base_url, true)).collect();
     Ok(Json(json!({"flavors": views})).into_response())
 }
 
@@ -187,13 +168,10 @@ fn server_view(i: &Instance, base: &str, admin: bool, detail: bool) -> Value {
     }
     let mut addresses: HashMap<&str, Vec<Value>> = HashMap::new();
     for interface in &i.interfaces {
-        addresses
-            .entry(&interface.network_label)
-            .or_default()
-            .push(json!({
-                "version": 4, "addr": interface.address.to_string(),
-                "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": interface.mac,
-            }));
+        addresses.entry(&interface.network_label).or_default().push(json!({
+            "version": 4, "addr": interface.address.to_string(),
+            "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": interface.mac,
+        }));
     }
     let status = api_status(i.vm_state);
     let mut extra = json!({
@@ -245,11 +223,7 @@ fn server_view(i: &Instance, base: &str, admin: bool, detail: bool) -> Value {
 /// The instance if the caller may see it: their project's, or any for an admin. Anything else is a 404, so
 /// another project's ids are not even confirmed to exist.
 fn visible_instance(s: &AppState, auth: &Auth, id: &str) -> Result<Instance, ApiError> {
-    let missing = || {
-        ApiError::compute(CloudError::NotFound(format!(
-            "Instance {id} could not be found."
-        )))
-    };
+    let missing = || ApiError::compute(CloudError::NotFound(format!("Instance {id} could not be found.")));
     let parsed: InstanceId = id.parse().map_err(|_| missing())?;
     let instance = s
         .ctx
@@ -265,10 +239,7 @@ fn visible_instance(s: &AppState, auth: &Auth, id: &str) -> Result<Instance, Api
 
 async fn show_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let instance = visible_instance(&s, &auth, &id)?;
-    Ok(
-        Json(json!({"server": server_view(&instance, &s.base_url, auth.is_admin(), true)}))
-            .into_response(),
-    )
+    Ok(Json(json!({"server": server_view(&instance, &s.base_url, auth.is_admin(), true)})).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -283,10 +254,7 @@ struct ServerFilters {
 }
 
 fn truthy(v: &str) -> bool {
-    !matches!(
-        v.to_ascii_lowercase().as_str(),
-        "0" | "false" | "f" | "no" | "off"
-    )
+    !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "f" | "no" | "off")
 }
 
 fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool) -> ApiResult {
@@ -318,9 +286,7 @@ fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool)
                 .status
                 .as_deref()
                 .is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
-            && project_filter
-                .as_deref()
-                .is_none_or(|p| i.project.to_string() == p)
+            && project_filter.as_deref().is_none_or(|p| i.project.to_string() == p)
     });
     // Newest first, as Nova sorts by default.
     instances.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
@@ -328,11 +294,7 @@ fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool)
         let at = instances
             .iter()
             .position(|i| i.id.to_string() == *marker)
-            .ok_or_else(|| {
-                ApiError::compute(CloudError::BadRequest(format!(
-                    "marker [{marker}] not found"
-                )))
-            })?;
+            .ok_or_else(|| ApiError::compute(CloudError::BadRequest(format!("marker [{marker}] not found"))))?;
         instances.drain(..=at);
     }
     if let Some(limit) = filters.limit {
@@ -403,11 +365,7 @@ struct NewServer {
 
 /// `min_count`/`max_count` arrive as numbers or strings.
 fn count(v: &Option<Value>, field: &str) -> Result<Option<u32>, CloudError> {
-    let bad = || {
-        CloudError::BadRequest(format!(
-            "Invalid {field}: must be an integer between 1 and 100."
-        ))
-    };
+    let bad = || CloudError::BadRequest(format!("Invalid {field}: must be an integer between 1 and 100."));
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -427,11 +385,7 @@ fn count(v: &Option<Value>, field: &str) -> Result<Option<u32>, CloudError> {
 
 /// The last path segment of a reference that may be a bare id or a URL.
 fn ref_id(reference: &str) -> &str {
-    reference
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(reference)
+    reference.trim_end_matches('/').rsplit('/').next().unwrap_or(reference)
 }
 
 async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
@@ -440,9 +394,10 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
     let request: CreateServer = parse_json(&body).map_err(ApiError::compute)?;
     let new = request.server;
     let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
-    if new.name.trim().is_empty() || new.name.len() > 255 || new.name.chars().any(char::is_control)
-    {
-        return Err(bad("Invalid input for field/attribute name: a server name must be 1 to 255 printable characters.".into()));
+    if new.name.trim().is_empty() || new.name.len() > 255 || new.name.chars().any(char::is_control) {
+        return Err(bad(
+            "Invalid input for field/attribute name: a server name must be 1 to 255 printable characters.".into(),
+        ));
     }
     let min = count(&new.min_count, "min_count")
         .map_err(ApiError::compute)?
@@ -559,9 +514,7 @@ fn validate_networks(s: &AppState, networks: Option<&Value>) -> Result<(), ApiEr
         Some(Value::Array(list)) => {
             for entry in list {
                 if entry.get("port").is_some_and(|p| !p.is_null()) {
-                    return Err(bad(
-                        "Ports are not supported; request a network by uuid.".into()
-                    ));
+                    return Err(bad("Ports are not supported; request a network by uuid.".into()));
                 }
                 let Some(uuid) = entry.get("uuid").and_then(Value::as_str) else {
                     return Err(bad("Each requested network needs a uuid.".into()));
@@ -632,27 +585,39 @@ fn is_up(s: &AppState, host: &Host) -> bool {
     now_ms().saturating_sub(host.last_seen) <= s.ctx.timing.service_down_after.as_millis() as u64
 }
 
-fn hosts_with_usage(s: &AppState) -> Result<Vec<(Host, u32, u64, u64, usize)>, ApiError> {
+/// A host and what its instances use of it.
+struct HostUsage {
+    host: Host,
+    vcpus: u32,
+    ram_mb: u64,
+    disk_gb: u64,
+    running: usize,
+}
+
+fn hosts_with_usage(s: &AppState) -> Result<Vec<HostUsage>, ApiError> {
     s.ctx
         .store
         .read(|r| {
-            let mut hosts: Vec<(Host, u32, u64, u64, usize)> = r
+            let mut hosts: Vec<HostUsage> = r
                 .scan(&HOSTS)?
                 .into_iter()
-                .map(|(_, h)| (h, 0, 0, 0, 0))
+                .map(|(_, host)| HostUsage {
+                    host,
+                    vcpus: 0,
+                    ram_mb: 0,
+                    disk_gb: 0,
+                    running: 0,
+                })
                 .collect();
             for (_, i) in r.scan(&INSTANCES)? {
-                if let Some(entry) = hosts
-                    .iter_mut()
-                    .find(|(h, ..)| Some(&h.name) == i.host.as_ref())
-                {
-                    entry.1 += i.flavor.vcpus;
-                    entry.2 += i.flavor.ram_mb;
-                    entry.3 += i.flavor.disk_gb;
-                    entry.4 += 1;
+                if let Some(u) = hosts.iter_mut().find(|u| Some(&u.host.name) == i.host.as_ref()) {
+                    u.vcpus += i.flavor.vcpus;
+                    u.ram_mb += i.flavor.ram_mb;
+                    u.disk_gb += i.flavor.disk_gb;
+                    u.running += 1;
                 }
             }
-            hosts.sort_by_key(|(h, ..)| h.number);
+            hosts.sort_by_key(|u| u.host.number);
             Ok::<_, StoreError>(hosts)
         })
         .map_err(store_err)
@@ -663,7 +628,7 @@ fn hypervisors(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
         .map_err(ApiError::compute)?;
     let views: Vec<Value> = hosts_with_usage(s)?
         .into_iter()
-        .map(|(h, vcpus_used, ram_used, disk_used, running)| {
+        .map(|HostUsage { host: h, vcpus: vcpus_used, ram_mb: ram_used, disk_gb: disk_used, running }| {
             let mut v = json!({
                 "id": h.number, "hypervisor_hostname": h.name.0,
                 "state": if is_up(s, &h) { "up" } else { "down" },
@@ -699,7 +664,7 @@ async fn list_services(State(s): State<AppState>, auth: Auth) -> ApiResult {
         .map_err(ApiError::compute)?;
     let views: Vec<Value> = hosts_with_usage(&s)?
         .into_iter()
-        .map(|(h, ..)| {
+        .map(|HostUsage { host: h, .. }| {
             json!({
                 "id": h.number, "binary": "nova-compute", "host": h.name.0, "zone": "nova",
                 "status": if h.enabled { "enabled" } else { "disabled" },

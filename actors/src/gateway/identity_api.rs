@@ -28,14 +28,8 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/identity/", get(versions))
         .route("/identity/v3", get(version))
         .route("/identity/v3/", get(version))
-        .route(
-            "/identity/v3/auth/tokens",
-            post(issue_token).get(check_token),
-        )
-        .route(
-            "/identity/v3/projects",
-            get(list_projects).post(create_project),
-        )
+        .route("/identity/v3/auth/tokens", post(issue_token).get(check_token))
+        .route("/identity/v3/projects", get(list_projects).post(create_project))
         .route("/identity/v3/users", get(list_users).post(create_user))
         .route("/identity/v3/roles", get(list_roles))
         .route(
@@ -142,11 +136,9 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
             "nimbus supports only the password authentication method.".into(),
         )));
     }
-    let password = identity.password.ok_or_else(|| {
-        ApiError::identity(CloudError::BadRequest(
-            "auth.identity.password is required.".into(),
-        ))
-    })?;
+    let password = identity
+        .password
+        .ok_or_else(|| ApiError::identity(CloudError::BadRequest("auth.identity.password is required.".into())))?;
     let store = &s.ctx.store;
     let user_name = match (password.user.name, password.user.id) {
         (Some(name), _) => name,
@@ -166,14 +158,11 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
         }
     };
     let project = match request.auth.scope.and_then(|s| s.project) {
-        Some(NameOrId {
-            name: Some(name), ..
-        }) => name,
+        Some(NameOrId { name: Some(name), .. }) => name,
         Some(NameOrId { id: Some(id), .. }) => id,
         _ => {
             // Unscoped request: scope to the user's default project.
-            let user =
-                identity::find_user(store, &user_name).map_err(|e| ApiError::identity(e.into()))?;
+            let user = identity::find_user(store, &user_name).map_err(|e| ApiError::identity(e.into()))?;
             user.and_then(|u| u.default_project)
                 .map(|p| p.to_string())
                 .unwrap_or_default()
@@ -189,27 +178,18 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
     .await
     .map_err(ApiError::identity)?;
     let mut response = (StatusCode::CREATED, Json(token_body(&ctx, &s.base_url))).into_response();
-    response.headers_mut().insert(
-        "x-subject-token",
-        HeaderValue::from_str(&secret).expect("hex token"),
-    );
+    response
+        .headers_mut()
+        .insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
     Ok(response)
 }
 
 /// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts).
-async fn check_token(
-    State(s): State<AppState>,
-    _caller: Auth,
-    headers: axum::http::HeaderMap,
-) -> ApiResult {
+async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
     let subject = headers
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::identity(CloudError::BadRequest(
-                "The X-Subject-Token header is required.".into(),
-            ))
-        })?;
+        .ok_or_else(|| ApiError::identity(CloudError::BadRequest("The X-Subject-Token header is required.".into())))?;
     let ctx = identity::validate(&s.ctx.store, subject)
         .map_err(|_| ApiError::identity(CloudError::NotFound("Could not find token.".into())))?;
     Ok(Json(token_body(&ctx, &s.base_url)).into_response())
@@ -228,8 +208,7 @@ fn user_view(u: &User, base: &str) -> Value {
 }
 
 fn admin_only(auth: &Auth, action: &str) -> Result<(), ApiError> {
-    auth.require(Role::Admin, action)
-        .map_err(ApiError::identity)
+    auth.require(Role::Admin, action).map_err(ApiError::identity)
 }
 
 async fn list_projects(State(s): State<AppState>, auth: Auth) -> ApiResult {
@@ -239,14 +218,8 @@ async fn list_projects(State(s): State<AppState>, auth: Auth) -> ApiResult {
         .store
         .read(|r| r.scan(&PROJECTS))
         .map_err(|e| ApiError::identity(e.into()))?;
-    let views: Vec<Value> = projects
-        .iter()
-        .map(|(_, p)| project_view(p, &s.base_url))
-        .collect();
-    Ok(
-        Json(json!({"projects": views, "links": {"self": null, "next": null, "previous": null}}))
-            .into_response(),
-    )
+    let views: Vec<Value> = projects.iter().map(|(_, p)| project_view(p, &s.base_url)).collect();
+    Ok(Json(json!({"projects": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -263,13 +236,9 @@ struct NewProject {
 async fn create_project(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     admin_only(&auth, "identity:create_project")?;
     let request: CreateProject = parse_json(&body).map_err(ApiError::identity)?;
-    let project = identity::create_project(
-        &s.ctx.store,
-        &request.project.name,
-        &request.project.description,
-    )
-    .await
-    .map_err(ApiError::identity)?;
+    let project = identity::create_project(&s.ctx.store, &request.project.name, &request.project.description)
+        .await
+        .map_err(ApiError::identity)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"project": project_view(&project, &s.base_url)})),
@@ -284,14 +253,8 @@ async fn list_users(State(s): State<AppState>, auth: Auth) -> ApiResult {
         .store
         .read(|r| r.scan(&USERS))
         .map_err(|e| ApiError::identity(e.into()))?;
-    let views: Vec<Value> = users
-        .iter()
-        .map(|(_, u)| user_view(u, &s.base_url))
-        .collect();
-    Ok(
-        Json(json!({"users": views, "links": {"self": null, "next": null, "previous": null}}))
-            .into_response(),
-    )
+    let views: Vec<Value> = users.iter().map(|(_, u)| user_view(u, &s.base_url)).collect();
+    Ok(Json(json!({"users": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
 }
 
 #[derive(Deserialize)]
@@ -312,11 +275,7 @@ async fn create_user(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
         Some(p) => Some(
             identity::find_project(&s.ctx.store, &p)
                 .map_err(|e| ApiError::identity(e.into()))?
-                .ok_or_else(|| {
-                    ApiError::identity(CloudError::BadRequest(format!(
-                        "Project {p} could not be found."
-                    )))
-                })?
+                .ok_or_else(|| ApiError::identity(CloudError::BadRequest(format!("Project {p} could not be found."))))?
                 .id,
         ),
         None => None,
@@ -351,8 +310,7 @@ async fn grant_role(
     Path((project, user, role)): Path<(String, String, String)>,
 ) -> ApiResult {
     admin_only(&auth, "identity:create_grant")?;
-    let role = Role::from_name(&role)
-        .ok_or_else(|| ApiError::identity(CloudError::not_found("Role", &role)))?;
+    let role = Role::from_name(&role).ok_or_else(|| ApiError::identity(CloudError::not_found("Role", &role)))?;
     let store = &s.ctx.store;
     let project = identity::find_project(store, &project)
         .map_err(|e| ApiError::identity(e.into()))?
@@ -363,8 +321,7 @@ async fn grant_role(
             .map_err(|e| ApiError::identity(e.into()))?
             .map(|u| u.id),
     };
-    let user_id =
-        user_id.ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
+    let user_id = user_id.ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
     identity::grant(store, user_id, project.id, role)
         .await
         .map_err(ApiError::identity)?;

@@ -55,11 +55,7 @@ fn visible(i: &Image, auth: &Auth) -> bool {
     i.public || i.owner == Some(auth.0.project) || auth.is_admin()
 }
 
-async fn list_images(
-    State(s): State<AppState>,
-    auth: Auth,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+async fn list_images(State(s): State<AppState>, auth: Auth, Query(q): Query<HashMap<String, String>>) -> ApiResult {
     let all = s
         .ctx
         .store
@@ -74,10 +70,7 @@ async fn list_images(
         .map(|(_, i)| i)
         .filter(|i| visible(i, &auth))
         .filter(|i| q.get("name").is_none_or(|n| &i.name == n))
-        .filter(|i| {
-            ids.as_ref()
-                .is_none_or(|ids| ids.contains(&i.id.to_string().as_str()))
-        })
+        .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id.to_string().as_str())))
         .filter(|i| {
             q.get("visibility")
                 .is_none_or(|v| v == "all" || (v == "public") == i.public)
@@ -85,10 +78,7 @@ async fn list_images(
         .collect();
     images.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
     let views: Vec<Value> = images.into_iter().map(image_view).collect();
-    Ok(
-        Json(json!({"images": views, "first": "/v2/images", "schema": "/v2/schemas/images"}))
-            .into_response(),
-    )
+    Ok(Json(json!({"images": views, "first": "/v2/images", "schema": "/v2/schemas/images"})).into_response())
 }
 
 async fn show_image(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -129,8 +119,7 @@ fn default_container_format() -> String {
 }
 
 async fn create_image(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "add_image")
-        .map_err(ApiError::image)?;
+    auth.require(Role::Admin, "add_image").map_err(ApiError::image)?;
     let new: NewImage = parse_json(&body).map_err(ApiError::image)?;
     if new.name.trim().is_empty() || new.name.len() > 255 {
         return Err(ApiError::image(CloudError::BadRequest(

@@ -99,10 +99,7 @@ impl Actor for Gateway {
         myself.send_interval(Duration::from_secs(600), || GatewayMsg::PurgeTokens);
         Ok(GatewayState {
             ctx: args.ctx,
-            server: ServerTask {
-                task,
-                stop: Some(stop),
-            },
+            server: ServerTask { task, stop: Some(stop) },
         })
     }
 
@@ -126,8 +123,7 @@ impl Actor for Gateway {
         state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GatewayMsg::PurgeTokens => match identity::purge_expired_tokens(&state.ctx.store).await
-            {
+            GatewayMsg::PurgeTokens => match identity::purge_expired_tokens(&state.ctx.store).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "expired tokens removed"),
                 Err(e) => tracing::warn!(cause = %e, "purging expired tokens failed"),
@@ -145,9 +141,7 @@ pub fn router(state: AppState) -> Router {
         .merge(image_api::routes())
         .fallback(errors::not_found)
         .layer(middleware::from_fn(request_ids))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            errors::panic_response,
-        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
         .with_state(state)
 }
 
@@ -164,10 +158,7 @@ async fn request_ids(request: Request, next: Next) -> Response {
     };
     let headers = response.headers_mut();
     let id = HeaderValue::from_str(&id).expect("request ids are ASCII");
-    headers.insert(
-        HeaderName::from_static("x-openstack-request-id"),
-        id.clone(),
-    );
+    headers.insert(HeaderName::from_static("x-openstack-request-id"), id.clone());
     if compute {
         headers.insert(HeaderName::from_static("x-compute-request-id"), id);
         let version = HeaderValue::from_static(COMPUTE_MICROVERSION);
@@ -175,10 +166,7 @@ async fn request_ids(request: Request, next: Next) -> Response {
             HeaderName::from_static("openstack-api-version"),
             HeaderValue::from_static("compute 2.1"),
         );
-        headers.insert(
-            HeaderName::from_static("x-openstack-nova-api-version"),
-            version,
-        );
+        headers.insert(HeaderName::from_static("x-openstack-nova-api-version"), version);
         headers.insert(
             axum::http::header::VARY,
             HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),

@@ -17,9 +17,7 @@ pub struct FixedIpAllocator {
 
 impl FixedIpAllocator {
     pub fn is_reserved(&self, address: Ipv4Addr) -> bool {
-        address == self.cidr.network()
-            || address == self.gateway
-            || address == self.cidr.broadcast()
+        address == self.cidr.network() || address == self.gateway || address == self.cidr.broadcast()
     }
 
     /// The lowest free address; `taken` holds the addresses in use, as integers.
@@ -76,12 +74,7 @@ mod tests {
 
     #[test]
     fn fills_holes_lowest_first() {
-        check(
-            "10.0.0.0/29",
-            "10.0.0.1",
-            &["10.0.0.2", "10.0.0.4"],
-            Some("10.0.0.3"),
-        );
+        check("10.0.0.0/29", "10.0.0.1", &["10.0.0.2", "10.0.0.4"], Some("10.0.0.3"));
         check(
             "10.0.0.0/29",
             "10.0.0.1",

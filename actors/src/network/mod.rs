@@ -61,11 +61,7 @@ impl Actor for NetworkManager {
     type State = Ctx;
     type Arguments = Ctx;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<NetworkMsg>,
-        ctx: Ctx,
-    ) -> Result<Ctx, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<NetworkMsg>, ctx: Ctx) -> Result<Ctx, ActorProcessingErr> {
         ctx.ns.join(&TOPIC, myself.get_cell());
         Ok(ctx)
     }
@@ -115,13 +111,8 @@ fn network_for(tx: &WriteTx<'_>, instance: &Instance) -> Result<Network, Network
         .ok_or_else(|| NetworkError::NoNetwork(instance.project.to_string()))
 }
 
-pub(crate) fn allocate_in(
-    tx: &mut WriteTx<'_>,
-    id: InstanceId,
-) -> Result<Vec<Interface>, NetworkError> {
-    let mut instance = tx
-        .get(&INSTANCES, &id)?
-        .ok_or(NetworkError::InstanceGone(id))?;
+pub(crate) fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Vec<Interface>, NetworkError> {
+    let mut instance = tx.get(&INSTANCES, &id)?.ok_or(NetworkError::InstanceGone(id))?;
     if instance.task_state == Some(TaskState::Deleting) {
         return Err(NetworkError::InstanceGone(id));
     }
@@ -131,10 +122,7 @@ pub(crate) fn allocate_in(
     let network = network_for(tx, &instance)?;
     let in_use = tx.scan_prefix(&FIXED_IPS, &Pair::<_, u32>::prefix(&network.id))?;
     let taken: BTreeSet<u32> = in_use.iter().map(|(Pair(_, ip), _)| *ip).collect();
-    let macs: BTreeSet<&str> = in_use
-        .iter()
-        .filter_map(|(_, row)| row.mac.as_deref())
-        .collect();
+    let macs: BTreeSet<&str> = in_use.iter().filter_map(|(_, row)| row.mac.as_deref()).collect();
     let allocator = FixedIpAllocator {
         cidr: network.cidr,
         gateway: network.gateway,
@@ -177,10 +165,7 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), 
     };
     for interface in &instance.interfaces {
         let key = Pair(interface.network, u32::from(interface.address));
-        if tx
-            .get(&FIXED_IPS, &key)?
-            .is_some_and(|row| row.instance == Some(id))
-        {
+        if tx.get(&FIXED_IPS, &key)?.is_some_and(|row| row.instance == Some(id)) {
             tx.delete(&FIXED_IPS, &key)?;
         }
     }

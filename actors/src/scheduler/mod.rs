@@ -49,11 +49,17 @@ struct Claim {
     at: Instant,
 }
 
+/// The hosts with the usage the store shows, and where each instance is, as read at `read_at`.
+struct StoreView {
+    hosts: Vec<HostState>,
+    placed: HashMap<InstanceId, Option<HostId>>,
+    read_at: Instant,
+}
+
 pub struct SchedulerState {
     ctx: Ctx,
     ratios: Ratios,
-    /// Hosts with the usage the store shows, and when it was read.
-    view: Option<(Vec<HostState>, HashMap<InstanceId, Option<HostId>>, Instant)>,
+    view: Option<StoreView>,
     claims: HashMap<InstanceId, Claim>,
 }
 
@@ -64,11 +70,7 @@ impl Actor for Scheduler {
     type State = SchedulerState;
     type Arguments = Ctx;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SchedulerMsg>,
-        ctx: Ctx,
-    ) -> Result<SchedulerState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, ctx: Ctx) -> Result<SchedulerState, ActorProcessingErr> {
         ctx.ns.join(&TOPIC, myself.get_cell());
         Ok(SchedulerState {
             ctx,
@@ -97,8 +99,7 @@ impl Actor for Scheduler {
 impl SchedulerState {
     fn place(&mut self, request: PlaceRequest) -> Result<Result<HostId, NoValidHost>, StoreError> {
         let hosts = self.hosts()?;
-        let chosen =
-            placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+        let chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
         if let Ok(host) = &chosen {
             self.claims.insert(
                 request.instance,
@@ -114,14 +115,10 @@ impl SchedulerState {
 
     /// The current host view: the store's (reused for `VIEW_TTL`) plus the claims it does not show yet.
     fn hosts(&mut self) -> Result<Vec<HostState>, StoreError> {
-        if self
-            .view
-            .as_ref()
-            .is_none_or(|(_, _, at)| at.elapsed() > VIEW_TTL)
-        {
+        if self.view.as_ref().is_none_or(|v| v.read_at.elapsed() > VIEW_TTL) {
             self.view = Some(self.read_view()?);
         }
-        let (hosts, placed, _) = self.view.as_ref().expect("view was just loaded");
+        let StoreView { hosts, placed, .. } = self.view.as_ref().expect("view was just loaded");
         let mut hosts = hosts.clone();
         self.claims.retain(|id, claim| {
             let counted_by_store = placed.get(id).is_some_and(Option::is_some);
@@ -137,9 +134,7 @@ impl SchedulerState {
         Ok(hosts)
     }
 
-    fn read_view(
-        &self,
-    ) -> Result<(Vec<HostState>, HashMap<InstanceId, Option<HostId>>, Instant), StoreError> {
+    fn read_view(&self) -> Result<StoreView, StoreError> {
         let down_after = self.ctx.timing.service_down_after.as_millis() as u64;
         let now = now_ms();
         self.ctx.store.read(|r| {
@@ -171,7 +166,11 @@ impl SchedulerState {
                 }
                 placed.insert(id, instance.host);
             }
-            Ok((hosts, placed, Instant::now()))
+            Ok(StoreView {
+                hosts,
+                placed,
+                read_at: Instant::now(),
+            })
         })
     }
 }

@@ -115,11 +115,7 @@ pub struct NoValidHost {
 
 /// Picks the best host for `demand`: filters, then the highest weight (ties go to the lower name, so the
 /// choice is deterministic).
-pub fn select<'h>(
-    hosts: &'h [HostState],
-    demand: &Demand,
-    ratios: Ratios,
-) -> Result<&'h HostState, NoValidHost> {
+pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Result<&'h HostState, NoValidHost> {
     let mut rejected: BTreeMap<Rejection, usize> = BTreeMap::new();
     let mut best: Option<(&HostState, f64)> = None;
     for host in hosts {
@@ -194,13 +190,7 @@ mod tests {
 
     #[test]
     fn spreads_by_free_ram() {
-        check(
-            "a:1000/500:4/0 b:1000/100:4/0 c:1000/300:4/0",
-            100,
-            1,
-            &[],
-            "b",
-        );
+        check("a:1000/500:4/0 b:1000/100:4/0 c:1000/300:4/0", 100, 1, &[], "b");
         check("a:1000/0:4/0 b:1000/0:4/0", 100, 1, &[], "a");
     }
 
@@ -241,12 +231,6 @@ mod tests {
             &["a"],
             "No valid host was found. Rejected 1 host(s): service disabled; 1 host(s): service down; 1 host(s): already tried.",
         );
-        check(
-            "",
-            10,
-            1,
-            &[],
-            "No valid host was found. There are no compute hosts.",
-        );
+        check("", 10, 1, &[], "No valid host was found. There are no compute hosts.");
     }
 }

@@ -1,0 +1,307 @@
+//! Servers end to end on an in-process cloud: build, placement, retries, isolation, delete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use nimbus_actors::compute::virt::Capacity;
+use nimbus_tests::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_server_builds_to_active_with_a_fixed_ip_and_is_deleted() {
+    let t = TestCloud::start().await;
+    let id = create_server(&t.admin, "vm1").await;
+    let server = wait_for_status(&t.admin, &id, "ACTIVE").await;
+    assert_eq!(server["OS-EXT-STS:vm_state"], "active");
+    assert_eq!(server["OS-EXT-STS:power_state"], 1);
+    assert_eq!(server["OS-EXT-STS:task_state"], serde_json::Value::Null);
+    let host = server["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    assert!(
+        t.cloud.hypervisors[&nimbus_storage::ids::HostId(host.clone())]
+            .running()
+            .iter()
+            .any(|s| s.id.to_string() == id)
+    );
+    assert_eq!(
+        fixed_addresses(&server),
+        vec!["10.0.0.2".to_string()],
+        "first free address after the gateway"
+    );
+    let mac = server["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"]
+        .as_str()
+        .unwrap();
+    assert!(mac.starts_with("fa:16:3e:"), "{mac}");
+
+    t.admin.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
+    wait_for_gone(&t.admin, &id).await;
+    assert!(
+        t.cloud.hypervisors.values().all(|h| h.running().is_empty()),
+        "the instance is destroyed on its host"
+    );
+    // The address is free again.
+    let again = create_server(&t.admin, "vm2").await;
+    assert_eq!(
+        fixed_addresses(&wait_for_status(&t.admin, &again, "ACTIVE").await),
+        vec!["10.0.0.2".to_string()]
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_burst_spreads_over_hosts_and_never_shares_an_address() {
+    let t = TestCloud::start().await;
+    let image = default_image(&t.admin).await;
+    let body =
+        json!({"server": {"name": "burst", "imageRef": image, "flavorRef": "1", "min_count": 12, "max_count": 12}});
+    t.admin.post("/compute/v2.1/servers", &body).await.unwrap();
+    wait_until("12 ACTIVE servers", Duration::from_secs(30), || async {
+        let listed = t.admin.get("/compute/v2.1/servers/detail").await.unwrap();
+        let servers = listed["servers"].as_array().unwrap().clone();
+        servers.len() == 12 && servers.iter().all(|s| s["status"] == "ACTIVE")
+    })
+    .await;
+    let listed = t.admin.get("/compute/v2.1/servers/detail").await.unwrap();
+    let servers = listed["servers"].as_array().unwrap().clone();
+    let addresses: BTreeSet<String> = servers.iter().flat_map(fixed_addresses).collect();
+    assert_eq!(addresses.len(), 12, "every server has its own address");
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &servers {
+        *per_host
+            .entry(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_host.values().copied().collect::<Vec<_>>(),
+        vec![3, 3, 3, 3],
+        "RAM spreading: {per_host:?}"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_build_is_retried_on_another_host() {
+    let t = TestCloud::start_with(Options {
+        hosts: 2,
+        ..Options::default()
+    })
+    .await;
+    // host-0001 is chosen first (ties go to the lower name); make it fail.
+    t.cloud.hypervisors.values().next().unwrap().set_broken(true);
+    let id = create_server(&t.admin, "retry").await;
+    let server = wait_for_status(&t.admin, &id, "ACTIVE").await;
+    assert_eq!(server["OS-EXT-SRV-ATTR:host"], "host-0002");
+    assert_eq!(fixed_addresses(&server).len(), 1);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_build_that_fails_everywhere_ends_in_error_with_no_valid_host() {
+    let t = TestCloud::start_with(Options {
+        hosts: 4,
+        ..Options::default()
+    })
+    .await;
+    for h in t.cloud.hypervisors.values() {
+        h.set_broken(true);
+    }
+    let id = create_server(&t.admin, "doomed").await;
+    let server = wait_for_status(&t.admin, &id, "ERROR").await;
+    let fault = server["fault"]["message"].as_str().unwrap();
+    assert!(
+        fault.starts_with("No valid host was found. Exceeded max scheduling attempts 3"),
+        "{fault}"
+    );
+    assert!(fixed_addresses(&server).is_empty(), "the address went back to the pool");
+    assert_eq!(server["OS-EXT-SRV-ATTR:host"], serde_json::Value::Null);
+    // An ERROR server can be deleted.
+    t.admin.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
+    wait_for_gone(&t.admin, &id).await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_host_with_room_means_no_valid_host() {
+    let small = Capacity {
+        vcpus: 1,
+        ram_mb: 256,
+        disk_gb: 10,
+    };
+    let t = TestCloud::start_with(Options {
+        hosts: 2,
+        capacity: small,
+        ..Options::default()
+    })
+    .await;
+    let id = create_server(&t.admin, "too-big").await;
+    let server = wait_for_status(&t.admin, &id, "ERROR").await;
+    let fault = server["fault"]["message"].as_str().unwrap();
+    assert_eq!(fault, "No valid host was found. Rejected 2 host(s): not enough RAM.");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_while_building_leaves_nothing_behind() {
+    let t = TestCloud::start().await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(create_server(&t.admin, &format!("short-{n}")).await);
+    }
+    for id in &ids {
+        t.admin.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
+    }
+    for id in &ids {
+        wait_for_gone(&t.admin, id).await;
+    }
+    wait_until("hypervisors empty", Duration::from_secs(10), || async {
+        t.cloud.hypervisors.values().all(|h| h.running().is_empty())
+    })
+    .await;
+    let fixed = t
+        .cloud
+        .ctx
+        .store
+        .read(|r| nimbus_storage::Reads::scan(r, &nimbus_storage::schema::FIXED_IPS))
+        .unwrap();
+    assert!(fixed.is_empty(), "no fixed IP is left allocated: {fixed:?}");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn projects_see_only_their_own_servers_and_readers_cannot_change_them() {
+    let t = TestCloud::start().await;
+    let alice = t.user_with_role("member").await;
+    let bob = t.user_with_role("member").await;
+    let a = create_server(&alice, "alice-vm").await;
+    let b = create_server(&bob, "bob-vm").await;
+    wait_for_status(&alice, &a, "ACTIVE").await;
+    wait_for_status(&bob, &b, "ACTIVE").await;
+
+    let listed = alice.get("/compute/v2.1/servers").await.unwrap();
+    let names: Vec<&str> = listed["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["alice-vm"]);
+    for (method, expected) in [(Method::GET, 404), (Method::DELETE, 404)] {
+        let (status, body) = alice
+            .raw(method.clone(), &format!("/compute/v2.1/servers/{b}"), None)
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), expected, "{method} another project's server: {body}");
+        assert_eq!(body["itemNotFound"]["code"], 404);
+    }
+    let (status, body) = alice
+        .raw(Method::GET, "/compute/v2.1/servers?all_tenants=1", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 403, "{body}");
+
+    let all = t
+        .admin
+        .get("/compute/v2.1/servers/detail?all_tenants=True")
+        .await
+        .unwrap();
+    assert_eq!(all["servers"].as_array().unwrap().len(), 2);
+
+    // A reader of alice's project sees but cannot create or delete.
+    let project = alice.get(&format!("/compute/v2.1/servers/{a}")).await.unwrap()["server"]["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reader = t.user_on(&project, "reader").await;
+    assert_eq!(
+        reader.get("/compute/v2.1/servers").await.unwrap()["servers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let image = default_image(&reader).await;
+    let (status, body) = reader
+        .raw(
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(&json!({"server": {"name": "x", "imageRef": image, "flavorRef": "1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(
+        body["forbidden"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("os_compute_api:servers:create")
+    );
+    let (status, _) = reader
+        .raw(Method::DELETE, &format!("/compute/v2.1/servers/{a}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 403);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_list_filters_by_name_and_status() {
+    let t = TestCloud::start().await;
+    let a = create_server(&t.admin, "web-1").await;
+    let b = create_server(&t.admin, "db-1").await;
+    wait_for_status(&t.admin, &a, "ACTIVE").await;
+    wait_for_status(&t.admin, &b, "ACTIVE").await;
+    let by_name = t
+        .admin
+        .get("/compute/v2.1/servers/detail?name=web&deleted=False")
+        .await
+        .unwrap();
+    assert_eq!(by_name["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(by_name["servers"][0]["id"], a.as_str());
+    let active = t.admin.get("/compute/v2.1/servers?status=ACTIVE").await.unwrap();
+    assert_eq!(active["servers"].as_array().unwrap().len(), 2);
+    let errors = t.admin.get("/compute/v2.1/servers?status=ERROR").await.unwrap();
+    assert!(errors["servers"].as_array().unwrap().is_empty());
+    let limited = t.admin.get("/compute/v2.1/servers?limit=1").await.unwrap();
+    assert_eq!(limited["servers"].as_array().unwrap().len(), 1);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn hypervisors_and_services_show_the_hosts() {
+    let t = TestCloud::start_with(Options {
+        hosts: 3,
+        ..Options::default()
+    })
+    .await;
+    let hypervisors = t.admin.get("/compute/v2.1/os-hypervisors/detail").await.unwrap();
+    let names: Vec<&str> = hypervisors["hypervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hypervisor_hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["host-0001", "host-0002", "host-0003"]);
+    assert!(
+        hypervisors["hypervisors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["state"] == "up" && h["hypervisor_type"] == "fake")
+    );
+    let services = t.admin.get("/compute/v2.1/os-services").await.unwrap();
+    assert_eq!(services["services"].as_array().unwrap().len(), 3);
+    assert!(
+        services["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["binary"] == "nova-compute" && s["state"] == "up")
+    );
+    let member = t.user_with_role("member").await;
+    let (status, _) = member
+        .raw(Method::GET, "/compute/v2.1/os-hypervisors", None)
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 403);
+    t.shutdown().await;
+}

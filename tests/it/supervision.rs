@@ -1,0 +1,119 @@
+//! Killing actors: each comes back under its supervisor, rebuilds from the store, and work goes on.
+
+use std::time::Duration;
+
+use nimbus_tests::*;
+
+fn kill(t: &TestCloud, local_name: &str) {
+    let name = t.cloud.ctx.ns.actor_name(local_name);
+    ractor::registry::where_is(name.clone())
+        .unwrap_or_else(|| panic!("{name} is running"))
+        .kill();
+}
+
+fn running_id(t: &TestCloud, local_name: &str) -> Option<ractor::ActorId> {
+    let name = t.cloud.ctx.ns.actor_name(local_name);
+    ractor::registry::where_is(name)
+        .filter(|c| c.get_status() == ractor::ActorStatus::Running)
+        .map(|c| c.get_id())
+}
+
+/// Kills the actor and waits until a new one runs under its name.
+async fn kill_and_wait_for_restart(t: &TestCloud, local_name: &str) {
+    let old = running_id(t, local_name).unwrap_or_else(|| panic!("{local_name} is running"));
+    kill(t, local_name);
+    wait_until(&format!("{local_name} to be back"), Duration::from_secs(5), || async {
+        running_id(t, local_name).is_some_and(|id| id != old)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_workers_come_back_and_boots_keep_succeeding() {
+    let t = TestCloud::start().await;
+    let mut client = t.admin.clone();
+    for actor in ["scheduler", "network", "compute/host-0001", "gateway", "projects"] {
+        kill_and_wait_for_restart(&t, actor).await;
+        if actor == "gateway" {
+            // The killed gateway's connections died with it; a client reconnects, as real ones do.
+            client = nimbus::client::Client::login(t.url(), "admin", ADMIN_PASSWORD, "admin")
+                .await
+                .unwrap();
+        }
+        let id = create_server(&client, &format!("after-{}", actor.replace('/', "-"))).await;
+        wait_for_status(&client, &id, "ACTIVE").await;
+    }
+    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let restarts: Vec<(String, u32)> = report.iter().map(|c| (c.name.clone(), c.restarts)).collect();
+    assert!(
+        restarts.iter().any(|(n, r)| n.ends_with("scheduler") && *r == 1),
+        "{restarts:?}"
+    );
+    assert!(
+        restarts.iter().any(|(n, r)| n.ends_with("gateway") && *r == 1),
+        "{restarts:?}"
+    );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn builds_and_deletes_in_flight_survive_killed_conductors_and_agents() {
+    let t = TestCloud::start().await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        ids.push(create_server(&t.admin, &format!("chaos-{n}")).await);
+    }
+    let project = server(&t.admin, &ids[0]).await.unwrap()["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kill(&t, &format!("conductor/{project}"));
+    kill(&t, "compute/host-0002");
+    for id in &ids {
+        wait_for_status(&t.admin, id, "ACTIVE").await;
+    }
+    for id in &ids[..4] {
+        t.admin.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
+    }
+    kill(&t, &format!("conductor/{project}"));
+    kill(&t, "network");
+    for id in &ids[..4] {
+        wait_for_gone(&t.admin, id).await;
+    }
+    wait_until("no pending operations", Duration::from_secs(10), || async {
+        store_violations(&t.cloud.ctx.store).is_empty()
+    })
+    .await;
+    let running: usize = t.cloud.hypervisors.values().map(|h| h.running().len()).sum();
+    assert_eq!(running, 4, "exactly the four remaining instances run");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_that_keeps_crashing_escalates_to_its_supervisor() {
+    let t = TestCloud::start_with(Options {
+        hosts: 1,
+        ..Options::default()
+    })
+    .await;
+    // Kill the agent faster than the compute supervisor's intensity (10 restarts in 10 s) allows.
+    for _ in 0..10 {
+        kill_and_wait_for_restart(&t, "compute/host-0001").await;
+    }
+    // The eleventh: the compute supervisor gives up; the cloud supervisor restarts it, and with it the agent.
+    kill_and_wait_for_restart(&t, "compute/host-0001").await;
+    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let compute = report.iter().find(|c| c.name.ends_with("compute")).unwrap();
+    assert_eq!(compute.restarts, 1, "{report:?}");
+    assert!(
+        compute.last_error.as_ref().is_some_and(|(_, e)| e.contains("restarts")),
+        "{compute:?}"
+    );
+    let id = create_server(&t.admin, "after-escalation").await;
+    wait_for_status(&t.admin, &id, "ACTIVE").await;
+    t.shutdown().await;
+}
