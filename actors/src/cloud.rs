@@ -79,13 +79,14 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start(config: CloudConfig) -> Result<Cloud, CloudError> {
-        let store = Store::open(config.data_dir.join(STORE_FILE))?;
-        let generated = bootstrap::ensure_defaults(&store, &config.data_dir, config.admin_password.as_deref()).await?;
+        // Bind first: a port in use should fail the start before anything is written.
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| CloudError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener
             .local_addr()
             .map_err(|e| CloudError::Internal(format!("listener address: {e}")))?;
+        let store = Store::open(config.data_dir.join(STORE_FILE))?;
+        let generated = bootstrap::ensure_defaults(&store, &config.data_dir, config.admin_password.as_deref()).await?;
         let url = format!("http://{addr}");
         let password = config.admin_password.clone().or_else(|| generated.clone()).or_else(|| {
             std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE))

@@ -20,12 +20,12 @@ use nimbus_storage::ids::{HostId, InstanceId, ProjectId};
 use nimbus_storage::records::{Fault, OperationKind, TaskState, VmState, now_ms};
 use nimbus_storage::schema::{INSTANCES, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::Ctx;
-use crate::compute::{self, ComputeError, ComputeMsg};
+use crate::compute::{self, ComputeMsg, StepReply};
 use crate::instance_state::Event;
 use crate::instances::{TransitionError, remove_in, set_host_in, transition_in};
 use crate::network::deallocate_in;
@@ -149,8 +149,17 @@ impl Actor for Conductor {
     }
 }
 
-fn step_failure(e: ComputeError) -> StepFailure {
-    StepFailure::Failed(e.to_string())
+/// Calls a host's compute agent: its own failure is `Failed`, no answer is `Lost`.
+async fn compute_step(
+    ctx: &Ctx,
+    host: &HostId,
+    make: impl FnOnce(RpcReplyPort<StepReply>) -> ComputeMsg,
+    timeout: Duration,
+) -> Result<(), StepFailure> {
+    match rpc::call_topic(&ctx.ns, &compute::topic(host), make, timeout).await {
+        Ok(Wire(result)) => result.map_err(|e| StepFailure::Failed(e.to_string())),
+        Err(e) => Err(StepFailure::Lost(e.to_string())),
+    }
 }
 
 impl ConductorState {
@@ -221,17 +230,13 @@ impl ConductorState {
                 (VmState::Building, Some(TaskState::Networking | TaskState::Spawning), Some(host)) => {
                     self.in_flight.insert(id);
                     rpc::then(me, async move {
-                        let outcome = rpc::call_topic(
-                            &ctx.ns,
-                            &compute::topic(&host),
+                        let outcome = compute_step(
+                            &ctx,
+                            &host,
                             |reply| ComputeMsg::Build(Wire(id), reply),
                             ctx.timing.build,
                         )
                         .await;
-                        let outcome = match outcome {
-                            Ok(Wire(result)) => result.map_err(step_failure),
-                            Err(e) => Err(StepFailure::Lost(e.to_string())),
-                        };
                         ConductorMsg::Built(Wire((id, host, outcome)))
                     });
                 }
@@ -245,17 +250,13 @@ impl ConductorState {
                 self.in_flight.insert(id);
                 match instance.host {
                     Some(host) => rpc::then(me, async move {
-                        let outcome = rpc::call_topic(
-                            &ctx.ns,
-                            &compute::topic(&host),
+                        let outcome = compute_step(
+                            &ctx,
+                            &host,
                             |reply| ComputeMsg::Destroy(Wire(id), reply),
                             ctx.timing.build,
                         )
                         .await;
-                        let outcome = match outcome {
-                            Ok(Wire(result)) => result.map_err(step_failure),
-                            Err(e) => Err(StepFailure::Lost(e.to_string())),
-                        };
                         ConductorMsg::Destroyed(Wire((id, outcome)))
                     }),
                     // Never reached a host: nothing runs anywhere, only records to remove.
@@ -349,10 +350,9 @@ impl ConductorState {
                 self.in_flight.insert(id);
                 let ctx = self.ctx.clone();
                 rpc::then(me, async move {
-                    let target = compute::topic(&host);
-                    let _ = rpc::call_topic(
-                        &ctx.ns,
-                        &target,
+                    let _ = compute_step(
+                        &ctx,
+                        &host,
                         |reply| ComputeMsg::Destroy(Wire(id), reply),
                         ctx.timing.call,
                     )

@@ -14,6 +14,8 @@ pub enum CloudError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
     Conflict(String),
     /// A component needed for the request did not answer in time; retrying later may work.
     #[error("{what}")]
@@ -40,6 +42,7 @@ impl CloudError {
             CloudError::Unauthorized(_) => 401,
             CloudError::Forbidden(_) => 403,
             CloudError::NotFound(_) => 404,
+            CloudError::NotAcceptable(_) => 406,
             CloudError::Conflict(_) => 409,
             CloudError::Unavailable { .. } => 503,
             CloudError::Store(_) | CloudError::Internal(_) => 500,

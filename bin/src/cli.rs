@@ -66,8 +66,9 @@ pub struct ApiArgs {
     /// Defaults to the password `nimbus up` generated into the data directory.
     #[arg(long, env = "NIMBUS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// The project to log in to.
     #[arg(long = "os-project", env = "NIMBUS_PROJECT", default_value = "admin")]
-    pub project: String,
+    pub login_project: String,
     /// The data directory of a local `nimbus up`, to read the generated admin password from.
     #[arg(long, default_value = "./nimbus-data")]
     pub data_dir: PathBuf,
@@ -79,7 +80,7 @@ impl ApiArgs {
             Some(p) => p.clone(),
             None => read_password(&self.data_dir)?,
         };
-        Ok(Client::login(&self.url, &self.user, &password, &self.project).await?)
+        Ok(Client::login(&self.url, &self.user, &password, &self.login_project).await?)
     }
 }
 
@@ -255,4 +256,14 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     cloud.shutdown().await;
     println!("nimbus stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -479,10 +479,7 @@ mod tests {
         let (sup, handle) = Actor::spawn(Some("t1/sup".into()), Supervisor, args).await.unwrap();
         kill("t1/a").await;
         wait_for("a restarted", || a.load(Ordering::SeqCst) == 2).await;
-        wait_for("a registered", || {
-            ractor::registry::where_is("t1/a").is_some()
-        })
-        .await;
+        wait_for("a registered", || ractor::registry::where_is("t1/a").is_some()).await;
         assert_eq!(b.load(Ordering::SeqCst), 1);
         let report = children(&sup, Duration::from_secs(1)).await.unwrap();
         assert_eq!(report[0].restarts, 1);
@@ -541,10 +538,7 @@ mod tests {
         for n in 2..=3 {
             kill("t4/flappy").await;
             wait_for("restart", || starts.load(Ordering::SeqCst) == n).await;
-            wait_for("registered", || {
-                ractor::registry::where_is("t4/flappy").is_some()
-            })
-            .await;
+            wait_for("registered", || ractor::registry::where_is("t4/flappy").is_some()).await;
         }
         kill("t4/flappy").await;
         tokio::time::timeout(Duration::from_secs(5), handle)

@@ -240,7 +240,13 @@ mod tests {
     use crate::{Reads, Table};
 
     fn project(name: &str) -> Project {
-        Project { id: ProjectId::random(), name: name.into(), description: String::new(), enabled: true, created_at: 0 }
+        Project {
+            id: ProjectId::random(),
+            name: name.into(),
+            description: String::new(),
+            enabled: true,
+            created_at: 0,
+        }
     }
 
     #[tokio::test]
@@ -304,7 +310,10 @@ mod tests {
             .unwrap();
         assert_eq!(projects.len(), 1);
         assert_eq!(projects[0].1, kept);
-        assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["neighbour"]);
+        assert_eq!(
+            names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec!["neighbour"]
+        );
         assert_eq!(store.stats().rolled_back, 1);
     }
 
@@ -335,7 +344,12 @@ mod tests {
                 .unwrap();
         });
         let table: Table<Pair<String, u32>, Project> = Table::new("projects_by_pair");
-        let got = store.read(|r| r.scan_prefix(&table, &Pair::<String, u32>::prefix(&"a".to_string()))).unwrap();
-        assert_eq!(got.iter().map(|(Pair(a, b), _)| (a.as_str(), *b)).collect::<Vec<_>>(), vec![("a", 1), ("a", 2)]);
+        let got = store
+            .read(|r| r.scan_prefix(&table, &Pair::<String, u32>::prefix(&"a".to_string())))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|(Pair(a, b), _)| (a.as_str(), *b)).collect::<Vec<_>>(),
+            vec![("a", 1), ("a", 2)]
+        );
     }
 }

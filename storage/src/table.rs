@@ -120,24 +120,31 @@ pub struct ReadTx {
     pub(crate) txn: redb::ReadTransaction,
 }
 
-impl Reads for ReadTx {
-    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
-        get_in(&self.txn.open_table(table.def())?, key)
-    }
-    fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
-        scan_in(table.name, &self.txn.open_table(table.def())?)
-    }
-    fn scan_prefix<K: KeyCodec, V: Record>(
-        &self,
-        table: &Table<K, V>,
-        prefix: &[u8],
-    ) -> Result<Vec<(K, V)>, StoreError> {
-        scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
-    }
-    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
-        index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
-    }
+/// Both transaction kinds read the same way; only the table handle types differ.
+macro_rules! impl_reads {
+    ($tx:ty) => {
+        impl Reads for $tx {
+            fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
+                get_in(&self.txn.open_table(table.def())?, key)
+            }
+            fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
+                scan_in(table.name, &self.txn.open_table(table.def())?)
+            }
+            fn scan_prefix<K: KeyCodec, V: Record>(
+                &self,
+                table: &Table<K, V>,
+                prefix: &[u8],
+            ) -> Result<Vec<(K, V)>, StoreError> {
+                scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+            }
+            fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
+                index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
+            }
+        }
+    };
 }
+
+impl_reads!(ReadTx);
 
 /// What to do to take one write back.
 enum Undo {
@@ -265,21 +272,4 @@ impl<'t> WriteTx<'t> {
     }
 }
 
-impl Reads for WriteTx<'_> {
-    fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
-        get_in(&self.txn.open_table(table.def())?, key)
-    }
-    fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
-        scan_in(table.name, &self.txn.open_table(table.def())?)
-    }
-    fn scan_prefix<K: KeyCodec, V: Record>(
-        &self,
-        table: &Table<K, V>,
-        prefix: &[u8],
-    ) -> Result<Vec<(K, V)>, StoreError> {
-        scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
-    }
-    fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
-        index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
-    }
-}
+impl_reads!(WriteTx<'_>);

@@ -211,10 +211,10 @@ async fn unsupported_microversions_are_refused_clearly() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 406);
     let body: Value = response.json().await.unwrap();
     assert!(
-        body["badRequest"]["message"].as_str().unwrap().contains("2.90"),
+        body["notAcceptable"]["message"].as_str().unwrap().contains("2.90"),
         "{body}"
     );
     t.shutdown().await;

@@ -1,5 +1,6 @@
 //! The nimbus integration suite: one test binary for everything that runs a cloud.
 
+mod admin_cli;
 mod api_errors;
 mod openstack_cli;
 mod persistence;

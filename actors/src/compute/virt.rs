@@ -173,13 +173,19 @@ pub(crate) mod contract {
     pub async fn check(driver: &dyn VirtDriver) {
         let (a, b) = (spec(1), spec(2));
         driver.spawn(a.clone()).await.expect("spawn a");
-        driver.spawn(a.clone()).await.expect("spawning a running instance again succeeds");
+        driver
+            .spawn(a.clone())
+            .await
+            .expect("spawning a running instance again succeeds");
         driver.spawn(b.clone()).await.expect("spawn b");
         let mut listed = driver.list().await.unwrap();
         listed.sort();
         assert_eq!(listed, vec![a.id, b.id]);
         driver.destroy(a.id).await.expect("destroy a");
-        driver.destroy(a.id).await.expect("destroying a missing instance succeeds");
+        driver
+            .destroy(a.id)
+            .await
+            .expect("destroying a missing instance succeeds");
         assert_eq!(driver.list().await.unwrap(), vec![b.id]);
         driver.destroy(b.id).await.unwrap();
         assert!(driver.list().await.unwrap().is_empty());

@@ -62,7 +62,7 @@ pub fn requested_microversion(headers: &HeaderMap) -> Option<Result<(), ApiError
     }
     Some(Err(ApiError {
         service: super::Service::Compute,
-        error: CloudError::BadRequest(format!(
+        error: CloudError::NotAcceptable(format!(
             "Version {asked} is not supported by the API. Minimum is 2.1 and maximum is {COMPUTE_MICROVERSION}."
         )),
     }))
