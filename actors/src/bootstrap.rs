@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use ipnetwork::Ipv4Network;
 use nimbus_storage::ids::{FlavorId, ImageId, NetworkId};
 use nimbus_storage::records::{Flavor, Image, Network, NetworkMode, Role, now_ms};
 use nimbus_storage::schema::{FLAVORS, IMAGES, NETWORKS};
@@ -26,6 +27,7 @@ pub async fn ensure_defaults(
     store: &Store,
     data_dir: &Path,
     admin_password: Option<&str>,
+    fixed_range: Ipv4Network,
 ) -> Result<Option<String>, CloudError> {
     let mut generated = None;
     if identity::find_user(store, ADMIN)?.is_none() {
@@ -50,7 +52,7 @@ pub async fn ensure_defaults(
         identity::grant(store, user.id, project.id, Role::Admin).await?;
     }
     store
-        .write(|tx| {
+        .write(move |tx| {
             if tx.scan(&FLAVORS)?.is_empty() {
                 // Nova's classic flavors.
                 for (id, name, vcpus, ram_mb, disk_gb) in [
@@ -92,8 +94,8 @@ pub async fn ensure_defaults(
                     id: NetworkId::random(),
                     label: DEFAULT_NETWORK.into(),
                     mode: NetworkMode::Flat,
-                    cidr: "10.0.0.0/24".parse().expect("a valid CIDR"),
-                    gateway: Ipv4Addr::new(10, 0, 0, 1),
+                    cidr: fixed_range,
+                    gateway: first_host(fixed_range),
                     bridge: "br100".into(),
                     dns1: None,
                     project: None,
@@ -105,6 +107,11 @@ pub async fn ensure_defaults(
         })
         .await?;
     Ok(generated)
+}
+
+/// The gateway of a network: its first address after the network address, as nova-network chose it.
+fn first_host(cidr: Ipv4Network) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.network()) + 1)
 }
 
 /// A `clouds.yaml` with one cloud, `nimbus`, for the stock OpenStack clients.

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnetwork::Ipv4Network;
 use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs, SupervisorMsg};
 use nimbus_storage::Store;
 use nimbus_storage::ids::HostId;
@@ -43,6 +44,8 @@ pub struct CloudConfig {
     pub listen: SocketAddr,
     pub fake_hosts: u32,
     pub fake_capacity: Capacity,
+    /// The range of the default network of a fresh cloud.
+    pub fixed_range: Ipv4Network,
     /// The admin password for a fresh cloud; generated if `None`.
     pub admin_password: Option<String>,
     pub namespace: Namespace,
@@ -56,6 +59,7 @@ impl CloudConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8774)),
             fake_hosts: 4,
             fake_capacity: Capacity::default(),
+            fixed_range: "10.0.0.0/24".parse().expect("a valid CIDR"),
             admin_password: None,
             namespace: Namespace::default(),
             timing: Timing::default(),
@@ -86,7 +90,13 @@ impl Cloud {
             .local_addr()
             .map_err(|e| CloudError::Internal(format!("listener address: {e}")))?;
         let store = Store::open(config.data_dir.join(STORE_FILE))?;
-        let generated = bootstrap::ensure_defaults(&store, &config.data_dir, config.admin_password.as_deref()).await?;
+        let generated = bootstrap::ensure_defaults(
+            &store,
+            &config.data_dir,
+            config.admin_password.as_deref(),
+            config.fixed_range,
+        )
+        .await?;
         let url = format!("http://{addr}");
         let password = config.admin_password.clone().or_else(|| generated.clone()).or_else(|| {
             std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE))

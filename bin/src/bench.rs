@@ -68,6 +68,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
             disk_gb: 1 << 20,
         };
         config.admin_password = Some("bench".into());
+        config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
         config.namespace = Namespace::new("bench");
         let cloud = Cloud::start(config).await?;
         let client = Client::login(&cloud.url, "admin", "bench", "admin").await?;

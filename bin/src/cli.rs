@@ -50,6 +50,9 @@ pub struct UpArgs {
     /// How many simulated compute hosts to run.
     #[arg(long, default_value_t = 4)]
     pub fake_hosts: u32,
+    /// The range of the default network `private` of a new cloud (ignored when the cloud exists).
+    #[arg(long, default_value = "10.0.0.0/24")]
+    pub fixed_range: ipnetwork::Ipv4Network,
     /// The admin password of a new cloud (ignored when the cloud exists). Generated if not given.
     #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -228,6 +231,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.fake_hosts = args.fake_hosts;
     config.admin_password = args.admin_password;
+    config.fixed_range = args.fixed_range;
     let mut cloud = Cloud::start(config).await.context("starting the cloud")?;
     let data = args.data_dir.display();
     println!("nimbus is up at {}", cloud.url);
