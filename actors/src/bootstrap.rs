@@ -7,42 +7,58 @@ use std::path::Path;
 
 use ipnetwork::Ipv4Network;
 use nimbus_storage::ids::{FlavorId, ImageId, NetworkId};
-use nimbus_storage::records::{Flavor, Image, Network, NetworkMode, Role, now_ms};
-use nimbus_storage::schema::{FLAVORS, IMAGES, NETWORKS};
+use nimbus_storage::records::{Flavor, Image, Network, NetworkMode, Quota, Role, now_ms};
+use nimbus_storage::schema::{FLAVORS, FLOATING_POOLS, IMAGES, NETWORKS, QUOTAS};
 use nimbus_storage::{Reads, Store};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use crate::CloudError;
 use crate::identity;
+use crate::network::floating::{self, FloatingRequest};
 
 pub const ADMIN: &str = "admin";
 pub const DEFAULT_IMAGE: &str = "cirros-0.6.2-x86_64-disk";
 pub const DEFAULT_NETWORK: &str = "private";
+pub const DEFAULT_POOL: &str = "public";
 pub const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// What a fresh cloud is created with.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub admin_password: Option<String>,
+    pub fixed_range: Ipv4Network,
+    pub floating_range: Ipv4Network,
+    pub public_interface: String,
+}
 
 /// Creates whatever of the defaults is missing. Returns the admin password if it was generated now (it is
 /// also written, readable by the owner only, to `data_dir/admin-password`).
 pub async fn ensure_defaults(
     store: &Store,
     data_dir: &Path,
-    admin_password: Option<&str>,
-    fixed_range: Ipv4Network,
+    defaults: &Defaults,
 ) -> Result<Option<String>, CloudError> {
+    let admin_password = defaults.admin_password.as_deref();
+    let fixed_range = defaults.fixed_range;
     let mut generated = None;
     if identity::find_user(store, ADMIN)?.is_none() {
         let project = match identity::find_project(store, ADMIN)? {
             Some(p) => p,
-            None => identity::create_project(store, ADMIN, "Bootstrap project for initializing the cloud.").await?,
+            None => {
+                identity::create_project(
+                    store,
+                    ADMIN,
+                    "Bootstrap project for initializing the cloud.",
+                    NetworkMode::Flat,
+                )
+                .await?
+            }
         };
         let password = match admin_password {
             Some(p) => p.to_string(),
             None => {
-                let p: String = rand::rng()
-                    .sample_iter(&Alphanumeric)
-                    .take(24)
-                    .map(char::from)
-                    .collect();
+                let p: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
                 write_private(&data_dir.join(ADMIN_PASSWORD_FILE), &format!("{p}\n"))?;
                 generated = Some(p.clone());
                 p
@@ -50,6 +66,8 @@ pub async fn ensure_defaults(
         };
         let user = identity::create_user(store, ADMIN, &password, Some(project.id)).await?;
         identity::grant(store, user.id, project.id, Role::Admin).await?;
+        // The operator's own project is not limited.
+        store.write(move |tx| tx.put(&QUOTAS, &project.id, &Quota::UNLIMITED)).await?;
     }
     store
         .write(move |tx| {
@@ -97,7 +115,16 @@ pub async fn ensure_defaults(
                     cidr: fixed_range,
                     gateway: first_host(fixed_range),
                     bridge: "br100".into(),
+                    bridge_interface: None,
+                    vlan: None,
+                    dhcp_server: None,
+                    vpn: None,
+                    vpn_clients: 0,
                     dns1: None,
+                    dns2: None,
+                    multi_host: false,
+                    allowed_start: None,
+                    allowed_end: None,
                     project: None,
                     created_at: now_ms(),
                 };
@@ -106,6 +133,15 @@ pub async fn ensure_defaults(
             Ok::<_, CloudError>(())
         })
         .await?;
+    let no_pool = store.read(|r| r.scan(&FLOATING_POOLS))?.is_empty();
+    if no_pool {
+        let request = FloatingRequest::CreatePool {
+            name: DEFAULT_POOL.into(),
+            range: defaults.floating_range,
+            interface: defaults.public_interface.clone(),
+        };
+        floating::create_pool(store, request).await?;
+    }
     Ok(generated)
 }
 
@@ -127,12 +163,7 @@ pub fn clouds_yaml(base_url: &str, password: &str) -> String {
 pub fn write_private(path: &Path, contents: &str) -> Result<(), CloudError> {
     use std::os::unix::fs::OpenOptionsExt;
     let fail = |e: std::io::Error| CloudError::Internal(format!("cannot write {}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(fail)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(fail)?;
     file.write_all(contents.as_bytes()).map_err(fail)
 }

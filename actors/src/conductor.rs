@@ -28,7 +28,7 @@ use crate::Ctx;
 use crate::compute::{self, ComputeMsg, StepReply};
 use crate::instance_state::Event;
 use crate::instances::{TransitionError, remove_in, set_host_in, transition_in};
-use crate::network::deallocate_in;
+use crate::network::{self, NetworkMsg};
 use crate::scheduler::placement::Demand;
 use crate::scheduler::{self, PlaceRequest, SchedulerMsg};
 
@@ -61,6 +61,8 @@ pub enum ConductorMsg {
     Built(Wire<(InstanceId, HostId, Result<(), StepFailure>)>),
     /// A compute agent's answer for a destroy.
     Destroyed(Wire<(InstanceId, Result<(), StepFailure>)>),
+    /// The network manager's answer for the release of a deleted instance's addresses.
+    Released(Wire<(InstanceId, Result<(), StepFailure>)>),
     /// Timer: look for logged operations that nothing is working on.
     Sweep,
 }
@@ -95,12 +97,7 @@ impl Actor for Conductor {
         myself.send_interval(args.ctx.timing.sweep_interval, || ConductorMsg::Sweep);
         // Resume whatever the log holds.
         myself.send_message(ConductorMsg::Sweep)?;
-        Ok(ConductorState {
-            ctx: args.ctx,
-            project: args.project,
-            in_flight: HashSet::new(),
-            retries: HashMap::new(),
-        })
+        Ok(ConductorState { ctx: args.ctx, project: args.project, in_flight: HashSet::new(), retries: HashMap::new() })
     }
 
     async fn handle(
@@ -144,6 +141,10 @@ impl Actor for Conductor {
                 state.in_flight.remove(&id);
                 state.destroyed(&myself, id, outcome).await?;
             }
+            ConductorMsg::Released(Wire((id, outcome))) => {
+                state.in_flight.remove(&id);
+                state.released(&myself, id, outcome).await?;
+            }
         }
         Ok(())
     }
@@ -165,10 +166,8 @@ async fn compute_step(
 impl ConductorState {
     /// Looks at the logged operation of `id` and starts its current step.
     async fn advance(&mut self, me: &ActorRef<ConductorMsg>, id: InstanceId) -> Result<(), StoreError> {
-        let (op, instance) = self
-            .ctx
-            .store
-            .read(|r| Ok::<_, StoreError>((r.get(&OPERATIONS, &id)?, r.get(&INSTANCES, &id)?)))?;
+        let (op, instance) =
+            self.ctx.store.read(|r| Ok::<_, StoreError>((r.get(&OPERATIONS, &id)?, r.get(&INSTANCES, &id)?)))?;
         let Some(op) = op else {
             self.retries.remove(&id);
             return Ok(());
@@ -187,9 +186,8 @@ impl ConductorState {
                         .ctx
                         .store
                         .write(move |tx| {
-                            let still_build = tx
-                                .get(&OPERATIONS, &id)?
-                                .is_some_and(|op| op.kind == OperationKind::Build);
+                            let still_build =
+                                tx.get(&OPERATIONS, &id)?.is_some_and(|op| op.kind == OperationKind::Build);
                             if still_build {
                                 tx.delete(&OPERATIONS, &id)?;
                             }
@@ -230,33 +228,24 @@ impl ConductorState {
                 (VmState::Building, Some(TaskState::Networking | TaskState::Spawning), Some(host)) => {
                     self.in_flight.insert(id);
                     rpc::then(me, async move {
-                        let outcome = compute_step(
-                            &ctx,
-                            &host,
-                            |reply| ComputeMsg::Build(Wire(id), reply),
-                            ctx.timing.build,
-                        )
-                        .await;
+                        let outcome =
+                            compute_step(&ctx, &host, |reply| ComputeMsg::Build(Wire(id), reply), ctx.timing.build)
+                                .await;
                         ConductorMsg::Built(Wire((id, host, outcome)))
                     });
                 }
                 (vm, task, host) => {
                     tracing::error!(instance = %id, ?vm, ?task, ?host, "build operation in an unexpected state; failing it");
-                    self.fail_build(id, format!("Build interrupted in state {vm:?}/{task:?}"))
-                        .await?;
+                    self.fail_build(id, format!("Build interrupted in state {vm:?}/{task:?}")).await?;
                 }
             },
             OperationKind::Delete => {
                 self.in_flight.insert(id);
                 match instance.host {
                     Some(host) => rpc::then(me, async move {
-                        let outcome = compute_step(
-                            &ctx,
-                            &host,
-                            |reply| ComputeMsg::Destroy(Wire(id), reply),
-                            ctx.timing.build,
-                        )
-                        .await;
+                        let outcome =
+                            compute_step(&ctx, &host, |reply| ComputeMsg::Destroy(Wire(id), reply), ctx.timing.build)
+                                .await;
                         ConductorMsg::Destroyed(Wire((id, outcome)))
                     }),
                     // Never reached a host: nothing runs anywhere, only records to remove.
@@ -294,10 +283,7 @@ impl ConductorState {
                     .ctx
                     .store
                     .write(move |tx| {
-                        if tx
-                            .get(&OPERATIONS, &id)?
-                            .is_none_or(|op| op.kind != OperationKind::Build)
-                        {
+                        if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
                             return Ok(false);
                         }
                         let mut instance =
@@ -323,11 +309,7 @@ impl ConductorState {
                     self.retry_later(me, id);
                     Ok(())
                 } else {
-                    self.fail_build(
-                        id,
-                        format!("No valid host was found. The scheduler did not answer: {why}"),
-                    )
-                    .await
+                    self.fail_build(id, format!("No valid host was found. The scheduler did not answer: {why}")).await
                 }
             }
         }
@@ -350,13 +332,8 @@ impl ConductorState {
                 self.in_flight.insert(id);
                 let ctx = self.ctx.clone();
                 rpc::then(me, async move {
-                    let _ = compute_step(
-                        &ctx,
-                        &host,
-                        |reply| ComputeMsg::Destroy(Wire(id), reply),
-                        ctx.timing.call,
-                    )
-                    .await;
+                    let _ =
+                        compute_step(&ctx, &host, |reply| ComputeMsg::Destroy(Wire(id), reply), ctx.timing.call).await;
                     let reason = format!("{host} did not finish the build: {why}");
                     ConductorMsg::Built(Wire((id, host, Err(StepFailure::Failed(reason)))))
                 });
@@ -369,10 +346,7 @@ impl ConductorState {
             .ctx
             .store
             .write(move |tx| {
-                if tx
-                    .get(&OPERATIONS, &id)?
-                    .is_none_or(|op| op.kind != OperationKind::Build)
-                {
+                if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
                     return Ok(false);
                 }
                 let on_host = |i: &nimbus_storage::records::Instance| match &i.host {
@@ -381,7 +355,6 @@ impl ConductorState {
                 };
                 let mut instance = transition_in(tx, id, Event::Rescheduled, on_host, |_| {})?;
                 set_host_in(tx, &mut instance, None)?;
-                deallocate_in(tx, id)?;
                 Ok::<_, TransitionError>(instance.tried_hosts.len() >= MAX_ATTEMPTS)
             })
             .await;
@@ -417,14 +390,36 @@ impl ConductorState {
                 "giving up on destroying the instance on its host; removing its records (the host removes what is left when it reconciles)"
             );
         }
+        // Nothing runs on a host any more; release the addresses, then the records go.
+        self.in_flight.insert(id);
+        let ctx = self.ctx.clone();
+        rpc::then(me, async move {
+            let outcome =
+                rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Deallocate(Wire(id), r), ctx.timing.call)
+                    .await;
+            let outcome = match outcome {
+                Ok(Wire(result)) => result.map_err(|e| StepFailure::Failed(e.to_string())),
+                Err(e) => Err(StepFailure::Lost(e.to_string())),
+            };
+            ConductorMsg::Released(Wire((id, outcome)))
+        });
+        Ok(())
+    }
+
+    async fn released(
+        &mut self,
+        me: &ActorRef<ConductorMsg>,
+        id: InstanceId,
+        outcome: Result<(), StepFailure>,
+    ) -> Result<(), StoreError> {
+        if let Err(failure) = outcome {
+            tracing::warn!(instance = %id, ?failure, "releasing the network of a deleted instance failed; retrying");
+            self.may_retry(id);
+            self.retry_later(me, id);
+            return Ok(());
+        }
         self.retries.remove(&id);
-        self.ctx
-            .store
-            .write(move |tx| {
-                deallocate_in(tx, id)?;
-                remove_in(tx, id)
-            })
-            .await
+        self.ctx.store.write(move |tx| remove_in(tx, id)).await
     }
 
     /// Ends a build in ERROR with `message` as its fault, and closes its operation.
@@ -435,20 +430,12 @@ impl ConductorState {
             .ctx
             .store
             .write(move |tx| {
-                if tx
-                    .get(&OPERATIONS, &id)?
-                    .is_none_or(|op| op.kind != OperationKind::Build)
-                {
+                if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
                     return Ok(());
                 }
-                let fault = Fault {
-                    code: 500,
-                    message,
-                    created_at: now_ms(),
-                };
+                let fault = Fault { code: 500, message, created_at: now_ms() };
                 let mut instance = transition_in(tx, id, Event::Failed, |_| Ok(()), |i| i.fault = Some(fault))?;
                 set_host_in(tx, &mut instance, None)?;
-                deallocate_in(tx, id)?;
                 tx.delete(&OPERATIONS, &id)?;
                 Ok::<_, TransitionError>(())
             })

@@ -1,9 +1,12 @@
 //! `Ctx`: what every actor of a cloud shares (the store, the namespace, the timing settings).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nimbus_runtime::Namespace;
 use nimbus_storage::Store;
+
+use crate::network::dataplane::Dataplane;
 
 /// Timeouts and intervals. Defaults suit a real cloud; tests shorten them.
 #[derive(Clone, Debug)]
@@ -20,6 +23,10 @@ pub struct Timing {
     pub sweep_interval: Duration,
     /// How long issued tokens are valid.
     pub token_ttl: Duration,
+    /// How long a deallocated fixed IP waits for its DHCP release before it is reclaimed anyway.
+    pub fixed_ip_reclaim_after: Duration,
+    /// How often the network side re-applies the dataplane state the store implies.
+    pub reconcile_interval: Duration,
 }
 
 impl Default for Timing {
@@ -31,13 +38,17 @@ impl Default for Timing {
             service_down_after: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(15),
             token_ttl: Duration::from_secs(12 * 3600),
+            fixed_ip_reclaim_after: Duration::from_secs(600),
+            reconcile_interval: Duration::from_secs(30),
         }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Ctx {
     pub store: Store,
     pub ns: Namespace,
     pub timing: Timing,
+    /// The dataplane driver; only the network manager and the VLAN supervisors use it.
+    pub dataplane: Arc<dyn Dataplane>,
 }

@@ -3,6 +3,9 @@
 use nimbus_runtime::CallError;
 use nimbus_storage::StoreError;
 
+use crate::network::NetworkError;
+use crate::quota::QuotaError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
     #[error("{0}")]
@@ -17,6 +20,8 @@ pub enum CloudError {
     NotAcceptable(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A component needed for the request did not answer in time; retrying later may work.
     #[error("{what}")]
     Unavailable {
@@ -44,8 +49,32 @@ impl CloudError {
             CloudError::NotFound(_) => 404,
             CloudError::NotAcceptable(_) => 406,
             CloudError::Conflict(_) => 409,
+            // As Nova answers since 2.1; the network API answers 409 (Neutron's OverQuota).
+            CloudError::QuotaExceeded(_) => 403,
             CloudError::Unavailable { .. } => 503,
             CloudError::Store(_) | CloudError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<NetworkError> for CloudError {
+    fn from(e: NetworkError) -> Self {
+        match e {
+            NetworkError::InstanceGone(id) => CloudError::not_found("Instance", id),
+            NetworkError::NotFound(m) => CloudError::NotFound(m),
+            NetworkError::BadRequest(m) => CloudError::BadRequest(m),
+            NetworkError::Conflict(m) | NetworkError::Exhausted(m) => CloudError::Conflict(m),
+            NetworkError::QuotaExceeded(m) => CloudError::QuotaExceeded(m),
+            NetworkError::Dataplane(m) | NetworkError::Store(m) => CloudError::Internal(m),
+        }
+    }
+}
+
+impl From<QuotaError> for CloudError {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            QuotaError::Store(e) => CloudError::Store(e),
+            exceeded => CloudError::QuotaExceeded(exceeded.to_string()),
         }
     }
 }

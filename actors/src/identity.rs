@@ -6,7 +6,7 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use nimbus_storage::ids::{Pair, ProjectId, UserId};
-use nimbus_storage::records::{Assignment, Millis, Project, Role, Token, User, now_ms};
+use nimbus_storage::records::{Assignment, Millis, NetworkMode, Project, Role, Token, User, now_ms};
 use nimbus_storage::schema::{ASSIGNMENTS, PROJECT_NAMES, PROJECTS, TOKENS, USER_NAMES, USERS};
 use nimbus_storage::{Reads, Store, StoreError};
 use rand::RngCore;
@@ -37,10 +37,7 @@ pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters")
-        .to_string()
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
 }
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
@@ -48,38 +45,36 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 }
 
 fn token_key(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn validate_name(kind: &str, name: &str) -> Result<(), CloudError> {
     if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(CloudError::BadRequest(format!(
-            "A {kind} name must be 1 to 255 printable characters."
-        )));
+        return Err(CloudError::BadRequest(format!("A {kind} name must be 1 to 255 printable characters.")));
     }
     Ok(())
 }
 
-pub async fn create_project(store: &Store, name: &str, description: &str) -> Result<Project, CloudError> {
+pub async fn create_project(
+    store: &Store,
+    name: &str,
+    description: &str,
+    network_mode: NetworkMode,
+) -> Result<Project, CloudError> {
     validate_name("project", name)?;
     let project = Project {
         id: ProjectId::random(),
         name: name.to_string(),
         description: description.to_string(),
         enabled: true,
+        network_mode,
         created_at: now_ms(),
     };
     let record = project.clone();
     store
         .write(move |tx| {
             if tx.get(&PROJECT_NAMES, &record.name)?.is_some() {
-                return Err(CloudError::Conflict(format!(
-                    "A project named {} already exists.",
-                    record.name
-                )));
+                return Err(CloudError::Conflict(format!("A project named {} already exists.", record.name)));
             }
             tx.put(&PROJECTS, &record.id, &record)?;
             tx.put(&PROJECT_NAMES, &record.name, &record.id)?;
@@ -115,14 +110,10 @@ pub async fn create_user(
     store
         .write(move |tx| {
             if tx.get(&USER_NAMES, &record.name)?.is_some() {
-                return Err(CloudError::Conflict(format!(
-                    "A user named {} already exists.",
-                    record.name
-                )));
+                return Err(CloudError::Conflict(format!("A user named {} already exists.", record.name)));
             }
             if let Some(p) = record.default_project {
-                tx.get(&PROJECTS, &p)?
-                    .ok_or_else(|| CloudError::not_found("Project", p))?;
+                tx.get(&PROJECTS, &p)?.ok_or_else(|| CloudError::not_found("Project", p))?;
             }
             tx.put(&USERS, &record.id, &record)?;
             tx.put(&USER_NAMES, &record.name, &record.id)?;
@@ -136,10 +127,8 @@ pub async fn create_user(
 pub async fn grant(store: &Store, user: UserId, project: ProjectId, role: Role) -> Result<(), CloudError> {
     store
         .write(move |tx| {
-            tx.get(&USERS, &user)?
-                .ok_or_else(|| CloudError::not_found("User", user))?;
-            tx.get(&PROJECTS, &project)?
-                .ok_or_else(|| CloudError::not_found("Project", project))?;
+            tx.get(&USERS, &user)?.ok_or_else(|| CloudError::not_found("User", user))?;
+            tx.get(&PROJECTS, &project)?.ok_or_else(|| CloudError::not_found("Project", project))?;
             let key = Pair(user, project);
             let mut assignment = tx.get(&ASSIGNMENTS, &key)?.unwrap_or(Assignment { roles: Vec::new() });
             if !assignment.roles.contains(&role) {
@@ -191,13 +180,8 @@ pub async fn password_login(
     if !ok {
         return Err(denied());
     }
-    let project = find_project(store, project_name)?
-        .filter(|p| p.enabled)
-        .ok_or_else(denied)?;
-    let roles = store
-        .read(|r| r.get(&ASSIGNMENTS, &Pair(user.id, project.id)))?
-        .map(|a| a.roles)
-        .unwrap_or_default();
+    let project = find_project(store, project_name)?.filter(|p| p.enabled).ok_or_else(denied)?;
+    let roles = store.read(|r| r.get(&ASSIGNMENTS, &Pair(user.id, project.id)))?.map(|a| a.roles).unwrap_or_default();
     if roles.is_empty() {
         return Err(denied());
     }
@@ -206,13 +190,7 @@ pub async fn password_login(
     let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let issued_at = now_ms();
     let expires_at = issued_at + ttl.as_millis() as u64;
-    let token = Token {
-        user: user.id,
-        project: project.id,
-        roles: roles.clone(),
-        issued_at,
-        expires_at,
-    };
+    let token = Token { user: user.id, project: project.id, roles: roles.clone(), issued_at, expires_at };
     let key = token_key(&secret);
     store.write(move |tx| tx.put(&TOKENS, &key, &token)).await?;
     let context = AuthContext {
@@ -237,14 +215,9 @@ pub fn validate(store: &Store, secret: &str) -> Result<AuthContext, CloudError> 
         if token.expires_at <= now_ms() {
             return Err(denied("the token has expired"));
         }
-        let user = r
-            .get(&USERS, &token.user)?
-            .filter(|u| u.enabled)
-            .ok_or_else(|| denied("the user is disabled"))?;
-        let project = r
-            .get(&PROJECTS, &token.project)?
-            .filter(|p| p.enabled)
-            .ok_or_else(|| denied("the project is disabled"))?;
+        let user = r.get(&USERS, &token.user)?.filter(|u| u.enabled).ok_or_else(|| denied("the user is disabled"))?;
+        let project =
+            r.get(&PROJECTS, &token.project)?.filter(|p| p.enabled).ok_or_else(|| denied("the project is disabled"))?;
         Ok(AuthContext {
             user: user.id,
             user_name: user.name,
@@ -262,12 +235,8 @@ pub async fn purge_expired_tokens(store: &Store) -> Result<usize, StoreError> {
     store
         .write(|tx| {
             let now = now_ms();
-            let expired: Vec<String> = tx
-                .scan(&TOKENS)?
-                .into_iter()
-                .filter(|(_, t)| t.expires_at <= now)
-                .map(|(k, _)| k)
-                .collect();
+            let expired: Vec<String> =
+                tx.scan(&TOKENS)?.into_iter().filter(|(_, t)| t.expires_at <= now).map(|(k, _)| k).collect();
             for key in &expired {
                 tx.delete(&TOKENS, key)?;
             }

@@ -15,11 +15,8 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// A new instance, as the API accepts it.
-    pub const NEW: Lifecycle = Lifecycle {
-        vm: VmState::Building,
-        task: Some(TaskState::Scheduling),
-        power: PowerState::NoState,
-    };
+    pub const NEW: Lifecycle =
+        Lifecycle { vm: VmState::Building, task: Some(TaskState::Scheduling), power: PowerState::NoState };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,11 +48,7 @@ pub fn apply(from: Lifecycle, event: Event) -> Result<Lifecycle, InvalidTransiti
     use VmState::*;
     let to = |vm, task, power| Ok(Lifecycle { vm, task, power });
     match (from.vm, from.task, event) {
-        (_, Some(Deleting), _) => Err(InvalidTransition {
-            vm: from.vm,
-            task: from.task,
-            event,
-        }),
+        (_, Some(Deleting), _) => Err(InvalidTransition { vm: from.vm, task: from.task, event }),
         (_, _, Event::DeleteRequested) => to(from.vm, Some(Deleting), from.power),
         (Building, Some(Scheduling), Event::Placed) => to(Building, Some(Networking), PowerState::NoState),
         (Building, Some(Networking), Event::NetworkReady) => to(Building, Some(Spawning), PowerState::NoState),
@@ -64,11 +57,7 @@ pub fn apply(from: Lifecycle, event: Event) -> Result<Lifecycle, InvalidTransiti
             to(Building, Some(Scheduling), PowerState::NoState)
         }
         (Building, _, Event::Failed) => to(Error, None, PowerState::NoState),
-        _ => Err(InvalidTransition {
-            vm: from.vm,
-            task: from.task,
-            event,
-        }),
+        _ => Err(InvalidTransition { vm: from.vm, task: from.task, event }),
     }
 }
 
@@ -141,12 +130,7 @@ mod tests {
     }
 
     fn show(l: Lifecycle) -> String {
-        format!(
-            "{}/{}/{}",
-            vm_state_name(l.vm),
-            l.task.map_or("-", task_state_name),
-            l.power as u8
-        )
+        format!("{}/{}/{}", vm_state_name(l.vm), l.task.map_or("-", task_state_name), l.power as u8)
     }
 
     #[test]

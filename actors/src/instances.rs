@@ -7,6 +7,7 @@ use nimbus_storage::schema::{INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT,
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::instance_state::{Event, InvalidTransition, Lifecycle, apply};
+use crate::quota;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
@@ -21,11 +22,7 @@ pub enum TransitionError {
 }
 
 pub fn lifecycle(instance: &Instance) -> Lifecycle {
-    Lifecycle {
-        vm: instance.vm_state,
-        task: instance.task_state,
-        power: instance.power_state,
-    }
+    Lifecycle { vm: instance.vm_state, task: instance.task_state, power: instance.power_state }
 }
 
 /// Applies `event` to the instance if `still_ours` holds for it (e.g. "it is still on this host"), lets
@@ -65,10 +62,11 @@ pub fn set_host_in(
     tx.put(&INSTANCES, &instance.id, instance)
 }
 
-/// Removes an instance and everything that points at it (indexes, its operation). Its fixed IPs must have
-/// been released first.
+/// Removes an instance and everything that points at it (indexes, its operation, its quota usage). Its fixed
+/// and floating IPs must have been released first.
 pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
     if let Some(instance) = tx.delete(&INSTANCES, &id)? {
+        quota::refund_in(tx, instance.project, quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb))?;
         tx.index_remove(&INSTANCES_BY_PROJECT, &instance.project, &id)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;

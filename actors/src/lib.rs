@@ -27,6 +27,7 @@ pub mod instance_state;
 pub mod instances;
 pub mod network;
 pub mod projects;
+pub mod quota;
 pub mod scheduler;
 
 pub use cloud::{Cloud, CloudConfig};

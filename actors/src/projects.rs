@@ -1,4 +1,4 @@
-//! Per-project supervisors: `project/<id>` (holding the project's conductor) under the `projects`
+//! Per-project supervisors: `project/<id>` (holding the project's VLAN supervisor and conductor) under the `projects`
 //! supervisor. A project's supervisor starts the first time the project has resources, and again after any
 //! restart for every project that has instances or operations in the store.
 
@@ -12,6 +12,7 @@ use nimbus_storage::{Reads, StoreError};
 use ractor::ActorRef;
 
 use crate::conductor::{self, Conductor, ConductorArgs, ConductorMsg};
+use crate::network::vlan::{VlanArgs, VlanSupervisor};
 use crate::{CloudError, Ctx};
 
 /// The registered name of the supervisor of all project supervisors.
@@ -20,27 +21,18 @@ pub const PROJECTS: &str = "projects";
 /// The spec of one project's supervisor and its children.
 pub fn project_spec(ctx: &Ctx, project: ProjectId) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec::new(
-        ctx.ns.actor_name(&format!("project/{project}")),
-        Restart::Permanent,
-        move || {
-            let conductor_ctx = ctx.clone();
-            let conductor = ChildSpec::new(
-                ctx.ns.actor_name(&format!("conductor/{project}")),
-                Restart::Permanent,
-                move || {
-                    (
-                        Conductor,
-                        ConductorArgs {
-                            ctx: conductor_ctx.clone(),
-                            project,
-                        },
-                    )
-                },
-            );
-            (Supervisor, SupervisorArgs::one_for_one(vec![conductor]))
-        },
-    )
+    ChildSpec::new(ctx.ns.actor_name(&format!("project/{project}")), Restart::Permanent, move || {
+        let conductor_ctx = ctx.clone();
+        let conductor =
+            ChildSpec::new(ctx.ns.actor_name(&format!("conductor/{project}")), Restart::Permanent, move || {
+                (Conductor, ConductorArgs { ctx: conductor_ctx.clone(), project })
+            });
+        let vlan_ctx = ctx.clone();
+        let vlan = ChildSpec::new(ctx.ns.actor_name(&format!("vlan/{project}")), Restart::Permanent, move || {
+            (VlanSupervisor, VlanArgs { ctx: vlan_ctx.clone(), project })
+        });
+        (Supervisor, SupervisorArgs::one_for_one(vec![vlan, conductor]))
+    })
 }
 
 /// The spec of the `projects` supervisor. Its children are computed at every (re)start from the store: the
@@ -70,23 +62,17 @@ pub async fn ensure(ctx: &Ctx, project: ProjectId) -> Result<(), CloudError> {
     if !ctx.ns.members(&conductor::topic(&project)).is_empty() {
         return Ok(());
     }
-    let unavailable = |source: CallError| CloudError::Unavailable {
-        what: "the project supervisor is not available".into(),
-        source,
-    };
+    let unavailable =
+        |source: CallError| CloudError::Unavailable { what: "the project supervisor is not available".into(), source };
     let name = ctx.ns.actor_name(PROJECTS);
     let projects: ActorRef<SupervisorMsg> = ractor::registry::where_is(name.clone())
         .map(ActorRef::from)
         .ok_or_else(|| unavailable(CallError::Unreachable { target: name }))?;
     let spec = project_spec(ctx, project);
-    rpc::call(
-        &projects,
-        |reply| SupervisorMsg::StartChild(spec, reply),
-        ctx.timing.call,
-    )
-    .await
-    .map_err(unavailable)?
-    .map_err(CloudError::Internal)
+    rpc::call(&projects, |reply| SupervisorMsg::StartChild(spec, reply), ctx.timing.call)
+        .await
+        .map_err(unavailable)?
+        .map_err(CloudError::Internal)
 }
 
 /// Tells the project's conductor that an operation on `instance` was logged. If that fails, the operation

@@ -62,11 +62,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         config.listen = "127.0.0.1:0".parse().expect("an address");
         config.fake_hosts = args.fake_hosts;
         // Room for the whole run on the fake hosts.
-        config.fake_capacity = Capacity {
-            vcpus: 4096,
-            ram_mb: 4 << 20,
-            disk_gb: 1 << 20,
-        };
+        config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
         config.admin_password = Some("bench".into());
         config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
         config.namespace = Namespace::new("bench");
@@ -75,16 +71,8 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         (client, Some(cloud), Some(dir))
     };
     let images = client.get("/image/v2/images").await?;
-    let image = images["images"][0]["id"]
-        .as_str()
-        .context("the cloud has no image")?
-        .to_string();
-    println!(
-        "booting {} servers (m1.tiny), {} at a time, on {}",
-        args.servers,
-        args.concurrency,
-        client.base()
-    );
+    let image = images["images"][0]["id"].as_str().context("the cloud has no image")?.to_string();
+    println!("booting {} servers (m1.tiny), {} at a time, on {}", args.servers, args.concurrency, client.base());
 
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
@@ -127,10 +115,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
     }
     loop {
         let listed = client.get("/compute/v2.1/servers").await?;
-        if listed["servers"]
-            .as_array()
-            .is_some_and(|s| s.iter().all(|s| !ids.iter().any(|id| s["id"] == **id)))
-        {
+        if listed["servers"].as_array().is_some_and(|s| s.iter().all(|s| !ids.iter().any(|id| s["id"] == **id))) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

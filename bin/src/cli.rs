@@ -90,10 +90,7 @@ impl ApiArgs {
 fn read_password(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(ADMIN_PASSWORD_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "no --password given and cannot read {}; pass --password or set NIMBUS_PASSWORD",
-            path.display()
-        )
+        format!("no --password given and cannot read {}; pass --password or set NIMBUS_PASSWORD", path.display())
     })?;
     Ok(text.trim().to_string())
 }
@@ -145,10 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Project(ProjectCommand::Create { name, description, api }) => {
             let client = api.login().await?;
             let created = client
-                .post(
-                    "/identity/v3/projects",
-                    &json!({"project": {"name": name, "description": description}}),
-                )
+                .post("/identity/v3/projects", &json!({"project": {"name": name, "description": description}}))
                 .await?;
             println!(
                 "created project {} ({})",
@@ -163,13 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_table(&listed["projects"], &["id", "name", "description"]);
             Ok(())
         }
-        Command::User(UserCommand::Create {
-            name,
-            user_password,
-            project,
-            role,
-            api,
-        }) => {
+        Command::User(UserCommand::Create { name, user_password, project, role, api }) => {
             let client = api.login().await?;
             let mut user = json!({"name": name, "password": user_password});
             if let Some(project) = &project {
@@ -202,24 +190,10 @@ fn print_table(rows: &Value, columns: &[&str]) {
         Value::Null => String::new(),
         other => other.to_string(),
     };
-    let widths: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            rows.iter()
-                .map(|r| cell(r, c).len())
-                .chain([c.len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
+    let widths: Vec<usize> =
+        columns.iter().map(|c| rows.iter().map(|r| cell(r, c).len()).chain([c.len()]).max().unwrap_or(0)).collect();
+    let line =
+        |cells: Vec<String>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
     println!("{}", line(columns.iter().map(|c| c.to_string()).collect()));
     for row in &rows {
         println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));

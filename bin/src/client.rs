@@ -14,12 +14,7 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     #[error("{method} {path} answered {status}: {message}")]
-    Api {
-        method: Method,
-        path: String,
-        status: StatusCode,
-        message: String,
-    },
+    Api { method: Method, path: String, status: StatusCode, message: String },
     #[error("the login answer had no X-Subject-Token header")]
     NoToken,
 }
@@ -48,10 +43,7 @@ fn error_message(body: &str) -> String {
 impl Client {
     /// Logs in as `user` with a token scoped to `project`.
     pub async fn login(base: &str, user: &str, password: &str, project: &str) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("a plain HTTP client");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a plain HTTP client");
         let base = base.trim_end_matches('/').to_string();
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
@@ -63,16 +55,9 @@ impl Client {
             .json(&body)
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                url: base.clone(),
-                source,
-            })?;
+            .map_err(|source| ClientError::Unreachable { url: base.clone(), source })?;
         let status = response.status();
-        let token = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let token = response.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_string);
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             return Err(ClientError::Api {
@@ -82,11 +67,7 @@ impl Client {
                 message: error_message(&text),
             });
         }
-        Ok(Client {
-            http,
-            base,
-            token: token.ok_or(ClientError::NoToken)?,
-        })
+        Ok(Client { http, base, token: token.ok_or(ClientError::NoToken)? })
     }
 
     pub fn base(&self) -> &str {
@@ -104,17 +85,12 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), ClientError> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-auth-token", &self.token);
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).header("x-auth-token", &self.token);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
@@ -126,12 +102,7 @@ impl Client {
         if status.is_success() {
             Ok(value)
         } else {
-            Err(ClientError::Api {
-                method,
-                path: path.to_string(),
-                status,
-                message: error_message(&value.to_string()),
-            })
+            Err(ClientError::Api { method, path: path.to_string(), status, message: error_message(&value.to_string()) })
         }
     }
 

@@ -39,16 +39,11 @@ where
 {
     match target.call(make, Some(timeout)).await {
         Ok(CallResult::Success(reply)) => Ok(reply),
-        Ok(CallResult::Timeout) => Err(CallError::Timeout {
-            target: describe(target),
-            timeout_ms: timeout.as_millis() as u64,
-        }),
-        Ok(CallResult::SenderError) => Err(CallError::Dropped {
-            target: describe(target),
-        }),
-        Err(_) => Err(CallError::Unreachable {
-            target: describe(target),
-        }),
+        Ok(CallResult::Timeout) => {
+            Err(CallError::Timeout { target: describe(target), timeout_ms: timeout.as_millis() as u64 })
+        }
+        Ok(CallResult::SenderError) => Err(CallError::Dropped { target: describe(target) }),
+        Err(_) => Err(CallError::Unreachable { target: describe(target) }),
     }
 }
 
@@ -63,20 +58,14 @@ where
     M: Message,
     T: Send + 'static,
 {
-    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute {
-        topic: topic.to_string(),
-    })?;
+    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
     call(&target, make, timeout).await
 }
 
 /// Sends a one-way message to one member of `topic`.
 pub fn cast_topic<M: Message>(ns: &Namespace, topic: &Topic, msg: M) -> Result<(), CallError> {
-    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute {
-        topic: topic.to_string(),
-    })?;
-    target.cast(msg).map_err(|_| CallError::Unreachable {
-        target: describe(&target),
-    })
+    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
+    target.cast(msg).map_err(|_| CallError::Unreachable { target: describe(&target) })
 }
 
 /// Runs `work` (typically a call) on its own task and sends its outcome to `me` as a message: the reply

@@ -50,10 +50,7 @@ pub struct Intensity {
 
 impl Default for Intensity {
     fn default() -> Self {
-        Intensity {
-            max_restarts: 10,
-            period: Duration::from_secs(10),
-        }
+        Intensity { max_restarts: 10, period: Duration::from_secs(10) }
     }
 }
 
@@ -67,10 +64,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_secs(2),
-        }
+        Backoff { base: Duration::from_millis(10), max: Duration::from_secs(2) }
     }
 }
 
@@ -93,10 +87,7 @@ pub struct ChildSpec {
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec")
-            .field("name", &self.name)
-            .field("restart", &self.restart)
-            .finish()
+        f.debug_struct("ChildSpec").field("name", &self.name).field("restart", &self.restart).finish()
     }
 }
 
@@ -190,18 +181,13 @@ pub enum SupervisorError {
 }
 
 fn epoch_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl SupervisorState {
     fn index_of_cell(&self, cell: &ActorCell) -> Option<usize> {
         let id = cell.get_id();
-        self.children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
+        self.children.iter().position(|c| c.cell.as_ref().is_some_and(|own| own.get_id() == id))
     }
 
     async fn start_child(&mut self, index: usize, me: &ActorCell) -> Result<(), SupervisorError> {
@@ -212,19 +198,14 @@ impl SupervisorState {
                 child.started_at = Instant::now();
                 Ok(())
             }
-            Err(e) => Err(SupervisorError::ChildStart {
-                child: child.spec.name.clone(),
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(SupervisorError::ChildStart { child: child.spec.name.clone(), reason: e.to_string() }),
         }
     }
 
     /// Stops a running child and waits until it is gone (its name is free again).
     async fn stop_child(&mut self, index: usize) {
         if let Some(cell) = self.children[index].cell.take() {
-            let _ = cell
-                .stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5)))
-                .await;
+            let _ = cell.stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5))).await;
         }
     }
 
@@ -232,11 +213,7 @@ impl SupervisorState {
     fn note_restart(&mut self) -> Result<(), SupervisorError> {
         let now = Instant::now();
         self.restart_log.push_back(now);
-        while self
-            .restart_log
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.intensity.period)
-        {
+        while self.restart_log.front().is_some_and(|t| now.duration_since(*t) > self.intensity.period) {
             self.restart_log.pop_front();
         }
         if self.restart_log.len() > self.intensity.max_restarts {
@@ -400,11 +377,7 @@ impl Actor for Supervisor {
         }
         let child = &mut state.children[index];
         child.restarts += 1;
-        child.consecutive = if child.started_at.elapsed() > state.backoff.max {
-            1
-        } else {
-            child.consecutive + 1
-        };
+        child.consecutive = if child.started_at.elapsed() > state.backoff.max { 1 } else { child.consecutive + 1 };
         let delay = state.backoff.delay(child.consecutive);
         let to_restart: Vec<usize> = match state.strategy {
             Strategy::OneForOne => vec![index],
@@ -417,10 +390,7 @@ impl Actor for Supervisor {
                 state.stop_child(i).await;
             }
         }
-        let names: Vec<String> = to_restart
-            .iter()
-            .map(|&i| state.children[i].spec.name.clone())
-            .collect();
+        let names: Vec<String> = to_restart.iter().map(|&i| state.children[i].spec.name.clone()).collect();
         if delay.is_zero() {
             myself.send_message(SupervisorMsg::Restart(names))?;
         } else {
@@ -486,18 +456,13 @@ mod tests {
         assert!(report[0].last_error.is_some());
         sup.stop(None);
         handle.await.unwrap();
-        assert!(
-            ractor::registry::where_is("t1/a").is_none(),
-            "children stop with their supervisor"
-        );
+        assert!(ractor::registry::where_is("t1/a").is_none(), "children stop with their supervisor");
     }
 
     #[tokio::test]
     async fn one_for_all_and_rest_for_one_restart_their_groups() {
-        for (strategy, tag, expect) in [
-            (Strategy::OneForAll, "t2", [2, 2, 2]),
-            (Strategy::RestForOne, "t3", [1, 2, 2]),
-        ] {
+        for (strategy, tag, expect) in [(Strategy::OneForAll, "t2", [2, 2, 2]), (Strategy::RestForOne, "t3", [1, 2, 2])]
+        {
             let counts: Vec<_> = (0..3).map(|_| Arc::new(AtomicU32::new(0))).collect();
             let names: Vec<String> = (0..3).map(|i| format!("{tag}/c{i}")).collect();
             let args = SupervisorArgs {
@@ -506,14 +471,9 @@ mod tests {
                 backoff: Backoff::default(),
                 children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
             };
-            let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args)
-                .await
-                .unwrap();
+            let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args).await.unwrap();
             kill(&names[1]).await;
-            wait_for("restarts", || {
-                counts.iter().zip(expect).all(|(c, e)| c.load(Ordering::SeqCst) == e)
-            })
-            .await;
+            wait_for("restarts", || counts.iter().zip(expect).all(|(c, e)| c.load(Ordering::SeqCst) == e)).await;
             sup.stop(None);
             handle.await.unwrap();
         }
@@ -524,14 +484,8 @@ mod tests {
         let starts = Arc::new(AtomicU32::new(0));
         let args = SupervisorArgs {
             strategy: Strategy::OneForOne,
-            intensity: Intensity {
-                max_restarts: 2,
-                period: Duration::from_secs(60),
-            },
-            backoff: Backoff {
-                base: Duration::from_millis(1),
-                max: Duration::from_millis(5),
-            },
+            intensity: Intensity { max_restarts: 2, period: Duration::from_secs(60) },
+            backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) },
             children: vec![counter("t4/flappy", &starts)],
         };
         let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
@@ -541,19 +495,13 @@ mod tests {
             wait_for("registered", || ractor::registry::where_is("t4/flappy").is_some()).await;
         }
         kill("t4/flappy").await;
-        tokio::time::timeout(Duration::from_secs(5), handle)
-            .await
-            .expect("supervisor gave up")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), handle).await.expect("supervisor gave up").unwrap();
         assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
     }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let b = Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(50),
-        };
+        let b = Backoff { base: Duration::from_millis(10), max: Duration::from_millis(50) };
         let delays: Vec<u64> = (1..=6).map(|n| b.delay(n).as_millis() as u64).collect();
         assert_eq!(delays, vec![0, 10, 20, 40, 50, 50]);
     }

@@ -25,11 +25,7 @@ impl Namespace {
 
     /// The registered name of an actor: `local` itself in the default namespace, `ns:local` otherwise.
     pub fn actor_name(&self, local: &str) -> String {
-        if &*self.0 == Self::DEFAULT {
-            local.to_string()
-        } else {
-            format!("{}:{local}", self.0)
-        }
+        if &*self.0 == Self::DEFAULT { local.to_string() } else { format!("{}:{local}", self.0) }
     }
 
     /// Makes `cell` a member of `topic`. Membership ends by itself when the actor stops.
@@ -43,10 +39,7 @@ impl Namespace {
 
     /// One member of `topic`, chosen at random among the live ones, as a typed reference.
     pub fn pick<M: Message>(&self, topic: &Topic) -> Option<ActorRef<M>> {
-        self.members(topic)
-            .choose(&mut rand::rng())
-            .cloned()
-            .map(ActorRef::from)
+        self.members(topic).choose(&mut rand::rng()).cloned().map(ActorRef::from)
     }
 }
 
@@ -72,10 +65,7 @@ pub enum Topic {
 
 impl Topic {
     pub fn keyed(role: &'static str, key: impl fmt::Display) -> Topic {
-        Topic::Keyed {
-            role,
-            key: key.to_string(),
-        }
+        Topic::Keyed { role, key: key.to_string() }
     }
 }
 

@@ -46,11 +46,7 @@ pub trait Record: Serialize + DeserializeOwned {
 
     /// Reads a record written by an older nimbus. The default knows no older versions.
     fn upgrade(version: u8, _bytes: &[u8]) -> Result<Self, StoreError> {
-        Err(StoreError::RecordFromNewerVersion {
-            kind: Self::KIND,
-            found: version,
-            supported: Self::VERSION,
-        })
+        Err(StoreError::RecordFromNewerVersion { kind: Self::KIND, found: version, supported: Self::VERSION })
     }
 }
 
@@ -68,11 +64,7 @@ pub(crate) fn decode_record<V: Record>(bytes: &[u8]) -> Result<V, StoreError> {
             .map_err(|source| StoreError::Decode { kind: V::KIND, source })?;
         Ok(value)
     } else if version > V::VERSION {
-        Err(StoreError::RecordFromNewerVersion {
-            kind: V::KIND,
-            found: version,
-            supported: V::VERSION,
-        })
+        Err(StoreError::RecordFromNewerVersion { kind: V::KIND, found: version, supported: V::VERSION })
     } else {
         V::upgrade(version, body)
     }
@@ -104,10 +96,7 @@ mod tests {
             assert_eq!(version, 1, "only v1 is older");
             let (old, _): (ThingV1, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
                 .map_err(|source| StoreError::Decode { kind: "thing", source })?;
-            Ok(ThingV2 {
-                name: old.name,
-                size: 0,
-            })
+            Ok(ThingV2 { name: old.name, size: 0 })
         }
     }
 
@@ -115,30 +104,10 @@ mod tests {
     fn records_round_trip_and_upgrade() {
         let v1 = encode_record(&ThingV1 { name: "a".into() }).unwrap();
         assert_eq!(decode_record::<ThingV1>(&v1).unwrap(), ThingV1 { name: "a".into() });
-        assert_eq!(
-            decode_record::<ThingV2>(&v1).unwrap(),
-            ThingV2 {
-                name: "a".into(),
-                size: 0
-            }
-        );
-        let v2 = encode_record(&ThingV2 {
-            name: "b".into(),
-            size: 3,
-        })
-        .unwrap();
+        assert_eq!(decode_record::<ThingV2>(&v1).unwrap(), ThingV2 { name: "a".into(), size: 0 });
+        let v2 = encode_record(&ThingV2 { name: "b".into(), size: 3 }).unwrap();
         let err = decode_record::<ThingV1>(&v2).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::RecordFromNewerVersion {
-                    found: 2,
-                    supported: 1,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::RecordFromNewerVersion { found: 2, supported: 1, .. }), "{err}");
     }
 
     #[test]

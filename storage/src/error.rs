@@ -18,11 +18,7 @@ pub enum StoreError {
         source: bincode::error::DecodeError,
     },
     #[error("a {kind} record has version {found}, this nimbus reads up to version {supported}")]
-    RecordFromNewerVersion {
-        kind: &'static str,
-        found: u8,
-        supported: u8,
-    },
+    RecordFromNewerVersion { kind: &'static str, found: u8, supported: u8 },
     #[error("malformed key in table {table}")]
     BadKey { table: &'static str },
     #[error(
@@ -58,10 +54,4 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+from_redb!(redb::StorageError, redb::TableError, redb::TransactionError, redb::CommitError, redb::SetDurabilityError);

@@ -55,6 +55,17 @@ uuid_id!(UserId, "user");
 uuid_id!(InstanceId, "instance");
 uuid_id!(ImageId, "image");
 uuid_id!(NetworkId, "network");
+uuid_id!(FloatingIpId, "floating_ip");
+uuid_id!(
+    /// A virtual interface of an instance (a Network API port).
+    PortId,
+    "port"
+);
+uuid_id!(
+    /// A floating pool, as the Network API shows it (an external network).
+    PoolId,
+    "pool"
+);
 uuid_id!(
     /// A multi-step operation (build, delete) in the saga log.
     OperationId,

@@ -7,7 +7,7 @@ use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Record;
-use crate::ids::{FlavorId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
+use crate::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId};
 
 macro_rules! record {
     ($t:ty, $kind:literal, $version:literal) => {
@@ -22,10 +22,7 @@ macro_rules! record {
 pub type Millis = u64;
 
 pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +31,9 @@ pub struct Project {
     pub name: String,
     pub description: String,
     pub enabled: bool,
+    /// How the project's instances are networked: on shared flat networks, or (VLAN) on a network of its own,
+    /// bound to it the first time it needs one.
+    pub network_mode: NetworkMode,
     pub created_at: Millis,
 }
 record!(Project, "project", 1);
@@ -177,10 +177,13 @@ pub struct FlavorSnapshot {
 /// One network interface of an instance: its MAC and fixed address on one network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
+    pub id: PortId,
     pub network: NetworkId,
     pub network_label: String,
     pub mac: String,
     pub address: Ipv4Addr,
+    /// Floating addresses NATed to `address`.
+    pub floating: Vec<Ipv4Addr>,
 }
 
 /// Why an instance went to ERROR, shown as the server's `fault`.
@@ -213,11 +216,41 @@ pub struct Instance {
 }
 record!(Instance, "instance", 1);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NetworkMode {
+    /// A bridge and addresses written into the instance; no DHCP.
     Flat,
+    /// As flat, plus a DHCP server on the bridge handing out the fixed addresses.
     FlatDhcp,
+    /// A segment, bridge, subnet and DHCP server per project.
     Vlan,
+}
+
+impl NetworkMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::Flat => "flat",
+            NetworkMode::FlatDhcp => "flat_dhcp",
+            NetworkMode::Vlan => "vlan",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<NetworkMode> {
+        [NetworkMode::Flat, NetworkMode::FlatDhcp, NetworkMode::Vlan].into_iter().find(|m| m.name() == name)
+    }
+
+    pub fn has_dhcp(self) -> bool {
+        self != NetworkMode::Flat
+    }
+}
+
+/// The per-project VPN endpoint of a VLAN network (cloudpipe): reachable at the public address and port,
+/// forwarded to the private address inside the project's network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnEndpoint {
+    pub public_address: Option<Ipv4Addr>,
+    pub public_port: u16,
+    pub private_address: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,23 +261,44 @@ pub struct Network {
     pub cidr: Ipv4Network,
     pub gateway: Ipv4Addr,
     pub bridge: String,
+    /// The host interface the bridge is attached to (the uplink), if any.
+    pub bridge_interface: Option<String>,
+    /// VLAN mode: the segment id (an 802.1Q VLAN id, or the VNI of a VXLAN segment where the kernel has no
+    /// 802.1Q support).
+    pub vlan: Option<u16>,
+    /// FlatDHCP / VLAN: the DHCP server's address on the bridge.
+    pub dhcp_server: Option<Ipv4Addr>,
+    pub vpn: Option<VpnEndpoint>,
+    /// How many addresses at the top of the range are kept for VPN clients (VLAN mode).
+    pub vpn_clients: u32,
     pub dns1: Option<Ipv4Addr>,
-    /// `None` for a network every project shares.
+    pub dns2: Option<Ipv4Addr>,
+    pub multi_host: bool,
+    /// Instances get addresses only within these bounds, when set.
+    pub allowed_start: Option<Ipv4Addr>,
+    pub allowed_end: Option<Ipv4Addr>,
+    /// `None` for a network every project of its mode shares (or, in VLAN mode, one not bound yet).
     pub project: Option<ProjectId>,
     pub created_at: Millis,
 }
 record!(Network, "network", 1);
 
-/// A fixed address that is in use (allocated to an instance) or held back by the operator. Addresses with no
-/// row are free.
+/// A fixed address that is in use (allocated to an instance, or still leased after its release), or held
+/// back by the operator. Addresses with no row are free.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
     pub address: Ipv4Addr,
     pub instance: Option<InstanceId>,
     pub mac: Option<String>,
+    pub hostname: Option<String>,
+    /// Given to an instance.
     pub allocated: bool,
+    /// The DHCP server reported a lease for it.
     pub leased: bool,
+    /// Held back by the operator.
     pub reserved: bool,
+    /// When it was deallocated while still leased (the reclaim timer starts then).
+    pub released_at: Option<Millis>,
 }
 record!(FixedIp, "fixed_ip", 1);
 
@@ -264,3 +318,59 @@ pub enum OperationKind {
     Build,
     Delete,
 }
+
+/// A pool of floating addresses, created by the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingPool {
+    pub id: PoolId,
+    pub name: String,
+    pub range: Ipv4Network,
+    /// The public interface floating addresses are bound to.
+    pub interface: String,
+    pub created_at: Millis,
+}
+record!(FloatingPool, "floating_pool", 1);
+
+/// One floating address of a pool: free, allocated to a project, and perhaps associated with an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    pub id: FloatingIpId,
+    pub address: Ipv4Addr,
+    pub pool: String,
+    pub project: Option<ProjectId>,
+    pub instance: Option<InstanceId>,
+    pub fixed_address: Option<Ipv4Addr>,
+    /// Given to an instance at boot without being asked for; released with it.
+    pub auto_assigned: bool,
+}
+record!(FloatingIp, "floating_ip", 1);
+
+/// A project's limits; `None` is unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub instances: Option<u64>,
+    pub cores: Option<u64>,
+    pub ram_mb: Option<u64>,
+    pub floating_ips: Option<u64>,
+    pub fixed_ips: Option<u64>,
+}
+record!(Quota, "quota", 1);
+
+impl Quota {
+    /// Nova's defaults.
+    pub const DEFAULT: Quota =
+        Quota { instances: Some(10), cores: Some(20), ram_mb: Some(51200), floating_ips: Some(10), fixed_ips: None };
+    pub const UNLIMITED: Quota =
+        Quota { instances: None, cores: None, ram_mb: None, floating_ips: None, fixed_ips: None };
+}
+
+/// What a project uses; changed in the same transaction as the resources it counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub instances: u64,
+    pub cores: u64,
+    pub ram_mb: u64,
+    pub floating_ips: u64,
+    pub fixed_ips: u64,
+}
+record!(Usage, "usage", 1);

@@ -4,8 +4,11 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::ids::{FlavorId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
-use crate::records::{Assignment, FixedIp, Flavor, Host, Image, Instance, Network, Operation, Project, Token, User};
+use crate::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
+use crate::records::{
+    Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation, Project, Quota,
+    Token, Usage, User,
+};
 use crate::{Index, StoreError, Table};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
@@ -31,6 +34,13 @@ pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
+pub const FLOATING_POOLS: Table<String, FloatingPool> = Table::new("floating_pools");
+/// Keyed by the address as a big-endian integer.
+pub const FLOATING_IPS: Table<u32, FloatingIp> = Table::new("floating_ips");
+pub const FLOATING_BY_ID: Index<FloatingIpId, u32> = Index::new("floating_by_id");
+pub const FLOATING_BY_POOL: Index<String, u32> = Index::new("floating_by_pool");
+pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
+pub const USAGE: Table<ProjectId, Usage> = Table::new("usage");
 
 const TABLES: &[&str] = &[
     PROJECTS.name(),
@@ -46,8 +56,13 @@ const TABLES: &[&str] = &[
     NETWORKS.name(),
     FIXED_IPS.name(),
     OPERATIONS.name(),
+    FLOATING_POOLS.name(),
+    FLOATING_IPS.name(),
+    QUOTAS.name(),
+    USAGE.name(),
 ];
-const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name()];
+const INDEXES: &[&str] =
+    &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name(), FLOATING_BY_POOL.name()];
 
 /// Creates missing tables and checks (or records) the schema version.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {

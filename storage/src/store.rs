@@ -62,17 +62,13 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         }
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::AlreadyOpen {
-                    path: path.display().to_string(),
-                });
+                return Err(StoreError::AlreadyOpen { path: path.display().to_string() });
             }
             Err(e) => return Err(StoreError::redb(e)),
         };
@@ -93,13 +89,7 @@ impl Store {
                 .expect("spawning the store writer thread")
         };
         Ok(Store {
-            inner: Arc::new(Inner {
-                path,
-                db,
-                jobs: Mutex::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
-                counters,
-            }),
+            inner: Arc::new(Inner { path, db, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), counters }),
         })
     }
 
@@ -245,6 +235,7 @@ mod tests {
             name: name.into(),
             description: String::new(),
             enabled: true,
+            network_mode: crate::records::NetworkMode::Flat,
             created_at: 0,
         }
     }
@@ -305,15 +296,11 @@ mod tests {
         );
         assert!(matches!(fail, Err(TestError::Refused)));
         ok.unwrap();
-        let (projects, names) = store
-            .read(|r| Ok::<_, StoreError>((r.scan(&PROJECTS)?, r.scan(&PROJECT_NAMES)?)))
-            .unwrap();
+        let (projects, names) =
+            store.read(|r| Ok::<_, StoreError>((r.scan(&PROJECTS)?, r.scan(&PROJECT_NAMES)?))).unwrap();
         assert_eq!(projects.len(), 1);
         assert_eq!(projects[0].1, kept);
-        assert_eq!(
-            names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            vec!["neighbour"]
-        );
+        assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["neighbour"]);
         assert_eq!(store.stats().rolled_back, 1);
     }
 
@@ -344,12 +331,7 @@ mod tests {
                 .unwrap();
         });
         let table: Table<Pair<String, u32>, Project> = Table::new("projects_by_pair");
-        let got = store
-            .read(|r| r.scan_prefix(&table, &Pair::<String, u32>::prefix(&"a".to_string())))
-            .unwrap();
-        assert_eq!(
-            got.iter().map(|(Pair(a, b), _)| (a.as_str(), *b)).collect::<Vec<_>>(),
-            vec![("a", 1), ("a", 2)]
-        );
+        let got = store.read(|r| r.scan_prefix(&table, &Pair::<String, u32>::prefix(&"a".to_string()))).unwrap();
+        assert_eq!(got.iter().map(|(Pair(a, b), _)| (a.as_str(), *b)).collect::<Vec<_>>(), vec![("a", 1), ("a", 2)]);
     }
 }

@@ -17,10 +17,7 @@ pub struct Table<K, V> {
 
 impl<K, V> Table<K, V> {
     pub const fn new(name: &'static str) -> Self {
-        Table {
-            name,
-            _types: PhantomData,
-        }
+        Table { name, _types: PhantomData }
     }
     pub const fn name(&self) -> &'static str {
         self.name
@@ -38,10 +35,7 @@ pub struct Index<K, V> {
 
 impl<K, V> Index<K, V> {
     pub const fn new(name: &'static str) -> Self {
-        Index {
-            name,
-            _types: PhantomData,
-        }
+        Index { name, _types: PhantomData }
     }
     pub const fn name(&self) -> &'static str {
         self.name
@@ -148,21 +142,9 @@ impl_reads!(ReadTx);
 
 /// What to do to take one write back.
 enum Undo {
-    Restore {
-        table: &'static str,
-        key: Vec<u8>,
-        old: Option<Vec<u8>>,
-    },
-    IndexRemove {
-        index: &'static str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    IndexAdd {
-        index: &'static str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
+    Restore { table: &'static str, key: Vec<u8>, old: Option<Vec<u8>> },
+    IndexRemove { index: &'static str, key: Vec<u8>, value: Vec<u8> },
+    IndexAdd { index: &'static str, key: Vec<u8>, value: Vec<u8> },
 }
 
 /// One caller's part of a group-committed write transaction. Every write is logged so that the part can be
@@ -183,11 +165,7 @@ impl<'t> WriteTx<'t> {
         let bytes = encode_record(value)?;
         let mut t = self.txn.open_table(table.def())?;
         let old = t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec());
-        self.undo.push(Undo::Restore {
-            table: table.name,
-            key,
-            old,
-        });
+        self.undo.push(Undo::Restore { table: table.name, key, old });
         Ok(())
     }
 
@@ -198,11 +176,7 @@ impl<'t> WriteTx<'t> {
         let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
         let decoded = old.as_deref().map(decode_record).transpose()?;
         if old.is_some() {
-            self.undo.push(Undo::Restore {
-                table: table.name,
-                key,
-                old,
-            });
+            self.undo.push(Undo::Restore { table: table.name, key, old });
         }
         Ok(decoded)
     }
@@ -216,11 +190,7 @@ impl<'t> WriteTx<'t> {
         let (key, value) = (key.encode_key(), value.encode_key());
         let mut t = self.txn.open_multimap_table(index.def())?;
         if !t.insert(key.as_slice(), value.as_slice())? {
-            self.undo.push(Undo::IndexRemove {
-                index: index.name,
-                key,
-                value,
-            });
+            self.undo.push(Undo::IndexRemove { index: index.name, key, value });
         }
         Ok(())
     }
@@ -234,11 +204,7 @@ impl<'t> WriteTx<'t> {
         let (key, value) = (key.encode_key(), value.encode_key());
         let mut t = self.txn.open_multimap_table(index.def())?;
         if t.remove(key.as_slice(), value.as_slice())? {
-            self.undo.push(Undo::IndexAdd {
-                index: index.name,
-                key,
-                value,
-            });
+            self.undo.push(Undo::IndexAdd { index: index.name, key, value });
         }
         Ok(())
     }
@@ -255,15 +221,11 @@ impl<'t> WriteTx<'t> {
                     }
                 }
                 Undo::IndexRemove { index, key, value } => {
-                    let mut t = self
-                        .txn
-                        .open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
                     t.remove(key.as_slice(), value.as_slice())?;
                 }
                 Undo::IndexAdd { index, key, value } => {
-                    let mut t = self
-                        .txn
-                        .open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
+                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
                     t.insert(key.as_slice(), value.as_slice())?;
                 }
             }

@@ -14,11 +14,7 @@ fn nimbus(t: &TestCloud, args: &[&str]) -> String {
         .output()
         .expect("running nimbus");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "nimbus {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "nimbus {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     stdout
 }
 
@@ -28,33 +24,15 @@ async fn an_operator_creates_a_project_and_a_member_who_can_log_in() {
     let created = tokio::task::block_in_place(|| nimbus(&t, &["project", "create", "demo", "--description", "a demo"]));
     assert!(created.starts_with("created project demo ("), "{created}");
     let user = tokio::task::block_in_place(|| {
-        nimbus(
-            &t,
-            &[
-                "user",
-                "create",
-                "alice",
-                "--user-password",
-                "s3cret",
-                "--project",
-                "demo",
-                "--role",
-                "member",
-            ],
-        )
+        nimbus(&t, &["user", "create", "alice", "--user-password", "s3cret", "--project", "demo", "--role", "member"])
     });
     assert!(user.contains("granted member on demo to alice"), "{user}");
     let users = tokio::task::block_in_place(|| nimbus(&t, &["user", "list"]));
     assert!(users.lines().any(|l| l.contains("alice")), "{users}");
     let projects = tokio::task::block_in_place(|| nimbus(&t, &["project", "list"]));
-    assert!(
-        projects.lines().any(|l| l.contains("demo") && l.contains("a demo")),
-        "{projects}"
-    );
+    assert!(projects.lines().any(|l| l.contains("demo") && l.contains("a demo")), "{projects}");
 
-    let alice = Client::login(t.url(), "alice", "s3cret", "demo")
-        .await
-        .expect("alice logs in to demo");
+    let alice = Client::login(t.url(), "alice", "s3cret", "demo").await.expect("alice logs in to demo");
     let id = create_server(&alice, "alice-1").await;
     wait_for_status(&alice, &id, "ACTIVE").await;
     t.shutdown().await;
@@ -71,9 +49,6 @@ async fn a_wrong_admin_password_is_a_clear_error() {
     });
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("401") && stderr.contains("requires authentication"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("401") && stderr.contains("requires authentication"), "{stderr}");
     t.shutdown().await;
 }

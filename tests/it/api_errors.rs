@@ -26,10 +26,7 @@ fn check_compute_error(status: StatusCode, body: &Value, code: u16, fault: &str,
     assert_eq!(status.as_u16(), code, "{body}");
     assert_eq!(body[fault]["code"], code, "{body}");
     let message = body[fault]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(message_part),
-        "message {message:?} should mention {message_part:?}"
-    );
+    assert!(message.contains(message_part), "message {message:?} should mention {message_part:?}");
 }
 
 #[tokio::test]
@@ -40,62 +37,34 @@ async fn malformed_or_incomplete_server_requests_are_400() {
         ("{not json", "Malformed request body"),
         ("", "empty"),
         ("[]", "Invalid input"),
-        (
-            r#"{"server": {"imageRef": "x", "flavorRef": "1"}}"#,
-            "missing field `name`",
-        ),
-        (
-            r#"{"server": {"name": "a", "flavorRef": "1"}}"#,
-            "missing field `imageRef`",
-        ),
-        (
-            r#"{"server": {"name": 7, "imageRef": "x", "flavorRef": "1"}}"#,
-            "invalid type",
-        ),
+        (r#"{"server": {"imageRef": "x", "flavorRef": "1"}}"#, "missing field `name`"),
+        (r#"{"server": {"name": "a", "flavorRef": "1"}}"#, "missing field `imageRef`"),
+        (r#"{"server": {"name": 7, "imageRef": "x", "flavorRef": "1"}}"#, "invalid type"),
     ];
     for (body, message) in cases {
         let (status, reply) = post_raw(&t, "/compute/v2.1/servers", body).await;
         check_compute_error(status, &reply, 400, "badRequest", message);
     }
     let semantic = [
-        (
-            json!({"server": {"name": "a", "imageRef": image, "flavorRef": "99"}}),
-            "Flavor 99 could not be found.",
-        ),
+        (json!({"server": {"name": "a", "imageRef": image, "flavorRef": "99"}}), "Flavor 99 could not be found."),
         (
             json!({"server": {"name": "a", "imageRef": "no-such-image", "flavorRef": "1"}}),
             "Image no-such-image could not be found.",
         ),
-        (
-            json!({"server": {"name": "a", "imageRef": uuid_like(), "flavorRef": "1"}}),
-            "could not be found",
-        ),
-        (
-            json!({"server": {"name": "", "imageRef": image, "flavorRef": "1"}}),
-            "server name",
-        ),
-        (
-            json!({"server": {"name": "a", "imageRef": image, "flavorRef": "1", "max_count": 0}}),
-            "max_count",
-        ),
+        (json!({"server": {"name": "a", "imageRef": uuid_like(), "flavorRef": "1"}}), "could not be found"),
+        (json!({"server": {"name": "", "imageRef": image, "flavorRef": "1"}}), "server name"),
+        (json!({"server": {"name": "a", "imageRef": image, "flavorRef": "1", "max_count": 0}}), "max_count"),
         (
             json!({"server": {"name": "a", "imageRef": image, "flavorRef": "1", "networks": [{"uuid": uuid_like()}]}}),
             "Network",
         ),
     ];
     for (body, message) in semantic {
-        let (status, reply) = t
-            .admin
-            .raw(Method::POST, "/compute/v2.1/servers", Some(&body))
-            .await
-            .unwrap();
+        let (status, reply) = t.admin.raw(Method::POST, "/compute/v2.1/servers", Some(&body)).await.unwrap();
         check_compute_error(status, &reply, 400, "badRequest", message);
     }
     let listed = t.admin.get("/compute/v2.1/servers").await.unwrap();
-    assert!(
-        listed["servers"].as_array().unwrap().is_empty(),
-        "nothing was created by bad requests"
-    );
+    assert!(listed["servers"].as_array().unwrap().is_empty(), "nothing was created by bad requests");
     t.shutdown().await;
 }
 
@@ -109,29 +78,16 @@ async fn missing_wrong_and_expired_tokens_are_401() {
     options.timing.token_ttl = Duration::from_secs(1);
     let t = TestCloud::start_with(options).await;
     let http = reqwest::Client::new();
-    let no_token = http
-        .get(format!("{}/compute/v2.1/servers", t.url()))
-        .send()
-        .await
-        .unwrap();
+    let no_token = http.get(format!("{}/compute/v2.1/servers", t.url())).send().await.unwrap();
     assert_eq!(no_token.status(), 401);
     assert!(no_token.headers().contains_key("x-openstack-request-id"));
     let body: Value = no_token.json().await.unwrap();
     assert_eq!(body["unauthorized"]["code"], 401);
 
-    let wrong = http
-        .get(format!("{}/compute/v2.1/servers", t.url()))
-        .header("x-auth-token", "bogus")
-        .send()
-        .await
-        .unwrap();
+    let wrong =
+        http.get(format!("{}/compute/v2.1/servers", t.url())).header("x-auth-token", "bogus").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
-    let wrong = http
-        .get(format!("{}/image/v2/images", t.url()))
-        .header("x-auth-token", "bogus")
-        .send()
-        .await
-        .unwrap();
+    let wrong = http.get(format!("{}/image/v2/images", t.url())).header("x-auth-token", "bogus").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
 
     // The admin client's token was issued with a 1 s lifetime.
@@ -145,23 +101,12 @@ async fn missing_wrong_and_expired_tokens_are_401() {
 #[tokio::test]
 async fn bad_passwords_and_bad_token_requests_get_identity_errors() {
     let t = TestCloud::start().await;
-    let denied = Client::login(t.url(), "admin", "wrong", "admin")
-        .await
-        .unwrap_err()
-        .to_string();
+    let denied = Client::login(t.url(), "admin", "wrong", "admin").await.unwrap_err().to_string();
     assert!(denied.contains("401"), "{denied}");
-    let unknown = Client::login(t.url(), "nobody", "x", "admin")
-        .await
-        .unwrap_err()
-        .to_string();
+    let unknown = Client::login(t.url(), "nobody", "x", "admin").await.unwrap_err().to_string();
     assert!(unknown.contains("401"), "{unknown}");
     let http = reqwest::Client::new();
-    let response = http
-        .post(format!("{}/identity/v3/auth/tokens", t.url()))
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let response = http.post(format!("{}/identity/v3/auth/tokens", t.url())).body("{").send().await.unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], 400, "{body}");
@@ -182,8 +127,7 @@ async fn unknown_things_are_404_and_every_answer_has_a_request_id() {
         let (status, body) = t.admin.raw(Method::GET, path, None).await.unwrap();
         assert_eq!(status, 404, "{path}: {body}");
         assert!(
-            body.as_object()
-                .is_some_and(|o| o.values().next().is_some_and(|v| v["code"] == 404)),
+            body.as_object().is_some_and(|o| o.values().next().is_some_and(|v| v["code"] == 404)),
             "{path}: {body}"
         );
     }
@@ -213,46 +157,26 @@ async fn unsupported_microversions_are_refused_clearly() {
         .unwrap();
     assert_eq!(response.status(), 406);
     let body: Value = response.json().await.unwrap();
-    assert!(
-        body["notAcceptable"]["message"].as_str().unwrap().contains("2.90"),
-        "{body}"
-    );
+    assert!(body["notAcceptable"]["message"].as_str().unwrap().contains("2.90"), "{body}");
     t.shutdown().await;
 }
 
 #[tokio::test]
 async fn creating_duplicate_users_or_projects_is_a_conflict() {
     let t = TestCloud::start().await;
-    let (status, body) = t
-        .admin
-        .raw(
-            Method::POST,
-            "/identity/v3/projects",
-            Some(&json!({"project": {"name": "admin"}})),
-        )
-        .await
-        .unwrap();
+    let (status, body) =
+        t.admin.raw(Method::POST, "/identity/v3/projects", Some(&json!({"project": {"name": "admin"}}))).await.unwrap();
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], 409);
     let (status, _) = t
         .admin
-        .raw(
-            Method::POST,
-            "/identity/v3/users",
-            Some(&json!({"user": {"name": "admin", "password": "x"}})),
-        )
+        .raw(Method::POST, "/identity/v3/users", Some(&json!({"user": {"name": "admin", "password": "x"}})))
         .await
         .unwrap();
     assert_eq!(status, 409);
     let member = t.user_with_role("member").await;
-    let (status, body) = member
-        .raw(
-            Method::POST,
-            "/identity/v3/projects",
-            Some(&json!({"project": {"name": "mine"}})),
-        )
-        .await
-        .unwrap();
+    let (status, body) =
+        member.raw(Method::POST, "/identity/v3/projects", Some(&json!({"project": {"name": "mine"}}))).await.unwrap();
     assert_eq!(status, 403, "{body}");
     t.shutdown().await;
 }

@@ -13,10 +13,7 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
         tokio::task::spawn_blocking(move || openstack::run(&clouds, args))
     };
     let flavors = run(&["flavor", "list", "-f", "value", "-c", "Name"]).await.unwrap();
-    assert_eq!(
-        flavors.lines().collect::<Vec<_>>(),
-        vec!["m1.tiny", "m1.small", "m1.medium", "m1.large"]
-    );
+    assert_eq!(flavors.lines().collect::<Vec<_>>(), vec!["m1.tiny", "m1.small", "m1.medium", "m1.large"]);
     let images = run(&["image", "list", "-f", "value", "-c", "Name"]).await.unwrap();
     assert_eq!(images.trim(), "cirros-0.6.2-x86_64-disk");
 
@@ -39,37 +36,16 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     let addresses = created["addresses"].to_string();
     assert!(addresses.contains("10.0.0."), "{addresses}");
 
-    let listed = run(&["server", "list", "-f", "value", "-c", "Name", "-c", "Status"])
-        .await
-        .unwrap();
+    let listed = run(&["server", "list", "-f", "value", "-c", "Name", "-c", "Status"]).await.unwrap();
     assert_eq!(listed.trim(), "vm1 ACTIVE");
-    let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "flavor"])
-        .await
-        .unwrap();
+    let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "flavor"]).await.unwrap();
     assert!(shown.contains("ACTIVE") && shown.contains("m1.tiny"), "{shown}");
-    let hypervisors = run(&[
-        "hypervisor",
-        "list",
-        "-f",
-        "value",
-        "-c",
-        "Hypervisor Hostname",
-        "-c",
-        "State",
-    ])
-    .await
-    .unwrap();
+    let hypervisors =
+        run(&["hypervisor", "list", "-f", "value", "-c", "Hypervisor Hostname", "-c", "State"]).await.unwrap();
     assert_eq!(hypervisors.lines().count(), 4, "{hypervisors}");
     assert!(hypervisors.lines().all(|l| l.ends_with(" up")), "{hypervisors}");
-    let services = run(&[
-        "compute", "service", "list", "-f", "value", "-c", "Binary", "-c", "State",
-    ])
-    .await
-    .unwrap();
-    assert!(
-        services.lines().count() == 4 && services.lines().all(|l| l == "nova-compute up"),
-        "{services}"
-    );
+    let services = run(&["compute", "service", "list", "-f", "value", "-c", "Binary", "-c", "State"]).await.unwrap();
+    assert!(services.lines().count() == 4 && services.lines().all(|l| l == "nova-compute up"), "{services}");
 
     run(&["server", "delete", "--wait", "vm1"]).await.unwrap();
     let listed = run(&["server", "list", "-f", "value"]).await.unwrap();

@@ -13,12 +13,7 @@ const PASSWORD: &str = "persist-secret";
 
 async fn servers_by_id(client: &Client) -> BTreeMap<String, Value> {
     let listed = client.get("/compute/v2.1/servers/detail").await.unwrap();
-    listed["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
-        .collect()
+    listed["servers"].as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s.clone())).collect()
 }
 
 #[tokio::test]
@@ -94,16 +89,9 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing() {
 
     let nimbus = NimbusProcess::start(&data, PASSWORD);
     let client = Client::login(&nimbus.url, "admin", PASSWORD, "admin").await.unwrap();
-    wait_until(
-        "every operation to finish after the restart",
-        Duration::from_secs(60),
-        || async {
-            servers_by_id(&client)
-                .await
-                .values()
-                .all(|s| s["OS-EXT-STS:task_state"].is_null() && s["status"] != "BUILD")
-        },
-    )
+    wait_until("every operation to finish after the restart", Duration::from_secs(60), || async {
+        servers_by_id(&client).await.values().all(|s| s["OS-EXT-STS:task_state"].is_null() && s["status"] != "BUILD")
+    })
     .await;
     let servers = servers_by_id(&client).await;
     for id in &old[..3] {
@@ -113,23 +101,12 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing() {
         assert_eq!(servers[id]["status"], "ACTIVE", "untouched server {id} is still ACTIVE");
     }
     for id in &accepted {
-        assert_eq!(
-            servers.get(id).map(|s| s["status"].clone()),
-            Some(Value::from("ACTIVE")),
-            "accepted server {id}"
-        );
+        assert_eq!(servers.get(id).map(|s| s["status"].clone()), Some(Value::from("ACTIVE")), "accepted server {id}");
     }
     let addresses: Vec<String> = servers.values().flat_map(fixed_addresses).collect();
     let unique: BTreeSet<&String> = addresses.iter().collect();
-    assert_eq!(
-        addresses.len(),
-        unique.len(),
-        "no address is given twice: {addresses:?}"
-    );
-    assert!(
-        servers.values().all(|s| fixed_addresses(s).len() == 1),
-        "every server has exactly one address"
-    );
+    assert_eq!(addresses.len(), unique.len(), "no address is given twice: {addresses:?}");
+    assert!(servers.values().all(|s| fixed_addresses(s).len() == 1), "every server has exactly one address");
     let status = nimbus.terminate();
     assert!(status.success());
 
@@ -146,8 +123,5 @@ async fn a_data_file_from_a_newer_nimbus_is_refused() {
     drop(Store::open(&path).unwrap());
     nimbus_storage::schema::force_schema_version(&path, nimbus_storage::schema::SCHEMA_VERSION + 1).unwrap();
     let err = Store::open(&path).unwrap_err().to_string();
-    assert!(
-        err.contains("schema version 2") && err.contains("supports up to 1"),
-        "{err}"
-    );
+    assert!(err.contains("schema version 2") && err.contains("supports up to 1"), "{err}");
 }

@@ -23,28 +23,16 @@ async fn a_server_builds_to_active_with_a_fixed_ip_and_is_deleted() {
             .iter()
             .any(|s| s.id.to_string() == id)
     );
-    assert_eq!(
-        fixed_addresses(&server),
-        vec!["10.0.0.2".to_string()],
-        "first free address after the gateway"
-    );
-    let mac = server["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"]
-        .as_str()
-        .unwrap();
+    assert_eq!(fixed_addresses(&server), vec!["10.0.0.2".to_string()], "first free address after the gateway");
+    let mac = server["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap();
     assert!(mac.starts_with("fa:16:3e:"), "{mac}");
 
     t.admin.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
     wait_for_gone(&t.admin, &id).await;
-    assert!(
-        t.cloud.hypervisors.values().all(|h| h.running().is_empty()),
-        "the instance is destroyed on its host"
-    );
+    assert!(t.cloud.hypervisors.values().all(|h| h.running().is_empty()), "the instance is destroyed on its host");
     // The address is free again.
     let again = create_server(&t.admin, "vm2").await;
-    assert_eq!(
-        fixed_addresses(&wait_for_status(&t.admin, &again, "ACTIVE").await),
-        vec!["10.0.0.2".to_string()]
-    );
+    assert_eq!(fixed_addresses(&wait_for_status(&t.admin, &again, "ACTIVE").await), vec!["10.0.0.2".to_string()]);
     t.shutdown().await;
 }
 
@@ -67,25 +55,15 @@ async fn a_burst_spreads_over_hosts_and_never_shares_an_address() {
     assert_eq!(addresses.len(), 12, "every server has its own address");
     let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
     for s in &servers {
-        *per_host
-            .entry(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        *per_host.entry(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string()).or_default() += 1;
     }
-    assert_eq!(
-        per_host.values().copied().collect::<Vec<_>>(),
-        vec![3, 3, 3, 3],
-        "RAM spreading: {per_host:?}"
-    );
+    assert_eq!(per_host.values().copied().collect::<Vec<_>>(), vec![3, 3, 3, 3], "RAM spreading: {per_host:?}");
     t.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_failed_build_is_retried_on_another_host() {
-    let t = TestCloud::start_with(Options {
-        hosts: 2,
-        ..Options::default()
-    })
-    .await;
+    let t = TestCloud::start_with(Options { hosts: 2, ..Options::default() }).await;
     // host-0001 is chosen first (ties go to the lower name); make it fail.
     t.cloud.hypervisors.values().next().unwrap().set_broken(true);
     let id = create_server(&t.admin, "retry").await;
@@ -97,21 +75,14 @@ async fn a_failed_build_is_retried_on_another_host() {
 
 #[tokio::test]
 async fn a_build_that_fails_everywhere_ends_in_error_with_no_valid_host() {
-    let t = TestCloud::start_with(Options {
-        hosts: 4,
-        ..Options::default()
-    })
-    .await;
+    let t = TestCloud::start_with(Options { hosts: 4, ..Options::default() }).await;
     for h in t.cloud.hypervisors.values() {
         h.set_broken(true);
     }
     let id = create_server(&t.admin, "doomed").await;
     let server = wait_for_status(&t.admin, &id, "ERROR").await;
     let fault = server["fault"]["message"].as_str().unwrap();
-    assert!(
-        fault.starts_with("No valid host was found. Exceeded max scheduling attempts 3"),
-        "{fault}"
-    );
+    assert!(fault.starts_with("No valid host was found. Exceeded max scheduling attempts 3"), "{fault}");
     assert!(fixed_addresses(&server).is_empty(), "the address went back to the pool");
     assert_eq!(server["OS-EXT-SRV-ATTR:host"], serde_json::Value::Null);
     // An ERROR server can be deleted.
@@ -122,17 +93,8 @@ async fn a_build_that_fails_everywhere_ends_in_error_with_no_valid_host() {
 
 #[tokio::test]
 async fn no_host_with_room_means_no_valid_host() {
-    let small = Capacity {
-        vcpus: 1,
-        ram_mb: 256,
-        disk_gb: 10,
-    };
-    let t = TestCloud::start_with(Options {
-        hosts: 2,
-        capacity: small,
-        ..Options::default()
-    })
-    .await;
+    let small = Capacity { vcpus: 1, ram_mb: 256, disk_gb: 10 };
+    let t = TestCloud::start_with(Options { hosts: 2, capacity: small, ..Options::default() }).await;
     let id = create_server(&t.admin, "too-big").await;
     let server = wait_for_status(&t.admin, &id, "ERROR").await;
     let fault = server["fault"]["message"].as_str().unwrap();
@@ -157,12 +119,7 @@ async fn deleting_while_building_leaves_nothing_behind() {
         t.cloud.hypervisors.values().all(|h| h.running().is_empty())
     })
     .await;
-    let fixed = t
-        .cloud
-        .ctx
-        .store
-        .read(|r| nimbus_storage::Reads::scan(r, &nimbus_storage::schema::FIXED_IPS))
-        .unwrap();
+    let fixed = t.cloud.ctx.store.read(|r| nimbus_storage::Reads::scan(r, &nimbus_storage::schema::FIXED_IPS)).unwrap();
     assert!(fixed.is_empty(), "no fixed IP is left allocated: {fixed:?}");
     t.shutdown().await;
 }
@@ -178,32 +135,17 @@ async fn projects_see_only_their_own_servers_and_readers_cannot_change_them() {
     wait_for_status(&bob, &b, "ACTIVE").await;
 
     let listed = alice.get("/compute/v2.1/servers").await.unwrap();
-    let names: Vec<&str> = listed["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = listed["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["alice-vm"]);
     for (method, expected) in [(Method::GET, 404), (Method::DELETE, 404)] {
-        let (status, body) = alice
-            .raw(method.clone(), &format!("/compute/v2.1/servers/{b}"), None)
-            .await
-            .unwrap();
+        let (status, body) = alice.raw(method.clone(), &format!("/compute/v2.1/servers/{b}"), None).await.unwrap();
         assert_eq!(status.as_u16(), expected, "{method} another project's server: {body}");
         assert_eq!(body["itemNotFound"]["code"], 404);
     }
-    let (status, body) = alice
-        .raw(Method::GET, "/compute/v2.1/servers?all_tenants=1", None)
-        .await
-        .unwrap();
+    let (status, body) = alice.raw(Method::GET, "/compute/v2.1/servers?all_tenants=1", None).await.unwrap();
     assert_eq!(status.as_u16(), 403, "{body}");
 
-    let all = t
-        .admin
-        .get("/compute/v2.1/servers/detail?all_tenants=True")
-        .await
-        .unwrap();
+    let all = t.admin.get("/compute/v2.1/servers/detail?all_tenants=True").await.unwrap();
     assert_eq!(all["servers"].as_array().unwrap().len(), 2);
 
     // A reader of alice's project sees but cannot create or delete.
@@ -212,13 +154,7 @@ async fn projects_see_only_their_own_servers_and_readers_cannot_change_them() {
         .unwrap()
         .to_string();
     let reader = t.user_on(&project, "reader").await;
-    assert_eq!(
-        reader.get("/compute/v2.1/servers").await.unwrap()["servers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(reader.get("/compute/v2.1/servers").await.unwrap()["servers"].as_array().unwrap().len(), 1);
     let image = default_image(&reader).await;
     let (status, body) = reader
         .raw(
@@ -229,16 +165,8 @@ async fn projects_see_only_their_own_servers_and_readers_cannot_change_them() {
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 403, "{body}");
-    assert!(
-        body["forbidden"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("os_compute_api:servers:create")
-    );
-    let (status, _) = reader
-        .raw(Method::DELETE, &format!("/compute/v2.1/servers/{a}"), None)
-        .await
-        .unwrap();
+    assert!(body["forbidden"]["message"].as_str().unwrap().contains("os_compute_api:servers:create"));
+    let (status, _) = reader.raw(Method::DELETE, &format!("/compute/v2.1/servers/{a}"), None).await.unwrap();
     assert_eq!(status.as_u16(), 403);
     t.shutdown().await;
 }
@@ -250,11 +178,7 @@ async fn server_list_filters_by_name_and_status() {
     let b = create_server(&t.admin, "db-1").await;
     wait_for_status(&t.admin, &a, "ACTIVE").await;
     wait_for_status(&t.admin, &b, "ACTIVE").await;
-    let by_name = t
-        .admin
-        .get("/compute/v2.1/servers/detail?name=web&deleted=False")
-        .await
-        .unwrap();
+    let by_name = t.admin.get("/compute/v2.1/servers/detail?name=web&deleted=False").await.unwrap();
     assert_eq!(by_name["servers"].as_array().unwrap().len(), 1);
     assert_eq!(by_name["servers"][0]["id"], a.as_str());
     let active = t.admin.get("/compute/v2.1/servers?status=ACTIVE").await.unwrap();
@@ -268,11 +192,7 @@ async fn server_list_filters_by_name_and_status() {
 
 #[tokio::test]
 async fn hypervisors_and_services_show_the_hosts() {
-    let t = TestCloud::start_with(Options {
-        hosts: 3,
-        ..Options::default()
-    })
-    .await;
+    let t = TestCloud::start_with(Options { hosts: 3, ..Options::default() }).await;
     let hypervisors = t.admin.get("/compute/v2.1/os-hypervisors/detail").await.unwrap();
     let names: Vec<&str> = hypervisors["hypervisors"]
         .as_array()
@@ -291,17 +211,10 @@ async fn hypervisors_and_services_show_the_hosts() {
     let services = t.admin.get("/compute/v2.1/os-services").await.unwrap();
     assert_eq!(services["services"].as_array().unwrap().len(), 3);
     assert!(
-        services["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["binary"] == "nova-compute" && s["state"] == "up")
+        services["services"].as_array().unwrap().iter().all(|s| s["binary"] == "nova-compute" && s["state"] == "up")
     );
     let member = t.user_with_role("member").await;
-    let (status, _) = member
-        .raw(Method::GET, "/compute/v2.1/os-hypervisors", None)
-        .await
-        .unwrap();
+    let (status, _) = member.raw(Method::GET, "/compute/v2.1/os-hypervisors", None).await.unwrap();
     assert_eq!(status.as_u16(), 403);
     t.shutdown().await;
 }

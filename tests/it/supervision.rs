@@ -6,16 +6,12 @@ use nimbus_tests::*;
 
 fn kill(t: &TestCloud, local_name: &str) {
     let name = t.cloud.ctx.ns.actor_name(local_name);
-    ractor::registry::where_is(name.clone())
-        .unwrap_or_else(|| panic!("{name} is running"))
-        .kill();
+    ractor::registry::where_is(name.clone()).unwrap_or_else(|| panic!("{name} is running")).kill();
 }
 
 fn running_id(t: &TestCloud, local_name: &str) -> Option<ractor::ActorId> {
     let name = t.cloud.ctx.ns.actor_name(local_name);
-    ractor::registry::where_is(name)
-        .filter(|c| c.get_status() == ractor::ActorStatus::Running)
-        .map(|c| c.get_id())
+    ractor::registry::where_is(name).filter(|c| c.get_status() == ractor::ActorStatus::Running).map(|c| c.get_id())
 }
 
 /// Kills the actor and waits until a new one runs under its name.
@@ -36,25 +32,15 @@ async fn killed_workers_come_back_and_boots_keep_succeeding() {
         kill_and_wait_for_restart(&t, actor).await;
         if actor == "gateway" {
             // The killed gateway's connections died with it; a client reconnects, as real ones do.
-            client = nimbus::client::Client::login(t.url(), "admin", ADMIN_PASSWORD, "admin")
-                .await
-                .unwrap();
+            client = nimbus::client::Client::login(t.url(), "admin", ADMIN_PASSWORD, "admin").await.unwrap();
         }
         let id = create_server(&client, &format!("after-{}", actor.replace('/', "-"))).await;
         wait_for_status(&client, &id, "ACTIVE").await;
     }
-    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1))
-        .await
-        .unwrap();
+    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1)).await.unwrap();
     let restarts: Vec<(String, u32)> = report.iter().map(|c| (c.name.clone(), c.restarts)).collect();
-    assert!(
-        restarts.iter().any(|(n, r)| n.ends_with("scheduler") && *r == 1),
-        "{restarts:?}"
-    );
-    assert!(
-        restarts.iter().any(|(n, r)| n.ends_with("gateway") && *r == 1),
-        "{restarts:?}"
-    );
+    assert!(restarts.iter().any(|(n, r)| n.ends_with("scheduler") && *r == 1), "{restarts:?}");
+    assert!(restarts.iter().any(|(n, r)| n.ends_with("gateway") && *r == 1), "{restarts:?}");
     t.shutdown().await;
 }
 
@@ -65,10 +51,7 @@ async fn builds_and_deletes_in_flight_survive_killed_conductors_and_agents() {
     for n in 0..8 {
         ids.push(create_server(&t.admin, &format!("chaos-{n}")).await);
     }
-    let project = server(&t.admin, &ids[0]).await.unwrap()["tenant_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let project = server(&t.admin, &ids[0]).await.unwrap()["tenant_id"].as_str().unwrap().to_string();
     kill(&t, &format!("conductor/{project}"));
     kill(&t, "compute/host-0002");
     for id in &ids {
@@ -93,26 +76,17 @@ async fn builds_and_deletes_in_flight_survive_killed_conductors_and_agents() {
 
 #[tokio::test]
 async fn a_child_that_keeps_crashing_escalates_to_its_supervisor() {
-    let t = TestCloud::start_with(Options {
-        hosts: 1,
-        ..Options::default()
-    })
-    .await;
+    let t = TestCloud::start_with(Options { hosts: 1, ..Options::default() }).await;
     // Kill the agent faster than the compute supervisor's intensity (10 restarts in 10 s) allows.
     for _ in 0..10 {
         kill_and_wait_for_restart(&t, "compute/host-0001").await;
     }
     // The eleventh: the compute supervisor gives up; the cloud supervisor restarts it, and with it the agent.
     kill_and_wait_for_restart(&t, "compute/host-0001").await;
-    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1))
-        .await
-        .unwrap();
+    let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1)).await.unwrap();
     let compute = report.iter().find(|c| c.name.ends_with("compute")).unwrap();
     assert_eq!(compute.restarts, 1, "{report:?}");
-    assert!(
-        compute.last_error.as_ref().is_some_and(|(_, e)| e.contains("restarts")),
-        "{compute:?}"
-    );
+    assert!(compute.last_error.as_ref().is_some_and(|(_, e)| e.contains("restarts")), "{compute:?}");
     let id = create_server(&t.admin, "after-escalation").await;
     wait_for_status(&t.admin, &id, "ACTIVE").await;
     t.shutdown().await;

@@ -31,6 +31,8 @@ pub fn test_timing() -> Timing {
         service_down_after: Duration::from_secs(5),
         sweep_interval: Duration::from_millis(300),
         token_ttl: Duration::from_secs(3600),
+        fixed_ip_reclaim_after: Duration::from_secs(2),
+        reconcile_interval: Duration::from_millis(500),
     }
 }
 
@@ -42,10 +44,7 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -66,11 +65,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            hosts: 4,
-            capacity: Capacity::default(),
-            timing: test_timing(),
-        }
+        Options { hosts: 4, capacity: Capacity::default(), timing: test_timing() }
     }
 }
 
@@ -86,9 +81,7 @@ impl TestCloud {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = TestCloud::config(dir.path(), &options);
         let cloud = Cloud::start(config).await.expect("the cloud starts");
-        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin")
-            .await
-            .expect("admin logs in");
+        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin").await.expect("admin logs in");
         TestCloud { cloud, admin, dir }
     }
 
@@ -98,11 +91,8 @@ impl TestCloud {
         config.fake_hosts = options.hosts;
         config.fake_capacity = options.capacity;
         config.admin_password = Some(ADMIN_PASSWORD.into());
-        config.namespace = Namespace::new(&format!(
-            "t{}-{}",
-            std::process::id(),
-            CLOUDS.fetch_add(1, Ordering::SeqCst)
-        ));
+        config.namespace =
+            Namespace::new(&format!("t{}-{}", std::process::id(), CLOUDS.fetch_add(1, Ordering::SeqCst)));
         config.timing = options.timing.clone();
         config
     }
@@ -111,12 +101,8 @@ impl TestCloud {
     pub async fn restart(self, options: Options) -> TestCloud {
         let TestCloud { cloud, dir, .. } = self;
         cloud.shutdown().await;
-        let cloud = Cloud::start(TestCloud::config(dir.path(), &options))
-            .await
-            .expect("the cloud restarts");
-        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin")
-            .await
-            .expect("admin logs in");
+        let cloud = Cloud::start(TestCloud::config(dir.path(), &options)).await.expect("the cloud restarts");
+        let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin").await.expect("admin logs in");
         TestCloud { cloud, admin, dir }
     }
 
@@ -127,11 +113,8 @@ impl TestCloud {
     /// A new project with a user holding `role` on it; returns that user's client.
     pub async fn user_with_role(&self, role: &str) -> Client {
         let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
-        let project = self
-            .admin
-            .post("/identity/v3/projects", &json!({"project": {"name": format!("p{n}")}}))
-            .await
-            .unwrap();
+        let project =
+            self.admin.post("/identity/v3/projects", &json!({"project": {"name": format!("p{n}")}})).await.unwrap();
         let project_id = project["project"]["id"].as_str().unwrap().to_string();
         self.user_on(&project_id, role).await
     }
@@ -175,20 +158,14 @@ pub async fn default_image(client: &Client) -> String {
 pub async fn create_server(client: &Client, name: &str) -> String {
     let image = default_image(client).await;
     let created = client
-        .post(
-            "/compute/v2.1/servers",
-            &json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}}),
-        )
+        .post("/compute/v2.1/servers", &json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}}))
         .await
         .unwrap();
     created["server"]["id"].as_str().unwrap().to_string()
 }
 
 pub async fn server(client: &Client, id: &str) -> Option<Value> {
-    let (status, body) = client
-        .raw(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None)
-        .await
-        .unwrap();
+    let (status, body) = client.raw(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await.unwrap();
     match status.as_u16() {
         200 => Some(body["server"].clone()),
         404 => None,
@@ -207,10 +184,7 @@ pub async fn wait_for_status(client: &Client, id: &str, status: &str) -> Value {
             }
             last = s;
         }
-        assert!(
-            Instant::now() < deadline,
-            "server {id} did not reach {status}; last seen {last}"
-        );
+        assert!(Instant::now() < deadline, "server {id} did not reach {status}; last seen {last}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -254,10 +228,7 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 let owner = row.instance.and_then(|i| instances.iter().find(|(id, _)| *id == i));
                 match owner {
                     Some((_, instance))
-                        if instance
-                            .interfaces
-                            .iter()
-                            .any(|f| f.network == network && u32::from(f.address) == ip) => {}
+                        if instance.interfaces.iter().any(|f| f.network == network && u32::from(f.address) == ip) => {}
                     _ => bad.push(format!(
                         "fixed IP {} is allocated to {:?}, which does not hold it",
                         row.address, row.instance
@@ -268,17 +239,11 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 for interface in &instance.interfaces {
                     let row = r.get(&FIXED_IPS, &Pair(interface.network, u32::from(interface.address)))?;
                     if row.and_then(|row| row.instance) != Some(*id) {
-                        bad.push(format!(
-                            "instance {id} holds {} without an allocation",
-                            interface.address
-                        ));
+                        bad.push(format!("instance {id} holds {} without an allocation", interface.address));
                     }
                 }
                 if instance.task_state.is_some() || !matches!(instance.vm_state, VmState::Active | VmState::Error) {
-                    bad.push(format!(
-                        "instance {id} is stuck in {:?}/{:?}",
-                        instance.vm_state, instance.task_state
-                    ));
+                    bad.push(format!("instance {id} is stuck in {:?}/{:?}", instance.vm_state, instance.task_state));
                 }
                 if instance.vm_state == VmState::Active && (instance.host.is_none() || instance.interfaces.is_empty()) {
                     bad.push(format!("instance {id} is ACTIVE without a host or an address"));

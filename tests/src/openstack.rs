@@ -13,10 +13,7 @@ pub const CLIENT_VERSION: &str = "10.5.0";
 pub fn openstack_cli() -> PathBuf {
     static INSTALL: Mutex<()> = Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let venv = target_profile_dir()
-        .parent()
-        .expect("target/")
-        .join(format!("osc-venv-{CLIENT_VERSION}"));
+    let venv = target_profile_dir().parent().expect("target/").join(format!("osc-venv-{CLIENT_VERSION}"));
     let cli = venv.join("bin/openstack");
     if cli.exists() {
         return cli;
@@ -25,11 +22,7 @@ pub fn openstack_cli() -> PathBuf {
         "installing python-openstackclient=={CLIENT_VERSION} into {} (first run only; about a minute)",
         venv.display()
     );
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("running python3 -m venv");
+    let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().expect("running python3 -m venv");
     assert!(status.success(), "python3 -m venv failed: install python3-venv");
     let status = Command::new(venv.join("bin/pip"))
         .args([

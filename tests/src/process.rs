@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 pub fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/it-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("the test binary lives in target/<profile>/deps").to_path_buf()
 }
 
 /// The `nimbus` binary, built on first use (cargo builds integration tests, not other packages' binaries).
@@ -35,10 +32,7 @@ pub fn nimbus_binary() -> &'static Path {
 
 /// A free loopback port (bound and released; the window for a collision is tiny).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// A `nimbus up` child process. Killed (SIGKILL) on drop if still running.
@@ -65,12 +59,8 @@ impl NimbusProcess {
             .stderr(out)
             .spawn()
             .expect("starting nimbus");
-        let mut process = NimbusProcess {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_path_buf(),
-            log,
-        };
+        let mut process =
+            NimbusProcess { child, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), log };
         process.wait_until_serving();
         process
     }
@@ -85,11 +75,7 @@ impl NimbusProcess {
             if std::net::TcpStream::connect(&addr).is_ok() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "nimbus did not listen within 60 s; log:\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "nimbus did not listen within 60 s; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,11 +100,7 @@ impl NimbusProcess {
             if let Some(status) = self.child.try_wait().expect("child status") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "nimbus did not stop within 30 s of SIGTERM; log:\n{}",
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "nimbus did not stop within 30 s of SIGTERM; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

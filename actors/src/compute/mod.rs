@@ -99,11 +99,7 @@ impl Actor for ComputeAgent {
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
         register(&args).await?;
-        let state = ComputeState {
-            ctx: args.ctx,
-            host: args.host,
-            driver: args.driver,
-        };
+        let state = ComputeState { ctx: args.ctx, host: args.host, driver: args.driver };
         reconcile(&state).await?;
         state.ctx.ns.join(&topic(&state.host), myself.get_cell());
         myself.send_interval(state.ctx.timing.report_interval, || ComputeMsg::ReportIn);
@@ -157,10 +153,9 @@ async fn register(args: &ComputeArgs) -> Result<(), StoreError> {
         .write(move |tx| {
             let hosts = tx.scan(&HOSTS)?;
             let existing = hosts.iter().find(|(n, _)| *n == name).map(|(_, h)| h.clone());
-            let number = existing.as_ref().map_or_else(
-                || hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1,
-                |h| h.number,
-            );
+            let number = existing
+                .as_ref()
+                .map_or_else(|| hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1, |h| h.number);
             let record = Host {
                 name: name.clone(),
                 number,
@@ -200,10 +195,7 @@ async fn reconcile(state: &ComputeState) -> Result<(), ActorProcessingErr> {
         }
         Ok::<_, StoreError>(out)
     })?;
-    for instance in mine
-        .iter()
-        .filter(|i| i.vm_state == VmState::Active && i.task_state.is_none())
-    {
+    for instance in mine.iter().filter(|i| i.vm_state == VmState::Active && i.task_state.is_none()) {
         state.driver.spawn(spec_of(instance)).await?;
     }
     for id in state.driver.list().await? {
@@ -235,17 +227,12 @@ async fn call_network<T: Send + 'static>(
 
 async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError> {
     let store = &state.ctx.store;
-    let instance = store
-        .read(|r| r.get(&INSTANCES, &id))?
-        .ok_or_else(|| ComputeError::Superseded(id, "deleted".into()))?;
+    let instance =
+        store.read(|r| r.get(&INSTANCES, &id))?.ok_or_else(|| ComputeError::Superseded(id, "deleted".into()))?;
     on_this_host(&state.host)(&instance).map_err(|why| ComputeError::Superseded(id, why))?;
     if instance.vm_state == VmState::Active {
         // A resumed build that had finished: make sure it runs, nothing else to do.
-        state
-            .driver
-            .spawn(spec_of(&instance))
-            .await
-            .map_err(|e| ComputeError::Virt(e.to_string()))?;
+        state.driver.spawn(spec_of(&instance)).await.map_err(|e| ComputeError::Virt(e.to_string()))?;
         return Ok(());
     }
     let interfaces = call_network(&state.ctx, |reply| NetworkMsg::Allocate(Wire(id), reply)).await?;
@@ -257,9 +244,7 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
                 // Another attempt of this same build got further already.
                 return Ok(current);
             }
-            transition_in(tx, id, Event::NetworkReady, on_this_host(&host), |i| {
-                i.interfaces = interfaces
-            })
+            transition_in(tx, id, Event::NetworkReady, on_this_host(&host), |i| i.interfaces = interfaces)
         })
         .await
         .map_err(ComputeError::from)?;
@@ -276,9 +261,7 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
             if let Some(current) = current.filter(|i| i.vm_state == VmState::Active && i.host.as_ref() == Some(&host)) {
                 return Ok(current);
             }
-            transition_in(tx, id, Event::Spawned, on_this_host(&host), |i| {
-                i.launched_at = Some(now_ms())
-            })
+            transition_in(tx, id, Event::Spawned, on_this_host(&host), |i| i.launched_at = Some(now_ms()))
         })
         .await;
     if let Err(e) = done {
@@ -297,10 +280,6 @@ fn past_networking(instance: &Instance, host: &HostId) -> bool {
 }
 
 async fn destroy(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError> {
-    state
-        .driver
-        .destroy(id)
-        .await
-        .map_err(|e| ComputeError::Virt(e.to_string()))?;
+    state.driver.destroy(id).await.map_err(|e| ComputeError::Virt(e.to_string()))?;
     call_network(&state.ctx, |reply| NetworkMsg::Deallocate(Wire(id), reply)).await
 }

@@ -22,11 +22,7 @@ pub struct Capacity {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Capacity {
-            vcpus: 16,
-            ram_mb: 32768,
-            disk_gb: 500,
-        }
+        Capacity { vcpus: 16, ram_mb: 32768, disk_gb: 500 }
     }
 }
 
@@ -74,10 +70,7 @@ pub struct FakeHypervisor {
 
 impl FakeHypervisor {
     pub fn new(capacity: Capacity) -> FakeHypervisor {
-        FakeHypervisor {
-            capacity,
-            ..FakeHypervisor::default()
-        }
+        FakeHypervisor { capacity, ..FakeHypervisor::default() }
     }
 
     /// Makes the next `n` spawns fail.
@@ -91,20 +84,12 @@ impl FakeHypervisor {
     }
 
     pub fn running(&self) -> Vec<InstanceSpec> {
-        self.running
-            .lock()
-            .expect("fake hypervisor lock")
-            .values()
-            .cloned()
-            .collect()
+        self.running.lock().expect("fake hypervisor lock").values().cloned().collect()
     }
 
     fn take_injected_failure(&self) -> bool {
         self.broken.load(Ordering::SeqCst)
-            || self
-                .fail_next
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
+            || self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 }
 
@@ -124,10 +109,7 @@ impl VirtDriver for FakeHypervisor {
                 return Ok(());
             }
             if self.take_injected_failure() {
-                return Err(VirtError::Spawn {
-                    id: spec.id,
-                    reason: "injected failure".into(),
-                });
+                return Err(VirtError::Spawn { id: spec.id, reason: "injected failure".into() });
             }
             running.insert(spec.id, spec);
             Ok(())
@@ -142,15 +124,7 @@ impl VirtDriver for FakeHypervisor {
     }
 
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
-        Box::pin(async move {
-            Ok(self
-                .running
-                .lock()
-                .expect("fake hypervisor lock")
-                .keys()
-                .copied()
-                .collect())
-        })
+        Box::pin(async move { Ok(self.running.lock().expect("fake hypervisor lock").keys().copied().collect()) })
     }
 }
 
@@ -173,19 +147,13 @@ pub(crate) mod contract {
     pub async fn check(driver: &dyn VirtDriver) {
         let (a, b) = (spec(1), spec(2));
         driver.spawn(a.clone()).await.expect("spawn a");
-        driver
-            .spawn(a.clone())
-            .await
-            .expect("spawning a running instance again succeeds");
+        driver.spawn(a.clone()).await.expect("spawning a running instance again succeeds");
         driver.spawn(b.clone()).await.expect("spawn b");
         let mut listed = driver.list().await.unwrap();
         listed.sort();
         assert_eq!(listed, vec![a.id, b.id]);
         driver.destroy(a.id).await.expect("destroy a");
-        driver
-            .destroy(a.id)
-            .await
-            .expect("destroying a missing instance succeeds");
+        driver.destroy(a.id).await.expect("destroying a missing instance succeeds");
         assert_eq!(driver.list().await.unwrap(), vec![b.id]);
         driver.destroy(b.id).await.unwrap();
         assert!(driver.list().await.unwrap().is_empty());

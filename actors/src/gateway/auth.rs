@@ -12,16 +12,9 @@ use crate::identity::{self, AuthContext};
 pub struct Auth(pub AuthContext);
 
 pub fn token_from(parts: &Parts) -> Result<&str, CloudError> {
-    parts
-        .headers
-        .get("x-auth-token")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            CloudError::Unauthorized(
-                "The request you have made requires authentication: no X-Auth-Token header.".into(),
-            )
-        })
+    parts.headers.get("x-auth-token").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).ok_or_else(|| {
+        CloudError::Unauthorized("The request you have made requires authentication: no X-Auth-Token header.".into())
+    })
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -31,6 +24,7 @@ impl FromRequestParts<AppState> for Auth {
         let service = match parts.uri.path() {
             p if p.starts_with("/identity") => Service::Identity,
             p if p.starts_with("/image") => Service::Image,
+            p if p.starts_with("/network") => Service::Network,
             _ => Service::Compute,
         };
         let context = token_from(parts).and_then(|secret| identity::validate(&state.ctx.store, secret));
@@ -44,9 +38,7 @@ impl Auth {
         if self.0.has(role) {
             Ok(())
         } else {
-            Err(CloudError::Forbidden(format!(
-                "Policy doesn't allow {action} to be performed."
-            )))
+            Err(CloudError::Forbidden(format!("Policy doesn't allow {action} to be performed.")))
         }
     }
 

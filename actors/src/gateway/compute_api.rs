@@ -20,10 +20,13 @@ use sha2::{Digest, Sha224};
 
 use super::auth::Auth;
 use super::errors::parse_json;
-use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
+use super::{ApiError, AppState, COMPUTE_MICROVERSION, call_network, iso8601};
 use crate::instance_state::{Event, Lifecycle, api_status, task_state_name, vm_state_name};
 use crate::instances::{TransitionError, transition_in};
-use crate::{CloudError, projects};
+use crate::network::NetworkMsg;
+use crate::network::floating::{Caller, FloatingRequest};
+use crate::{CloudError, projects, quota};
+use nimbus_runtime::Wire;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -39,6 +42,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/servers", get(list_servers_brief).post(create_server))
         .route("/compute/v2.1/servers/detail", get(list_servers_detail))
         .route("/compute/v2.1/servers/{id}", get(show_server).delete(delete_server))
+        .route("/compute/v2.1/servers/{id}/action", axum::routing::post(server_action))
         .route("/compute/v2.1/os-hypervisors", get(list_hypervisors_brief))
         .route("/compute/v2.1/os-hypervisors/detail", get(list_hypervisors_detail))
         .route("/compute/v2.1/os-services", get(list_services))
@@ -50,12 +54,7 @@ pub fn requested_microversion(headers: &HeaderMap) -> Option<Result<(), ApiError
         .get("openstack-api-version")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().strip_prefix("compute").map(str::trim).map(str::to_string))
-        .or_else(|| {
-            headers
-                .get("x-openstack-nova-api-version")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })?;
+        .or_else(|| headers.get("x-openstack-nova-api-version").and_then(|v| v.to_str().ok()).map(str::to_string))?;
     let asked = asked.trim();
     if asked == "latest" || asked == COMPUTE_MICROVERSION || asked == "2.0" {
         return Some(Ok(()));
@@ -105,31 +104,20 @@ fn flavor_view(f: &Flavor, base: &str, detail: bool) -> Value {
             "OS-FLV-EXT-DATA:ephemeral": f.ephemeral_gb, "OS-FLV-DISABLED:disabled": false,
             "os-flavor-access:is_public": f.is_public, "rxtx_factor": 1.0,
         });
-        v.as_object_mut()
-            .expect("object")
-            .extend(extra.as_object().expect("object").clone());
+        v.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
     }
     v
 }
 
 fn flavors(s: &AppState) -> Result<Vec<Flavor>, ApiError> {
-    let mut all: Vec<Flavor> = s
-        .ctx
-        .store
-        .read(|r| r.scan(&FLAVORS))
-        .map_err(store_err)?
-        .into_iter()
-        .map(|(_, f)| f)
-        .collect();
+    let mut all: Vec<Flavor> =
+        s.ctx.store.read(|r| r.scan(&FLAVORS)).map_err(store_err)?.into_iter().map(|(_, f)| f).collect();
     all.sort_by_key(|f| (f.ram_mb, f.vcpus, f.id.0.clone()));
     Ok(all)
 }
 
 async fn list_flavors_brief(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    let views: Vec<Value> = flavors(&s)?
-        .iter()
-        .map(|f| flavor_view(f, &s.base_url, false))
-        .collect();
+    let views: Vec<Value> = flavors(&s)?.iter().map(|f| flavor_view(f, &s.base_url, false)).collect();
     Ok(Json(json!({"flavors": views})).into_response())
 }
 
@@ -139,11 +127,7 @@ async fn list_flavors_detail(State(s): State<AppState>, _auth: Auth) -> ApiResul
 }
 
 async fn show_flavor(State(s): State<AppState>, _auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let flavor = s
-        .ctx
-        .store
-        .read(|r| r.get(&FLAVORS, &FlavorId(id.clone())))
-        .map_err(store_err)?;
+    let flavor = s.ctx.store.read(|r| r.get(&FLAVORS, &FlavorId(id.clone()))).map_err(store_err)?;
     let flavor = flavor.ok_or_else(|| ApiError::compute(CloudError::not_found("Flavor", &id)))?;
     Ok(Json(json!({"flavor": flavor_view(&flavor, &s.base_url, true)})).into_response())
 }
@@ -168,10 +152,17 @@ fn server_view(i: &Instance, base: &str, admin: bool, detail: bool) -> Value {
     }
     let mut addresses: HashMap<&str, Vec<Value>> = HashMap::new();
     for interface in &i.interfaces {
-        addresses.entry(&interface.network_label).or_default().push(json!({
+        let entry = addresses.entry(&interface.network_label).or_default();
+        entry.push(json!({
             "version": 4, "addr": interface.address.to_string(),
             "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": interface.mac,
         }));
+        for floating in &interface.floating {
+            entry.push(json!({
+                "version": 4, "addr": floating.to_string(),
+                "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": interface.mac,
+            }));
+        }
     }
     let status = api_status(i.vm_state);
     let mut extra = json!({
@@ -205,10 +196,7 @@ fn server_view(i: &Instance, base: &str, admin: bool, detail: bool) -> Value {
         let host = i.host.as_ref().map(|h| h.0.clone());
         fields.insert("OS-EXT-SRV-ATTR:host".into(), json!(host));
         fields.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(host));
-        fields.insert(
-            "OS-EXT-SRV-ATTR:instance_name".into(),
-            json!(format!("instance-{}", &id[..8])),
-        );
+        fields.insert("OS-EXT-SRV-ATTR:instance_name".into(), json!(format!("instance-{}", &id[..8])));
     }
     if let Some(fault) = &i.fault {
         fields.insert(
@@ -220,17 +208,54 @@ fn server_view(i: &Instance, base: &str, admin: bool, detail: bool) -> Value {
     v
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ServerAction {
+    AddFloatingIp { address: String },
+    RemoveFloatingIp { address: String },
+}
+
+/// `POST /servers/{id}/action`: the nova-network era floating IP actions.
+async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let instance = visible_instance(&s, &auth, &id)?;
+    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(ApiError::compute)?;
+    let action: ServerAction = parse_json(&body).map_err(|e| {
+        ApiError::compute(match e {
+            CloudError::BadRequest(m) if m.contains("unknown variant") => {
+                CloudError::BadRequest("nimbus supports the server actions addFloatingIp and removeFloatingIp.".into())
+            }
+            other => other,
+        })
+    })?;
+    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let parse = |a: &str| {
+        a.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| ApiError::compute(CloudError::BadRequest(format!("{a} is not an IPv4 address."))))
+    };
+    let request = match action {
+        ServerAction::AddFloatingIp { address } => {
+            FloatingRequest::Associate { caller, address: parse(&address)?, instance: instance.id }
+        }
+        ServerAction::RemoveFloatingIp { address } => {
+            let address = parse(&address)?;
+            if !instance.interfaces.iter().any(|i| i.floating.contains(&address)) {
+                return Err(ApiError::compute(CloudError::NotFound(format!(
+                    "Floating IP {address} is not associated with instance {id}."
+                ))));
+            }
+            FloatingRequest::Disassociate { caller, address }
+        }
+    };
+    call_network(&s.ctx, |reply| NetworkMsg::Floating(Wire(request), reply)).await.map_err(ApiError::compute)?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
 /// The instance if the caller may see it: their project's, or any for an admin. Anything else is a 404, so
 /// another project's ids are not even confirmed to exist.
-fn visible_instance(s: &AppState, auth: &Auth, id: &str) -> Result<Instance, ApiError> {
+pub(super) fn visible_instance(s: &AppState, auth: &Auth, id: &str) -> Result<Instance, ApiError> {
     let missing = || ApiError::compute(CloudError::NotFound(format!("Instance {id} could not be found.")));
     let parsed: InstanceId = id.parse().map_err(|_| missing())?;
-    let instance = s
-        .ctx
-        .store
-        .read(|r| r.get(&INSTANCES, &parsed))
-        .map_err(store_err)?
-        .ok_or_else(missing)?;
+    let instance = s.ctx.store.read(|r| r.get(&INSTANCES, &parsed)).map_err(store_err)?.ok_or_else(missing)?;
     if instance.project != auth.0.project && !auth.is_admin() {
         return Err(missing());
     }
@@ -260,8 +285,7 @@ fn truthy(v: &str) -> bool {
 fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool) -> ApiResult {
     let all_tenants = filters.all_tenants.as_deref().is_some_and(truthy);
     if all_tenants {
-        auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants")
-            .map_err(ApiError::compute)?;
+        auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants").map_err(ApiError::compute)?;
     }
     let project_filter = filters.project_id.or(filters.tenant_id);
     let mut instances: Vec<Instance> = s
@@ -282,10 +306,7 @@ fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool)
         .map_err(store_err)?;
     instances.retain(|i| {
         filters.name.as_deref().is_none_or(|n| i.name.contains(n))
-            && filters
-                .status
-                .as_deref()
-                .is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
+            && filters.status.as_deref().is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
             && project_filter.as_deref().is_none_or(|p| i.project.to_string() == p)
     });
     // Newest first, as Nova sorts by default.
@@ -300,10 +321,7 @@ fn list_servers(s: &AppState, auth: &Auth, filters: ServerFilters, detail: bool)
     if let Some(limit) = filters.limit {
         instances.truncate(limit);
     }
-    let views: Vec<Value> = instances
-        .iter()
-        .map(|i| server_view(i, &s.base_url, auth.is_admin(), detail))
-        .collect();
+    let views: Vec<Value> = instances.iter().map(|i| server_view(i, &s.base_url, auth.is_admin(), detail)).collect();
     Ok(Json(json!({"servers": views})).into_response())
 }
 
@@ -327,9 +345,7 @@ async fn list_servers_detail(
 fn server_filters(raw: HashMap<String, String>) -> Result<ServerFilters, ApiError> {
     let limit = match raw.get("limit") {
         Some(l) => Some(l.parse::<usize>().map_err(|_| {
-            ApiError::compute(CloudError::BadRequest(format!(
-                "limit must be a non-negative integer, not {l:?}"
-            )))
+            ApiError::compute(CloudError::BadRequest(format!("limit must be a non-negative integer, not {l:?}")))
         })?),
         None => None,
     };
@@ -368,17 +384,8 @@ fn count(v: &Option<Value>, field: &str) -> Result<Option<u32>, CloudError> {
     let bad = || CloudError::BadRequest(format!("Invalid {field}: must be an integer between 1 and 100."));
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .filter(|n| (1..=100).contains(n))
-            .map(|n| Some(n as u32))
-            .ok_or_else(bad),
-        Some(Value::String(s)) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .map(Some)
-            .ok_or_else(bad),
+        Some(Value::Number(n)) => n.as_u64().filter(|n| (1..=100).contains(n)).map(|n| Some(n as u32)).ok_or_else(bad),
+        Some(Value::String(s)) => s.parse::<u32>().ok().filter(|n| (1..=100).contains(n)).map(Some).ok_or_else(bad),
         _ => Err(bad()),
     }
 }
@@ -389,8 +396,7 @@ fn ref_id(reference: &str) -> &str {
 }
 
 async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:servers:create")
-        .map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:servers:create").map_err(ApiError::compute)?;
     let request: CreateServer = parse_json(&body).map_err(ApiError::compute)?;
     let new = request.server;
     let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
@@ -399,12 +405,8 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
             "Invalid input for field/attribute name: a server name must be 1 to 255 printable characters.".into(),
         ));
     }
-    let min = count(&new.min_count, "min_count")
-        .map_err(ApiError::compute)?
-        .unwrap_or(1);
-    let max = count(&new.max_count, "max_count")
-        .map_err(ApiError::compute)?
-        .unwrap_or(min);
+    let min = count(&new.min_count, "min_count").map_err(ApiError::compute)?.unwrap_or(1);
+    let max = count(&new.max_count, "max_count").map_err(ApiError::compute)?.unwrap_or(min);
     if min > max {
         return Err(bad("min_count must be <= max_count".into()));
     }
@@ -431,11 +433,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
     let now = now_ms();
     let instances: Vec<Instance> = (1..=max)
         .map(|n| {
-            let name = if max > 1 {
-                format!("{}-{n}", new.name)
-            } else {
-                new.name.clone()
-            };
+            let name = if max > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
             let Lifecycle { vm, task, power } = Lifecycle::NEW;
             Instance {
                 id: InstanceId::random(),
@@ -469,6 +467,11 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         .store
         .write(move |tx| {
             for instance in &records {
+                quota::charge_in(
+                    tx,
+                    instance.project,
+                    quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb),
+                )?;
                 tx.put(&INSTANCES, &instance.id, instance)?;
                 tx.index_add(&INSTANCES_BY_PROJECT, &instance.project, &instance.id)?;
                 let op = Operation {
@@ -479,10 +482,10 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
                 };
                 tx.put(&OPERATIONS, &instance.id, &op)?;
             }
-            Ok::<_, StoreError>(())
+            Ok::<_, CloudError>(())
         })
         .await
-        .map_err(store_err)?;
+        .map_err(ApiError::compute)?;
     for instance in &instances {
         projects::kick(&s.ctx, instance.project, instance.id).await;
     }
@@ -497,11 +500,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
 
 fn random_admin_pass() -> String {
     use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(12)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(12).map(char::from).collect()
 }
 
 /// `networks` may be "auto", "none", or a list of `{"uuid": …}` (or `{"port": …}`, which nimbus does not
@@ -519,50 +518,33 @@ fn validate_networks(s: &AppState, networks: Option<&Value>) -> Result<(), ApiEr
                 let Some(uuid) = entry.get("uuid").and_then(Value::as_str) else {
                     return Err(bad("Each requested network needs a uuid.".into()));
                 };
-                let id: NetworkId = uuid.parse().map_err(|_| {
-                    bad(format!(
-                        "Bad network format: network uuid is not in proper format ({uuid})"
-                    ))
-                })?;
-                if s.ctx
-                    .store
-                    .read(|r| r.get(&NETWORKS, &id))
-                    .map_err(store_err)?
-                    .is_none()
-                {
+                let id: NetworkId = uuid
+                    .parse()
+                    .map_err(|_| bad(format!("Bad network format: network uuid is not in proper format ({uuid})")))?;
+                if s.ctx.store.read(|r| r.get(&NETWORKS, &id)).map_err(store_err)?.is_none() {
                     return Err(bad(format!("Network {uuid} could not be found.")));
                 }
             }
             Ok(())
         }
-        Some(other) => Err(bad(format!(
-            "Invalid networks value {other}; expected \"auto\", \"none\" or a list."
-        ))),
+        Some(other) => Err(bad(format!("Invalid networks value {other}; expected \"auto\", \"none\" or a list."))),
     }
 }
 
 async fn delete_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let instance = visible_instance(&s, &auth, &id)?;
-    auth.require(Role::Member, "os_compute_api:servers:delete")
-        .map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:servers:delete").map_err(ApiError::compute)?;
     let (instance_id, project) = (instance.id, instance.project);
     let logged = s
         .ctx
         .store
         .write(move |tx| {
-            let current = tx
-                .get(&INSTANCES, &instance_id)?
-                .ok_or(TransitionError::Gone(instance_id))?;
+            let current = tx.get(&INSTANCES, &instance_id)?.ok_or(TransitionError::Gone(instance_id))?;
             if current.task_state != Some(TaskState::Deleting) {
                 transition_in(tx, instance_id, Event::DeleteRequested, |_| Ok(()), |_| {})?;
             }
             // The delete supersedes any build in flight; the conductor notices when its step returns.
-            let op = Operation {
-                instance: instance_id,
-                project,
-                kind: OperationKind::Delete,
-                started_at: now_ms(),
-            };
+            let op = Operation { instance: instance_id, project, kind: OperationKind::Delete, started_at: now_ms() };
             tx.put(&OPERATIONS, &instance_id, &op)?;
             Ok::<_, TransitionError>(())
         })
@@ -601,13 +583,7 @@ fn hosts_with_usage(s: &AppState) -> Result<Vec<HostUsage>, ApiError> {
             let mut hosts: Vec<HostUsage> = r
                 .scan(&HOSTS)?
                 .into_iter()
-                .map(|(_, host)| HostUsage {
-                    host,
-                    vcpus: 0,
-                    ram_mb: 0,
-                    disk_gb: 0,
-                    running: 0,
-                })
+                .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, running: 0 })
                 .collect();
             for (_, i) in r.scan(&INSTANCES)? {
                 if let Some(u) = hosts.iter_mut().find(|u| Some(&u.host.name) == i.host.as_ref()) {
@@ -624,8 +600,7 @@ fn hosts_with_usage(s: &AppState) -> Result<Vec<HostUsage>, ApiError> {
 }
 
 fn hypervisors(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-hypervisors:list")
-        .map_err(ApiError::compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-hypervisors:list").map_err(ApiError::compute)?;
     let views: Vec<Value> = hosts_with_usage(s)?
         .into_iter()
         .map(|HostUsage { host: h, vcpus: vcpus_used, ram_mb: ram_used, disk_gb: disk_used, running }| {
@@ -660,8 +635,7 @@ async fn list_hypervisors_detail(State(s): State<AppState>, auth: Auth) -> ApiRe
 }
 
 async fn list_services(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-services:list")
-        .map_err(ApiError::compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
     let views: Vec<Value> = hosts_with_usage(&s)?
         .into_iter()
         .map(|HostUsage { host: h, .. }| {

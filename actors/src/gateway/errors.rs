@@ -14,6 +14,7 @@ pub enum Service {
     Identity,
     Compute,
     Image,
+    Network,
 }
 
 /// A [`CloudError`] on its way out of a handler of `service`.
@@ -25,22 +26,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn compute(error: CloudError) -> ApiError {
-        ApiError {
-            service: Service::Compute,
-            error,
-        }
+        ApiError { service: Service::Compute, error }
     }
     pub fn identity(error: CloudError) -> ApiError {
-        ApiError {
-            service: Service::Identity,
-            error,
-        }
+        ApiError { service: Service::Identity, error }
     }
     pub fn image(error: CloudError) -> ApiError {
-        ApiError {
-            service: Service::Image,
-            error,
-        }
+        ApiError { service: Service::Image, error }
     }
 }
 
@@ -55,6 +47,18 @@ fn compute_fault(status: u16) -> &'static str {
         413 => "overLimit",
         503 => "serviceUnavailable",
         _ => "computeFault",
+    }
+}
+
+fn neutron_type(error: &CloudError) -> &'static str {
+    match error {
+        CloudError::BadRequest(_) => "BadRequest",
+        CloudError::Unauthorized(_) => "NotAuthorized",
+        CloudError::Forbidden(_) => "PolicyNotAuthorized",
+        CloudError::NotFound(_) => "NotFound",
+        CloudError::Conflict(_) => "Conflict",
+        CloudError::QuotaExceeded(_) => "OverQuota",
+        _ => "ServiceUnavailable",
     }
 }
 
@@ -73,7 +77,10 @@ fn title(status: u16) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.error.status();
+        let status = match (&self.error, self.service) {
+            (CloudError::QuotaExceeded(_), Service::Network) => 409,
+            (error, _) => error.status(),
+        };
         let message = match &self.error {
             // Infrastructure failures: log the whole chain, tell the user what failed without internals.
             CloudError::Store(_) | CloudError::Internal(_) | CloudError::Unavailable { .. } => {
@@ -100,6 +107,9 @@ impl IntoResponse for ApiError {
             Service::Compute | Service::Image => {
                 json!({compute_fault(status): {"code": status, "message": message}})
             }
+            Service::Network => {
+                json!({"NeutronError": {"type": neutron_type(&self.error), "message": message, "detail": ""}})
+            }
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(body)).into_response()
@@ -109,16 +119,11 @@ impl IntoResponse for ApiError {
 /// Parses a JSON request body; malformed JSON or a wrong shape is a 400 that says what is wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CloudError> {
     if body.is_empty() {
-        return Err(CloudError::BadRequest(
-            "The request body is empty; a JSON object is expected.".into(),
-        ));
+        return Err(CloudError::BadRequest("The request body is empty; a JSON object is expected.".into()));
     }
     serde_json::from_slice(body).map_err(|e| {
-        let what = if e.is_syntax() || e.is_eof() {
-            "Malformed request body"
-        } else {
-            "Invalid input for the request body"
-        };
+        let what =
+            if e.is_syntax() || e.is_eof() { "Malformed request body" } else { "Invalid input for the request body" };
         CloudError::BadRequest(format!("{what}: {e}"))
     })
 }
@@ -128,13 +133,12 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         Service::Identity
     } else if uri.path().starts_with("/image") {
         Service::Image
+    } else if uri.path().starts_with("/network") {
+        Service::Network
     } else {
         Service::Compute
     };
-    ApiError {
-        service,
-        error: CloudError::NotFound(format!("The resource {} could not be found.", uri.path())),
-    }
+    ApiError { service, error: CloudError::NotFound(format!("The resource {} could not be found.", uri.path())) }
 }
 
 pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use nimbus_storage::Reads;
 use nimbus_storage::ids::UserId;
-use nimbus_storage::records::{Project, Role, User};
+use nimbus_storage::records::{NetworkMode, Project, Role, User};
 use nimbus_storage::schema::{PROJECTS, USERS};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,10 +32,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/identity/v3/projects", get(list_projects).post(create_project))
         .route("/identity/v3/users", get(list_users).post(create_user))
         .route("/identity/v3/roles", get(list_roles))
-        .route(
-            "/identity/v3/projects/{project}/users/{user}/roles/{role}",
-            put(grant_role),
-        )
+        .route("/identity/v3/projects/{project}/users/{user}/roles/{role}", put(grant_role))
 }
 
 fn version_doc(base: &str) -> Value {
@@ -49,11 +46,7 @@ fn version_doc(base: &str) -> Value {
 }
 
 async fn versions(State(s): State<AppState>) -> Response {
-    (
-        StatusCode::MULTIPLE_CHOICES,
-        Json(json!({"versions": {"values": [version_doc(&s.base_url)]}})),
-    )
-        .into_response()
+    (StatusCode::MULTIPLE_CHOICES, Json(json!({"versions": {"values": [version_doc(&s.base_url)]}}))).into_response()
 }
 
 async fn version(State(s): State<AppState>) -> Response {
@@ -78,6 +71,7 @@ fn catalog(base: &str) -> Value {
         entry("identity", "keystone", "/identity"),
         entry("compute", "nova", "/compute/v2.1"),
         entry("image", "glance", "/image"),
+        entry("network", "neutron", "/network"),
     ])
 }
 
@@ -152,9 +146,7 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
             user.flatten().map(|u| u.name).unwrap_or_default()
         }
         (None, None) => {
-            return Err(ApiError::identity(CloudError::BadRequest(
-                "A user name or id is required.".into(),
-            )));
+            return Err(ApiError::identity(CloudError::BadRequest("A user name or id is required.".into())));
         }
     };
     let project = match request.auth.scope.and_then(|s| s.project) {
@@ -163,24 +155,15 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
         _ => {
             // Unscoped request: scope to the user's default project.
             let user = identity::find_user(store, &user_name).map_err(|e| ApiError::identity(e.into()))?;
-            user.and_then(|u| u.default_project)
-                .map(|p| p.to_string())
-                .unwrap_or_default()
+            user.and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default()
         }
     };
-    let (secret, ctx) = identity::password_login(
-        store,
-        &user_name,
-        &password.user.password,
-        &project,
-        s.ctx.timing.token_ttl,
-    )
-    .await
-    .map_err(ApiError::identity)?;
+    let (secret, ctx) =
+        identity::password_login(store, &user_name, &password.user.password, &project, s.ctx.timing.token_ttl)
+            .await
+            .map_err(ApiError::identity)?;
     let mut response = (StatusCode::CREATED, Json(token_body(&ctx, &s.base_url))).into_response();
-    response
-        .headers_mut()
-        .insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
+    response.headers_mut().insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
     Ok(response)
 }
 
@@ -197,6 +180,7 @@ async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::ht
 
 fn project_view(p: &Project, base: &str) -> Value {
     json!({"id": p.id.to_string(), "name": p.name, "description": p.description, "enabled": p.enabled,
+           "network_mode": p.network_mode.name(),
            "domain_id": "default", "parent_id": "default", "is_domain": false, "tags": [],
            "links": {"self": format!("{base}/identity/v3/projects/{}", p.id)}})
 }
@@ -213,11 +197,7 @@ fn admin_only(auth: &Auth, action: &str) -> Result<(), ApiError> {
 
 async fn list_projects(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_projects")?;
-    let projects = s
-        .ctx
-        .store
-        .read(|r| r.scan(&PROJECTS))
-        .map_err(|e| ApiError::identity(e.into()))?;
+    let projects = s.ctx.store.read(|r| r.scan(&PROJECTS)).map_err(|e| ApiError::identity(e.into()))?;
     let views: Vec<Value> = projects.iter().map(|(_, p)| project_view(p, &s.base_url)).collect();
     Ok(Json(json!({"projects": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
 }
@@ -231,28 +211,30 @@ struct NewProject {
     name: String,
     #[serde(default)]
     description: String,
+    /// A nimbus extension (Keystone keeps extra project attributes): `flat` (default), `flat_dhcp` or `vlan`.
+    network_mode: Option<String>,
 }
 
 async fn create_project(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     admin_only(&auth, "identity:create_project")?;
     let request: CreateProject = parse_json(&body).map_err(ApiError::identity)?;
-    let project = identity::create_project(&s.ctx.store, &request.project.name, &request.project.description)
+    let mode = match request.project.network_mode.as_deref() {
+        None => NetworkMode::Flat,
+        Some(name) => NetworkMode::from_name(name).ok_or_else(|| {
+            ApiError::identity(CloudError::BadRequest(format!(
+                "Unknown network_mode {name:?}; use flat, flat_dhcp or vlan."
+            )))
+        })?,
+    };
+    let project = identity::create_project(&s.ctx.store, &request.project.name, &request.project.description, mode)
         .await
         .map_err(ApiError::identity)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"project": project_view(&project, &s.base_url)})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({"project": project_view(&project, &s.base_url)}))).into_response())
 }
 
 async fn list_users(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_users")?;
-    let users = s
-        .ctx
-        .store
-        .read(|r| r.scan(&USERS))
-        .map_err(|e| ApiError::identity(e.into()))?;
+    let users = s.ctx.store.read(|r| r.scan(&USERS)).map_err(|e| ApiError::identity(e.into()))?;
     let views: Vec<Value> = users.iter().map(|(_, u)| user_view(u, &s.base_url)).collect();
     Ok(Json(json!({"users": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
 }
@@ -280,27 +262,16 @@ async fn create_user(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
         ),
         None => None,
     };
-    let user = identity::create_user(
-        &s.ctx.store,
-        &request.user.name,
-        &request.user.password,
-        default_project,
-    )
-    .await
-    .map_err(ApiError::identity)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"user": user_view(&user, &s.base_url)})),
-    )
-        .into_response())
+    let user = identity::create_user(&s.ctx.store, &request.user.name, &request.user.password, default_project)
+        .await
+        .map_err(ApiError::identity)?;
+    Ok((StatusCode::CREATED, Json(json!({"user": user_view(&user, &s.base_url)}))).into_response())
 }
 
 async fn list_roles(auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_roles")?;
-    let roles: Vec<Value> = Role::ALL
-        .iter()
-        .map(|r| json!({"id": r.name(), "name": r.name(), "domain_id": null}))
-        .collect();
+    let roles: Vec<Value> =
+        Role::ALL.iter().map(|r| json!({"id": r.name(), "name": r.name(), "domain_id": null})).collect();
     Ok(Json(json!({"roles": roles})).into_response())
 }
 
@@ -317,13 +288,9 @@ async fn grant_role(
         .ok_or_else(|| ApiError::identity(CloudError::not_found("Project", &project)))?;
     let user_id = match user.parse::<UserId>() {
         Ok(id) => Some(id),
-        Err(_) => identity::find_user(store, &user)
-            .map_err(|e| ApiError::identity(e.into()))?
-            .map(|u| u.id),
+        Err(_) => identity::find_user(store, &user).map_err(|e| ApiError::identity(e.into()))?.map(|u| u.id),
     };
     let user_id = user_id.ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
-    identity::grant(store, user_id, project.id, role)
-        .await
-        .map_err(ApiError::identity)?;
+    identity::grant(store, user_id, project.id, role).await.map_err(ApiError::identity)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -56,25 +56,16 @@ fn visible(i: &Image, auth: &Auth) -> bool {
 }
 
 async fn list_images(State(s): State<AppState>, auth: Auth, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let all = s
-        .ctx
-        .store
-        .read(|r| r.scan(&IMAGES))
-        .map_err(|e| ApiError::image(e.into()))?;
+    let all = s.ctx.store.read(|r| r.scan(&IMAGES)).map_err(|e| ApiError::image(e.into()))?;
     // `id=in:a,b` is how the CLI fetches the images of a server list at once.
-    let ids: Option<Vec<&str>> = q
-        .get("id")
-        .map(|v| v.strip_prefix("in:").unwrap_or(v).split(',').collect());
+    let ids: Option<Vec<&str>> = q.get("id").map(|v| v.strip_prefix("in:").unwrap_or(v).split(',').collect());
     let mut images: Vec<&Image> = all
         .iter()
         .map(|(_, i)| i)
         .filter(|i| visible(i, &auth))
         .filter(|i| q.get("name").is_none_or(|n| &i.name == n))
         .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id.to_string().as_str())))
-        .filter(|i| {
-            q.get("visibility")
-                .is_none_or(|v| v == "all" || (v == "public") == i.public)
-        })
+        .filter(|i| q.get("visibility").is_none_or(|v| v == "all" || (v == "public") == i.public))
         .collect();
     images.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
     let views: Vec<Value> = images.into_iter().map(image_view).collect();
@@ -84,11 +75,7 @@ async fn list_images(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
 async fn show_image(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let missing = || ApiError::image(CloudError::NotFound(format!("No image found with ID {id}")));
     let parsed: ImageId = id.parse().map_err(|_| missing())?;
-    let image = s
-        .ctx
-        .store
-        .read(|r| r.get(&IMAGES, &parsed))
-        .map_err(|e| ApiError::image(e.into()))?;
+    let image = s.ctx.store.read(|r| r.get(&IMAGES, &parsed)).map_err(|e| ApiError::image(e.into()))?;
     let image = image.filter(|i| visible(i, &auth)).ok_or_else(missing)?;
     Ok(Json(image_view(&image)).into_response())
 }
@@ -122,17 +109,13 @@ async fn create_image(State(s): State<AppState>, auth: Auth, body: Bytes) -> Api
     auth.require(Role::Admin, "add_image").map_err(ApiError::image)?;
     let new: NewImage = parse_json(&body).map_err(ApiError::image)?;
     if new.name.trim().is_empty() || new.name.len() > 255 {
-        return Err(ApiError::image(CloudError::BadRequest(
-            "An image name must be 1 to 255 characters.".into(),
-        )));
+        return Err(ApiError::image(CloudError::BadRequest("An image name must be 1 to 255 characters.".into())));
     }
     let public = match new.visibility.as_deref() {
         None | Some("public") => true,
         Some("private") => false,
         Some(other) => {
-            return Err(ApiError::image(CloudError::BadRequest(format!(
-                "Invalid visibility value: {other}"
-            ))));
+            return Err(ApiError::image(CloudError::BadRequest(format!("Invalid visibility value: {other}"))));
         }
     };
     let image = Image {

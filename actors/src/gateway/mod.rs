@@ -11,6 +11,8 @@ mod compute_api;
 mod errors;
 mod identity_api;
 mod image_api;
+mod network_api;
+mod nova_network_api;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::{Ctx, identity};
+use crate::{CloudError, Ctx, identity, network};
 pub use errors::{ApiError, Service};
 
 /// The newest compute microversion nimbus implements (and so the only one it advertises).
@@ -83,10 +85,7 @@ impl Actor for Gateway {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let app = router(AppState {
-            ctx: args.ctx.clone(),
-            base_url: Arc::from(args.base_url.as_str()),
-        });
+        let app = router(AppState { ctx: args.ctx.clone(), base_url: Arc::from(args.base_url.as_str()) });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -97,10 +96,7 @@ impl Actor for Gateway {
             }
         });
         myself.send_interval(Duration::from_secs(600), || GatewayMsg::PurgeTokens);
-        Ok(GatewayState {
-            ctx: args.ctx,
-            server: ServerTask { task, stop: Some(stop) },
-        })
+        Ok(GatewayState { ctx: args.ctx, server: ServerTask { task, stop: Some(stop) } })
     }
 
     async fn post_stop(
@@ -139,6 +135,8 @@ pub fn router(state: AppState) -> Router {
         .merge(identity_api::routes())
         .merge(compute_api::routes())
         .merge(image_api::routes())
+        .merge(nova_network_api::routes())
+        .merge(network_api::routes())
         .fallback(errors::not_found)
         .layer(middleware::from_fn(request_ids))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
@@ -149,9 +147,7 @@ pub fn router(state: AppState) -> Router {
 async fn request_ids(request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
     let compute = request.uri().path().starts_with("/compute");
-    let wanted = compute
-        .then(|| compute_api::requested_microversion(request.headers()))
-        .flatten();
+    let wanted = compute.then(|| compute_api::requested_microversion(request.headers())).flatten();
     let mut response = match wanted {
         Some(Err(e)) => axum::response::IntoResponse::into_response(e),
         _ => next.run(request).await,
@@ -162,10 +158,7 @@ async fn request_ids(request: Request, next: Next) -> Response {
     if compute {
         headers.insert(HeaderName::from_static("x-compute-request-id"), id);
         let version = HeaderValue::from_static(COMPUTE_MICROVERSION);
-        headers.insert(
-            HeaderName::from_static("openstack-api-version"),
-            HeaderValue::from_static("compute 2.1"),
-        );
+        headers.insert(HeaderName::from_static("openstack-api-version"), HeaderValue::from_static("compute 2.1"));
         headers.insert(HeaderName::from_static("x-openstack-nova-api-version"), version);
         headers.insert(
             axum::http::header::VARY,
@@ -173,6 +166,17 @@ async fn request_ids(request: Request, next: Next) -> Response {
         );
     }
     response
+}
+
+/// Calls the network manager; its errors become API errors, no answer is a 503.
+pub(crate) async fn call_network<T: Send + 'static>(
+    ctx: &Ctx,
+    make: impl FnOnce(ractor::RpcReplyPort<network::Reply<T>>) -> network::NetworkMsg,
+) -> Result<T, CloudError> {
+    match nimbus_runtime::rpc::call_topic(&ctx.ns, &network::TOPIC, make, ctx.timing.call).await {
+        Ok(nimbus_runtime::Wire(outcome)) => outcome.map_err(CloudError::from),
+        Err(source) => Err(CloudError::Unavailable { what: "The network manager did not answer".into(), source }),
+    }
 }
 
 /// Formats store milliseconds the way the OpenStack APIs show times.

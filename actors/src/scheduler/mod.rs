@@ -72,12 +72,7 @@ impl Actor for Scheduler {
 
     async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, ctx: Ctx) -> Result<SchedulerState, ActorProcessingErr> {
         ctx.ns.join(&TOPIC, myself.get_cell());
-        Ok(SchedulerState {
-            ctx,
-            ratios: Ratios::default(),
-            view: None,
-            claims: HashMap::new(),
-        })
+        Ok(SchedulerState { ctx, ratios: Ratios::default(), view: None, claims: HashMap::new() })
     }
 
     async fn handle(
@@ -101,14 +96,8 @@ impl SchedulerState {
         let hosts = self.hosts()?;
         let chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
         if let Ok(host) = &chosen {
-            self.claims.insert(
-                request.instance,
-                Claim {
-                    host: host.clone(),
-                    demand: request.demand,
-                    at: Instant::now(),
-                },
-            );
+            self.claims
+                .insert(request.instance, Claim { host: host.clone(), demand: request.demand, at: Instant::now() });
         }
         Ok(chosen)
     }
@@ -155,22 +144,14 @@ impl SchedulerState {
                 .collect();
             let mut placed = HashMap::new();
             for (id, instance) in r.scan(&INSTANCES)? {
-                if let Some(h) = instance
-                    .host
-                    .as_ref()
-                    .and_then(|name| hosts.iter_mut().find(|h| &h.name == name))
-                {
+                if let Some(h) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|h| &h.name == name)) {
                     h.used_vcpus += instance.flavor.vcpus;
                     h.used_ram_mb += instance.flavor.ram_mb;
                     h.used_disk_gb += instance.flavor.disk_gb;
                 }
                 placed.insert(id, instance.host);
             }
-            Ok(StoreView {
-                hosts,
-                placed,
-                read_at: Instant::now(),
-            })
+            Ok(StoreView { hosts, placed, read_at: Instant::now() })
         })
     }
 }

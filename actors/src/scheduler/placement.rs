@@ -29,11 +29,7 @@ pub struct Ratios {
 
 impl Default for Ratios {
     fn default() -> Self {
-        Ratios {
-            cpu: 16.0,
-            ram: 1.5,
-            disk: 1.0,
-        }
+        Ratios { cpu: 16.0, ram: 1.5, disk: 1.0 }
     }
 }
 
@@ -88,12 +84,7 @@ pub fn filter(host: &HostState, demand: &Demand, ratios: Ratios) -> Result<(), R
     if !fits(host.ram_mb, host.used_ram_mb, demand.ram_mb, ratios.ram) {
         return Err(Rejection::Ram);
     }
-    if !fits(
-        host.vcpus.into(),
-        host.used_vcpus.into(),
-        demand.vcpus.into(),
-        ratios.cpu,
-    ) {
+    if !fits(host.vcpus.into(), host.used_vcpus.into(), demand.vcpus.into(), ratios.cpu) {
         return Err(Rejection::Vcpus);
     }
     if !fits(host.disk_gb, host.used_disk_gb, demand.disk_gb, ratios.disk) {
@@ -137,10 +128,8 @@ pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Re
         let detail = if hosts.is_empty() {
             "There are no compute hosts.".to_string()
         } else {
-            let reasons: Vec<String> = rejected
-                .iter()
-                .map(|(why, n)| format!("{n} host(s): {}", why.describe()))
-                .collect();
+            let reasons: Vec<String> =
+                rejected.iter().map(|(why, n)| format!("{n} host(s): {}", why.describe())).collect();
             format!("Rejected {}.", reasons.join("; "))
         };
         NoValidHost { detail }
@@ -175,12 +164,7 @@ mod tests {
     }
 
     fn check(spec: &str, ram_mb: u64, vcpus: u32, tried: &[&str], expected: &str) {
-        let demand = Demand {
-            vcpus,
-            ram_mb,
-            disk_gb: 1,
-            tried: tried.iter().map(|t| HostId(t.to_string())).collect(),
-        };
+        let demand = Demand { vcpus, ram_mb, disk_gb: 1, tried: tried.iter().map(|t| HostId(t.to_string())).collect() };
         let got = match select(&hosts(spec), &demand, Ratios::default()) {
             Ok(h) => h.name.0.clone(),
             Err(e) => e.to_string(),
@@ -198,24 +182,12 @@ mod tests {
     fn ram_counts_with_its_allocation_ratio() {
         // 1000 MB at ratio 1.5 allows 1500 MB.
         check("a:1000/1000:4/0", 500, 1, &[], "a");
-        check(
-            "a:1000/1001:4/0",
-            500,
-            1,
-            &[],
-            "No valid host was found. Rejected 1 host(s): not enough RAM.",
-        );
+        check("a:1000/1001:4/0", 500, 1, &[], "No valid host was found. Rejected 1 host(s): not enough RAM.");
     }
 
     #[test]
     fn vcpus_count_with_their_ratio() {
-        check(
-            "a:9000/0:1/16",
-            10,
-            1,
-            &[],
-            "No valid host was found. Rejected 1 host(s): not enough vCPUs.",
-        );
+        check("a:9000/0:1/16", 10, 1, &[], "No valid host was found. Rejected 1 host(s): not enough vCPUs.");
         check("a:9000/0:1/15 b:9000/0:1/16", 10, 1, &[], "a");
     }
 

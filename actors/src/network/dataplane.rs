@@ -1,0 +1,204 @@
+//! Dataplane drivers: the one contract through which the network manager and the VLAN supervisors change the
+//! kernel (bridges, segments, DHCP, NAT, VPN forwarding), and the `sim` driver, which records the state it was
+//! asked for.
+//!
+//! Every call states the whole desired state of one thing (a network's segment, the NAT table, a project's VPN
+//! forward); a driver makes the kernel match it. Callers compute that state from the store each time
+//! ([`super::desired`]), so the same call both applies a change and repairs drift.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use ipnetwork::Ipv4Network;
+use nimbus_storage::ids::{NetworkId, ProjectId};
+use nimbus_storage::records::NetworkMode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+pub type DataplaneFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DataplaneError>> + Send + 'a>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("dataplane: {0}")]
+pub struct DataplaneError(pub String);
+
+/// One DHCP host entry (dnsmasq's `mac,hostname,ip`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DhcpHost {
+    pub mac: String,
+    pub hostname: String,
+    pub address: Ipv4Addr,
+}
+
+/// Everything one network needs on a host: its bridge, its segment, and its DHCP server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub network: NetworkId,
+    pub label: String,
+    pub mode: NetworkMode,
+    pub bridge: String,
+    pub bridge_interface: Option<String>,
+    /// VLAN mode: the segment id.
+    pub vlan: Option<u16>,
+    pub cidr: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    /// FlatDHCP / VLAN: the server's address and its host entries.
+    pub dhcp: Option<(Ipv4Addr, BTreeSet<DhcpHost>)>,
+}
+
+/// A floating address NATed to a fixed one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FloatingNat {
+    pub floating: Ipv4Addr,
+    pub fixed: Ipv4Addr,
+    pub interface: String,
+}
+
+/// The whole NAT table: floating addresses, and the fixed ranges SNATed for outbound traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nat {
+    pub floating: BTreeSet<FloatingNat>,
+    pub snat_ranges: BTreeSet<Ipv4Network>,
+}
+
+/// A project's VPN endpoint: UDP `public:port` forwarded to `private:1194`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnForward {
+    pub project: ProjectId,
+    pub network: NetworkId,
+    pub public_address: Option<Ipv4Addr>,
+    pub public_port: u16,
+    pub private_address: Ipv4Addr,
+}
+
+/// What a DHCP server reported about a lease (dnsmasq's `--dhcp-script` actions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseAction {
+    Add,
+    Old,
+    Del,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEvent {
+    pub network: NetworkId,
+    pub action: LeaseAction,
+    pub mac: String,
+    pub address: Ipv4Addr,
+}
+
+/// The contract of a dataplane driver. Every method is idempotent.
+pub trait Dataplane: Send + Sync + 'static {
+    /// `sim`, `linux`.
+    fn kind(&self) -> &'static str;
+    /// Makes the network's bridge, segment and DHCP server exactly `segment`.
+    fn ensure_segment(&self, segment: Segment) -> DataplaneFuture<'_>;
+    /// Removes everything of the network.
+    fn remove_segment(&self, network: NetworkId) -> DataplaneFuture<'_>;
+    /// Replaces the NAT table, atomically.
+    fn apply_nat(&self, nat: Nat) -> DataplaneFuture<'_>;
+    /// Makes the project's VPN forward exactly `vpn` (or removes it).
+    fn ensure_vpn(&self, project: ProjectId, vpn: Option<VpnForward>) -> DataplaneFuture<'_>;
+    /// Ends a DHCP lease now (dnsmasq's `dhcp_release`), so the address can be reused at once.
+    fn release_lease(&self, network: NetworkId, mac: String, address: Ipv4Addr) -> DataplaneFuture<'_>;
+    /// Where lease events go; the network manager subscribes when it starts.
+    fn subscribe(&self, events: mpsc::UnboundedSender<LeaseEvent>);
+}
+
+/// The recorded state of the `sim` driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimState {
+    pub segments: BTreeMap<NetworkId, Segment>,
+    pub nat: Nat,
+    pub vpns: BTreeMap<ProjectId, VpnForward>,
+}
+
+/// A dataplane that records what it is asked for. Its DHCP servers grant a lease to every host entry at once
+/// and report it, and end leases on release, as a real one would once the instance asks.
+#[derive(Default)]
+pub struct SimDataplane {
+    state: Mutex<SimState>,
+    events: Mutex<Option<mpsc::UnboundedSender<LeaseEvent>>>,
+}
+
+impl SimDataplane {
+    pub fn new() -> SimDataplane {
+        SimDataplane::default()
+    }
+
+    pub fn state(&self) -> SimState {
+        self.state.lock().expect("sim dataplane lock").clone()
+    }
+
+    fn emit(&self, event: LeaseEvent) {
+        if let Some(events) = self.events.lock().expect("sim dataplane lock").as_ref() {
+            let _ = events.send(event);
+        }
+    }
+}
+
+impl Dataplane for SimDataplane {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    fn ensure_segment(&self, segment: Segment) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            let network = segment.network;
+            let new_hosts: Vec<DhcpHost> = {
+                let mut state = self.state.lock().expect("sim dataplane lock");
+                let before = state
+                    .segments
+                    .get(&network)
+                    .and_then(|s| s.dhcp.as_ref())
+                    .map(|(_, h)| h.clone())
+                    .unwrap_or_default();
+                let after = segment.dhcp.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
+                state.segments.insert(network, segment);
+                after.difference(&before).cloned().collect()
+            };
+            for host in new_hosts {
+                self.emit(LeaseEvent { network, action: LeaseAction::Add, mac: host.mac, address: host.address });
+            }
+            Ok(())
+        })
+    }
+
+    fn remove_segment(&self, network: NetworkId) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            self.state.lock().expect("sim dataplane lock").segments.remove(&network);
+            Ok(())
+        })
+    }
+
+    fn apply_nat(&self, nat: Nat) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            self.state.lock().expect("sim dataplane lock").nat = nat;
+            Ok(())
+        })
+    }
+
+    fn ensure_vpn(&self, project: ProjectId, vpn: Option<VpnForward>) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            let mut state = self.state.lock().expect("sim dataplane lock");
+            match vpn {
+                Some(vpn) => state.vpns.insert(project, vpn),
+                None => state.vpns.remove(&project),
+            };
+            Ok(())
+        })
+    }
+
+    fn release_lease(&self, network: NetworkId, mac: String, address: Ipv4Addr) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            self.emit(LeaseEvent { network, action: LeaseAction::Del, mac, address });
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self, events: mpsc::UnboundedSender<LeaseEvent>) {
+        *self.events.lock().expect("sim dataplane lock") = Some(events);
+    }
+}

@@ -1,0 +1,96 @@
+//! The VLAN supervisor of one project (`vlan/<project>`, topic `vlan.<project>`): owns the dataplane of the
+//! project's VLAN network — its segment, bridge and DHCP server — and its VPN endpoint. It starts with the
+//! project's supervisor, rebuilds everything from the store when it (re)starts, and re-applies on request
+//! and on a timer.
+
+use nimbus_runtime::{Topic, Wire};
+use nimbus_storage::ids::ProjectId;
+use nimbus_storage::records::{Network, NetworkMode};
+use nimbus_storage::schema::NETWORKS;
+use nimbus_storage::{Reads, StoreError};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+use super::{NetworkError, Reply, desired};
+use crate::Ctx;
+
+pub const ROLE: &str = "vlan";
+
+pub fn topic(project: &ProjectId) -> Topic {
+    Topic::keyed(ROLE, project)
+}
+
+#[derive(RactorClusterMessage)]
+pub enum VlanMsg {
+    /// Re-applies the project's segment, DHCP server and VPN endpoint from the store.
+    #[rpc]
+    Refresh(RpcReplyPort<Reply<()>>),
+    /// Timer: the same, to repair drift.
+    Tick,
+}
+
+pub struct VlanArgs {
+    pub ctx: Ctx,
+    pub project: ProjectId,
+}
+
+pub struct VlanState {
+    ctx: Ctx,
+    project: ProjectId,
+}
+
+pub struct VlanSupervisor;
+
+impl Actor for VlanSupervisor {
+    type Msg = VlanMsg;
+    type State = VlanState;
+    type Arguments = VlanArgs;
+
+    async fn pre_start(&self, myself: ActorRef<VlanMsg>, args: VlanArgs) -> Result<VlanState, ActorProcessingErr> {
+        let state = VlanState { ctx: args.ctx, project: args.project };
+        state.apply().await?;
+        state.ctx.ns.join(&topic(&state.project), myself.get_cell());
+        myself.send_interval(state.ctx.timing.reconcile_interval, || VlanMsg::Tick);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<VlanMsg>,
+        msg: VlanMsg,
+        state: &mut VlanState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            VlanMsg::Refresh(reply) => {
+                let _ = reply.send(Wire(state.apply().await));
+            }
+            VlanMsg::Tick => {
+                if let Err(e) = state.apply().await {
+                    tracing::warn!(project = %state.project, cause = %e, "VLAN reconcile failed; retrying at the next pass");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VlanState {
+    async fn apply(&self) -> Result<(), NetworkError> {
+        let project = self.project;
+        let (segments, vpn) = self.ctx.store.read(|r| {
+            let networks: Vec<Network> = r
+                .scan(&NETWORKS)?
+                .into_iter()
+                .map(|(_, n)| n)
+                .filter(|n| n.project == Some(project) && n.mode == NetworkMode::Vlan)
+                .collect();
+            let segments = networks.iter().map(|n| desired::segment(r, n)).collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, StoreError>((segments, desired::vpn(r, project)?))
+        })?;
+        let fail = |e: super::dataplane::DataplaneError| NetworkError::Dataplane(e.to_string());
+        for segment in segments {
+            self.ctx.dataplane.ensure_segment(segment).await.map_err(fail)?;
+        }
+        self.ctx.dataplane.ensure_vpn(project, vpn).await.map_err(fail)
+    }
+}
