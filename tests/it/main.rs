@@ -2,7 +2,9 @@
 
 mod admin_cli;
 mod api_errors;
+mod floating_ips;
 mod openstack_cli;
 mod persistence;
+mod networks;
 mod servers;
 mod supervision;

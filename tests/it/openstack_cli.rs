@@ -52,3 +52,40 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     assert_eq!(listed.trim(), "");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_stock_openstack_cli_manages_floating_ips() {
+    let t = TestCloud::start().await;
+    let clouds = t.dir.path().join("clouds.yaml");
+    let run = |args: Vec<String>| {
+        let clouds = clouds.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            openstack::run(&clouds, &args)
+        })
+    };
+    let args = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let networks = run(args("network list -f value -c Name")).await.unwrap();
+    assert_eq!(networks.lines().collect::<Vec<_>>(), vec!["private", "public"]);
+    run(args("server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --wait vm1")).await.unwrap();
+
+    let created = run(args("floating ip create public -f value -c floating_ip_address")).await.unwrap();
+    let address = created.trim().to_string();
+    assert_eq!(address, "203.0.113.1");
+    run(args(&format!("server add floating ip vm1 {address}"))).await.unwrap();
+    let listed = run(vec!["floating".into(), "ip".into(), "list".into(), "-f".into(), "json".into()]).await.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["Floating IP Address"], address.as_str());
+    assert!(listed[0]["Fixed IP Address"].as_str().unwrap().starts_with("10.0.0."), "{listed}");
+    assert!(!listed[0]["Port"].is_null(), "the association shows its port: {listed}");
+    let shown = run(args("server show vm1 -f value -c addresses")).await.unwrap();
+    assert!(shown.contains(&address), "{shown}");
+
+    run(args(&format!("server remove floating ip vm1 {address}"))).await.unwrap();
+    let shown = run(args("server show vm1 -f value -c addresses")).await.unwrap();
+    assert!(!shown.contains(&address), "{shown}");
+    run(args(&format!("floating ip delete {address}"))).await.unwrap();
+    let listed = run(args("floating ip list -f value")).await.unwrap();
+    assert_eq!(listed.trim(), "");
+    t.shutdown().await;
+}

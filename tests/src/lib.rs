@@ -112,9 +112,14 @@ impl TestCloud {
 
     /// A new project with a user holding `role` on it; returns that user's client.
     pub async fn user_with_role(&self, role: &str) -> Client {
+        self.user_in_mode("flat", role).await
+    }
+
+    /// A new project networked in `mode` (flat, flat_dhcp, vlan) with a user holding `role` on it.
+    pub async fn user_in_mode(&self, mode: &str, role: &str) -> Client {
         let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
-        let project =
-            self.admin.post("/identity/v3/projects", &json!({"project": {"name": format!("p{n}")}})).await.unwrap();
+        let body = json!({"project": {"name": format!("p{n}"), "network_mode": mode}});
+        let project = self.admin.post("/identity/v3/projects", &body).await.unwrap();
         let project_id = project["project"]["id"].as_str().unwrap().to_string();
         self.user_on(&project_id, role).await
     }

@@ -35,6 +35,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/os-networks/{id}", get(show_network).delete(delete_network))
         .route("/compute/v2.1/os-networks/{id}/action", post(network_action))
         .route("/compute/v2.1/os-floating-ip-pools", get(list_pools))
+        .route("/compute/v2.1/os-floating-ips-bulk", post(create_pool))
         .route("/compute/v2.1/os-floating-ips", get(list_floating).post(allocate_floating))
         .route("/compute/v2.1/os-floating-ips/{id}", get(show_floating).delete(release_floating))
         .route("/compute/v2.1/os-fixed-ips/{address}", get(show_fixed))
@@ -223,6 +224,44 @@ async fn list_pools(State(s): State<AppState>, _auth: Auth) -> ApiResult {
     let pools = s.ctx.store.read(|r| r.scan(&FLOATING_POOLS)).map_err(compute)?;
     let views: Vec<Value> = pools.iter().map(|(name, _)| json!({"name": name})).collect();
     Ok(Json(json!({"floating_ip_pools": views})).into_response())
+}
+
+#[derive(Deserialize)]
+struct BulkCreate {
+    floating_ips_bulk_create: NewPool,
+}
+
+#[derive(Deserialize)]
+struct NewPool {
+    ip_range: String,
+    pool: Option<String>,
+    interface: Option<String>,
+}
+
+/// `POST /os-floating-ips-bulk` (admin): creates a pool of floating addresses, as `nova-manage floating
+/// create` did.
+async fn create_pool(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
+    auth.require(Role::Admin, "os_compute_api:os-floating-ips-bulk").map_err(compute)?;
+    let request: BulkCreate = parse_json(&body).map_err(compute)?;
+    let new = request.floating_ips_bulk_create;
+    let range = new
+        .ip_range
+        .parse()
+        .map_err(|_| compute(CloudError::BadRequest(format!("{} is not an IPv4 CIDR.", new.ip_range))))?;
+    let request = FloatingRequest::CreatePool {
+        name: new.pool.unwrap_or_else(|| "nova".into()),
+        range,
+        interface: new.interface.unwrap_or_else(|| "eth0".into()),
+    };
+    let FloatingOutcome::Pool(pool) =
+        call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?
+    else {
+        unreachable!("pool creation answers with the pool")
+    };
+    Ok(Json(json!({"floating_ips_bulk_create": {
+        "ip_range": pool.range.to_string(), "pool": pool.name, "interface": pool.interface,
+    }}))
+    .into_response())
 }
 
 fn floating_view(ip: &FloatingIp) -> Value {
