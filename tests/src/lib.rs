@@ -216,11 +216,15 @@ pub fn fixed_addresses(server: &Value) -> Vec<String> {
     out
 }
 
-/// Checks the store's cross-table invariants once nothing is in flight; returns the violations found.
+/// Checks the store's cross-table invariants once nothing is in flight; returns the violations found:
+/// pending operations, stuck instances, fixed or floating IPs and their holders out of step, broken indexes,
+/// and usage that differs from the usage recomputed from the resources.
 pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
     use nimbus_storage::Reads;
     use nimbus_storage::ids::Pair;
-    use nimbus_storage::records::VmState;
+    use nimbus_storage::ids::ProjectId;
+    use nimbus_storage::records::{Usage, VmState};
+    use std::collections::BTreeMap;
     use nimbus_storage::schema::*;
     store
         .read(|r| {
@@ -230,6 +234,13 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 bad.push(format!("operation {:?} on {id} is still pending", op.kind));
             }
             for (Pair(network, ip), row) in r.scan(&FIXED_IPS)? {
+                if !row.allocated {
+                    // Reserved by the operator, or released and waiting for the DHCP server's release.
+                    if !row.reserved && row.released_at.is_none() {
+                        bad.push(format!("fixed IP {} is held for no reason", row.address));
+                    }
+                    continue;
+                }
                 let owner = row.instance.and_then(|i| instances.iter().find(|(id, _)| *id == i));
                 match owner {
                     Some((_, instance))
@@ -238,6 +249,38 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                         "fixed IP {} is allocated to {:?}, which does not hold it",
                         row.address, row.instance
                     )),
+                }
+            }
+            let mut recomputed: BTreeMap<ProjectId, Usage> = BTreeMap::new();
+            for (_, instance) in &instances {
+                let u = recomputed.entry(instance.project).or_default();
+                u.instances += 1;
+                u.cores += u64::from(instance.flavor.vcpus);
+                u.ram_mb += instance.flavor.ram_mb;
+                u.fixed_ips += instance.interfaces.len() as u64;
+            }
+            for (_, ip) in r.scan(&FLOATING_IPS)? {
+                if let Some(project) = ip.project {
+                    recomputed.entry(project).or_default().floating_ips += 1;
+                }
+                if let Some(id) = ip.instance {
+                    let holds = instances.iter().any(|(i, inst)| {
+                        *i == id && inst.interfaces.iter().any(|f| f.floating.contains(&ip.address))
+                    });
+                    if !holds {
+                        bad.push(format!("floating IP {} points at {id}, which does not hold it", ip.address));
+                    }
+                }
+            }
+            for (project, usage) in r.scan(&USAGE)? {
+                let expected = recomputed.remove(&project).unwrap_or_default();
+                if usage != expected {
+                    bad.push(format!("usage of project {project} is {usage:?}, recomputed {expected:?}"));
+                }
+            }
+            for (project, usage) in recomputed {
+                if usage != Usage::default() {
+                    bad.push(format!("project {project} uses {usage:?} but has no usage record"));
                 }
             }
             for (id, instance) in &instances {
