@@ -42,7 +42,7 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     let ips = |tag: &str| -> Vec<String> { servers.iter().filter(|(t, _)| *t == tag).map(|(_, s)| mac_and_ip(s).1).collect() };
     assert!(ips("flat").iter().all(|a| a.starts_with("10.0.0.")), "{:?}", ips("flat"));
     assert!(ips("dhcp").iter().all(|a| a.starts_with("10.1.0.")), "{:?}", ips("dhcp"));
-    let subnet = |a: &String| a.rsplitn(2, '.').nth(1).unwrap().to_string();
+    let subnet = |a: &String| a.rsplit_once('.').unwrap().0.to_string();
     let (va, vb): (BTreeSet<String>, BTreeSet<String>) =
         (ips("va").iter().map(subnet).collect(), ips("vb").iter().map(subnet).collect());
     assert_eq!(va.len(), 1, "one VLAN network per project");
