@@ -34,6 +34,15 @@ pub enum Command {
     /// Manage users (admin).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage fixed networks (admin), as `nova-manage network`.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Manage floating IP pools (admin), as `nova-manage floating`.
+    #[command(subcommand)]
+    Floating(FloatingCommand),
+    /// Reserve or unreserve fixed IPs (admin), as `nova-manage fixed`.
+    #[command(subcommand)]
+    Fixed(FixedCommand),
     /// Measure nimbus.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -102,6 +111,9 @@ pub enum ProjectCommand {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// How the project's instances are networked: flat, flat_dhcp or vlan.
+        #[arg(long, default_value = "flat")]
+        network_mode: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -136,14 +148,144 @@ pub enum UserCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create networks: the range is cut into --num-networks networks of --network-size addresses.
+    Create(NetworkCreate),
+    /// List networks.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a network no instance uses.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreate {
+    /// The network's label (networks after the first get `_1`, `_2`, … appended).
+    pub label: String,
+    /// The range to carve, e.g. 10.1.0.0/16.
+    #[arg(long = "fixed-range-v4", alias = "cidr")]
+    pub cidr: String,
+    /// flat, flat_dhcp or vlan.
+    #[arg(long, default_value = "flat")]
+    pub mode: String,
+    #[arg(long)]
+    pub num_networks: Option<u32>,
+    #[arg(long)]
+    pub network_size: Option<u32>,
+    /// VLAN mode: the first segment id.
+    #[arg(long)]
+    pub vlan_start: Option<u32>,
+    /// VLAN mode: the first VPN port.
+    #[arg(long)]
+    pub vpn_start: Option<u32>,
+    #[arg(long)]
+    pub gateway: Option<String>,
+    #[arg(long)]
+    pub bridge: Option<String>,
+    #[arg(long)]
+    pub bridge_interface: Option<String>,
+    #[arg(long)]
+    pub dns1: Option<String>,
+    #[arg(long)]
+    pub dns2: Option<String>,
+    #[arg(long)]
+    pub multi_host: bool,
+    #[arg(long)]
+    pub allowed_start: Option<String>,
+    #[arg(long)]
+    pub allowed_end: Option<String>,
+    /// Bind the network to this project (name or id) now.
+    #[arg(long = "project-id")]
+    pub project: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FloatingCommand {
+    /// Create a pool of floating addresses.
+    Create {
+        /// The addresses, e.g. 203.0.113.0/24.
+        #[arg(long)]
+        ip_range: String,
+        #[arg(long, default_value = "nova")]
+        pool: String,
+        /// The public interface the addresses are bound to.
+        #[arg(long, default_value = "eth0")]
+        interface: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FixedCommand {
+    /// Keep an address from being handed out.
+    Reserve {
+        address: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Let a reserved address be handed out again.
+    Unreserve {
+        address: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+async fn network_command(command: NetworkCommand) -> anyhow::Result<()> {
+    match command {
+        NetworkCommand::Create(n) => {
+            let client = n.api.login().await?;
+            let body = json!({"network": {
+                "label": n.label, "cidr": n.cidr, "mode": n.mode, "num_networks": n.num_networks,
+                "network_size": n.network_size, "vlan_start": n.vlan_start, "vpn_start": n.vpn_start,
+                "gateway": n.gateway, "bridge": n.bridge, "bridge_interface": n.bridge_interface,
+                "dns1": n.dns1, "dns2": n.dns2, "multi_host": n.multi_host, "allowed_start": n.allowed_start,
+                "allowed_end": n.allowed_end, "project_id": n.project,
+            }});
+            let created = client.post("/compute/v2.1/os-networks", &body).await?;
+            print_table(&created["networks"], &["id", "label", "cidr", "mode", "bridge", "vlan"]);
+            Ok(())
+        }
+        NetworkCommand::List { api } => {
+            let client = api.login().await?;
+            let listed = client.get("/compute/v2.1/os-networks").await?;
+            print_table(&listed["networks"], &["id", "label", "cidr", "mode", "bridge", "vlan", "project_id"]);
+            Ok(())
+        }
+        NetworkCommand::Delete { id, api } => {
+            let client = api.login().await?;
+            client.delete(&format!("/compute/v2.1/os-networks/{id}")).await?;
+            println!("deleted network {id}");
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
-        Command::Project(ProjectCommand::Create { name, description, api }) => {
+        Command::Project(ProjectCommand::Create { name, description, network_mode, api }) => {
             let client = api.login().await?;
-            let created = client
-                .post("/identity/v3/projects", &json!({"project": {"name": name, "description": description}}))
-                .await?;
+            let project = json!({"project": {"name": name, "description": description, "network_mode": network_mode}});
+            let created = client.post("/identity/v3/projects", &project).await?;
             println!(
                 "created project {} ({})",
                 created["project"]["name"].as_str().unwrap_or("?"),
@@ -179,17 +321,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_table(&listed["users"], &["id", "name", "default_project_id"]);
             Ok(())
         }
+        Command::Network(command) => network_command(command).await,
+        Command::Floating(FloatingCommand::Create { ip_range, pool, interface, api }) => {
+            let client = api.login().await?;
+            let body =
+                json!({"floating_ips_bulk_create": {"ip_range": ip_range, "pool": pool, "interface": interface}});
+            let created = client.post("/compute/v2.1/os-floating-ips-bulk", &body).await?;
+            let c = &created["floating_ips_bulk_create"];
+            println!(
+                "created floating pool {} ({} on {})",
+                text(&c["pool"]),
+                text(&c["ip_range"]),
+                text(&c["interface"])
+            );
+            Ok(())
+        }
+        Command::Fixed(command) => {
+            let (address, action, api) = match command {
+                FixedCommand::Reserve { address, api } => (address, "reserve", api),
+                FixedCommand::Unreserve { address, api } => (address, "unreserve", api),
+            };
+            let client = api.login().await?;
+            client.post(&format!("/compute/v2.1/os-fixed-ips/{address}/action"), &json!({action: null})).await?;
+            println!("{action}d {address}");
+            Ok(())
+        }
         Command::Bench(command) => bench::run(command).await,
     }
 }
 
 fn print_table(rows: &Value, columns: &[&str]) {
     let rows = rows.as_array().cloned().unwrap_or_default();
-    let cell = |row: &Value, c: &str| match &row[c] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    };
+    let cell = |row: &Value, c: &str| text(&row[c]);
     let widths: Vec<usize> =
         columns.iter().map(|c| rows.iter().map(|r| cell(r, c).len()).chain([c.len()]).max().unwrap_or(0)).collect();
     let line =

@@ -52,3 +52,59 @@ async fn a_wrong_admin_password_is_a_clear_error() {
     assert!(stderr.contains("401") && stderr.contains("requires authentication"), "{stderr}");
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_creates_networks_pools_and_reservations() {
+    let t = TestCloud::start().await;
+    let created = tokio::task::block_in_place(|| {
+        nimbus(
+            &t,
+            &[
+                "network",
+                "create",
+                "tenants",
+                "--fixed-range-v4",
+                "10.20.0.0/22",
+                "--mode",
+                "vlan",
+                "--num-networks",
+                "4",
+                "--network-size",
+                "256",
+                "--vlan-start",
+                "500",
+            ],
+        )
+    });
+    assert_eq!(created.lines().filter(|l| l.contains("tenants_")).count(), 4, "{created}");
+    assert!(created.contains("br500") && created.contains("br503"), "{created}");
+    let listed = tokio::task::block_in_place(|| nimbus(&t, &["network", "list"]));
+    assert!(listed.contains("private") && listed.contains("tenants_3"), "{listed}");
+    let pool = tokio::task::block_in_place(|| {
+        nimbus(&t, &["floating", "create", "--ip-range", "198.18.0.0/28", "--pool", "lab", "--interface", "veth-pub"])
+    });
+    assert_eq!(pool.trim(), "created floating pool lab (198.18.0.0/28 on veth-pub)");
+    let reserved = tokio::task::block_in_place(|| nimbus(&t, &["fixed", "reserve", "10.20.0.3"]));
+    assert_eq!(reserved.trim(), "reserved 10.20.0.3");
+    tokio::task::block_in_place(|| {
+        nimbus(&t, &["project", "create", "vlanproj", "--network-mode", "vlan"]);
+        nimbus(&t, &["user", "create", "vic", "--user-password", "pw", "--project", "vlanproj", "--role", "member"]);
+    });
+    let vic = Client::login(t.url(), "vic", "pw", "vlanproj").await.unwrap();
+    let id = create_server(&vic, "on-a-vlan").await;
+    let server = wait_for_status(&vic, &id, "ACTIVE").await;
+    assert_eq!(fixed_addresses(&server), vec!["10.20.0.4".to_string()], "the reserved .3 is skipped");
+    let (status, stderr) = {
+        let output = tokio::task::block_in_place(|| {
+            Command::new(nimbus_binary())
+                .args(["network", "create", "clash", "--fixed-range-v4", "10.20.1.0/24"])
+                .args(["--url", t.url(), "--password", ADMIN_PASSWORD])
+                .output()
+                .unwrap()
+        });
+        (output.status, String::from_utf8_lossy(&output.stderr).to_string())
+    };
+    assert!(!status.success(), "an overlapping range is refused");
+    assert!(stderr.contains("409") && stderr.contains("overlaps network tenants_1"), "{stderr}");
+    t.shutdown().await;
+}

@@ -36,7 +36,8 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
     let (vm1, vm2) = (active(&alice, "vm1").await, active(&alice, "vm2").await);
     let pools = alice.get("/compute/v2.1/os-floating-ip-pools").await.unwrap();
     assert_eq!(pools["floating_ip_pools"], json!([{"name": "public"}]));
-    let fip = alice.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap()["floating_ip"].clone();
+    let fip =
+        alice.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap()["floating_ip"].clone();
     let address = fip["ip"].as_str().unwrap().to_string();
     assert_eq!(address, "203.0.113.1");
 
@@ -47,14 +48,19 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
     let nat = t.cloud.sim.state().nat.floating;
     assert_eq!(nat.len(), 1);
     let rule = nat.first().unwrap();
-    assert_eq!((rule.floating.to_string(), rule.fixed.to_string(), rule.interface.as_str()), (address.clone(), fixed, "eth0"));
+    assert_eq!(
+        (rule.floating.to_string(), rule.fixed.to_string(), rule.interface.as_str()),
+        (address.clone(), fixed, "eth0")
+    );
 
     // Associated elsewhere: moving is explicit.
-    let (status, body) = alice.raw(Method::POST, &action(&vm2), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
+    let (status, body) =
+        alice.raw(Method::POST, &action(&vm2), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 400, "{body}");
     alice.post(&action(&vm1), &json!({"removeFloatingIp": {"address": address}})).await.unwrap();
     assert!(t.cloud.sim.state().nat.floating.is_empty());
-    let (status, _) = alice.raw(Method::POST, &action(&vm1), Some(&json!({"removeFloatingIp": {"address": address}}))).await.unwrap();
+    let (status, _) =
+        alice.raw(Method::POST, &action(&vm1), Some(&json!({"removeFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 404, "removing an address the server does not have");
     alice.post(&action(&vm2), &json!({"addFloatingIp": {"address": address}})).await.unwrap();
     let nat = t.cloud.sim.state().nat.floating;
@@ -92,19 +98,22 @@ async fn floating_ips_are_private_to_their_project_and_follow_servers() {
 
     let (status, _) = bob.raw(Method::GET, &format!("/compute/v2.1/os-floating-ips/{id}"), None).await.unwrap();
     assert_eq!(status.as_u16(), 404, "another project's floating IP is not found");
-    let (status, _) = bob.raw(Method::POST, &action(&bob_vm), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
+    let (status, _) =
+        bob.raw(Method::POST, &action(&bob_vm), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 404);
     let (status, _) = bob.raw(Method::DELETE, &format!("/compute/v2.1/os-floating-ips/{id}"), None).await.unwrap();
     assert_eq!(status.as_u16(), 404);
     // Alice cannot put it on Bob's server either: she cannot even see it.
-    let (status, _) = alice.raw(Method::POST, &action(&bob_vm), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
+    let (status, _) =
+        alice.raw(Method::POST, &action(&bob_vm), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 404);
 
     // Associating to a deleted server.
     let gone = active(&alice, "gone").await;
     alice.delete(&format!("/compute/v2.1/servers/{}", gone["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&alice, gone["id"].as_str().unwrap()).await;
-    let (status, body) = alice.raw(Method::POST, &action(&gone), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
+    let (status, body) =
+        alice.raw(Method::POST, &action(&gone), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 404, "{body}");
 
     // Deleting a server disassociates its floating IP; the address stays with the project.
@@ -139,25 +148,34 @@ async fn quotas_and_exhausted_pools_get_clear_errors() {
 
     // Instances count too: 10 by default.
     let image = default_image(&alice).await;
-    let many = json!({"server": {"name": "many", "imageRef": image, "flavorRef": "1", "min_count": 11, "max_count": 11}});
+    let many =
+        json!({"server": {"name": "many", "imageRef": image, "flavorRef": "1", "min_count": 11, "max_count": 11}});
     let (status, body) = alice.raw(Method::POST, "/compute/v2.1/servers", Some(&many)).await.unwrap();
     assert_eq!(status.as_u16(), 403, "{body}");
     assert!(body.to_string().contains("Quota exceeded for instances"), "{body}");
 
     // A pool of two addresses runs out on the third.
     t.admin
-        .post("/compute/v2.1/os-floating-ips-bulk", &json!({"floating_ips_bulk_create": {"ip_range": "198.51.100.0/30", "pool": "tiny"}}))
+        .post(
+            "/compute/v2.1/os-floating-ips-bulk",
+            &json!({"floating_ips_bulk_create": {"ip_range": "198.51.100.0/30", "pool": "tiny"}}),
+        )
         .await
         .unwrap();
     for _ in 0..2 {
         t.admin.post("/compute/v2.1/os-floating-ips", &json!({"pool": "tiny"})).await.unwrap();
     }
-    let (status, body) = t.admin.raw(Method::POST, "/compute/v2.1/os-floating-ips", Some(&json!({"pool": "tiny"}))).await.unwrap();
+    let (status, body) =
+        t.admin.raw(Method::POST, "/compute/v2.1/os-floating-ips", Some(&json!({"pool": "tiny"}))).await.unwrap();
     assert_eq!(status.as_u16(), 409, "{body}");
     assert!(body.to_string().contains("No more floating IPs available in pool tiny"), "{body}");
     let (status, body) = t
         .admin
-        .raw(Method::POST, "/compute/v2.1/os-floating-ips-bulk", Some(&json!({"floating_ips_bulk_create": {"ip_range": "198.51.100.0/29", "pool": "clash"}})))
+        .raw(
+            Method::POST,
+            "/compute/v2.1/os-floating-ips-bulk",
+            Some(&json!({"floating_ips_bulk_create": {"ip_range": "198.51.100.0/29", "pool": "clash"}})),
+        )
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 409, "overlapping pools: {body}");
@@ -173,20 +191,23 @@ async fn the_network_api_manages_floating_ips_through_ports() {
     let names: Vec<&str> = networks.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["private", "public"]);
     let public = networks.iter().find(|n| n["router:external"] == true).unwrap()["id"].clone();
-    let subnets = alice.get(&format!("/network/v2.0/subnets?network_id={}", networks[0]["id"].as_str().unwrap())).await.unwrap();
+    let subnets =
+        alice.get(&format!("/network/v2.0/subnets?network_id={}", networks[0]["id"].as_str().unwrap())).await.unwrap();
     assert_eq!(subnets["subnets"][0]["cidr"], "10.0.0.0/24");
     let ports = alice.get(&format!("/network/v2.0/ports?device_id={}", vm["id"].as_str().unwrap())).await.unwrap();
     let port = ports["ports"][0].clone();
     assert_eq!(port["fixed_ips"][0]["ip_address"].as_str().unwrap(), fixed_addresses(&vm)[0]);
 
-    let created = alice.post("/network/v2.0/floatingips", &json!({"floatingip": {"floating_network_id": public}})).await.unwrap();
+    let created =
+        alice.post("/network/v2.0/floatingips", &json!({"floatingip": {"floating_network_id": public}})).await.unwrap();
     let fip = created["floatingip"].clone();
     assert_eq!(fip["status"], "DOWN");
     let path = format!("/network/v2.0/floatingips/{}", fip["id"].as_str().unwrap());
     let updated = alice.send(Method::PUT, &path, Some(&json!({"floatingip": {"port_id": port["id"]}}))).await.unwrap();
     assert_eq!(updated["floatingip"]["port_id"], port["id"]);
     assert_eq!(updated["floatingip"]["fixed_ip_address"], port["fixed_ips"][0]["ip_address"]);
-    let by_port = alice.get(&format!("/network/v2.0/floatingips?port_id={}", port["id"].as_str().unwrap())).await.unwrap();
+    let by_port =
+        alice.get(&format!("/network/v2.0/floatingips?port_id={}", port["id"].as_str().unwrap())).await.unwrap();
     assert_eq!(by_port["floatingips"].as_array().unwrap().len(), 1);
     let updated = alice.send(Method::PUT, &path, Some(&json!({"floatingip": {"port_id": null}}))).await.unwrap();
     assert_eq!(updated["floatingip"]["port_id"], Value::Null);
@@ -195,7 +216,11 @@ async fn the_network_api_manages_floating_ips_through_ports() {
     assert_eq!(status.as_u16(), 404);
     assert_eq!(body["NeutronError"]["type"], "NotFound");
     let (status, body) = alice
-        .raw(Method::POST, "/network/v2.0/floatingips", Some(&json!({"floatingip": {"floating_network_id": networks[0]["id"]}})))
+        .raw(
+            Method::POST,
+            "/network/v2.0/floatingips",
+            Some(&json!({"floatingip": {"floating_network_id": networks[0]["id"]}})),
+        )
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 400, "floating IPs come from external networks: {body}");

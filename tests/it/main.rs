@@ -3,8 +3,8 @@
 mod admin_cli;
 mod api_errors;
 mod floating_ips;
+mod networks;
 mod openstack_cli;
 mod persistence;
-mod networks;
 mod servers;
 mod supervision;

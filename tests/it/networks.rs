@@ -39,7 +39,9 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
             servers.push((tag, boot_active(client, &format!("{tag}-{n}")).await));
         }
     }
-    let ips = |tag: &str| -> Vec<String> { servers.iter().filter(|(t, _)| *t == tag).map(|(_, s)| mac_and_ip(s).1).collect() };
+    let ips = |tag: &str| -> Vec<String> {
+        servers.iter().filter(|(t, _)| *t == tag).map(|(_, s)| mac_and_ip(s).1).collect()
+    };
     assert!(ips("flat").iter().all(|a| a.starts_with("10.0.0.")), "{:?}", ips("flat"));
     assert!(ips("dhcp").iter().all(|a| a.starts_with("10.1.0.")), "{:?}", ips("dhcp"));
     let subnet = |a: &String| a.rsplit_once('.').unwrap().0.to_string();
@@ -137,27 +139,37 @@ async fn bad_network_requests_are_refused_clearly() {
     let cases = [
         (json!({"label": "x", "cidr": "10.0.0.0/25"}), 409, "overlaps network private"),
         (json!({"label": "x", "cidr": "10.9.0.5/24"}), 400, "not a network address"),
-        (json!({"label": "x", "cidr": "10.9.0.0/16", "mode": "vlan", "num_networks": 3, "vlan_start": 4093}), 400, "out of range"),
+        (
+            json!({"label": "x", "cidr": "10.9.0.0/16", "mode": "vlan", "num_networks": 3, "vlan_start": 4093}),
+            400,
+            "out of range",
+        ),
         (json!({"label": "x", "cidr": "10.9.0.0/24", "num_networks": 2}), 400, "too few"),
         (json!({"label": "x", "cidr": "nonsense"}), 400, "not an IPv4 CIDR"),
         (json!({"label": "x", "cidr": "10.9.0.0/24", "mode": "token-ring"}), 400, "Unknown mode"),
     ];
     for (network, status, message) in cases {
-        let (got, body) = t.admin.raw(Method::POST, "/compute/v2.1/os-networks", Some(&json!({"network": network}))).await.unwrap();
+        let (got, body) =
+            t.admin.raw(Method::POST, "/compute/v2.1/os-networks", Some(&json!({"network": network}))).await.unwrap();
         assert_eq!(got.as_u16(), status, "{network}: {body}");
         let text = body.to_string();
         assert!(text.contains(message), "{network}: {text}");
     }
     let member = t.user_with_role("member").await;
     let (got, _) = member
-        .raw(Method::POST, "/compute/v2.1/os-networks", Some(&json!({"network": {"label": "m", "cidr": "10.8.0.0/24"}})))
+        .raw(
+            Method::POST,
+            "/compute/v2.1/os-networks",
+            Some(&json!({"network": {"label": "m", "cidr": "10.8.0.0/24"}})),
+        )
         .await
         .unwrap();
     assert_eq!(got.as_u16(), 403);
 
     // A network in use cannot be deleted.
     let vm = boot_active(&t.admin, "holds-private").await;
-    let private = t.admin.get("/compute/v2.1/os-networks").await.unwrap()["networks"][0]["id"].as_str().unwrap().to_string();
+    let private =
+        t.admin.get("/compute/v2.1/os-networks").await.unwrap()["networks"][0]["id"].as_str().unwrap().to_string();
     let (got, body) = t.admin.raw(Method::DELETE, &format!("/compute/v2.1/os-networks/{private}"), None).await.unwrap();
     assert_eq!(got.as_u16(), 409, "{body}");
     t.admin.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
@@ -178,11 +190,17 @@ async fn operators_reserve_and_unreserve_fixed_ips() {
     t.admin.post("/compute/v2.1/os-fixed-ips/10.0.0.2/action", &json!({"unreserve": null})).await.unwrap();
     let vm2 = boot_active(&t.admin, "gets-unreserved").await;
     assert_eq!(mac_and_ip(&vm2).1, "10.0.0.2");
-    let (got, body) =
-        t.admin.raw(Method::POST, "/compute/v2.1/os-fixed-ips/10.0.0.1/action", Some(&json!({"reserve": null}))).await.unwrap();
+    let (got, body) = t
+        .admin
+        .raw(Method::POST, "/compute/v2.1/os-fixed-ips/10.0.0.1/action", Some(&json!({"reserve": null})))
+        .await
+        .unwrap();
     assert_eq!(got.as_u16(), 400, "the gateway is always kept: {body}");
-    let (got, _) =
-        t.admin.raw(Method::POST, "/compute/v2.1/os-fixed-ips/10.0.0.3/action", Some(&json!({"reserve": null}))).await.unwrap();
+    let (got, _) = t
+        .admin
+        .raw(Method::POST, "/compute/v2.1/os-fixed-ips/10.0.0.3/action", Some(&json!({"reserve": null})))
+        .await
+        .unwrap();
     assert_eq!(got.as_u16(), 409, "an address in use cannot be reserved");
     let (got, _) = t.admin.raw(Method::GET, "/compute/v2.1/os-fixed-ips/192.168.77.1", None).await.unwrap();
     assert_eq!(got.as_u16(), 404);
@@ -193,16 +211,22 @@ async fn operators_reserve_and_unreserve_fixed_ips() {
 async fn killed_network_actors_rebuild_the_same_dataplane() {
     let t = TestCloud::start().await;
     t.admin
-        .post("/compute/v2.1/os-networks", &json!({"network": {"label": "v", "cidr": "10.4.0.0/24", "mode": "vlan", "vlan_start": 400}}))
+        .post(
+            "/compute/v2.1/os-networks",
+            &json!({"network": {"label": "v", "cidr": "10.4.0.0/24", "mode": "vlan", "vlan_start": 400}}),
+        )
         .await
         .unwrap();
     let vlan = t.user_in_mode("vlan", "member").await;
     let vm = boot_active(&vlan, "vlan-vm").await;
     let fip = vlan.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap();
     let address = fip["floating_ip"]["ip"].as_str().unwrap().to_string();
-    vlan.post(&format!("/compute/v2.1/servers/{}/action", vm["id"].as_str().unwrap()), &json!({"addFloatingIp": {"address": address}}))
-        .await
-        .unwrap();
+    vlan.post(
+        &format!("/compute/v2.1/servers/{}/action", vm["id"].as_str().unwrap()),
+        &json!({"addFloatingIp": {"address": address}}),
+    )
+    .await
+    .unwrap();
     let before = t.cloud.sim.state();
     assert_eq!(before.nat.floating.len(), 1);
     let project = vm["tenant_id"].as_str().unwrap();

@@ -224,8 +224,8 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
     use nimbus_storage::ids::Pair;
     use nimbus_storage::ids::ProjectId;
     use nimbus_storage::records::{Usage, VmState};
-    use std::collections::BTreeMap;
     use nimbus_storage::schema::*;
+    use std::collections::BTreeMap;
     store
         .read(|r| {
             let mut bad = Vec::new();
@@ -264,9 +264,9 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     recomputed.entry(project).or_default().floating_ips += 1;
                 }
                 if let Some(id) = ip.instance {
-                    let holds = instances.iter().any(|(i, inst)| {
-                        *i == id && inst.interfaces.iter().any(|f| f.floating.contains(&ip.address))
-                    });
+                    let holds = instances
+                        .iter()
+                        .any(|(i, inst)| *i == id && inst.interfaces.iter().any(|f| f.floating.contains(&ip.address)));
                     if !holds {
                         bad.push(format!("floating IP {} points at {id}, which does not hold it", ip.address));
                     }
