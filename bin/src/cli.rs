@@ -151,7 +151,7 @@ pub enum UserCommand {
 #[derive(Subcommand, Debug)]
 pub enum NetworkCommand {
     /// Create networks: the range is cut into --num-networks networks of --network-size addresses.
-    Create(NetworkCreate),
+    Create(Box<NetworkCreate>),
     /// List networks.
     List {
         #[command(flatten)]
