@@ -374,3 +374,11 @@ pub struct Usage {
     pub fixed_ips: u64,
 }
 record!(Usage, "usage", 1);
+
+/// Where the next fixed-IP search of a network starts: just past the last address handed out, or at the
+/// lowest address freed since, so allocation neither rescans the taken addresses nor skips freed ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationCursor {
+    pub next: u32,
+}
+record!(AllocationCursor, "allocation_cursor", 1);

@@ -6,8 +6,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
 use crate::records::{
-    Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation, Project, Quota,
-    Token, Usage, User,
+    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation,
+    Project, Quota, Token, Usage, User,
 };
 use crate::{Index, StoreError, Table};
 
@@ -34,6 +34,9 @@ pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
+pub const ALLOCATION_CURSORS: Table<NetworkId, AllocationCursor> = Table::new("allocation_cursors");
+/// Every MAC in use, so a new one is never a duplicate.
+pub const MACS: Table<String, InstanceId> = Table::new("macs");
 pub const FLOATING_POOLS: Table<String, FloatingPool> = Table::new("floating_pools");
 /// Keyed by the address as a big-endian integer.
 pub const FLOATING_IPS: Table<u32, FloatingIp> = Table::new("floating_ips");
@@ -56,6 +59,8 @@ const TABLES: &[&str] = &[
     NETWORKS.name(),
     FIXED_IPS.name(),
     OPERATIONS.name(),
+    ALLOCATION_CURSORS.name(),
+    MACS.name(),
     FLOATING_POOLS.name(),
     FLOATING_IPS.name(),
     QUOTAS.name(),

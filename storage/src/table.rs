@@ -84,6 +84,24 @@ fn scan_prefix_in<K: KeyCodec, V: Record>(
     Ok(out)
 }
 
+fn keys_from_in<K: KeyCodec>(
+    name: &'static str,
+    t: &impl ReadableTable<Raw, Raw>,
+    from: &[u8],
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<K>, StoreError> {
+    let mut out = Vec::new();
+    for entry in t.range::<&[u8]>(from..)? {
+        let (k, _) = entry?;
+        if !k.value().starts_with(prefix) || out.len() == limit {
+            break;
+        }
+        out.push(decode_key(name, k.value())?);
+    }
+    Ok(out)
+}
+
 fn index_get_in<K: KeyCodec, V: KeyCodec>(
     name: &'static str,
     t: &impl ReadableMultimapTable<Raw, Raw>,
@@ -106,6 +124,14 @@ pub trait Reads {
         table: &Table<K, V>,
         prefix: &[u8],
     ) -> Result<Vec<(K, V)>, StoreError>;
+    /// Up to `limit` keys from `from` on, while they start with `prefix`, without decoding the records.
+    fn keys_from<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        from: &K,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<K>, StoreError>;
     fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError>;
 }
 
@@ -130,6 +156,15 @@ macro_rules! impl_reads {
                 prefix: &[u8],
             ) -> Result<Vec<(K, V)>, StoreError> {
                 scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+            }
+            fn keys_from<K: KeyCodec, V: Record>(
+                &self,
+                table: &Table<K, V>,
+                from: &K,
+                prefix: &[u8],
+                limit: usize,
+            ) -> Result<Vec<K>, StoreError> {
+                keys_from_in(table.name, &self.txn.open_table(table.def())?, &from.encode_key(), prefix, limit)
             }
             fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
                 index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)

@@ -1,6 +1,5 @@
 //! Fixed-IP allocation and MAC generation: pure code, driven by tests.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use nimbus_storage::records::Network;
@@ -41,25 +40,80 @@ impl FixedIpAllocator {
 
     /// May an instance ever get `address` on this network?
     pub fn is_allocatable(&self, address: Ipv4Addr) -> bool {
-        let a = u32::from(address);
+        self.allocatable(u32::from(address))
+    }
+
+    fn allocatable(&self, a: u32) -> bool {
         (self.first..=self.last).contains(&a) && !self.kept.contains(&Some(a))
     }
 
-    /// The lowest free address at or after `from`; `taken` holds the addresses in use, as integers.
-    pub fn first_free_from(&self, from: u32, taken: &BTreeSet<u32>) -> Option<Ipv4Addr> {
+    /// The lowest allocatable address at or after `a`, if any.
+    fn next_allocatable(&self, mut a: u32) -> Option<u32> {
+        a = a.max(self.first);
+        while a <= self.last {
+            if self.allocatable(a) {
+                return Some(a);
+            }
+            a += 1;
+        }
+        None
+    }
+
+    /// The lowest free address at or after `from`, wrapping around once; `taken_from(a)` returns the taken
+    /// addresses at or after `a` in ascending order, a batch at a time (an empty or short batch means there are
+    /// no more). Reads only as many taken addresses as it skips.
+    pub fn find_free<E>(
+        &self,
+        from: u32,
+        mut taken_from: impl FnMut(u32) -> Result<Vec<u32>, E>,
+    ) -> Result<Option<Ipv4Addr>, E> {
+        let from = if (self.first..=self.last).contains(&from) { from } else { self.first };
+        'ranges: for (start, end) in [(from, self.last), (self.first, from.saturating_sub(1))] {
+            let Some(mut next) = self.next_allocatable(start).filter(|a| *a <= end) else { continue };
+            loop {
+                let batch = taken_from(next)?;
+                let mut advanced = false;
+                for ip in batch {
+                    if ip < next {
+                        continue;
+                    }
+                    if ip > next {
+                        return Ok(Some(Ipv4Addr::from(next)));
+                    }
+                    match self.next_allocatable(next + 1).filter(|a| *a <= end) {
+                        Some(a) => next = a,
+                        None => continue 'ranges,
+                    }
+                    advanced = true;
+                }
+                if !advanced {
+                    // Nothing taken at or after `next`.
+                    return Ok(Some(Ipv4Addr::from(next)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The plain scan: the lowest free address at or after `from`, `taken` holding the addresses in use. The
+    /// oracle the cursor search is tested against.
+    #[cfg(test)]
+    fn first_free_from(&self, from: u32, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
         (from.max(self.first)..=self.last)
             .find(|a| !self.kept.contains(&Some(*a)) && !taken.contains(a))
             .map(Ipv4Addr::from)
     }
 
-    pub fn first_free(&self, taken: &BTreeSet<u32>) -> Option<Ipv4Addr> {
+    #[cfg(test)]
+    fn first_free(&self, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
         self.first_free_from(self.first, taken)
     }
 
     /// How many addresses instances can get at most.
-    pub fn capacity(&self) -> u32 {
+    #[cfg(test)]
+    fn capacity(&self) -> u32 {
         let span = (self.last + 1).saturating_sub(self.first);
-        let kept = self.kept.iter().flatten().collect::<BTreeSet<_>>();
+        let kept = self.kept.iter().flatten().collect::<std::collections::BTreeSet<_>>();
         span - kept.iter().filter(|a| (self.first..=self.last).contains(a)).count() as u32
     }
 }
@@ -75,6 +129,7 @@ mod tests {
     use super::*;
     use nimbus_storage::ids::NetworkId;
     use nimbus_storage::records::{NetworkMode, VpnEndpoint};
+    use std::collections::BTreeSet;
 
     /// A network from a compact spec: "cidr gw=A dhcp=A vpn=A clients=N start=A end=A".
     fn network(spec: &str) -> Network {
@@ -155,6 +210,25 @@ mod tests {
     fn fills_holes_lowest_first() {
         check("10.0.0.0/29", &["10.0.0.2", "10.0.0.4"], Some("10.0.0.3"));
         check("10.0.0.0/29", &["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"], None);
+    }
+
+    /// `find_free` must agree with the plain scan, from any cursor, with batches of any size.
+    #[test]
+    fn cursor_search_agrees_with_the_plain_scan() {
+        let alloc = FixedIpAllocator::for_network(&network("10.0.0.0/28 dhcp=10.0.0.2 clients=2"));
+        let all: Vec<u32> = (0..16).map(|i| u32::from(Ipv4Addr::new(10, 0, 0, i))).collect();
+        for mask in 0u32..(1 << 12) {
+            let taken: BTreeSet<u32> = all.iter().copied().filter(|a| mask & (1 << ((a & 0xf) % 12)) != 0).collect();
+            for cursor in [all[0], all[3], all[7], all[12], all[15]] {
+                for batch in [1usize, 3, 64] {
+                    let got = alloc
+                        .find_free(cursor, |a| Ok::<_, ()>(taken.range(a..).take(batch).copied().collect()))
+                        .unwrap();
+                    let expected = alloc.first_free_from(cursor, &taken).or_else(|| alloc.first_free(&taken));
+                    assert_eq!(got, expected, "taken {taken:?} cursor {cursor} batch {batch}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -13,13 +13,14 @@ pub mod ipam;
 pub mod plan;
 pub mod vlan;
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use nimbus_runtime::{Topic, Wire, rpc};
 use nimbus_storage::ids::{InstanceId, NetworkId, Pair, PortId, ProjectId};
-use nimbus_storage::records::{FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms};
-use nimbus_storage::schema::{FIXED_IPS, INSTANCES, NETWORKS, PROJECTS};
+use nimbus_storage::records::{
+    AllocationCursor, FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms,
+};
+use nimbus_storage::schema::{ALLOCATION_CURSORS, FIXED_IPS, INSTANCES, MACS, NETWORKS, PROJECTS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
@@ -265,18 +266,15 @@ pub(crate) fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(Vec<I
         return Ok((instance.interfaces, network));
     }
     let network = network_for(tx, &instance)?;
-    let in_use = tx.scan_prefix(&FIXED_IPS, &Pair::<_, u32>::prefix(&network.id))?;
-    let taken: BTreeSet<u32> = in_use.iter().map(|(Pair(_, ip), _)| *ip).collect();
-    let macs: BTreeSet<&str> = in_use.iter().filter_map(|(_, row)| row.mac.as_deref()).collect();
-    let address = FixedIpAllocator::for_network(&network)
-        .first_free(&taken)
+    let address = take_free_address_in(tx, &network)?
         .ok_or_else(|| NetworkError::Exhausted(format!("No more fixed IPs available on network {}.", network.label)))?;
     let mac = loop {
         let mac = random_mac(&mut rand::rng());
-        if !macs.contains(mac.as_str()) {
+        if tx.get(&MACS, &mac)?.is_none() {
             break mac;
         }
     };
+    tx.put(&MACS, &mac, &id)?;
     quota::charge_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
     let row = FixedIp {
         address,
@@ -300,6 +298,37 @@ pub(crate) fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(Vec<I
     instance.updated_at = now_ms();
     tx.put(&INSTANCES, &id, &instance)?;
     Ok((instance.interfaces, network))
+}
+
+/// The lowest free address from the network's cursor on (wrapping), moving the cursor past it.
+fn take_free_address_in(tx: &mut WriteTx<'_>, network: &Network) -> Result<Option<Ipv4Addr>, StoreError> {
+    let allocator = FixedIpAllocator::for_network(network);
+    let cursor = tx.get(&ALLOCATION_CURSORS, &network.id)?.map_or(0, |c| c.next);
+    let prefix = Pair::<NetworkId, u32>::prefix(&network.id);
+    let found = allocator.find_free(cursor, |from| {
+        Ok::<_, StoreError>(
+            tx.keys_from(&FIXED_IPS, &Pair(network.id, from), &prefix, 64)?.into_iter().map(|Pair(_, ip)| ip).collect(),
+        )
+    })?;
+    if let Some(address) = found {
+        tx.put(&ALLOCATION_CURSORS, &network.id, &AllocationCursor { next: u32::from(address) + 1 })?;
+    }
+    Ok(found)
+}
+
+/// Frees a fixed IP row: the address becomes free (the cursor moves back to it, so the lowest free address
+/// is handed out next) and its MAC unused.
+fn free_fixed_ip_in(tx: &mut WriteTx<'_>, key: &Pair<NetworkId, u32>) -> Result<(), StoreError> {
+    if let Some(row) = tx.delete(&FIXED_IPS, key)? {
+        if let Some(mac) = &row.mac {
+            tx.delete(&MACS, mac)?;
+        }
+        let cursor = tx.get(&ALLOCATION_CURSORS, &key.0)?;
+        if cursor.is_none_or(|c| c.next > key.1) {
+            tx.put(&ALLOCATION_CURSORS, &key.0, &AllocationCursor { next: key.1 })?;
+        }
+    }
+    Ok(())
 }
 
 /// What a deallocation leaves for the dataplane to do.
@@ -346,7 +375,7 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Rele
             released.leases.push((interface.network, row.mac.clone().unwrap_or_default(), row.address));
             tx.put(&FIXED_IPS, &key, &row)?;
         } else {
-            tx.delete(&FIXED_IPS, &key)?;
+            free_fixed_ip_in(tx, &key)?;
         }
         quota::refund_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
         released.networks.extend(tx.get(&NETWORKS, &interface.network)?);
@@ -372,7 +401,7 @@ async fn lease(ctx: &Ctx, event: LeaseEvent) -> Result<(), StoreError> {
                     row.leased = true;
                     tx.put(&FIXED_IPS, &key, &row)
                 }
-                LeaseAction::Del if !row.allocated && !row.reserved => tx.delete(&FIXED_IPS, &key).map(drop),
+                LeaseAction::Del if !row.allocated && !row.reserved => free_fixed_ip_in(tx, &key),
                 LeaseAction::Del => {
                     row.leased = false;
                     tx.put(&FIXED_IPS, &key, &row)
@@ -396,7 +425,7 @@ async fn reclaim(ctx: &Ctx) -> Result<(), StoreError> {
                 .map(|(key, _)| key)
                 .collect();
             for key in &stale {
-                tx.delete(&FIXED_IPS, key)?;
+                free_fixed_ip_in(tx, key)?;
             }
             Ok::<_, StoreError>(stale.len())
         })
@@ -449,8 +478,9 @@ async fn delete_network(ctx: &Ctx, id: NetworkId) -> Result<(), NetworkError> {
                 )));
             }
             for (key, _) in used {
-                tx.delete(&FIXED_IPS, &key)?;
+                free_fixed_ip_in(tx, &key)?;
             }
+            tx.delete(&ALLOCATION_CURSORS, &id)?;
             tx.delete(&NETWORKS, &id)?;
             Ok(network)
         })
@@ -533,7 +563,7 @@ async fn reserve_fixed_ip(ctx: &Ctx, address: Ipv4Addr, reserve: bool) -> Result
                 (Some(mut row), _) => {
                     row.reserved = reserve;
                     if row.instance.is_none() && !reserve {
-                        tx.delete(&FIXED_IPS, &key)?;
+                        free_fixed_ip_in(tx, &key)?;
                     } else {
                         tx.put(&FIXED_IPS, &key, &row)?;
                     }
