@@ -1,8 +1,8 @@
 //! Store-side operations on instance records: guarded state transitions and removal, shared by the
 //! conductor and the compute agents.
 
-use nimbus_storage::ids::InstanceId;
-use nimbus_storage::records::{Instance, now_ms};
+use nimbus_storage::ids::{ImageId, InstanceId, ProjectId, UserId};
+use nimbus_storage::records::{Flavor, FlavorSnapshot, Instance, Millis, now_ms};
 use nimbus_storage::schema::{INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT, OPERATIONS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
@@ -19,6 +19,42 @@ pub enum TransitionError {
     Invalid { id: InstanceId, source: InvalidTransition },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A new instance as the API accepts it: building, waiting for the scheduler.
+pub fn new_instance(
+    name: String,
+    project: ProjectId,
+    user: UserId,
+    flavor: &Flavor,
+    image: ImageId,
+    now: Millis,
+) -> Instance {
+    let Lifecycle { vm, task, power } = Lifecycle::NEW;
+    Instance {
+        id: InstanceId::random(),
+        name,
+        project,
+        user,
+        flavor: FlavorSnapshot {
+            id: flavor.id.clone(),
+            name: flavor.name.clone(),
+            vcpus: flavor.vcpus,
+            ram_mb: flavor.ram_mb,
+            disk_gb: flavor.disk_gb,
+        },
+        image,
+        host: None,
+        vm_state: vm,
+        task_state: task,
+        power_state: power,
+        interfaces: Vec::new(),
+        fault: None,
+        tried_hosts: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        launched_at: None,
+    }
 }
 
 pub fn lifecycle(instance: &Instance) -> Lifecycle {

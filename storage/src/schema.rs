@@ -41,7 +41,8 @@ pub const FLOATING_POOLS: Table<String, FloatingPool> = Table::new("floating_poo
 /// Keyed by the address as a big-endian integer.
 pub const FLOATING_IPS: Table<u32, FloatingIp> = Table::new("floating_ips");
 pub const FLOATING_BY_ID: Index<FloatingIpId, u32> = Index::new("floating_by_id");
-pub const FLOATING_BY_POOL: Index<String, u32> = Index::new("floating_by_pool");
+/// Where the next free-address search of each floating pool starts.
+pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
 pub const USAGE: Table<ProjectId, Usage> = Table::new("usage");
 
@@ -63,11 +64,11 @@ const TABLES: &[&str] = &[
     MACS.name(),
     FLOATING_POOLS.name(),
     FLOATING_IPS.name(),
+    POOL_CURSORS.name(),
     QUOTAS.name(),
     USAGE.name(),
 ];
-const INDEXES: &[&str] =
-    &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name(), FLOATING_BY_POOL.name()];
+const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 
 /// Creates missing tables and checks (or records) the schema version.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {

@@ -84,6 +84,20 @@ fn scan_prefix_in<K: KeyCodec, V: Record>(
     Ok(out)
 }
 
+fn scan_from_in<K: KeyCodec, V: Record>(
+    name: &'static str,
+    t: &impl ReadableTable<Raw, Raw>,
+    from: &[u8],
+    limit: usize,
+) -> Result<Vec<(K, V)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in t.range::<&[u8]>(from..)?.take(limit) {
+        let (k, v) = entry?;
+        out.push((decode_key(name, k.value())?, decode_record(v.value())?));
+    }
+    Ok(out)
+}
+
 fn keys_from_in<K: KeyCodec>(
     name: &'static str,
     t: &impl ReadableTable<Raw, Raw>,
@@ -124,6 +138,13 @@ pub trait Reads {
         table: &Table<K, V>,
         prefix: &[u8],
     ) -> Result<Vec<(K, V)>, StoreError>;
+    /// Up to `limit` entries from `from` on, in key order.
+    fn scan_from<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        from: &K,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>, StoreError>;
     /// Up to `limit` keys from `from` on, while they start with `prefix`, without decoding the records.
     fn keys_from<K: KeyCodec, V: Record>(
         &self,
@@ -156,6 +177,14 @@ macro_rules! impl_reads {
                 prefix: &[u8],
             ) -> Result<Vec<(K, V)>, StoreError> {
                 scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+            }
+            fn scan_from<K: KeyCodec, V: Record>(
+                &self,
+                table: &Table<K, V>,
+                from: &K,
+                limit: usize,
+            ) -> Result<Vec<(K, V)>, StoreError> {
+                scan_from_in(table.name, &self.txn.open_table(table.def())?, &from.encode_key(), limit)
             }
             fn keys_from<K: KeyCodec, V: Record>(
                 &self,

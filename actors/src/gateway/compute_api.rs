@@ -9,9 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_storage::ids::{FlavorId, ImageId, InstanceId, NetworkId};
-use nimbus_storage::records::{
-    Flavor, FlavorSnapshot, Host, Instance, Operation, OperationKind, Role, TaskState, now_ms,
-};
+use nimbus_storage::records::{Flavor, Host, Instance, Operation, OperationKind, Role, TaskState, now_ms};
 use nimbus_storage::schema::{FLAVORS, HOSTS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
 use serde::Deserialize;
@@ -21,8 +19,8 @@ use sha2::{Digest, Sha224};
 use super::auth::Auth;
 use super::errors::parse_json;
 use super::{ApiError, AppState, COMPUTE_MICROVERSION, call_network, iso8601};
-use crate::instance_state::{Event, Lifecycle, api_status, task_state_name, vm_state_name};
-use crate::instances::{TransitionError, transition_in};
+use crate::instance_state::{Event, api_status, task_state_name, vm_state_name};
+use crate::instances::{TransitionError, new_instance, transition_in};
 use crate::network::NetworkMsg;
 use crate::network::floating::{Caller, FloatingRequest};
 use crate::{CloudError, projects, quota};
@@ -434,31 +432,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
     let instances: Vec<Instance> = (1..=max)
         .map(|n| {
             let name = if max > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
-            let Lifecycle { vm, task, power } = Lifecycle::NEW;
-            Instance {
-                id: InstanceId::random(),
-                name,
-                project: auth.0.project,
-                user: auth.0.user,
-                flavor: FlavorSnapshot {
-                    id: flavor.id.clone(),
-                    name: flavor.name.clone(),
-                    vcpus: flavor.vcpus,
-                    ram_mb: flavor.ram_mb,
-                    disk_gb: flavor.disk_gb,
-                },
-                image: image.id,
-                host: None,
-                vm_state: vm,
-                task_state: task,
-                power_state: power,
-                interfaces: Vec::new(),
-                fault: None,
-                tried_hosts: Vec::new(),
-                created_at: now,
-                updated_at: now,
-                launched_at: None,
-            }
+            new_instance(name, auth.0.project, auth.0.user, &flavor, image.id, now)
         })
         .collect();
     let records = instances.clone();

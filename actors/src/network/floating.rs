@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 use nimbus_storage::ids::{FloatingIpId, InstanceId, PoolId, ProjectId};
-use nimbus_storage::records::{FloatingIp, FloatingPool, Instance, TaskState, Usage, now_ms};
-use nimbus_storage::schema::{FLOATING_BY_ID, FLOATING_BY_POOL, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS};
+use nimbus_storage::records::{AllocationCursor, FloatingIp, FloatingPool, Instance, TaskState, Usage, now_ms};
+use nimbus_storage::schema::{FLOATING_BY_ID, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS, POOL_CURSORS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 use serde::{Deserialize, Serialize};
 
@@ -115,11 +115,7 @@ fn create_pool_in(
     }
     let pool = FloatingPool { id: PoolId::random(), name: name.clone(), range, interface, created_at: now_ms() };
     tx.put(&FLOATING_POOLS, &name, &pool)?;
-    let (first, last) = if range.prefix() >= 31 {
-        (u32::from(range.network()), u32::from(range.broadcast()))
-    } else {
-        (u32::from(range.network()) + 1, u32::from(range.broadcast()) - 1)
-    };
+    let (first, last) = pool_bounds(&pool);
     for a in first..=last {
         let ip = FloatingIp {
             id: FloatingIpId::random(),
@@ -132,9 +128,18 @@ fn create_pool_in(
         };
         tx.put(&FLOATING_IPS, &a, &ip)?;
         tx.index_add(&FLOATING_BY_ID, &ip.id, &a)?;
-        tx.index_add(&FLOATING_BY_POOL, &name, &a)?;
     }
     Ok(pool)
+}
+
+/// The first and last address of a pool (all but the network and broadcast addresses of ranges above /31).
+fn pool_bounds(pool: &FloatingPool) -> (u32, u32) {
+    let range = pool.range;
+    if range.prefix() >= 31 {
+        (u32::from(range.network()), u32::from(range.broadcast()))
+    } else {
+        (u32::from(range.network()) + 1, u32::from(range.broadcast()) - 1)
+    }
 }
 
 fn allocate_in(tx: &mut WriteTx<'_>, caller: Caller, pool: Option<String>) -> Result<FloatingIp, NetworkError> {
@@ -149,13 +154,28 @@ fn allocate_in(tx: &mut WriteTx<'_>, caller: Caller, pool: Option<String>) -> Re
         }
     };
     quota::charge_in(tx, caller.project, Usage { floating_ips: 1, ..Usage::default() })?;
-    let mut addresses = tx.index_get(&FLOATING_BY_POOL, &pool.name)?;
-    addresses.sort_unstable();
-    for a in addresses {
-        if let Some(mut ip) = tx.get(&FLOATING_IPS, &a)?.filter(|ip| ip.project.is_none()) {
-            ip.project = Some(caller.project);
-            tx.put(&FLOATING_IPS, &a, &ip)?;
-            return Ok(ip);
+    // Search from the pool's cursor to its end, then from its start: every address once at most.
+    let (first, last) = pool_bounds(&pool);
+    let cursor = tx.get(&POOL_CURSORS, &pool.name)?.map_or(first, |c| c.next.clamp(first, last));
+    for (start, end) in [(cursor, last), (first, cursor.saturating_sub(1))] {
+        let mut next = start;
+        while next <= end {
+            let batch = tx.scan_from(&FLOATING_IPS, &next, 64)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (a, mut ip) in batch {
+                if a > end {
+                    break;
+                }
+                next = a + 1;
+                if ip.project.is_none() {
+                    ip.project = Some(caller.project);
+                    tx.put(&FLOATING_IPS, &a, &ip)?;
+                    tx.put(&POOL_CURSORS, &pool.name, &AllocationCursor { next: a + 1 })?;
+                    return Ok(ip);
+                }
+            }
         }
     }
     Err(NetworkError::Exhausted(format!("No more floating IPs available in pool {}.", pool.name)))
@@ -218,6 +238,15 @@ fn detach_in(tx: &mut WriteTx<'_>, ip: &mut FloatingIp) -> Result<(), StoreError
     Ok(())
 }
 
+/// A freed address is searched first next time (lowest free first).
+fn rewind_pool_cursor_in(tx: &mut WriteTx<'_>, pool: &str, address: u32) -> Result<(), StoreError> {
+    let pool = pool.to_string();
+    if tx.get(&POOL_CURSORS, &pool)?.is_none_or(|c| c.next > address) {
+        tx.put(&POOL_CURSORS, &pool, &AllocationCursor { next: address })?;
+    }
+    Ok(())
+}
+
 fn disassociate_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result<FloatingIp, NetworkError> {
     let mut ip = owned(tx, caller, address)?;
     detach_in(tx, &mut ip)?;
@@ -235,6 +264,7 @@ fn release_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result
     let project = ip.project.take().expect("owned() checked the project");
     ip.auto_assigned = false;
     tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
+    rewind_pool_cursor_in(tx, &ip.pool, u32::from(address))?;
     quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
     Ok(ip)
 }
@@ -250,6 +280,7 @@ pub(crate) fn release_for_instance_in(tx: &mut WriteTx<'_>, instance: &Instance)
         if ip.auto_assigned {
             if let Some(project) = ip.project.take() {
                 quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
+                rewind_pool_cursor_in(tx, &ip.pool, key)?;
             }
             ip.auto_assigned = false;
         }
