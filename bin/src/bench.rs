@@ -12,6 +12,15 @@ use nimbus_runtime::Namespace;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use nimbus_actors::instances::new_instance;
+use nimbus_actors::network::floating::{Caller, FloatingRequest};
+use nimbus_actors::network::{self, NetworkMsg};
+use nimbus_runtime::{Wire, rpc};
+use nimbus_storage::Reads;
+use nimbus_storage::ids::{FlavorId, ImageId, UserId};
+use nimbus_storage::records::now_ms;
+use nimbus_storage::schema::{FLAVORS, INSTANCES, INSTANCES_BY_PROJECT};
+
 use crate::cli::ApiArgs;
 use crate::client::Client;
 
@@ -19,6 +28,21 @@ use crate::client::Client;
 pub enum BenchCommand {
     /// Boot servers concurrently until ACTIVE, then delete them.
     Boot(BootArgs),
+    /// Fixed- and floating-IP allocations per second, in process and through the API.
+    Ips(IpsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IpsArgs {
+    /// Fixed IPs to allocate (on a /16).
+    #[arg(long, default_value_t = 20000)]
+    pub fixed: usize,
+    /// Floating IPs to allocate in process, and again through the API.
+    #[arg(long, default_value_t = 4000)]
+    pub floating: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
 }
 
 #[derive(Args, Debug)]
@@ -42,7 +66,129 @@ pub struct BootArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Boot(args) => boot(args).await,
+        BenchCommand::Ips(args) => ips(args).await,
     }
+}
+
+/// Runs `n` jobs with at most `concurrency` in flight; returns the elapsed time.
+async fn run_concurrently<F, Fut>(n: usize, concurrency: usize, job: F) -> anyhow::Result<Duration>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let job = Arc::new(job);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let (gate, job) = (gate.clone(), job.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            job(i).await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
+fn rate(n: usize, took: Duration) -> String {
+    format!("{:>9.0}/s  ({n} in {:.2} s)", n as f64 / took.as_secs_f64(), took.as_secs_f64())
+}
+
+async fn ips(args: IpsArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let mut config = CloudConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    config.fake_hosts = 1;
+    config.admin_password = Some("bench".into());
+    config.namespace = Namespace::new("bench-ips");
+    config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
+    config.floating_range = "198.18.0.0/16".parse().expect("a valid CIDR");
+    let cloud = Cloud::start(config).await?;
+    let ctx = cloud.ctx.clone();
+    let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
+    let project = nimbus_actors::identity::find_project(&ctx.store, "admin")?.context("the admin project")?;
+    let flavor = ctx.store.read(|r| r.get(&FLAVORS, &FlavorId("1".into())))?.context("flavor 1")?;
+
+    // Instances to give addresses to, written straight to the store: this measures allocation, not booting.
+    println!("preparing {} instance records …", args.fixed);
+    let mut ids = Vec::with_capacity(args.fixed);
+    for chunk in 0..args.fixed.div_ceil(1000) {
+        let records: Vec<_> = (0..1000.min(args.fixed - chunk * 1000))
+            .map(|n| {
+                new_instance(
+                    format!("ip-{chunk}-{n}"),
+                    project.id,
+                    UserId::random(),
+                    &flavor,
+                    ImageId::random(),
+                    now_ms(),
+                )
+            })
+            .collect();
+        ids.extend(records.iter().map(|i| i.id));
+        ctx.store
+            .write(move |tx| {
+                for i in &records {
+                    tx.put(&INSTANCES, &i.id, i)?;
+                    tx.index_add(&INSTANCES_BY_PROJECT, &i.project, &i.id)?;
+                }
+                Ok::<_, nimbus_storage::StoreError>(())
+            })
+            .await?;
+    }
+    let ids = Arc::new(ids);
+    let before = ctx.store.stats();
+    let fixed_ctx = ctx.clone();
+    let fixed = run_concurrently(args.fixed, args.concurrency, move |i| {
+        let (ctx, id) = (fixed_ctx.clone(), ids[i]);
+        async move {
+            let Wire(outcome) =
+                rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Allocate(Wire(id), r), ctx.timing.call)
+                    .await?;
+            outcome?;
+            Ok(())
+        }
+    })
+    .await?;
+    let after = ctx.store.stats();
+    println!("fixed IPs, in process (network manager, durable): {}", rate(args.fixed, fixed));
+    println!(
+        "        {} durable commits for {} writes ({:.1} writes per commit)",
+        after.commits - before.commits,
+        after.writes - before.writes,
+        (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64
+    );
+
+    let caller = Caller { project: project.id, admin: true };
+    let floating_ctx = ctx.clone();
+    let floating = run_concurrently(args.floating, args.concurrency, move |_| {
+        let ctx = floating_ctx.clone();
+        async move {
+            let request = FloatingRequest::Allocate { caller, pool: None };
+            let Wire(outcome) =
+                rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Floating(Wire(request), r), ctx.timing.call)
+                    .await?;
+            outcome?;
+            Ok(())
+        }
+    })
+    .await?;
+    println!("floating IPs, in process (network manager, durable): {}", rate(args.floating, floating));
+
+    let http = run_concurrently(args.floating, args.concurrency.min(64), move |_| {
+        let admin = admin.clone();
+        async move {
+            admin.post("/compute/v2.1/os-floating-ips", &json!({})).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    println!("floating IPs, through the API (POST os-floating-ips): {}", rate(args.floating, http));
+    cloud.shutdown().await;
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
