@@ -6,5 +6,6 @@ mod floating_ips;
 mod networks;
 mod openstack_cli;
 mod persistence;
+mod properties;
 mod servers;
 mod supervision;

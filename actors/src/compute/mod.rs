@@ -235,7 +235,9 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
         state.driver.spawn(spec_of(&instance)).await.map_err(|e| ComputeError::Virt(e.to_string()))?;
         return Ok(());
     }
-    let interfaces = call_network(&state.ctx, |reply| NetworkMsg::Allocate(Wire(id), reply)).await?;
+    // The allocation wrote the interfaces into the instance record; the transition below reads them from there
+    // (never from this reply, which a floating-IP association may have outdated meanwhile).
+    call_network(&state.ctx, |reply| NetworkMsg::Allocate(Wire(id), reply)).await?;
     let host = state.host.clone();
     let instance = store
         .write(move |tx| {
@@ -244,7 +246,7 @@ async fn build(state: &ComputeState, id: InstanceId) -> Result<(), ComputeError>
                 // Another attempt of this same build got further already.
                 return Ok(current);
             }
-            transition_in(tx, id, Event::NetworkReady, on_this_host(&host), |i| i.interfaces = interfaces)
+            transition_in(tx, id, Event::NetworkReady, on_this_host(&host), |_| {})
         })
         .await
         .map_err(ComputeError::from)?;
