@@ -51,6 +51,8 @@ pub struct CloudConfig {
     /// The range of the default floating pool (`public`) of a fresh cloud, and its public interface.
     pub floating_range: Ipv4Network,
     pub public_interface: String,
+    /// Give every new instance a floating IP (see [`Ctx::auto_assign_floating_ip`]).
+    pub auto_assign_floating_ip: bool,
     /// The admin password for a fresh cloud; generated if `None`.
     pub admin_password: Option<String>,
     pub namespace: Namespace,
@@ -67,6 +69,7 @@ impl CloudConfig {
             fixed_range: "10.0.0.0/24".parse().expect("a valid CIDR"),
             floating_range: "203.0.113.0/24".parse().expect("a valid CIDR"),
             public_interface: "eth0".into(),
+            auto_assign_floating_ip: false,
             admin_password: None,
             namespace: Namespace::default(),
             timing: Timing::default(),
@@ -113,7 +116,13 @@ impl Cloud {
         }
 
         let sim = Arc::new(SimDataplane::new());
-        let ctx = Ctx { store, ns: config.namespace.clone(), timing: config.timing.clone(), dataplane: sim.clone() };
+        let ctx = Ctx {
+            store,
+            ns: config.namespace.clone(),
+            timing: config.timing.clone(),
+            dataplane: sim.clone(),
+            auto_assign_floating_ip: config.auto_assign_floating_ip,
+        };
         let ns = &ctx.ns;
         let hypervisors: BTreeMap<HostId, Arc<FakeHypervisor>> = (1..=config.fake_hosts)
             .map(|n| (HostId(format!("host-{n:04}")), Arc::new(FakeHypervisor::new(config.fake_capacity))))

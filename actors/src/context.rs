@@ -51,4 +51,7 @@ pub struct Ctx {
     pub timing: Timing,
     /// The dataplane driver; only the network manager and the VLAN supervisors use it.
     pub dataplane: Arc<dyn Dataplane>,
+    /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
+    /// released with the instance and not counted against the project's quota.
+    pub auto_assign_floating_ip: bool,
 }

@@ -62,6 +62,15 @@ pub struct UpArgs {
     /// The range of the default network `private` of a new cloud (ignored when the cloud exists).
     #[arg(long, default_value = "10.0.0.0/24")]
     pub fixed_range: ipnetwork::Ipv4Network,
+    /// The range of the floating pool `public` of a new cloud (ignored when the cloud exists).
+    #[arg(long, default_value = "203.0.113.0/24")]
+    pub floating_range: ipnetwork::Ipv4Network,
+    /// The public interface the addresses of the pool `public` are bound to (for a new cloud).
+    #[arg(long, default_value = "eth0")]
+    pub public_interface: String,
+    /// Give every new instance a floating IP from the default pool, released with it.
+    #[arg(long)]
+    pub auto_assign_floating_ip: bool,
     /// The admin password of a new cloud (ignored when the cloud exists). Generated if not given.
     #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
@@ -369,6 +378,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.fake_hosts = args.fake_hosts;
     config.admin_password = args.admin_password;
     config.fixed_range = args.fixed_range;
+    config.auto_assign_floating_ip = args.auto_assign_floating_ip;
+    config.floating_range = args.floating_range;
+    config.public_interface = args.public_interface;
     let mut cloud = Cloud::start(config).await.context("starting the cloud")?;
     let data = args.data_dir.display();
     println!("nimbus is up at {}", cloud.url);

@@ -226,3 +226,25 @@ async fn the_network_api_manages_floating_ips_through_ports() {
     assert_eq!(status.as_u16(), 400, "floating IPs come from external networks: {body}");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
+    let t = TestCloud::start_with(Options { auto_assign_floating_ip: true, ..Options::default() }).await;
+    let alice = t.user_with_role("member").await;
+    let vm = active(&alice, "auto").await;
+    let floating = floating_of(&vm);
+    assert_eq!(floating, vec!["203.0.113.1".to_string()]);
+    assert_eq!(t.cloud.sim.state().nat.floating.len(), 1);
+    // Not counted against the quota: ten more can still be allocated.
+    for _ in 0..10 {
+        alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
+    }
+    alice.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
+    wait_for_gone(&alice, vm["id"].as_str().unwrap()).await;
+    assert!(t.cloud.sim.state().nat.floating.is_empty());
+    let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
+    assert!(mine.iter().all(|f| f["ip"] != "203.0.113.1"), "the auto-assigned address went back to the pool");
+    let violations = store_violations(&t.cloud.ctx.store);
+    assert!(violations.is_empty(), "{violations:#?}");
+    t.shutdown().await;
+}

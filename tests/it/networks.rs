@@ -242,3 +242,36 @@ async fn killed_network_actors_rebuild_the_same_dataplane() {
     assert_eq!(t.cloud.sim.state(), before, "the restarted actors re-applied exactly the same state");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn addresses_whose_dhcp_release_never_comes_are_reclaimed() {
+    // The test timing reclaims after 2 s.
+    let t = TestCloud::start().await;
+    let dhcp_net = json!({"network": {"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"}});
+    t.admin.post("/compute/v2.1/os-networks", &dhcp_net).await.unwrap();
+    let dhcp = t.user_in_mode("flat_dhcp", "member").await;
+    let vm = boot_active(&dhcp, "leaky").await;
+    let (_, ip) = mac_and_ip(&vm);
+    wait_until("the lease", Duration::from_secs(5), || async {
+        t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap()["fixed_ip"]["leased"] == true
+    })
+    .await;
+    t.cloud.sim.lose_releases(true);
+    dhcp.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
+    wait_for_gone(&dhcp, vm["id"].as_str().unwrap()).await;
+    let held = t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap();
+    assert_eq!(
+        (held["fixed_ip"]["allocated"].clone(), held["fixed_ip"]["leased"].clone()),
+        (json!(false), json!(true)),
+        "still leased: held back"
+    );
+    let next = boot_active(&dhcp, "meanwhile").await;
+    assert_ne!(mac_and_ip(&next).1, ip, "a still-leased address is not handed out again");
+    wait_until("the reclaim timer to free it", Duration::from_secs(10), || async {
+        t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap()["fixed_ip"]["leased"] == false
+    })
+    .await;
+    let after = boot_active(&dhcp, "reuses-it").await;
+    assert_eq!(mac_and_ip(&after).1, ip, "the reclaimed address is the lowest free one again");
+    t.shutdown().await;
+}

@@ -59,13 +59,14 @@ pub struct TestCloud {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub hosts: u32,
+    pub auto_assign_floating_ip: bool,
     pub capacity: Capacity,
     pub timing: Timing,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { hosts: 4, capacity: Capacity::default(), timing: test_timing() }
+        Options { hosts: 4, auto_assign_floating_ip: false, capacity: Capacity::default(), timing: test_timing() }
     }
 }
 
@@ -94,6 +95,7 @@ impl TestCloud {
         config.namespace =
             Namespace::new(&format!("t{}-{}", std::process::id(), CLOUDS.fetch_add(1, Ordering::SeqCst)));
         config.timing = options.timing.clone();
+        config.auto_assign_floating_ip = options.auto_assign_floating_ip;
         config
     }
 
@@ -260,7 +262,7 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 u.fixed_ips += instance.interfaces.len() as u64;
             }
             for (_, ip) in r.scan(&FLOATING_IPS)? {
-                if let Some(project) = ip.project {
+                if let Some(project) = ip.project.filter(|_| !ip.auto_assigned) {
                     recomputed.entry(project).or_default().floating_ips += 1;
                 }
                 if let Some(id) = ip.instance {

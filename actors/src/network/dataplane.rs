@@ -121,11 +121,18 @@ pub struct SimState {
 pub struct SimDataplane {
     state: Mutex<SimState>,
     events: Mutex<Option<mpsc::UnboundedSender<LeaseEvent>>>,
+    lose_releases: std::sync::atomic::AtomicBool,
 }
 
 impl SimDataplane {
     pub fn new() -> SimDataplane {
         SimDataplane::default()
+    }
+
+    /// Makes released leases go unreported, as when a DHCP server dies before its script runs (for tests of
+    /// the reclaim timer).
+    pub fn lose_releases(&self, lose: bool) {
+        self.lose_releases.store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn state(&self) -> SimState {
@@ -193,7 +200,9 @@ impl Dataplane for SimDataplane {
 
     fn release_lease(&self, network: NetworkId, mac: String, address: Ipv4Addr) -> DataplaneFuture<'_> {
         Box::pin(async move {
-            self.emit(LeaseEvent { network, action: LeaseAction::Del, mac, address });
+            if !self.lose_releases.load(std::sync::atomic::Ordering::SeqCst) {
+                self.emit(LeaseEvent { network, action: LeaseAction::Del, mac, address });
+            }
             Ok(())
         })
     }

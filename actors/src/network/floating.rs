@@ -142,20 +142,32 @@ fn pool_bounds(pool: &FloatingPool) -> (u32, u32) {
     }
 }
 
+/// The oldest pool.
+fn default_pool(tx: &WriteTx<'_>) -> Result<FloatingPool, NetworkError> {
+    let mut pools: Vec<FloatingPool> = tx.scan(&FLOATING_POOLS)?.into_iter().map(|(_, p)| p).collect();
+    pools.sort_by_key(|p| p.created_at);
+    pools.into_iter().next().ok_or_else(|| NetworkError::NotFound("No floating IP pool exists.".into()))
+}
+
 fn allocate_in(tx: &mut WriteTx<'_>, caller: Caller, pool: Option<String>) -> Result<FloatingIp, NetworkError> {
     let pool = match pool {
         Some(name) => tx
             .get(&FLOATING_POOLS, &name)?
             .ok_or_else(|| NetworkError::NotFound(format!("Floating IP pool not found: {name}.")))?,
-        None => {
-            let mut pools: Vec<FloatingPool> = tx.scan(&FLOATING_POOLS)?.into_iter().map(|(_, p)| p).collect();
-            pools.sort_by_key(|p| p.created_at);
-            pools.into_iter().next().ok_or_else(|| NetworkError::NotFound("No floating IP pool exists.".into()))?
-        }
+        None => default_pool(tx)?,
     };
     quota::charge_in(tx, caller.project, Usage { floating_ips: 1, ..Usage::default() })?;
-    // Search from the pool's cursor to its end, then from its start: every address once at most.
-    let (first, last) = pool_bounds(&pool);
+    take_free_in(tx, &pool, caller.project, false)
+}
+
+/// Gives the lowest free address of `pool` (from the pool's cursor on, wrapping) to `project`.
+fn take_free_in(
+    tx: &mut WriteTx<'_>,
+    pool: &FloatingPool,
+    project: ProjectId,
+    auto_assigned: bool,
+) -> Result<FloatingIp, NetworkError> {
+    let (first, last) = pool_bounds(pool);
     let cursor = tx.get(&POOL_CURSORS, &pool.name)?.map_or(first, |c| c.next.clamp(first, last));
     for (start, end) in [(cursor, last), (first, cursor.saturating_sub(1))] {
         let mut next = start;
@@ -170,7 +182,8 @@ fn allocate_in(tx: &mut WriteTx<'_>, caller: Caller, pool: Option<String>) -> Re
                 }
                 next = a + 1;
                 if ip.project.is_none() {
-                    ip.project = Some(caller.project);
+                    ip.project = Some(project);
+                    ip.auto_assigned = auto_assigned;
                     tx.put(&FLOATING_IPS, &a, &ip)?;
                     tx.put(&POOL_CURSORS, &pool.name, &AllocationCursor { next: a + 1 })?;
                     return Ok(ip);
@@ -269,6 +282,19 @@ fn release_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result
     Ok(ip)
 }
 
+/// Gives an instance that has none a floating IP from the default pool, associated at once; not counted
+/// against the quota. Returns whether one was assigned.
+pub(crate) fn auto_assign_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<bool, NetworkError> {
+    let instance = tx.get(&INSTANCES, &id)?.ok_or(NetworkError::InstanceGone(id))?;
+    if instance.interfaces.iter().any(|i| !i.floating.is_empty()) {
+        return Ok(false);
+    }
+    let pool = default_pool(tx)?;
+    let ip = take_free_in(tx, &pool, instance.project, true)?;
+    associate_in(tx, Caller { project: instance.project, admin: false }, ip.address, id)?;
+    Ok(true)
+}
+
 /// Disassociates every floating IP of an instance that is going away; auto-assigned ones go back to their
 /// pool. Returns whether anything changed.
 pub(crate) fn release_for_instance_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<bool, StoreError> {
@@ -278,11 +304,10 @@ pub(crate) fn release_for_instance_in(tx: &mut WriteTx<'_>, instance: &Instance)
         let Some(mut ip) = tx.get(&FLOATING_IPS, &key)?.filter(|ip| ip.instance == Some(instance.id)) else { continue };
         detach_in(tx, &mut ip)?;
         if ip.auto_assigned {
-            if let Some(project) = ip.project.take() {
-                quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
-                rewind_pool_cursor_in(tx, &ip.pool, key)?;
-            }
+            // Never counted against the quota, so nothing to refund.
+            ip.project = None;
             ip.auto_assigned = false;
+            rewind_pool_cursor_in(tx, &ip.pool, key)?;
         }
         tx.put(&FLOATING_IPS, &key, &ip)?;
         changed = true;

@@ -222,8 +222,19 @@ async fn refresh(ctx: &Ctx, network: &Network) -> Result<(), NetworkError> {
 }
 
 async fn allocate(ctx: &Ctx, instance: InstanceId) -> Result<Vec<Interface>, NetworkError> {
-    let (interfaces, network) = ctx.store.write(move |tx| allocate_in(tx, instance)).await?;
+    let auto_assign = ctx.auto_assign_floating_ip;
+    let (interfaces, network, assigned) = ctx
+        .store
+        .write(move |tx| {
+            let (interfaces, network) = allocate_in(tx, instance)?;
+            let assigned = auto_assign && floating::auto_assign_in(tx, instance)?;
+            Ok::<_, NetworkError>((interfaces, network, assigned))
+        })
+        .await?;
     refresh(ctx, &network).await?;
+    if assigned {
+        apply_nat(ctx).await?;
+    }
     Ok(interfaces)
 }
 
