@@ -248,3 +248,63 @@ async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     assert!(violations.is_empty(), "{violations:#?}");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn quotas_are_shown_with_their_use_and_can_be_raised_by_an_admin() {
+    let t = TestCloud::start().await;
+    let alice = t.user_with_role("member").await;
+    let token = reqwest::Client::new()
+        .get(format!("{}/identity/v3/auth/tokens", t.url()))
+        .header("x-auth-token", alice.token())
+        .header("x-subject-token", alice.token())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let project = token["token"]["project"]["id"].as_str().unwrap().to_string();
+    active(&alice, "counted").await;
+    alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
+    let detail = alice.get(&format!("/compute/v2.1/os-quota-sets/{project}/detail")).await.unwrap();
+    let q = &detail["quota_set"];
+    assert_eq!((q["instances"]["limit"].clone(), q["instances"]["in_use"].clone()), (json!(10), json!(1)));
+    assert_eq!((q["cores"]["in_use"].clone(), q["ram"]["in_use"].clone()), (json!(1), json!(512)));
+    assert_eq!((q["floating_ips"]["in_use"].clone(), q["fixed_ips"]["limit"].clone()), (json!(1), json!(-1)));
+
+    let (status, _) = alice
+        .raw(
+            Method::PUT,
+            &format!("/compute/v2.1/os-quota-sets/{project}"),
+            Some(&json!({"quota_set": {"instances": 50}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 403, "members cannot raise their own quota");
+    let raised = t
+        .admin
+        .send(
+            Method::PUT,
+            &format!("/compute/v2.1/os-quota-sets/{project}"),
+            Some(&json!({"quota_set": {"instances": 12, "floating_ips": -1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (raised["quota_set"]["instances"].clone(), raised["quota_set"]["floating_ips"].clone()),
+        (json!(12), json!(-1))
+    );
+    let image = default_image(&alice).await;
+    let eleven =
+        json!({"server": {"name": "more", "imageRef": image, "flavorRef": "1", "min_count": 11, "max_count": 11}});
+    alice.post("/compute/v2.1/servers", &eleven).await.unwrap();
+    let (status, body) = alice.raw(Method::POST, "/compute/v2.1/servers", Some(&eleven)).await.unwrap();
+    assert_eq!(status.as_u16(), 403, "12 is the new limit: {body}");
+    let (status, body) = t
+        .admin
+        .raw(Method::PUT, &format!("/compute/v2.1/os-quota-sets/{project}"), Some(&json!({"quota_set": {"cores": -5}})))
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 400, "{body}");
+    t.shutdown().await;
+}

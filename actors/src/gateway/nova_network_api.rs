@@ -1,6 +1,8 @@
-//! The nova-network era compute endpoints: `os-networks`, `os-floating-ip-pools`, `os-floating-ips` and
-//! `os-fixed-ips`. Same model as the Network v2.0 API (`network_api`); only the shapes differ.
+//! The nova-network era compute endpoints: `os-networks`, `os-floating-ip-pools`, `os-floating-ips`,
+//! `os-fixed-ips`, and the `os-quota-sets` that limit them. Same model as the Network v2.0 API
+//! (`network_api`); only the shapes differ.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use axum::Json;
@@ -12,8 +14,8 @@ use axum::routing::{get, post};
 use nimbus_runtime::Wire;
 use nimbus_storage::Reads;
 use nimbus_storage::ids::{NetworkId, ProjectId};
-use nimbus_storage::records::{FloatingIp, Network, NetworkMode, Role};
-use nimbus_storage::schema::{FLOATING_POOLS, NETWORKS};
+use nimbus_storage::records::{FloatingIp, Network, NetworkMode, Quota, Role, Usage};
+use nimbus_storage::schema::{FLOATING_POOLS, NETWORKS, QUOTAS};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -24,7 +26,7 @@ use super::{ApiError, AppState, call_network};
 use crate::network::floating::{self, Caller, FloatingOutcome, FloatingRequest};
 use crate::network::plan::NetworkRequest;
 use crate::network::{self, NetworkMsg};
-use crate::{CloudError, identity};
+use crate::{CloudError, identity, quota};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -40,6 +42,8 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/os-floating-ips/{id}", get(show_floating).delete(release_floating))
         .route("/compute/v2.1/os-fixed-ips/{address}", get(show_fixed))
         .route("/compute/v2.1/os-fixed-ips/{address}/action", post(fixed_action))
+        .route("/compute/v2.1/os-quota-sets/{project}", get(show_quota).put(update_quota))
+        .route("/compute/v2.1/os-quota-sets/{project}/detail", get(show_quota_detail))
 }
 
 fn compute<E: Into<CloudError>>(e: E) -> ApiError {
@@ -367,4 +371,103 @@ async fn fixed_action(State(s): State<AppState>, auth: Auth, Path(address): Path
     };
     call_network(&s.ctx, |r| NetworkMsg::ReserveFixedIp(Wire((ip, reserve)), r)).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+fn limit(v: Option<u64>) -> Value {
+    v.map_or(json!(-1), |n| json!(n))
+}
+
+fn quota_view(project: ProjectId, q: &Quota, usage: Option<&Usage>) -> Value {
+    let mut v = json!({
+        "id": project.to_string(), "instances": limit(q.instances), "cores": limit(q.cores), "ram": limit(q.ram_mb),
+        "floating_ips": limit(q.floating_ips), "fixed_ips": limit(q.fixed_ips),
+        "metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
+        "injected_file_path_bytes": 255, "key_pairs": 100, "security_groups": 10, "security_group_rules": 20,
+        "server_groups": 10, "server_group_members": 10,
+    });
+    if let Some(u) = usage {
+        for (key, used) in [
+            ("instances", u.instances),
+            ("cores", u.cores),
+            ("ram", u.ram_mb),
+            ("floating_ips", u.floating_ips),
+            ("fixed_ips", u.fixed_ips),
+        ] {
+            let limit = v[key].clone();
+            v[key] = json!({"limit": limit, "in_use": used, "reserved": 0});
+        }
+    }
+    v
+}
+
+/// The project a quota request names: the caller's own, or (admin) any.
+fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiError> {
+    let project = identity::find_project(&s.ctx.store, id)
+        .map_err(compute)?
+        .ok_or_else(|| compute(CloudError::NotFound(format!("Project {id} could not be found."))))?;
+    if project.id != auth.0.project && !auth.is_admin() {
+        return Err(compute(CloudError::Forbidden(
+            "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".into(),
+        )));
+    }
+    Ok(project.id)
+}
+
+async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+    let project = quota_project(&s, &auth, &id)?;
+    let q = s.ctx.store.read(|r| quota::quota(r, project)).map_err(compute)?;
+    Ok(Json(json!({"quota_set": quota_view(project, &q, None)})).into_response())
+}
+
+async fn show_quota_detail(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+    let project = quota_project(&s, &auth, &id)?;
+    let (q, u) = s
+        .ctx
+        .store
+        .read(|r| Ok::<_, nimbus_storage::StoreError>((quota::quota(r, project)?, quota::usage(r, project)?)))
+        .map_err(compute)?;
+    Ok(Json(json!({"quota_set": quota_view(project, &q, Some(&u))})).into_response())
+}
+
+#[derive(Deserialize)]
+struct UpdateQuota {
+    quota_set: HashMap<String, Value>,
+}
+
+/// `PUT /os-quota-sets/{project}` (admin): sets limits; -1 is unlimited. Limits nimbus does not enforce are
+/// accepted and ignored, as clients send them all.
+async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    auth.require(Role::Admin, "os_compute_api:os-quota-sets:update").map_err(compute)?;
+    let project = quota_project(&s, &auth, &id)?;
+    let request: UpdateQuota = parse_json(&body).map_err(compute)?;
+    let parse = |key: &str| -> Result<Option<Option<u64>>, ApiError> {
+        match request.quota_set.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
+                Some(-1) => Ok(Some(None)),
+                Some(n) if n >= 0 => Ok(Some(Some(n as u64))),
+                _ => Err(compute(CloudError::BadRequest(format!(
+                    "Quota limit {key} must be -1 or a non-negative integer, not {v}."
+                )))),
+            },
+        }
+    };
+    let changes = [parse("instances")?, parse("cores")?, parse("ram")?, parse("floating_ips")?, parse("fixed_ips")?];
+    let q = s
+        .ctx
+        .store
+        .write(move |tx| {
+            let mut q = quota::quota(tx, project)?;
+            let fields = [&mut q.instances, &mut q.cores, &mut q.ram_mb, &mut q.floating_ips, &mut q.fixed_ips];
+            for (field, change) in fields.into_iter().zip(changes) {
+                if let Some(new) = change {
+                    *field = new;
+                }
+            }
+            tx.put(&QUOTAS, &project, &q)?;
+            Ok::<_, nimbus_storage::StoreError>(q)
+        })
+        .await
+        .map_err(compute)?;
+    Ok(Json(json!({"quota_set": quota_view(project, &q, None)})).into_response())
 }
