@@ -2,12 +2,11 @@
 //! image, a default network; and the `clouds.yaml` that points the OpenStack clients at it.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnetwork::Ipv4Network;
-use nimbus_storage::ids::{FlavorId, ImageId, NetworkId};
-use nimbus_storage::records::{Flavor, Image, Network, NetworkMode, Quota, Role, now_ms};
+use nimbus_storage::ids::{FlavorId, ImageId};
+use nimbus_storage::records::{Flavor, Image, NetworkMode, Quota, Role, now_ms};
 use nimbus_storage::schema::{FLAVORS, FLOATING_POOLS, IMAGES, NETWORKS, QUOTAS};
 use nimbus_storage::{Reads, Store};
 use rand::Rng;
@@ -16,6 +15,7 @@ use rand::distr::Alphanumeric;
 use crate::CloudError;
 use crate::identity;
 use crate::network::floating::{self, FloatingRequest};
+use crate::network::plan::{self, NetworkRequest};
 
 pub const ADMIN: &str = "admin";
 pub const DEFAULT_IMAGE: &str = "cirros-0.6.2-x86_64-disk";
@@ -108,27 +108,13 @@ pub async fn ensure_defaults(
                 tx.put(&IMAGES, &image.id, &image)?;
             }
             if tx.scan(&NETWORKS)?.is_empty() {
-                let network = Network {
-                    id: NetworkId::random(),
-                    label: DEFAULT_NETWORK.into(),
-                    mode: NetworkMode::Flat,
-                    cidr: fixed_range,
-                    gateway: first_host(fixed_range),
-                    bridge: "br100".into(),
-                    bridge_interface: None,
-                    vlan: None,
-                    dhcp_server: None,
-                    vpn: None,
-                    vpn_clients: 0,
-                    dns1: None,
-                    dns2: None,
-                    multi_host: false,
-                    allowed_start: None,
-                    allowed_end: None,
-                    project: None,
-                    created_at: now_ms(),
-                };
-                tx.put(&NETWORKS, &network.id, &network)?;
+                let mut request = NetworkRequest::new(DEFAULT_NETWORK, NetworkMode::Flat, fixed_range);
+                request.network_size = fixed_range.size();
+                let planned = plan::plan(&request, &[], now_ms())
+                    .map_err(|e| CloudError::BadRequest(format!("the default network {fixed_range}: {e}")))?;
+                for network in planned {
+                    tx.put(&NETWORKS, &network.id, &network)?;
+                }
             }
             Ok::<_, CloudError>(())
         })
@@ -143,11 +129,6 @@ pub async fn ensure_defaults(
         floating::create_pool(store, request).await?;
     }
     Ok(generated)
-}
-
-/// The gateway of a network: its first address after the network address, as nova-network chose it.
-fn first_host(cidr: Ipv4Network) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(cidr.network()) + 1)
 }
 
 /// A `clouds.yaml` with one cloud, `nimbus`, for the stock OpenStack clients.

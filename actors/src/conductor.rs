@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use nimbus_runtime::{Topic, Wire, rpc};
+use nimbus_runtime::{CallError, Topic, Wire, rpc};
 use nimbus_storage::ids::{HostId, InstanceId, ProjectId};
 use nimbus_storage::records::{Fault, OperationKind, TaskState, VmState, now_ms};
 use nimbus_storage::schema::{INSTANCES, OPERATIONS};
@@ -150,14 +150,19 @@ impl Actor for Conductor {
     }
 }
 
-/// Calls a host's compute agent: its own failure is `Failed`, no answer is `Lost`.
+/// Calls a host's compute agent.
 async fn compute_step(
     ctx: &Ctx,
     host: &HostId,
     make: impl FnOnce(RpcReplyPort<StepReply>) -> ComputeMsg,
     timeout: Duration,
 ) -> Result<(), StepFailure> {
-    match rpc::call_topic(&ctx.ns, &compute::topic(host), make, timeout).await {
+    step_outcome(rpc::call_topic(&ctx.ns, &compute::topic(host), make, timeout).await)
+}
+
+/// A worker's own failure is `Failed`; no answer is `Lost`.
+fn step_outcome<E: std::fmt::Display>(outcome: Result<Wire<Result<(), E>>, CallError>) -> Result<(), StepFailure> {
+    match outcome {
         Ok(Wire(result)) => result.map_err(|e| StepFailure::Failed(e.to_string())),
         Err(e) => Err(StepFailure::Lost(e.to_string())),
     }
@@ -258,11 +263,16 @@ impl ConductorState {
         Ok(())
     }
 
-    /// Counts a transient failure; `true` while the step may be retried.
-    fn may_retry(&mut self, id: InstanceId) -> bool {
+    /// Counts a transient failure of the instance's current step; returns how many there were in a row.
+    fn note_retry(&mut self, id: InstanceId) -> u32 {
         let n = self.retries.entry(id).or_default();
         *n += 1;
-        *n <= MAX_TRANSIENT_RETRIES
+        *n
+    }
+
+    /// Counts a transient failure; `true` while the step may be retried.
+    fn may_retry(&mut self, id: InstanceId) -> bool {
+        self.note_retry(id) <= MAX_TRANSIENT_RETRIES
     }
 
     fn retry_later(&self, me: &ActorRef<ConductorMsg>, id: InstanceId) {
@@ -394,13 +404,10 @@ impl ConductorState {
         self.in_flight.insert(id);
         let ctx = self.ctx.clone();
         rpc::then(me, async move {
-            let outcome =
+            let outcome = step_outcome(
                 rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Deallocate(Wire(id), r), ctx.timing.call)
-                    .await;
-            let outcome = match outcome {
-                Ok(Wire(result)) => result.map_err(|e| StepFailure::Failed(e.to_string())),
-                Err(e) => Err(StepFailure::Lost(e.to_string())),
-            };
+                    .await,
+            );
             ConductorMsg::Released(Wire((id, outcome)))
         });
         Ok(())
@@ -413,8 +420,9 @@ impl ConductorState {
         outcome: Result<(), StepFailure>,
     ) -> Result<(), StoreError> {
         if let Err(failure) = outcome {
+            // Never given up: the addresses must come back. The count only paces the retries.
             tracing::warn!(instance = %id, ?failure, "releasing the network of a deleted instance failed; retrying");
-            self.may_retry(id);
+            self.note_retry(id);
             self.retry_later(me, id);
             return Ok(());
         }
