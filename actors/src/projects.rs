@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use nimbus_runtime::supervisor::SupervisorMsg;
 use nimbus_runtime::{CallError, ChildSpec, Restart, Supervisor, SupervisorArgs, Wire, rpc};
 use nimbus_storage::ids::{InstanceId, ProjectId};
-use nimbus_storage::schema::{INSTANCES, OPERATIONS};
+use nimbus_storage::schema::{INSTANCES, NETWORKS, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
 use ractor::ActorRef;
 
@@ -36,7 +36,7 @@ pub fn project_spec(ctx: &Ctx, project: ProjectId) -> ChildSpec {
 }
 
 /// The spec of the `projects` supervisor. Its children are computed at every (re)start from the store: the
-/// projects that have instances or pending operations.
+/// projects that have instances, pending operations or networks of their own.
 pub fn projects_spec(ctx: &Ctx) -> ChildSpec {
     let ctx = ctx.clone();
     ChildSpec::new(ctx.ns.actor_name(PROJECTS), Restart::Permanent, move || {
@@ -53,6 +53,8 @@ fn projects_with_resources(ctx: &Ctx) -> Result<BTreeSet<ProjectId>, StoreError>
     ctx.store.read(|r| {
         let mut projects: BTreeSet<ProjectId> = r.scan(&OPERATIONS)?.into_iter().map(|(_, op)| op.project).collect();
         projects.extend(r.scan(&INSTANCES)?.into_iter().map(|(_, i)| i.project));
+        // A project with a network of its own has a segment (and a VPN endpoint) to keep up.
+        projects.extend(r.scan(&NETWORKS)?.into_iter().filter_map(|(_, n)| n.project));
         Ok(projects)
     })
 }

@@ -275,3 +275,34 @@ async fn addresses_whose_dhcp_release_never_comes_are_reclaimed() {
     assert_eq!(mac_and_ip(&after).1, ip, "the reclaimed address is the lowest free one again");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_cloud_rebuilds_the_whole_dataplane_from_the_store() {
+    let t = TestCloud::start().await;
+    let dhcp_net = json!({"network": {"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"}});
+    t.admin.post("/compute/v2.1/os-networks", &dhcp_net).await.unwrap();
+    let vlans =
+        json!({"network": {"label": "v", "cidr": "10.2.0.0/23", "mode": "vlan", "num_networks": 2, "vlan_start": 200}});
+    t.admin.post("/compute/v2.1/os-networks", &vlans).await.unwrap();
+    let dhcp = t.user_in_mode("flat_dhcp", "member").await;
+    let vlan = t.user_in_mode("vlan", "member").await;
+    boot_active(&dhcp, "d").await;
+    let v = boot_active(&vlan, "v").await;
+    let fip = vlan.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap()["floating_ip"]["ip"].clone();
+    vlan.post(
+        &format!("/compute/v2.1/servers/{}/action", v["id"].as_str().unwrap()),
+        &json!({"addFloatingIp": {"address": fip}}),
+    )
+    .await
+    .unwrap();
+    // The VLAN project keeps its network (and VPN endpoint) even with no instance left.
+    vlan.delete(&format!("/compute/v2.1/servers/{}", v["id"].as_str().unwrap())).await.unwrap();
+    wait_for_gone(&vlan, v["id"].as_str().unwrap()).await;
+    let before = t.cloud.sim.state();
+    assert_eq!(before.vpns.len(), 1);
+
+    let t = t.restart(Options::default()).await;
+    wait_until("the dataplane to be rebuilt", Duration::from_secs(10), || async { t.cloud.sim.state() == before })
+        .await;
+    t.shutdown().await;
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use nimbus_storage::ids::{InstanceId, Pair, ProjectId};
 use nimbus_storage::records::{Network, NetworkMode};
-use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS};
+use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS};
 use nimbus_storage::{Reads, StoreError};
 
 use super::dataplane::{DhcpHost, FloatingNat, Nat, Segment, VpnForward};
@@ -94,15 +94,6 @@ pub fn vpn(r: &impl Reads, project: ProjectId) -> Result<Option<VpnForward>, Sto
                 private_address: v.private_address,
             })
         }))
-}
-
-/// The instances of a network whose interfaces the store shows (for checks).
-pub fn instances_on(r: &impl Reads, network: &Network) -> Result<Vec<InstanceId>, StoreError> {
-    Ok(r.scan(&INSTANCES)?
-        .into_iter()
-        .filter(|(_, i)| i.interfaces.iter().any(|f| f.network == network.id))
-        .map(|(id, _)| id)
-        .collect())
 }
 
 #[cfg(test)]
