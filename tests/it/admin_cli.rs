@@ -77,7 +77,7 @@ async fn an_operator_creates_networks_pools_and_reservations() {
         )
     });
     assert_eq!(created.lines().filter(|l| l.contains("tenants_")).count(), 4, "{created}");
-    assert!(created.contains("br500") && created.contains("br503"), "{created}");
+    assert!(created.contains("br-vlan500") && created.contains("br-vlan503"), "{created}");
     let listed = tokio::task::block_in_place(|| nimbus(&t, &["network", "list"]));
     assert!(listed.contains("private") && listed.contains("tenants_3"), "{listed}");
     let pool = tokio::task::block_in_place(|| {

@@ -78,14 +78,17 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     };
     assert_eq!(recorded("br101"), hosts("dhcp"));
     let bridges: BTreeSet<String> = bound.iter().map(|n| n["bridge"].as_str().unwrap().to_string()).collect();
-    assert_eq!(bridges, BTreeSet::from(["br200".to_string(), "br201".to_string()]));
-    let vlan_hosts: BTreeSet<_> = recorded("br200").union(&recorded("br201")).cloned().collect();
+    assert_eq!(bridges, BTreeSet::from(["br-vlan200".to_string(), "br-vlan201".to_string()]));
+    let vlan_hosts: BTreeSet<_> = recorded("br-vlan200").union(&recorded("br-vlan201")).cloned().collect();
     assert_eq!(vlan_hosts, hosts("va").union(&hosts("vb")).cloned().collect());
     for n in &bound {
         let segment = by_bridge(n["bridge"].as_str().unwrap()).unwrap();
         assert_eq!(segment.vlan.map(u64::from), n["vlan"].as_u64());
     }
-    assert!(by_bridge("br202").is_none() && by_bridge("br203").is_none(), "unbound VLAN networks have no dataplane");
+    assert!(
+        by_bridge("br-vlan202").is_none() && by_bridge("br-vlan203").is_none(),
+        "unbound VLAN networks have no dataplane"
+    );
     assert_eq!(state.vpns.len(), 2, "one VPN endpoint per VLAN project");
     assert!(state.vpns.values().all(|v| v.private_address.to_string().ends_with(".2")));
     assert!(state.nat.snat_ranges.len() >= 6, "every fixed range is SNATed: {:?}", state.nat.snat_ranges);

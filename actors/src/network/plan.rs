@@ -114,7 +114,7 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
         )));
     }
     if vlan && r.bridge.is_some() && r.num_networks > 1 {
-        return Err(invalid("VLAN networks get one bridge each (br<vlan>); do not name one for several.".into()));
+        return Err(invalid("VLAN networks get one bridge each (br-vlan<id>); do not name one for several.".into()));
     }
 
     let prefix = 32 - r.network_size.trailing_zeros() as u8;
@@ -134,7 +134,7 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
         let vlan_id = vlan.then(|| r.vlan_start + i);
         let bridge = match (&r.bridge, vlan_id) {
             (Some(b), _) => b.clone(),
-            (None, Some(v)) => format!("br{v}"),
+            (None, Some(v)) => format!("br-vlan{v}"),
             (None, None) => "br100".to_string(),
         };
         let label = if r.num_networks > 1 { format!("{}_{i}", r.label) } else { r.label.clone() };
@@ -263,9 +263,9 @@ mod tests {
         check(
             &[],
             "proj vlan 10.2.0.0/16 n=3 size=64 vlan=200",
-            "proj_0 10.2.0.0/26 br200 200 10.2.0.1 10.2.0.2:1000\n\
-             proj_1 10.2.0.64/26 br201 201 10.2.0.65 10.2.0.66:1001\n\
-             proj_2 10.2.0.128/26 br202 202 10.2.0.129 10.2.0.130:1002",
+            "proj_0 10.2.0.0/26 br-vlan200 200 10.2.0.1 10.2.0.2:1000\n\
+             proj_1 10.2.0.64/26 br-vlan201 201 10.2.0.65 10.2.0.66:1001\n\
+             proj_2 10.2.0.128/26 br-vlan202 202 10.2.0.129 10.2.0.130:1002",
         );
     }
 
@@ -305,5 +305,7 @@ mod tests {
             "The bridge br5 is already used by network a.",
         );
         check(&["a flat 10.1.0.0/24"], "b flat 10.2.0.0/24", "b 10.2.0.0/24 br100 - - -");
+        // VLAN bridges are named apart from the operator's flat bridge, so the defaults coexist.
+        check(&["a flat 10.1.0.0/24"], "v vlan 10.3.0.0/24", "v 10.3.0.0/24 br-vlan100 100 10.3.0.1 10.3.0.2:1000");
     }
 }
