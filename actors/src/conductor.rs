@@ -106,6 +106,7 @@ impl Actor for Conductor {
         msg: ConductorMsg,
         state: &mut ConductorState,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         match msg {
             ConductorMsg::Kick(Wire(id)) => {
                 if !state.in_flight.contains(&id) {

@@ -43,6 +43,9 @@ pub enum Command {
     /// Reserve or unreserve fixed IPs (admin), as `nova-manage fixed`.
     #[command(subcommand)]
     Fixed(FixedCommand),
+    /// Debug the running actor system: list, kill, stop actors; follow supervision events.
+    #[command(subcommand)]
+    Actors(crate::actors::ActorsCommand),
     /// Measure nimbus.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -355,6 +358,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{action}d {address}");
             Ok(())
         }
+        Command::Actors(command) => crate::actors::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }

@@ -9,6 +9,7 @@
 
 #![allow(clippy::print_stdout, reason = "a command-line program reports on stdout")]
 
+pub mod actors;
 pub mod bench;
 pub mod cli;
 pub mod client;

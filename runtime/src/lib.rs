@@ -10,9 +10,12 @@
 //!   restarted actor is found under its topic and no stale reference is kept.
 //! - [`rpc`]: request/reply where every call has a timeout and a typed [`CallError`], plus [`rpc::then`],
 //!   which runs a call off the caller's mailbox and delivers the outcome back to it as a message.
+//! - [`introspect`]: the live actor tree for the console (walked through the supervisors), message counts,
+//!   and a ring of recent supervision events.
 //! - [`wire`]: the serde + bincode encoding of messages that may cross nodes.
 //! - [`telemetry`]: tracing setup for binaries.
 
+pub mod introspect;
 pub mod rpc;
 pub mod supervisor;
 pub mod telemetry;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
-use serde::{Deserialize, Serialize};
+
+use crate::introspect::{self, EventKind};
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
@@ -82,6 +83,8 @@ impl Backoff {
 pub struct ChildSpec {
     pub name: String,
     pub restart: Restart,
+    /// The actor type's name, for the console.
+    pub kind: &'static str,
     start: StartFn,
 }
 
@@ -108,7 +111,8 @@ impl ChildSpec {
                 Ok(actor_ref.get_cell())
             })
         });
-        ChildSpec { name, restart, start }
+        let kind = std::any::type_name::<A>().rsplit("::").next().unwrap_or("actor");
+        ChildSpec { name, restart, kind, start }
     }
 }
 
@@ -131,13 +135,24 @@ impl SupervisorArgs {
 }
 
 /// What a supervisor knows about one child, for the console.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct ChildReport {
     pub name: String,
-    pub running: bool,
+    /// The actor type, e.g. `Scheduler`.
+    pub kind: String,
+    /// The running incarnation, if any.
+    pub cell: Option<ActorCell>,
     pub restarts: u32,
     /// The last abnormal end, and when (seconds since the Unix epoch).
     pub last_error: Option<(u64, String)>,
+    /// How long the running incarnation has been up.
+    pub uptime: Duration,
+}
+
+impl ChildReport {
+    pub fn running(&self) -> bool {
+        self.cell.is_some()
+    }
 }
 
 pub enum SupervisorMsg {
@@ -178,6 +193,10 @@ pub enum SupervisorError {
     ChildStart { child: String, reason: String },
     #[error("more than {max} restarts within {period:?}; giving up and escalating")]
     IntensityExceeded { max: usize, period: Duration },
+}
+
+fn supervisor_name(me: &ActorRef<SupervisorMsg>) -> String {
+    me.get_name().unwrap_or_else(|| me.get_id().to_string())
 }
 
 fn epoch_secs() -> u64 {
@@ -278,6 +297,7 @@ impl Actor for Supervisor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        introspect::handled(&myself.get_cell());
         match msg {
             SupervisorMsg::StartChild(spec, reply) => {
                 if state.children.iter().any(|c| c.spec.name == spec.name) {
@@ -305,9 +325,11 @@ impl Actor for Supervisor {
                     .iter()
                     .map(|c| ChildReport {
                         name: c.spec.name.clone(),
-                        running: c.cell.is_some(),
+                        kind: c.spec.kind.to_string(),
+                        cell: c.cell.clone(),
                         restarts: c.restarts,
                         last_error: c.last_error.clone(),
+                        uptime: c.started_at.elapsed(),
                     })
                     .collect();
                 let _ = reply.send(report);
@@ -320,7 +342,11 @@ impl Actor for Supervisor {
                     if state.children[index].cell.is_some() {
                         continue;
                     }
-                    if let Err(e) = state.start_child(index, &myself.get_cell()).await {
+                    let outcome = state.start_child(index, &myself.get_cell()).await;
+                    if outcome.is_ok() {
+                        introspect::record(EventKind::Restarted, &supervisor_name(&myself), &name, String::new());
+                    }
+                    if let Err(e) = outcome {
                         tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %e, "restart failed; retrying");
                         state.note_restart()?;
                         let child = &mut state.children[index];
@@ -353,10 +379,12 @@ impl Actor for Supervisor {
         let Some(index) = state.index_of_cell(&cell) else {
             return Ok(());
         };
+        introspect::forget(&cell);
         let child = &mut state.children[index];
         child.cell = None;
         let name = child.spec.name.clone();
         if let Some(reason) = &failure {
+            introspect::record(EventKind::Failed, &supervisor_name(&myself), &name, reason.clone());
             child.last_error = Some((epoch_secs(), reason.clone()));
             tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %reason, "child ended abnormally");
         }
@@ -373,6 +401,7 @@ impl Actor for Supervisor {
         }
         if let Err(e) = state.note_restart() {
             tracing::error!(supervisor = ?myself.get_name(), child = %name, cause = %e, "escalating");
+            introspect::record(EventKind::Escalated, &supervisor_name(&myself), &name, e.to_string());
             return Err(e.into());
         }
         let child = &mut state.children[index];

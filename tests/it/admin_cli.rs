@@ -1,6 +1,7 @@
 //! The operator's commands: `nimbus project create`, `nimbus user create`, the listings.
 
 use std::process::Command;
+use std::time::Duration;
 
 use nimbus::client::Client;
 use nimbus_tests::process::nimbus_binary;
@@ -106,5 +107,61 @@ async fn an_operator_creates_networks_pools_and_reservations() {
     };
     assert!(!status.success(), "an overlapping range is refused");
     assert!(stderr.contains("409") && stderr.contains("overlaps network tenants_1"), "{stderr}");
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_once() {
+    let t = TestCloud::start().await;
+    let vm = create_server(&t.admin, "makes-a-project-supervisor").await;
+    wait_for_status(&t.admin, &vm, "ACTIVE").await;
+    let listed = tokio::task::block_in_place(|| nimbus(&t, &["actors", "ls", "--json"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let mut names = Vec::new();
+    fn walk(node: &serde_json::Value, names: &mut Vec<String>) {
+        names.push(node["name"].as_str().unwrap().to_string());
+        for child in node["children"].as_array().into_iter().flatten() {
+            walk(child, names);
+        }
+    }
+    walk(&listed["tree"], &mut names);
+    for expected in ["cloud", "scheduler", "network", "compute", "compute/host-0001", "projects", "gateway"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("conductor/")) && names.iter().any(|n| n.starts_with("vlan/")),
+        "{names:?}"
+    );
+
+    let scheduler = t.cloud.ctx.ns.actor_name("scheduler");
+    let old = ractor::registry::where_is(scheduler.clone()).unwrap().get_id();
+    let killed_at = std::time::Instant::now();
+    let out = tokio::task::block_in_place(|| nimbus(&t, &["actors", "kill", "scheduler"]));
+    assert_eq!(out.trim(), "killed scheduler");
+    wait_until("a new scheduler", Duration::from_secs(2), || async {
+        ractor::registry::where_is(scheduler.clone())
+            .is_some_and(|c| c.get_id() != old && c.get_status() == ractor::ActorStatus::Running)
+    })
+    .await;
+    let back_in = killed_at.elapsed();
+    // The command itself (a process start and a login) is part of this; the restart is immediate.
+    assert!(back_in < Duration::from_secs(2), "{back_in:?}");
+    let id = create_server(&t.admin, "after-the-kill").await;
+    wait_for_status(&t.admin, &id, "ACTIVE").await;
+    let events = tokio::task::block_in_place(|| nimbus(&t, &["actors", "events"]));
+    assert!(
+        events.lines().any(|l| l.contains("Failed") && l.contains("scheduler") && l.contains("killed")),
+        "{events}"
+    );
+    assert!(events.lines().any(|l| l.contains("Restarted") && l.contains("scheduler")), "{events}");
+    let (status, _) = t
+        .admin
+        .raw(reqwest::Method::POST, "/admin/actors/kill", Some(&serde_json::json!({"name": "nobody"})))
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 404);
+    let member = t.user_with_role("member").await;
+    let (status, _) = member.raw(reqwest::Method::GET, "/admin/actors", None).await.unwrap();
+    assert_eq!(status.as_u16(), 403);
     t.shutdown().await;
 }

@@ -108,10 +108,11 @@ impl Actor for ComputeAgent {
 
     async fn handle(
         &self,
-        _myself: ActorRef<ComputeMsg>,
+        myself: ActorRef<ComputeMsg>,
         msg: ComputeMsg,
         state: &mut ComputeState,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         match msg {
             ComputeMsg::Build(Wire(id), reply) => {
                 let state = state.clone();

@@ -6,6 +6,7 @@
 //! The actor owns the server task: when the actor stops or is killed, the server stops with it (the task is
 //! aborted when the actor's state is dropped), and a restarted gateway serves again on the same socket.
 
+mod admin_api;
 mod auth;
 mod compute_api;
 mod errors;
@@ -114,10 +115,11 @@ impl Actor for Gateway {
 
     async fn handle(
         &self,
-        _myself: ActorRef<GatewayMsg>,
+        myself: ActorRef<GatewayMsg>,
         msg: GatewayMsg,
         state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         match msg {
             GatewayMsg::PurgeTokens => match identity::purge_expired_tokens(&state.ctx.store).await {
                 Ok(0) => {}
@@ -137,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .merge(image_api::routes())
         .merge(nova_network_api::routes())
         .merge(network_api::routes())
+        .merge(admin_api::routes())
         .fallback(errors::not_found)
         .layer(middleware::from_fn(request_ids))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))

@@ -129,10 +129,11 @@ impl Actor for NetworkManager {
 
     async fn handle(
         &self,
-        _myself: ActorRef<NetworkMsg>,
+        myself: ActorRef<NetworkMsg>,
         msg: NetworkMsg,
         ctx: &mut Ctx,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         // Requests run on their own tasks so concurrent ones share group commits and dataplane passes.
         let ctx = ctx.clone();
         match msg {

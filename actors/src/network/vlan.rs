@@ -56,10 +56,11 @@ impl Actor for VlanSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<VlanMsg>,
+        myself: ActorRef<VlanMsg>,
         msg: VlanMsg,
         state: &mut VlanState,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         match msg {
             VlanMsg::Refresh(reply) => {
                 let _ = reply.send(Wire(state.apply().await));

@@ -77,10 +77,11 @@ impl Actor for Scheduler {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SchedulerMsg>,
+        myself: ActorRef<SchedulerMsg>,
         msg: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        nimbus_runtime::introspect::handled(&myself.get_cell());
         match msg {
             SchedulerMsg::Place(Wire(request), reply) => {
                 let outcome = state.place(request)?;
