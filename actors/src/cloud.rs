@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
-use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs, SupervisorMsg};
+use nimbus_runtime::{ChildSpec, Intensity, Namespace, Restart, Supervisor, SupervisorArgs, SupervisorMsg};
 use nimbus_storage::Store;
 use nimbus_storage::ids::HostId;
 use ractor::{Actor, ActorRef};
@@ -74,6 +74,16 @@ impl CloudConfig {
             namespace: Namespace::default(),
             timing: Timing::default(),
         }
+    }
+}
+
+/// The root's policy: independent failures of its workers are restarted one by one, and only a storm of them
+/// (100 within 10 s, far beyond what backoff lets one crash-looping worker produce) gives the whole cloud up.
+/// Crash loops of a single worker escalate in the inner supervisors first.
+fn root_args(children: Vec<ChildSpec>) -> SupervisorArgs {
+    SupervisorArgs {
+        intensity: Intensity { max_restarts: 100, period: Duration::from_secs(10) },
+        ..SupervisorArgs::one_for_one(children)
     }
 }
 
@@ -163,10 +173,9 @@ impl Cloud {
                 })
             },
         ];
-        let (root, root_task) =
-            Actor::spawn(Some(ns.actor_name("cloud")), Supervisor, SupervisorArgs::one_for_one(children))
-                .await
-                .map_err(|e| CloudError::Internal(format!("the cloud's actors did not start: {e}")))?;
+        let (root, root_task) = Actor::spawn(Some(ns.actor_name("cloud")), Supervisor, root_args(children))
+            .await
+            .map_err(|e| CloudError::Internal(format!("the cloud's actors did not start: {e}")))?;
         tracing::info!(%url, hosts = config.fake_hosts, data = %config.data_dir.display(), "nimbus is up");
         Ok(Cloud { ctx, addr, url, hypervisors, sim, generated_admin_password: generated, root, root_task })
     }

@@ -47,7 +47,12 @@ where
     }
 }
 
-/// Resolves `topic` now (never a cached reference) and calls one of its members.
+/// How long a caller waits for a topic to get a member again (an actor being restarted) before giving up.
+const RESTART_GRACE: Duration = Duration::from_millis(500);
+
+/// Resolves `topic` now (never a cached reference) and calls one of its members. If the topic has no member
+/// at the moment — its actor is being restarted — waits up to half a second for one, so a restart is not
+/// seen by callers.
 pub async fn call_topic<M, T>(
     ns: &Namespace,
     topic: &Topic,
@@ -58,8 +63,21 @@ where
     M: Message,
     T: Send + 'static,
 {
-    let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
+    let target = resolve::<M>(ns, topic, RESTART_GRACE.min(timeout)).await?;
     call(&target, make, timeout).await
+}
+
+async fn resolve<M: Message>(ns: &Namespace, topic: &Topic, grace: Duration) -> Result<ActorRef<M>, CallError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        if let Some(target) = ns.pick::<M>(topic) {
+            return Ok(target);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CallError::NoRoute { topic: topic.to_string() });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Sends a one-way message to one member of `topic`.

@@ -21,6 +21,9 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Spawn
 
 use crate::introspect::{self, EventKind};
 
+/// How long a start waits for the name of a dying previous incarnation to be released.
+const NAME_RELEASE_WAIT: Duration = Duration::from_secs(1);
+
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 
@@ -211,13 +214,23 @@ impl SupervisorState {
 
     async fn start_child(&mut self, index: usize, me: &ActorCell) -> Result<(), SupervisorError> {
         let child = &mut self.children[index];
-        match (child.spec.start)(me.clone()).await {
-            Ok(cell) => {
-                child.cell = Some(cell);
-                child.started_at = Instant::now();
-                Ok(())
+        // A previous incarnation killed with its own supervisor may still hold the name for a moment while
+        // ractor tears it down; wait for the name rather than fail the start.
+        let deadline = Instant::now() + NAME_RELEASE_WAIT;
+        loop {
+            match (child.spec.start)(me.clone()).await {
+                Ok(cell) => {
+                    child.cell = Some(cell);
+                    child.started_at = Instant::now();
+                    return Ok(());
+                }
+                Err(SpawnErr::ActorAlreadyRegistered(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => {
+                    return Err(SupervisorError::ChildStart { child: child.spec.name.clone(), reason: e.to_string() });
+                }
             }
-            Err(e) => Err(SupervisorError::ChildStart { child: child.spec.name.clone(), reason: e.to_string() }),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod admin_cli;
 mod api_errors;
+mod chaos;
 mod floating_ips;
 mod networks;
 mod openstack_cli;

@@ -5,10 +5,12 @@
 //!   actor namespace (so tests run in parallel), short timers, and an admin client.
 //! - [`process`]: the real `nimbus` binary as a child process (for SIGTERM / SIGKILL tests), killed on drop.
 //! - [`openstack`]: the stock `openstack` CLI, installed once into a venv under `target/`.
+//! - [`workload`]: the operations the property and chaos tests run, and their dataplane check.
 //! - [`wait_until`]: polling for a condition instead of sleeping.
 
 pub mod openstack;
 pub mod process;
+pub mod workload;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,212 @@
+//! A cloud workload for the property and chaos tests: networks of all three modes, one project per mode,
+//! and operations (boots, deletes, floating-IP allocate / associate / disassociate / release) that pick
+//! their targets from what exists when they run. Plus the check that the dataplane equals what the store
+//! implies.
+
+use std::collections::BTreeSet;
+
+use nimbus::client::Client;
+use nimbus_storage::Reads;
+use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::TestCloud;
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Boot(usize),
+    Delete(usize, usize),
+    Allocate(usize),
+    Associate(usize, usize, usize),
+    Disassociate(usize, usize),
+    Release(usize, usize),
+}
+
+impl Op {
+    /// An operation from a number in 0..10 and three more for its targets, weighted as a user would act.
+    pub fn from_numbers(kind: u32, project: usize, a: usize, b: usize) -> Op {
+        match kind % 11 {
+            0..=2 => Op::Boot(project),
+            3 | 4 => Op::Delete(project, a),
+            5 | 6 => Op::Allocate(project),
+            7 | 8 => Op::Associate(project, a, b),
+            9 => Op::Disassociate(project, a),
+            _ => Op::Release(project, a),
+        }
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: accepted.
+    Accepted,
+    /// 4xx, or nothing to act on: a legitimate refusal (quota, exhaustion, a target deleted meanwhile).
+    Refused,
+    /// No answer: the gateway was being restarted, or a worker was killed while it served the request (503);
+    /// the request may or may not have taken effect, as with any lost connection.
+    Unreachable,
+    /// 5xx: a failure.
+    Failed(String),
+}
+
+/// Sets up the networks and one member per mode (flat, flat_dhcp, vlan); small networks, so exhaustion
+/// happens too.
+pub async fn projects(t: &TestCloud) -> Vec<Client> {
+    for network in [
+        json!({"label": "dhcp", "cidr": "10.1.0.0/28", "mode": "flat_dhcp", "bridge": "br101"}),
+        json!({"label": "vlan", "cidr": "10.2.0.0/26", "mode": "vlan", "num_networks": 4, "network_size": 16, "vlan_start": 200}),
+    ] {
+        t.admin.post("/compute/v2.1/os-networks", &json!({"network": network})).await.unwrap();
+    }
+    vec![
+        t.user_in_mode("flat", "member").await,
+        t.user_in_mode("flat_dhcp", "member").await,
+        t.user_in_mode("vlan", "member").await,
+    ]
+}
+
+async fn send(client: &Client, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Value), Outcome> {
+    client.raw(method, path, body).await.map(|(s, v)| (s.as_u16(), v)).map_err(|_| Outcome::Unreachable)
+}
+
+/// The `n`-th (wrapping) element of what `path` lists under `key`.
+async fn nth(client: &Client, path: &str, key: &str, n: usize) -> Result<Option<Value>, Outcome> {
+    let (status, listed) = send(client, Method::GET, path, None).await?;
+    if status != 200 {
+        return Err(classify(status, &listed));
+    }
+    let items = listed[key].as_array().cloned().unwrap_or_default();
+    Ok((!items.is_empty()).then(|| items[n % items.len()].clone()))
+}
+
+fn classify(status: u16, body: &Value) -> Outcome {
+    match status {
+        200..=299 => Outcome::Accepted,
+        400..=499 => Outcome::Refused,
+        503 => Outcome::Unreachable,
+        _ => Outcome::Failed(format!("{status}: {body}")),
+    }
+}
+
+/// Runs one operation as project `clients[p]`.
+pub async fn run(op: &Op, clients: &[Client]) -> Outcome {
+    match run_inner(op, clients).await {
+        Ok(outcome) | Err(outcome) => outcome,
+    }
+}
+
+async fn run_inner(op: &Op, clients: &[Client]) -> Result<Outcome, Outcome> {
+    let refused = Ok(Outcome::Refused);
+    let (status, body) = match *op {
+        Op::Boot(p) => {
+            let Some(image) = nth(&clients[p], "/image/v2/images", "images", 0).await? else { return refused };
+            let image = image["id"].as_str().unwrap_or_default().to_string();
+            let body = json!({"server": {"name": format!("w-{p}"), "imageRef": image, "flavorRef": "1"}});
+            send(&clients[p], Method::POST, "/compute/v2.1/servers", Some(&body)).await?
+        }
+        Op::Delete(p, i) => {
+            let Some(s) = nth(&clients[p], "/compute/v2.1/servers", "servers", i).await? else { return refused };
+            send(
+                &clients[p],
+                Method::DELETE,
+                &format!("/compute/v2.1/servers/{}", s["id"].as_str().unwrap_or_default()),
+                None,
+            )
+            .await?
+        }
+        Op::Allocate(p) => send(&clients[p], Method::POST, "/compute/v2.1/os-floating-ips", Some(&json!({}))).await?,
+        Op::Associate(p, f, s) => {
+            let Some(fip) = nth(&clients[p], "/compute/v2.1/os-floating-ips", "floating_ips", f).await? else {
+                return refused;
+            };
+            let Some(server) = nth(&clients[p], "/compute/v2.1/servers", "servers", s).await? else { return refused };
+            let path = format!("/compute/v2.1/servers/{}/action", server["id"].as_str().unwrap_or_default());
+            send(&clients[p], Method::POST, &path, Some(&json!({"addFloatingIp": {"address": fip["ip"]}}))).await?
+        }
+        Op::Disassociate(p, f) => {
+            let Some(fip) = nth(&clients[p], "/compute/v2.1/os-floating-ips", "floating_ips", f).await? else {
+                return refused;
+            };
+            let Some(server) = fip["instance_id"].as_str() else { return refused };
+            let path = format!("/compute/v2.1/servers/{server}/action");
+            send(&clients[p], Method::POST, &path, Some(&json!({"removeFloatingIp": {"address": fip["ip"]}}))).await?
+        }
+        Op::Release(p, f) => {
+            let Some(fip) = nth(&clients[p], "/compute/v2.1/os-floating-ips", "floating_ips", f).await? else {
+                return refused;
+            };
+            let path = format!("/compute/v2.1/os-floating-ips/{}", fip["id"].as_str().unwrap_or_default());
+            send(&clients[p], Method::DELETE, &path, None).await?
+        }
+    };
+    Ok(classify(status, &body))
+}
+
+/// Where the sim dataplane differs from what the store implies: DHCP host entries and floating NAT rules.
+pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
+    let state = t.cloud.sim.state();
+    let (fixed, floating) = t
+        .cloud
+        .ctx
+        .store
+        .read(|r| Ok::<_, nimbus_storage::StoreError>((r.scan(&FIXED_IPS)?, r.scan(&FLOATING_IPS)?)))
+        .expect("reading the store");
+    let mut bad = Vec::new();
+    let recorded: BTreeSet<(String, String)> = state
+        .segments
+        .values()
+        .filter_map(|s| s.dhcp.as_ref())
+        .flat_map(|(_, hosts)| hosts.iter().map(|h| (h.mac.clone(), h.address.to_string())))
+        .collect();
+    let dhcp_networks: BTreeSet<_> = state.segments.values().filter(|s| s.dhcp.is_some()).map(|s| s.network).collect();
+    let expected: BTreeSet<(String, String)> = fixed
+        .iter()
+        .filter(|(k, row)| row.allocated && dhcp_networks.contains(&k.0))
+        .map(|(_, row)| (row.mac.clone().unwrap_or_default(), row.address.to_string()))
+        .collect();
+    if recorded != expected {
+        bad.push(format!("DHCP hosts: recorded {recorded:?}, store implies {expected:?}"));
+    }
+    let nat: BTreeSet<(String, String)> =
+        state.nat.floating.iter().map(|r| (r.floating.to_string(), r.fixed.to_string())).collect();
+    let associated: BTreeSet<(String, String)> = floating
+        .iter()
+        .filter_map(|(_, ip)| ip.instance.and(ip.fixed_address).map(|f| (ip.address.to_string(), f.to_string())))
+        .collect();
+    if nat != associated {
+        bad.push(format!("NAT: recorded {nat:?}, store implies {associated:?}"));
+    }
+    bad
+}
+
+/// Waits until no server is building or deleting, then until the store's invariants and the dataplane hold
+/// (DHCP events arrive asynchronously); returns what is still wrong after that.
+pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let all = t.admin.get("/compute/v2.1/servers/detail?all_tenants=1").await;
+        let settled = all.is_ok_and(|all| {
+            all["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|s| s["OS-EXT-STS:task_state"].is_null() && s["status"] != "BUILD")
+        });
+        if settled || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut violations = Vec::new();
+    for _ in 0..100 {
+        violations = crate::store_violations(&t.cloud.ctx.store);
+        violations.extend(dataplane_mismatches(t));
+        if violations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    violations
+}
