@@ -78,7 +78,7 @@ fn running_id(t: &TestCloud, name: &str) -> Option<ractor::ActorId> {
 
 async fn chaos(seed: u64, duration: Duration) -> Report {
     let t = TestCloud::start().await;
-    let clients = workload::projects(&t).await;
+    let clients = workload::clients(&workload::projects(&t.admin).await, t.url()).await;
     // A server per project first, so every project has its conductor and VLAN supervisor to kill.
     let mut projects = Vec::new();
     for c in &clients {
@@ -173,4 +173,69 @@ async fn killing_random_actors_under_load_loses_nothing() {
     for seed in seeds {
         check(&chaos(seed, Duration::from_secs(secs)).await);
     }
+}
+
+/// The process-level variant: the whole node is SIGKILLed several times in the middle of the workload and
+/// started again; afterwards every operation has finished or was rolled back, and the data file is consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_whole_node_mid_workload_loses_nothing() {
+    const PASSWORD: &str = "chaos-secret";
+    let seed = std::env::var("NIMBUS_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7u64);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut node = nimbus_tests::process::NimbusProcess::start(&data, PASSWORD);
+    let admin = nimbus::client::Client::login(&node.url, "admin", PASSWORD, "admin").await.unwrap();
+    let logins = workload::projects(&admin).await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut accepted, mut kills) = (0, 0);
+    for _round in 0..3 {
+        let clients = workload::clients(&logins, &node.url).await;
+        let until = Instant::now() + Duration::from_millis(rng.random_range(300..900));
+        let mut set = tokio::task::JoinSet::new();
+        let mut n = 0u32;
+        // Keep a few operations in flight at every moment, then kill the node under them.
+        while Instant::now() < until {
+            while set.len() < 4 {
+                let op = Op::from_numbers(
+                    rng.random(),
+                    rng.random_range(0..3),
+                    rng.random_range(0..8),
+                    rng.random_range(0..8),
+                );
+                let clients = clients.clone();
+                set.spawn(async move { workload::run(&op, &clients).await });
+                n += 1;
+            }
+            if let Some(outcome) = set.join_next().await {
+                let outcome = outcome.unwrap();
+                assert!(!matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+                accepted += usize::from(outcome == Outcome::Accepted);
+            }
+        }
+        node.kill();
+        kills += 1;
+        while let Some(outcome) = set.join_next().await {
+            accepted += usize::from(outcome.unwrap() == Outcome::Accepted);
+        }
+        assert!(n > 0);
+        node = nimbus_tests::process::NimbusProcess::start(&data, PASSWORD);
+    }
+    let admin = nimbus::client::Client::login(&node.url, "admin", PASSWORD, "admin").await.unwrap();
+    workload::settle(&admin).await;
+    let servers = admin.get("/compute/v2.1/servers/detail?all_tenants=1").await.unwrap();
+    let stuck: Vec<_> = servers["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["OS-EXT-STS:task_state"].is_null() || s["status"] == "BUILD")
+        .collect();
+    assert!(stuck.is_empty(), "{stuck:#?}");
+    assert!(node.terminate().success());
+    let store = nimbus_storage::Store::open(data.join("nimbus.redb")).unwrap();
+    let violations = nimbus_tests::store_violations(&store);
+    eprintln!(
+        "process chaos seed {seed}: {kills} SIGKILLs, {accepted} operations accepted, {} violations",
+        violations.len()
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
 }

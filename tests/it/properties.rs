@@ -15,7 +15,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 async fn run(batches: Vec<Vec<Op>>) -> Result<(), String> {
     let t = TestCloud::start().await;
-    let clients = workload::projects(&t).await;
+    let clients = workload::clients(&workload::projects(&t.admin).await, t.url()).await;
     for batch in batches {
         // The operations of a batch run concurrently: their steps interleave.
         let mut set = tokio::task::JoinSet::new();

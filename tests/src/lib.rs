@@ -121,40 +121,54 @@ impl TestCloud {
 
     /// A new project networked in `mode` (flat, flat_dhcp, vlan) with a user holding `role` on it.
     pub async fn user_in_mode(&self, mode: &str, role: &str) -> Client {
-        let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
-        let body = json!({"project": {"name": format!("p{n}"), "network_mode": mode}});
-        let project = self.admin.post("/identity/v3/projects", &body).await.unwrap();
-        let project_id = project["project"]["id"].as_str().unwrap().to_string();
-        self.user_on(&project_id, role).await
+        let project = new_project(&self.admin, mode).await;
+        self.user_on(&project, role).await
     }
 
     /// A new user with `role` on an existing project.
     pub async fn user_on(&self, project_id: &str, role: &str) -> Client {
-        let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
-        let name = format!("u{n}");
-        let user = self
-            .admin
-            .post(
-                "/identity/v3/users",
-                &json!({"user": {"name": name, "password": "pw", "default_project_id": project_id}}),
-            )
-            .await
-            .unwrap();
-        let user_id = user["user"]["id"].as_str().unwrap();
-        self.admin
-            .send(
-                reqwest::Method::PUT,
-                &format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}"),
-                None,
-            )
-            .await
-            .unwrap();
-        Client::login(self.url(), &name, "pw", project_id).await.unwrap()
+        new_user_on(&self.admin, project_id, role).await.client(self.url()).await
     }
 
     pub async fn shutdown(self) {
         self.cloud.shutdown().await;
     }
+}
+
+/// A user's credentials, to log in (again: after a restart the API may listen elsewhere).
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    pub project: String,
+}
+
+impl Login {
+    pub async fn client(&self, url: &str) -> Client {
+        Client::login(url, &self.user, &self.password, &self.project).await.expect("the user logs in")
+    }
+}
+
+/// A new project networked in `mode`; returns its id.
+pub async fn new_project(admin: &Client, mode: &str) -> String {
+    let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
+    let body = json!({"project": {"name": format!("p{n}-{}", std::process::id()), "network_mode": mode}});
+    let project = admin.post("/identity/v3/projects", &body).await.unwrap();
+    project["project"]["id"].as_str().unwrap().to_string()
+}
+
+/// A new user with `role` on the project.
+pub async fn new_user_on(admin: &Client, project_id: &str, role: &str) -> Login {
+    let n = CLOUDS.fetch_add(1, Ordering::SeqCst);
+    let name = format!("u{n}-{}", std::process::id());
+    let body = json!({"user": {"name": name, "password": "pw", "default_project_id": project_id}});
+    let user = admin.post("/identity/v3/users", &body).await.unwrap();
+    let user_id = user["user"]["id"].as_str().unwrap();
+    admin
+        .send(reqwest::Method::PUT, &format!("/identity/v3/projects/{project_id}/users/{user_id}/roles/{role}"), None)
+        .await
+        .unwrap();
+    Login { user: name, password: "pw".into(), project: project_id.to_string() }
 }
 
 /// The default image's id.

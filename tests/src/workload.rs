@@ -11,7 +11,7 @@ use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::TestCloud;
+use crate::{Login, TestCloud, new_project, new_user_on};
 
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -52,19 +52,29 @@ pub enum Outcome {
 }
 
 /// Sets up the networks and one member per mode (flat, flat_dhcp, vlan); small networks, so exhaustion
-/// happens too.
-pub async fn projects(t: &TestCloud) -> Vec<Client> {
+/// happens too. Returns the members' logins.
+pub async fn projects(admin: &Client) -> Vec<Login> {
     for network in [
         json!({"label": "dhcp", "cidr": "10.1.0.0/28", "mode": "flat_dhcp", "bridge": "br101"}),
         json!({"label": "vlan", "cidr": "10.2.0.0/26", "mode": "vlan", "num_networks": 4, "network_size": 16, "vlan_start": 200}),
     ] {
-        t.admin.post("/compute/v2.1/os-networks", &json!({"network": network})).await.unwrap();
+        admin.post("/compute/v2.1/os-networks", &json!({"network": network})).await.unwrap();
     }
-    vec![
-        t.user_in_mode("flat", "member").await,
-        t.user_in_mode("flat_dhcp", "member").await,
-        t.user_in_mode("vlan", "member").await,
-    ]
+    let mut logins = Vec::new();
+    for mode in ["flat", "flat_dhcp", "vlan"] {
+        let project = new_project(admin, mode).await;
+        logins.push(new_user_on(admin, &project, "member").await);
+    }
+    logins
+}
+
+/// Logs every user in at `url`.
+pub async fn clients(logins: &[Login], url: &str) -> Vec<Client> {
+    let mut out = Vec::new();
+    for login in logins {
+        out.push(login.client(url).await);
+    }
+    out
 }
 
 async fn send(client: &Client, method: Method, path: &str, body: Option<&Value>) -> Result<(u16, Value), Outcome> {
@@ -181,12 +191,11 @@ pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
     bad
 }
 
-/// Waits until no server is building or deleting, then until the store's invariants and the dataplane hold
-/// (DHCP events arrive asynchronously); returns what is still wrong after that.
-pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
+/// Waits (up to a minute) until no server is building or deleting.
+pub async fn settle(admin: &Client) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let all = t.admin.get("/compute/v2.1/servers/detail?all_tenants=1").await;
+        let all = admin.get("/compute/v2.1/servers/detail?all_tenants=1").await;
         let settled = all.is_ok_and(|all| {
             all["servers"]
                 .as_array()
@@ -199,6 +208,12 @@ pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Settles, then waits until the store's invariants and the dataplane hold (DHCP events arrive
+/// asynchronously); returns what is still wrong after that.
+pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
+    settle(&t.admin).await;
     let mut violations = Vec::new();
     for _ in 0..100 {
         violations = crate::store_violations(&t.cloud.ctx.store);
