@@ -43,6 +43,11 @@ pub enum Command {
     /// Reserve or unreserve fixed IPs (admin), as `nova-manage fixed`.
     #[command(subcommand)]
     Fixed(FixedCommand),
+    /// The interactive debug console: the live actor tree, details, events, kill.
+    Console {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Debug the running actor system: list, kill, stop actors; follow supervision events.
     #[command(subcommand)]
     Actors(crate::actors::ActorsCommand),
@@ -359,6 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Actors(command) => crate::actors::run(command).await,
+        Command::Console { api } => crate::console::run(api).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use nimbus::client::Client;
 use nimbus_storage::Reads;
-use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS};
+use nimbus_storage::records::VmState;
+use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, INSTANCES};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -154,6 +155,24 @@ async fn run_inner(op: &Op, clients: &[Client]) -> Result<Outcome, Outcome> {
     Ok(classify(status, &body))
 }
 
+/// Where the fake hypervisors differ from the store: each must run exactly the ACTIVE instances placed on it.
+pub fn hypervisor_mismatches(t: &TestCloud) -> Vec<String> {
+    let instances = t.cloud.ctx.store.read(|r| r.scan(&INSTANCES)).expect("reading the store");
+    let mut bad = Vec::new();
+    for (host, hypervisor) in &t.cloud.hypervisors {
+        let running: BTreeSet<String> = hypervisor.running().iter().map(|s| s.id.to_string()).collect();
+        let placed: BTreeSet<String> = instances
+            .iter()
+            .filter(|(_, i)| i.host.as_ref() == Some(host) && i.vm_state == VmState::Active)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if running != placed {
+            bad.push(format!("{host} runs {running:?}, the store places {placed:?} there"));
+        }
+    }
+    bad
+}
+
 /// Where the sim dataplane differs from what the store implies: DHCP host entries and floating NAT rules.
 pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
     let state = t.cloud.sim.state();
@@ -210,14 +229,15 @@ pub async fn settle(admin: &Client) {
     }
 }
 
-/// Settles, then waits until the store's invariants and the dataplane hold (DHCP events arrive
-/// asynchronously); returns what is still wrong after that.
+/// Settles, then waits until the store's invariants, the dataplane and the hypervisors agree (DHCP events
+/// arrive asynchronously); returns what is still wrong after that.
 pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
     settle(&t.admin).await;
     let mut violations = Vec::new();
     for _ in 0..100 {
         violations = crate::store_violations(&t.cloud.ctx.store);
         violations.extend(dataplane_mismatches(t));
+        violations.extend(hypervisor_mismatches(t));
         if violations.is_empty() {
             break;
         }
