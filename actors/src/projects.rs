@@ -77,9 +77,15 @@ pub async fn ensure(ctx: &Ctx, project: ProjectId) -> Result<(), CloudError> {
         .map_err(CloudError::Internal)
 }
 
-/// Tells the project's conductor that an operation on `instance` was logged. If that fails, the operation
-/// is not lost: the conductor's sweep finds it in the store.
-pub async fn kick(ctx: &Ctx, project: ProjectId, instance: InstanceId) {
+/// Tells the project's conductor, in the background, that an operation on `instance` was logged: the API
+/// answers without waiting for the conductor (which may be restarting). If the notice is lost, the operation
+/// is not: the conductor's sweep finds it in the store.
+pub fn notify(ctx: &Ctx, project: ProjectId, instance: InstanceId) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move { kick(&ctx, project, instance).await });
+}
+
+async fn kick(ctx: &Ctx, project: ProjectId, instance: InstanceId) {
     let delivered = match ensure(ctx, project).await {
         Ok(()) => rpc::cast_topic(&ctx.ns, &conductor::topic(&project), ConductorMsg::Kick(Wire(instance)))
             .map_err(|e| e.to_string()),

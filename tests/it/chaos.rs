@@ -19,6 +19,8 @@ use rand::{Rng, SeedableRng};
 struct Report {
     seed: u64,
     kills: Vec<(String, Duration)>,
+    /// The slowest operation and what it was.
+    slowest: (Duration, String),
     accepted: usize,
     refused: usize,
     unreachable: usize,
@@ -48,6 +50,7 @@ impl Report {
             self.failed.len()
         );
         let ok = |v: bool| if v { "ok" } else { "VIOLATED" };
+        eprintln!("  slowest operation: {:.0} ms ({})", self.slowest.0.as_secs_f64() * 1e3, self.slowest.1);
         eprintln!("  no 5xx: {}", ok(self.failed.is_empty()));
         eprintln!("  every killed actor came back: {} {:?}", ok(self.not_back.is_empty()), self.not_back);
         let slow: Vec<_> = self.kills.iter().filter(|(_, d)| *d > Duration::from_millis(100)).collect();
@@ -109,7 +112,11 @@ async fn chaos(seed: u64, duration: Duration) -> Report {
                 let mut set = tokio::task::JoinSet::new();
                 for op in batch {
                     let clients = clients.clone();
-                    set.spawn(async move { workload::run(&op, &clients).await });
+                    set.spawn(async move {
+                        let started = Instant::now();
+                        let outcome = workload::run(&op, &clients).await;
+                        (outcome, started.elapsed(), op)
+                    });
                 }
                 while let Some(outcome) = set.join_next().await {
                     outcomes.push(outcome.unwrap());
@@ -139,7 +146,10 @@ async fn chaos(seed: u64, duration: Duration) -> Report {
         killed.push(name);
     }
 
-    for outcome in workload.await.unwrap() {
+    for (outcome, took, op) in workload.await.unwrap() {
+        if took > report.slowest.0 {
+            report.slowest = (took, format!("{op:?} → {outcome:?}"));
+        }
         match outcome {
             Outcome::Accepted => report.accepted += 1,
             Outcome::Refused => report.refused += 1,

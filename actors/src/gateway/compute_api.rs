@@ -461,7 +461,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         .await
         .map_err(ApiError::compute)?;
     for instance in &instances {
-        projects::kick(&s.ctx, instance.project, instance.id).await;
+        projects::notify(&s.ctx, instance.project, instance.id);
     }
     let first = &instances[0];
     let id = first.id.to_string();
@@ -531,7 +531,7 @@ async fn delete_server(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
         Err(TransitionError::Store(e)) => return Err(store_err(e)),
         Err(e) => return Err(ApiError::compute(CloudError::Conflict(e.to_string()))),
     }
-    projects::kick(&s.ctx, project, instance_id).await;
+    projects::notify(&s.ctx, project, instance_id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
