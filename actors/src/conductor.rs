@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nimbus_runtime::{CallError, Topic, Wire, rpc};
 use nimbus_storage::ids::{HostId, InstanceId, ProjectId};
-use nimbus_storage::records::{Fault, OperationKind, TaskState, VmState, now_ms};
+use nimbus_storage::records::{Fault, Instance, OperationKind, TaskState, VmState, now_ms};
 use nimbus_storage::schema::{INSTANCES, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -25,6 +25,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::Ctx;
+use crate::compute::virt::InstanceSpec;
 use crate::compute::{self, ComputeMsg, StepReply};
 use crate::instance_state::Event;
 use crate::instances::{TransitionError, remove_in, set_host_in, transition_in};
@@ -151,6 +152,72 @@ impl Actor for Conductor {
     }
 }
 
+/// The host part of a build, run off the conductor's mailbox: the instance's network (idempotent), then the
+/// agent runs it, then it is recorded ACTIVE. Each step is recorded before the next, guarded by "still on this
+/// host and not being deleted", so a resumed build repeats only what is missing. On a failure on the host,
+/// nothing of the attempt is left there and its network is released, ready for another host.
+async fn build_on_host(ctx: &Ctx, id: InstanceId, host: &HostId) -> Result<(), StepFailure> {
+    let on_host = |host: HostId| {
+        move |i: &Instance| match &i.host {
+            Some(h) if *h == host => Ok(()),
+            _ => Err("no longer on this host".to_string()),
+        }
+    };
+    let network =
+        rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Allocate(Wire(id), r), ctx.timing.call).await;
+    match network {
+        Ok(Wire(Ok(_))) => {}
+        Ok(Wire(Err(e))) => return Err(StepFailure::Failed(format!("network allocation failed: {e}"))),
+        Err(e) => return Err(StepFailure::Lost(format!("the network manager did not answer: {e}"))),
+    }
+    let guard = on_host(host.clone());
+    let recorded = ctx
+        .store
+        .write(move |tx| {
+            let current = tx.get(&INSTANCES, &id)?.ok_or(TransitionError::Gone(id))?;
+            if current.task_state == Some(TaskState::Spawning) {
+                guard(&current).map_err(|why| TransitionError::Superseded(id, why))?;
+                return Ok(current);
+            }
+            transition_in(tx, id, Event::NetworkReady, guard, |_| {})
+        })
+        .await;
+    let instance = match recorded {
+        Ok(instance) => instance,
+        Err(TransitionError::Store(e)) => return Err(StepFailure::Lost(e.to_string())),
+        // Deleted or moved meanwhile: the step that superseded this one takes it from here.
+        Err(e) => return Err(StepFailure::Failed(e.to_string())),
+    };
+    let spec = InstanceSpec::of(&instance);
+    if let Err(failure) = compute_step(ctx, host, |r| ComputeMsg::Build(Wire(spec), r), ctx.timing.build).await {
+        if matches!(failure, StepFailure::Failed(_)) {
+            let _ = rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Deallocate(Wire(id), r), ctx.timing.call)
+                .await;
+        }
+        return Err(failure);
+    }
+    let guard = on_host(host.clone());
+    let done = ctx
+        .store
+        .write(move |tx| {
+            let current = tx.get(&INSTANCES, &id)?.ok_or(TransitionError::Gone(id))?;
+            if current.vm_state == VmState::Active && guard(&current).is_ok() {
+                return Ok(current);
+            }
+            transition_in(tx, id, Event::Spawned, guard, |i| i.launched_at = Some(now_ms()))
+        })
+        .await;
+    match done {
+        Ok(_) => Ok(()),
+        Err(TransitionError::Store(e)) => Err(StepFailure::Lost(e.to_string())),
+        Err(e) => {
+            // Deleted or moved while it spawned: take it off this host; whoever owns it now does the rest.
+            let _ = compute_step(ctx, host, |r| ComputeMsg::Destroy(Wire(id), r), ctx.timing.call).await;
+            Err(StepFailure::Failed(e.to_string()))
+        }
+    }
+}
+
 /// Calls a host's compute agent.
 async fn compute_step(
     ctx: &Ctx,
@@ -234,9 +301,7 @@ impl ConductorState {
                 (VmState::Building, Some(TaskState::Networking | TaskState::Spawning), Some(host)) => {
                     self.in_flight.insert(id);
                     rpc::then(me, async move {
-                        let outcome =
-                            compute_step(&ctx, &host, |reply| ComputeMsg::Build(Wire(id), reply), ctx.timing.build)
-                                .await;
+                        let outcome = build_on_host(&ctx, id, &host).await;
                         ConductorMsg::Built(Wire((id, host, outcome)))
                     });
                 }

@@ -20,6 +20,19 @@ pub struct Capacity {
     pub disk_gb: u64,
 }
 
+impl InstanceSpec {
+    pub fn of(instance: &nimbus_storage::records::Instance) -> InstanceSpec {
+        InstanceSpec {
+            id: instance.id,
+            name: instance.name.clone(),
+            vcpus: instance.flavor.vcpus,
+            ram_mb: instance.flavor.ram_mb,
+            disk_gb: instance.flavor.disk_gb,
+            interfaces: instance.interfaces.clone(),
+        }
+    }
+}
+
 impl Default for Capacity {
     fn default() -> Self {
         Capacity { vcpus: 16, ram_mb: 32768, disk_gb: 500 }
@@ -27,7 +40,7 @@ impl Default for Capacity {
 }
 
 /// Everything a driver needs to run one instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceSpec {
     pub id: InstanceId,
     pub name: String,
@@ -37,7 +50,7 @@ pub struct InstanceSpec {
     pub interfaces: Vec<Interface>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum VirtError {
     #[error("the hypervisor refused to spawn {id}: {reason}")]
     Spawn { id: InstanceId, reason: String },

@@ -1,4 +1,5 @@
-//! The scheduler: places each instance on the best host (topic `scheduler`; any member may answer).
+//! The scheduler: places each instance on the best host (topic `scheduler`; any member may answer), and
+//! records the hosts compute agents report.
 //!
 //! It keeps a view of the hosts (capacity, usage, up/down) read from the store and reused for a short,
 //! bounded time, and records its own placements as claims at once, so a burst of requests spreads over the
@@ -8,18 +9,20 @@
 pub mod placement;
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use nimbus_runtime::{Topic, Wire};
 use nimbus_storage::ids::{HostId, InstanceId};
-use nimbus_storage::records::now_ms;
-use nimbus_storage::schema::{HOSTS, INSTANCES};
+use nimbus_storage::records::{Host, VmState, now_ms};
+use nimbus_storage::schema::{HOSTS, INSTANCES, INSTANCES_BY_HOST};
 use nimbus_storage::{Reads, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::Ctx;
+use crate::compute::virt::InstanceSpec;
 use placement::{Demand, HostState, NoValidHost, Ratios};
 
 pub const TOPIC: Topic = Topic::Role("scheduler");
@@ -37,10 +40,34 @@ pub struct PlaceRequest {
 
 pub type PlaceReply = Wire<Result<HostId, NoValidHost>>;
 
+/// What a compute agent reports about its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub name: HostId,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub hypervisor_type: String,
+    pub host_ip: Ipv4Addr,
+}
+
+/// What the cloud places on a host, for its agent to reconcile with: instances that must run, and instances
+/// being built there (their conductor finishes or undoes them; the agent leaves them alone).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub active: Vec<InstanceSpec>,
+    pub building: Vec<InstanceId>,
+}
+
+pub type ReportReply = Wire<Result<Placement, String>>;
+
 #[derive(RactorClusterMessage)]
 pub enum SchedulerMsg {
     #[rpc]
     Place(Wire<PlaceRequest>, RpcReplyPort<PlaceReply>),
+    /// A compute agent reports in: the host is recorded (kept number and enabled flag) and marked up.
+    #[rpc]
+    ReportIn(Wire<HostReport>, RpcReplyPort<ReportReply>),
 }
 
 struct Claim {
@@ -87,9 +114,58 @@ impl Actor for Scheduler {
                 let outcome = state.place(request)?;
                 let _ = reply.send(Wire(outcome));
             }
+            SchedulerMsg::ReportIn(Wire(report), reply) => {
+                let host = report.name.clone();
+                let outcome = record_host(&state.ctx, report).await.map_err(|e| e.to_string());
+                if outcome.is_ok() && state.view.as_ref().is_some_and(|v| !v.hosts.iter().any(|h| h.name == host)) {
+                    // A new host: let the next placement see it at once.
+                    state.view = None;
+                }
+                let _ = reply.send(Wire(outcome));
+            }
         }
         Ok(())
     }
+}
+
+/// Creates or refreshes the host's record, keeping its number and the operator's enabled flag; returns what
+/// the cloud places on it.
+async fn record_host(ctx: &Ctx, report: HostReport) -> Result<Placement, StoreError> {
+    let name = report.name.clone();
+    ctx.store
+        .write(move |tx| {
+            let hosts = tx.scan(&HOSTS)?;
+            let existing = hosts.iter().find(|(n, _)| *n == report.name).map(|(_, h)| h.clone());
+            let number = existing
+                .as_ref()
+                .map_or_else(|| hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1, |h| h.number);
+            let record = Host {
+                name: report.name.clone(),
+                number,
+                vcpus: report.vcpus,
+                ram_mb: report.ram_mb,
+                disk_gb: report.disk_gb,
+                hypervisor_type: report.hypervisor_type,
+                host_ip: report.host_ip,
+                enabled: existing.is_none_or(|h| h.enabled),
+                last_seen: now_ms(),
+            };
+            tx.put(&HOSTS, &report.name, &record)
+        })
+        .await?;
+    ctx.store.read(|r| {
+        let mut placement = Placement::default();
+        for id in r.index_get(&INSTANCES_BY_HOST, &name)? {
+            match r.get(&INSTANCES, &id)? {
+                Some(i) if i.vm_state == VmState::Active && i.task_state.is_none() => {
+                    placement.active.push(InstanceSpec::of(&i))
+                }
+                Some(i) => placement.building.push(i.id),
+                None => {}
+            }
+        }
+        Ok(placement)
+    })
 }
 
 impl SchedulerState {
