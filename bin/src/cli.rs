@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a whole cloud in this process: API, scheduler, network manager, and fake compute hosts.
     Up(UpArgs),
+    /// Run one node of a multi-process cloud (controller, compute, or both).
+    Node(crate::node::NodeArgs),
     /// Manage projects (admin).
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -299,6 +301,7 @@ async fn network_command(command: NetworkCommand) -> anyhow::Result<()> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
+        Command::Node(args) => crate::node::run(args).await,
         Command::Project(ProjectCommand::Create { name, description, network_mode, api }) => {
             let client = api.login().await?;
             let project = json!({"project": {"name": name, "description": description, "network_mode": network_mode}});

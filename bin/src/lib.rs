@@ -15,3 +15,4 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod node;

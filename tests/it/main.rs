@@ -3,6 +3,7 @@
 mod admin_cli;
 mod api_errors;
 mod chaos;
+mod cluster;
 mod floating_ips;
 mod networks;
 mod openstack_cli;

@@ -35,7 +35,7 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
-/// A `nimbus up` child process. Killed (SIGKILL) on drop if still running.
+/// A `nimbus` child process (`up`, or a cluster `node`). Killed (SIGKILL) on drop if still running.
 pub struct NimbusProcess {
     child: Child,
     pub url: String,
@@ -46,21 +46,27 @@ pub struct NimbusProcess {
 impl NimbusProcess {
     /// Starts `nimbus up` on `data_dir` and waits until its API answers.
     pub fn start(data_dir: &Path, admin_password: &str) -> NimbusProcess {
-        let port = free_port();
-        let log = data_dir.with_extension(format!("{port}.log"));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let data = data_dir.display().to_string();
+        let args: Vec<String> = ["up", "--data-dir", data.as_str(), "--listen", listen.as_str(), "--fake-hosts", "4"]
+            .map(String::from)
+            .to_vec();
+        NimbusProcess::spawn(data_dir, &args, &[("NIMBUS_ADMIN_PASSWORD", admin_password)], &listen)
+    }
+
+    /// Starts `nimbus ARGS` with `env`, logging next to `data_dir`, and waits until `ready` (an address)
+    /// accepts connections.
+    pub fn spawn(data_dir: &Path, args: &[String], env: &[(&str, &str)], ready: &str) -> NimbusProcess {
+        let log = data_dir.with_extension(format!("{}.log", ready.replace([':', '.'], "-")));
         let out = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(nimbus_binary())
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--fake-hosts", "4"])
-            .env("NIMBUS_ADMIN_PASSWORD", admin_password)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file handle"))
-            .stderr(out)
-            .spawn()
-            .expect("starting nimbus");
+        let mut command = Command::new(nimbus_binary());
+        command.args(args).stdin(Stdio::null()).stdout(out.try_clone().expect("log file handle")).stderr(out);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("starting nimbus");
         let mut process =
-            NimbusProcess { child, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), log };
+            NimbusProcess { child, url: format!("http://{ready}"), data_dir: data_dir.to_path_buf(), log };
         process.wait_until_serving();
         process
     }

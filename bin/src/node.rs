@@ -1,0 +1,168 @@
+//! `nimbus node`: one node of a multi-process cloud. A controller runs the store, the API and the workers
+//! that need the store; a compute node runs compute agents for its host and joins a controller over
+//! ractor_cluster (cookie-authenticated, listening on the configured address only). Topics are process
+//! groups, so the controller's conductors reach `compute.<host>` on whichever node runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use nimbus_actors::compute::virt::{Capacity, FakeHypervisor};
+use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
+use nimbus_actors::{Cloud, CloudConfig, Timing};
+use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs};
+use nimbus_storage::ids::HostId;
+use ractor::Actor;
+use ractor_cluster::NodeServer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Controller,
+    Compute,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// What this node runs; repeat for several.
+    #[arg(long = "role", required = true)]
+    pub roles: Vec<Role>,
+    /// This node's name in the cluster.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where this node listens for other nodes (the port may be 0).
+    #[arg(long, default_value = "127.0.0.1:4370")]
+    pub cluster_listen: SocketAddr,
+    /// A controller to join (compute nodes).
+    #[arg(long)]
+    pub join: Option<SocketAddr>,
+    /// The shared secret of the cluster, in a file; or set NIMBUS_COOKIE.
+    #[arg(long)]
+    pub cookie_file: Option<PathBuf>,
+    /// Compute: the host this node runs instances for.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Controller: where the cloud keeps its state.
+    #[arg(long, default_value = "./nimbus-data")]
+    pub data_dir: PathBuf,
+    /// Controller: the API listener.
+    #[arg(long, default_value = "127.0.0.1:8774")]
+    pub listen: SocketAddr,
+    /// How often compute agents report in, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub report_interval_ms: u64,
+    /// Controller: a host that has not reported for this many milliseconds is down.
+    #[arg(long, default_value_t = 30_000)]
+    pub service_down_after_ms: u64,
+    /// Controller: the admin password of a new cloud (or NIMBUS_ADMIN_PASSWORD).
+    #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+fn cookie(args: &NodeArgs) -> anyhow::Result<String> {
+    let cookie = match &args.cookie_file {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading the cookie file {}", path.display()))?
+        }
+        None => {
+            std::env::var("NIMBUS_COOKIE").context("a cluster cookie is required: --cookie-file or NIMBUS_COOKIE")?
+        }
+    };
+    let cookie = cookie.trim().to_string();
+    if cookie.len() < 16 {
+        bail!("the cluster cookie must be at least 16 characters");
+    }
+    Ok(cookie)
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let cookie = cookie(&args)?;
+    let timing = Timing {
+        report_interval: Duration::from_millis(args.report_interval_ms),
+        service_down_after: Duration::from_millis(args.service_down_after_ms),
+        ..Timing::default()
+    };
+    let controller = args.roles.contains(&Role::Controller);
+    let compute = args.roles.contains(&Role::Compute);
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| if controller { "controller".into() } else { format!("compute-{}", std::process::id()) });
+
+    let server = NodeServer::new(args.cluster_listen.port(), cookie, name.clone(), "localhost".into(), None, None)
+        .with_listen_addr(args.cluster_listen.ip());
+    let (node, _) =
+        Actor::spawn(Some(format!("node/{name}")), server, ()).await.context("starting the cluster listener")?;
+
+    let cloud = if controller {
+        let mut config = CloudConfig::new(&args.data_dir);
+        config.listen = args.listen;
+        config.fake_hosts = 0;
+        config.admin_password = args.admin_password.clone();
+        config.timing = timing.clone();
+        let cloud = Cloud::start(config).await.context("starting the controller")?;
+        println!("controller {name} is up: API at {}, cluster on {}", cloud.url, args.cluster_listen);
+        Some(cloud)
+    } else {
+        None
+    };
+    let agents = if compute {
+        let host = HostId(args.host.clone().context("a compute node needs --host")?);
+        if let Some(join) = args.join {
+            connect(&node, join).await?;
+        }
+        let hypervisor = Arc::new(FakeHypervisor::new(Capacity::default()));
+        let spec = {
+            let host = host.clone();
+            ChildSpec::new(format!("compute/{host}"), Restart::Permanent, move || {
+                let args = ComputeArgs {
+                    ns: Namespace::default(),
+                    timing: timing.clone(),
+                    host: host.clone(),
+                    host_ip: std::net::Ipv4Addr::LOCALHOST,
+                    driver: hypervisor.clone(),
+                };
+                (ComputeAgent, args)
+            })
+        };
+        let (agents, _) = Actor::spawn(Some("compute".into()), Supervisor, SupervisorArgs::one_for_one(vec![spec]))
+            .await
+            .context("starting the compute agent")?;
+        println!("compute node {name} is up for host {host}");
+        Some(agents)
+    } else {
+        None
+    };
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    if let Some(agents) = agents {
+        let _ = agents.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    }
+    if let Some(cloud) = cloud {
+        cloud.shutdown().await;
+    }
+    println!("node {name} stopped.");
+    Ok(())
+}
+
+/// Joins the controller, retrying with backoff until it answers.
+async fn connect(node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..20 {
+        match ractor_cluster::client_connect(node, join).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(%join, cause = %e, "cannot reach the controller yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    bail!("could not join the controller at {join}")
+}

@@ -1,0 +1,111 @@
+//! A multi-process cloud: a controller and compute nodes joined over ractor_cluster on loopback. Builds land
+//! on remote hosts; a SIGKILLed compute node is marked down and avoided.
+
+use std::time::Duration;
+
+use nimbus::client::Client;
+use nimbus_tests::process::{NimbusProcess, free_port};
+use nimbus_tests::*;
+
+const PASSWORD: &str = "cluster-secret";
+const COOKIE: &str = "a-test-cookie-of-enough-length";
+
+fn controller(dir: &std::path::Path, cluster: u16) -> NimbusProcess {
+    let api = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "node",
+        "--role",
+        "controller",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--listen",
+        &api,
+        "--cluster-listen",
+        &format!("127.0.0.1:{cluster}"),
+        "--report-interval-ms",
+        "200",
+        "--service-down-after-ms",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    NimbusProcess::spawn(
+        &dir.join("controller"),
+        &args,
+        &[("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)],
+        &api,
+    )
+}
+
+fn compute(dir: &std::path::Path, host: &str, cluster: u16) -> NimbusProcess {
+    let own = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "node",
+        "--role",
+        "compute",
+        "--host",
+        host,
+        "--join",
+        &format!("127.0.0.1:{cluster}"),
+        "--cluster-listen",
+        &own,
+        "--report-interval-ms",
+        "200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    NimbusProcess::spawn(&dir.join(host), &args, &[("NIMBUS_COOKIE", COOKIE)], &own)
+}
+
+async fn hosts_up(admin: &Client) -> Vec<String> {
+    let listed = admin.get("/compute/v2.1/os-hypervisors").await.unwrap();
+    listed["hypervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["state"] == "up")
+        .map(|h| h["hypervisor_hostname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = free_port();
+    let ctl = controller(dir.path(), cluster);
+    let nodes = [compute(dir.path(), "remote-1", cluster), compute(dir.path(), "remote-2", cluster)];
+    let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
+    wait_until("both remote hosts to report", Duration::from_secs(30), || async { hosts_up(&admin).await.len() == 2 })
+        .await;
+
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(create_server(&admin, &format!("remote-{n}")).await);
+    }
+    let mut hosts = std::collections::BTreeSet::new();
+    for id in &ids {
+        let s = wait_for_status(&admin, id, "ACTIVE").await;
+        hosts.insert(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hosts.len(), 2, "the builds spread over both remote hosts: {hosts:?}");
+
+    let [first, second] = nodes;
+    second.kill();
+    wait_until("remote-2 to be marked down", Duration::from_secs(15), || async {
+        hosts_up(&admin).await == vec!["remote-1".to_string()]
+    })
+    .await;
+    for n in 0..3 {
+        let id = create_server(&admin, &format!("after-{n}")).await;
+        let s = wait_for_status(&admin, &id, "ACTIVE").await;
+        assert_eq!(s["OS-EXT-SRV-ATTR:host"], "remote-1", "new builds avoid the dead host");
+    }
+    let services = admin.get("/compute/v2.1/os-services").await.unwrap();
+    let down: Vec<_> = services["services"].as_array().unwrap().iter().filter(|s| s["state"] == "down").collect();
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0]["host"], "remote-2");
+    drop(first);
+    drop(ctl);
+}
