@@ -112,6 +112,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         let host = HostId(args.host.clone().context("a compute node needs --host")?);
         if let Some(join) = args.join {
             connect(&node, join).await?;
+            tokio::spawn(stay_joined(node.clone(), join));
         }
         let hypervisor = Arc::new(FakeHypervisor::new(Capacity::default()));
         let spec = {
@@ -149,6 +150,25 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     println!("node {name} stopped.");
     Ok(())
+}
+
+/// ractor_cluster does not reconnect: when the controller goes away (a restart), its workers leave the
+/// process groups; join again then, with backoff, so the agents' reports reach it and re-register the host.
+async fn stay_joined(node: ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) {
+    let ns = Namespace::default();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::time::sleep(delay).await;
+        if !ns.members(&nimbus_actors::scheduler::TOPIC).is_empty() {
+            delay = Duration::from_millis(500);
+            continue;
+        }
+        match ractor_cluster::client_connect(&node, join).await {
+            Ok(()) => tracing::info!(%join, "joined the controller again"),
+            Err(e) => tracing::warn!(%join, cause = %e, "the controller is unreachable; retrying"),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Joins the controller, retrying with backoff until it answers.

@@ -106,6 +106,46 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
     let down: Vec<_> = services["services"].as_array().unwrap().iter().filter(|s| s["state"] == "down").collect();
     assert_eq!(down.len(), 1);
     assert_eq!(down[0]["host"], "remote-2");
-    drop(first);
-    drop(ctl);
+
+    // remote-2 comes back: it rejoins, and its agent reconciles (the fake hypervisor lost its instances with
+    // the process; the ones the cloud places there run again).
+    let second = compute(dir.path(), "remote-2", cluster);
+    wait_until("remote-2 to be up again", Duration::from_secs(15), || async { hosts_up(&admin).await.len() == 2 })
+        .await;
+
+    // The controller restarts: both compute nodes join it again, and nothing is lost or duplicated.
+    let before = admin.get("/compute/v2.1/servers/detail").await.unwrap()["servers"].as_array().unwrap().len();
+    let data = dir.path().join("data");
+    assert!(ctl.terminate().success());
+    let api = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "node",
+        "--role",
+        "controller",
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen",
+        &api,
+        "--cluster-listen",
+        &format!("127.0.0.1:{cluster}"),
+        "--report-interval-ms",
+        "200",
+        "--service-down-after-ms",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ctl = NimbusProcess::spawn(&dir.path().join("controller2"), &args, &[("NIMBUS_COOKIE", COOKIE)], &api);
+    let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
+    wait_until("both hosts to rejoin the restarted controller", Duration::from_secs(30), || async {
+        hosts_up(&admin).await.len() == 2
+    })
+    .await;
+    let hypervisors = admin.get("/compute/v2.1/os-hypervisors").await.unwrap();
+    assert_eq!(hypervisors["hypervisors"].as_array().unwrap().len(), 2, "no host appears twice");
+    assert_eq!(admin.get("/compute/v2.1/servers/detail").await.unwrap()["servers"].as_array().unwrap().len(), before);
+    let id = create_server(&admin, "after-controller-restart").await;
+    wait_for_status(&admin, &id, "ACTIVE").await;
+    drop((first, second, ctl));
 }
