@@ -155,34 +155,81 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 /// ractor_cluster does not reconnect: when the controller goes away (a restart), its workers leave the
 /// process groups; join again then, with backoff, so the agents' reports reach it and re-register the host.
 async fn stay_joined(node: ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) {
-    let ns = Namespace::default();
     let mut delay = Duration::from_millis(200);
     loop {
         tokio::time::sleep(delay).await;
-        if !ns.members(&nimbus_actors::scheduler::TOPIC).is_empty() {
+        if joined() {
             delay = Duration::from_millis(500);
             continue;
         }
-        match ractor_cluster::client_connect(&node, join).await {
+        match join_once(&node, join).await {
             Ok(()) => tracing::info!(%join, "joined the controller again"),
-            Err(e) => tracing::warn!(%join, cause = %e, "the controller is unreachable; retrying"),
+            Err(e) => tracing::warn!(%join, cause = %e, "not joined; retrying"),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
-/// Joins the controller, retrying with backoff until it answers.
-async fn connect(node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(100);
+fn joined() -> bool {
+    !Namespace::default().members(&nimbus_actors::scheduler::TOPIC).is_empty()
+}
+
+/// Connects and waits for the controller's workers to appear. A TCP connection is not a join: the session
+/// authenticates afterwards, and a wrong cookie closes it without an error on this side.
+async fn join_once(
+    node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    join: SocketAddr,
+) -> Result<(), JoinError> {
+    ractor_cluster::client_connect(node, join)
+        .await
+        .map_err(|e| JoinError::Unreachable(format!("cannot connect: {e}")))?;
     for _ in 0..20 {
-        match ractor_cluster::client_connect(node, join).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(%join, cause = %e, "cannot reach the controller yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+        if joined() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(JoinError::Refused(format!(
+        "{join} accepted the connection but not this node: the cluster cookie is probably wrong (or it runs no controller)"
+    )))
+}
+
+#[derive(Debug)]
+enum JoinError {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Unreachable(e) | JoinError::Refused(e) => f.write_str(e),
         }
     }
-    bail!("could not join the controller at {join}")
+}
+
+/// Joins the controller: retries with backoff while it does not answer (it may still be starting), for about
+/// a minute; gives up at once if it answers but refuses this node three times (a wrong cookie).
+async fn connect(node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    let (mut refused, mut last) = (0, String::new());
+    for _ in 0..20 {
+        match join_once(node, join).await {
+            Ok(()) => return Ok(()),
+            Err(JoinError::Unreachable(e)) => {
+                tracing::warn!(%join, cause = %e, "the controller does not answer yet; retrying");
+                last = e;
+            }
+            Err(JoinError::Refused(e)) => {
+                refused += 1;
+                if refused == 3 {
+                    bail!("could not join the controller at {join}: {e}");
+                }
+                last = e;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    bail!("could not join the controller at {join}: {last}")
 }

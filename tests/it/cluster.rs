@@ -149,3 +149,31 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
     wait_for_status(&admin, &id, "ACTIVE").await;
     drop((first, second, ctl));
 }
+
+#[tokio::test]
+async fn a_node_with_a_wrong_cookie_is_refused_and_nothing_of_it_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = free_port();
+    let ctl = controller(dir.path(), cluster);
+    let own = format!("127.0.0.1:{}", free_port());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(nimbus_tests::process::nimbus_binary())
+            .args(["node", "--role", "compute", "--host", "intruder", "--join", &format!("127.0.0.1:{cluster}")])
+            .args(["--cluster-listen", &own])
+            .env("NIMBUS_COOKIE", "not-the-cluster-cookie-at-all")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success(), "the intruder gives up");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("could not join the controller") && stderr.contains("cookie is probably wrong"),
+        "{stderr}"
+    );
+    assert!(ctl.log_text().contains("auth_fail"), "the controller logs the refused session");
+    let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
+    let hypervisors = admin.get("/compute/v2.1/os-hypervisors").await.unwrap();
+    assert!(hypervisors["hypervisors"].as_array().unwrap().is_empty(), "nothing of it joined: {hypervisors}");
+}
