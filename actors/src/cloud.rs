@@ -143,6 +143,8 @@ impl Cloud {
                 let (ctx, host, hypervisor) = (ctx.clone(), host.clone(), hypervisor.clone());
                 ChildSpec::new(ns.actor_name(&format!("compute/{host}")), Restart::Permanent, move || {
                     let args = ComputeArgs {
+                        node: "local".into(),
+                        node_address: None,
                         ns: ctx.ns.clone(),
                         timing: ctx.timing.clone(),
                         host: host.clone(),

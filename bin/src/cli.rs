@@ -30,6 +30,9 @@ pub enum Command {
     Up(UpArgs),
     /// Run one node of a multi-process cloud (controller, compute, or both).
     Node(crate::node::NodeArgs),
+    /// The cluster's nodes and hosts.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Manage projects (admin).
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -121,6 +124,15 @@ fn read_password(data_dir: &Path) -> anyhow::Result<String> {
         format!("no --password given and cannot read {}; pass --password or set NIMBUS_PASSWORD", path.display())
     })?;
     Ok(text.trim().to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Nodes, roles, addresses, last report and state of every compute host.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -302,6 +314,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Node(args) => crate::node::run(args).await,
+        Command::Cluster(ClusterCommand::Status { api }) => {
+            let client = api.login().await?;
+            let status = client.get("/admin/cluster").await?;
+            let c = &status["controller"];
+            println!("controller: {} (API {}), {}", text(&c["node"]), text(&c["api"]), text(&c["state"]));
+            print_table(&status["hosts"], &["host", "node", "role", "address", "last_report", "state", "instances"]);
+            for w in status["warnings"].as_array().into_iter().flatten() {
+                println!("warning: {}", text(w));
+            }
+            println!("({})", text(&status["source"]));
+            Ok(())
+        }
         Command::Project(ProjectCommand::Create { name, description, network_mode, api }) => {
             let client = api.login().await?;
             let project = json!({"project": {"name": name, "description": description, "network_mode": network_mode}});

@@ -117,8 +117,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         let hypervisor = Arc::new(FakeHypervisor::new(Capacity::default()));
         let spec = {
             let host = host.clone();
+            let (node_name, cluster_address) = (name.clone(), args.cluster_listen.to_string());
             ChildSpec::new(format!("compute/{host}"), Restart::Permanent, move || {
                 let args = ComputeArgs {
+                    node: node_name.clone(),
+                    node_address: Some(cluster_address.clone()),
                     ns: Namespace::default(),
                     timing: timing.clone(),
                     host: host.clone(),

@@ -131,6 +131,9 @@ pub struct Host {
     pub disk_gb: u64,
     pub hypervisor_type: String,
     pub host_ip: Ipv4Addr,
+    /// The cluster node that runs its agent (`local` for an all-in-one cloud) and where that node listens.
+    pub node: String,
+    pub node_address: Option<String>,
     /// An operator can disable a host so the scheduler avoids it.
     pub enabled: bool,
     /// Last time the agent reported in.

@@ -75,45 +75,67 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = free_port();
     let ctl = controller(dir.path(), cluster);
-    let nodes = [compute(dir.path(), "remote-1", cluster), compute(dir.path(), "remote-2", cluster)];
+    let nodes = [
+        compute(dir.path(), "remote-1", cluster),
+        compute(dir.path(), "remote-2", cluster),
+        compute(dir.path(), "remote-3", cluster),
+    ];
     let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
-    wait_until("both remote hosts to report", Duration::from_secs(30), || async { hosts_up(&admin).await.len() == 2 })
-        .await;
-
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        ids.push(create_server(&admin, &format!("remote-{n}")).await);
-    }
-    let mut hosts = std::collections::BTreeSet::new();
-    for id in &ids {
-        let s = wait_for_status(&admin, id, "ACTIVE").await;
-        hosts.insert(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string());
-    }
-    assert_eq!(hosts.len(), 2, "the builds spread over both remote hosts: {hosts:?}");
-
-    let [first, second] = nodes;
-    second.kill();
-    wait_until("remote-2 to be marked down", Duration::from_secs(15), || async {
-        hosts_up(&admin).await == vec!["remote-1".to_string()]
+    wait_until("the three remote hosts to report", Duration::from_secs(30), || async {
+        hosts_up(&admin).await.len() == 3
     })
     .await;
-    for n in 0..3 {
+
+    let image = default_image(&admin).await;
+    let burst = serde_json::json!({"server": {"name": "r", "imageRef": image, "flavorRef": "1", "min_count": 30, "max_count": 30}});
+    admin.post("/compute/v2.1/servers", &burst).await.unwrap();
+    wait_until("30 ACTIVE servers", Duration::from_secs(60), || async {
+        let listed = admin.get("/compute/v2.1/servers/detail").await.unwrap();
+        let servers = listed["servers"].as_array().unwrap().clone();
+        servers.len() == 30 && servers.iter().all(|s| s["status"] == "ACTIVE")
+    })
+    .await;
+    let listed = admin.get("/compute/v2.1/servers/detail").await.unwrap();
+    let mut per_host = std::collections::BTreeMap::new();
+    for s in listed["servers"].as_array().unwrap() {
+        *per_host.entry(s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_host.values().copied().collect::<Vec<i32>>(),
+        vec![10, 10, 10],
+        "spread over all three: {per_host:?}"
+    );
+
+    let [first, second, third] = nodes;
+    let killed_at = std::time::Instant::now();
+    third.kill();
+    wait_until("remote-3 to be marked down", Duration::from_secs(15), || async {
+        hosts_up(&admin).await == vec!["remote-1".to_string(), "remote-2".to_string()]
+    })
+    .await;
+    let marked_down_after = killed_at.elapsed();
+    assert!(marked_down_after < Duration::from_secs(6), "down after {marked_down_after:?} (configured: 2 s)");
+    for n in 0..4 {
         let id = create_server(&admin, &format!("after-{n}")).await;
         let s = wait_for_status(&admin, &id, "ACTIVE").await;
-        assert_eq!(s["OS-EXT-SRV-ATTR:host"], "remote-1", "new builds avoid the dead host");
+        assert_ne!(s["OS-EXT-SRV-ATTR:host"], "remote-3", "new builds avoid the dead host");
     }
     let services = admin.get("/compute/v2.1/os-services").await.unwrap();
     let down: Vec<_> = services["services"].as_array().unwrap().iter().filter(|s| s["state"] == "down").collect();
     assert_eq!(down.len(), 1);
-    assert_eq!(down[0]["host"], "remote-2");
+    assert_eq!(down[0]["host"], "remote-3");
+    // Its instances are reported, not silently lost.
+    let status = admin.get("/admin/cluster").await.unwrap();
+    assert!(status["warnings"].to_string().contains("10 instance(s) on remote-3, which is down"), "{status}");
 
-    // remote-2 comes back: it rejoins, and its agent reconciles (the fake hypervisor lost its instances with
+    // remote-3 comes back: it rejoins, and its agent reconciles (the fake hypervisor lost its instances with
     // the process; the ones the cloud places there run again).
-    let second = compute(dir.path(), "remote-2", cluster);
-    wait_until("remote-2 to be up again", Duration::from_secs(15), || async { hosts_up(&admin).await.len() == 2 })
+    let third = compute(dir.path(), "remote-3", cluster);
+    wait_until("remote-3 to be up again", Duration::from_secs(15), || async { hosts_up(&admin).await.len() == 3 })
         .await;
+    assert_eq!(admin.get("/admin/cluster").await.unwrap()["warnings"], serde_json::json!([]));
 
-    // The controller restarts: both compute nodes join it again, and nothing is lost or duplicated.
+    // The controller restarts: the compute nodes join it again, and nothing is lost or duplicated.
     let before = admin.get("/compute/v2.1/servers/detail").await.unwrap()["servers"].as_array().unwrap().len();
     let data = dir.path().join("data");
     assert!(ctl.terminate().success());
@@ -138,16 +160,16 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
     .collect();
     let ctl = NimbusProcess::spawn(&dir.path().join("controller2"), &args, &[("NIMBUS_COOKIE", COOKIE)], &api);
     let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
-    wait_until("both hosts to rejoin the restarted controller", Duration::from_secs(30), || async {
-        hosts_up(&admin).await.len() == 2
+    wait_until("all hosts to rejoin the restarted controller", Duration::from_secs(30), || async {
+        hosts_up(&admin).await.len() == 3
     })
     .await;
     let hypervisors = admin.get("/compute/v2.1/os-hypervisors").await.unwrap();
-    assert_eq!(hypervisors["hypervisors"].as_array().unwrap().len(), 2, "no host appears twice");
+    assert_eq!(hypervisors["hypervisors"].as_array().unwrap().len(), 3, "no host appears twice");
     assert_eq!(admin.get("/compute/v2.1/servers/detail").await.unwrap()["servers"].as_array().unwrap().len(), before);
     let id = create_server(&admin, "after-controller-restart").await;
     wait_for_status(&admin, &id, "ACTIVE").await;
-    drop((first, second, ctl));
+    drop((first, second, third, ctl));
 }
 
 #[tokio::test]

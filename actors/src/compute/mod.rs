@@ -48,6 +48,9 @@ pub enum ComputeMsg {
 }
 
 pub struct ComputeArgs {
+    /// The cluster node this agent runs on (`local` in an all-in-one cloud), and its cluster address.
+    pub node: String,
+    pub node_address: Option<String>,
     pub ns: Namespace,
     pub timing: Timing,
     pub host: HostId,
@@ -56,6 +59,8 @@ pub struct ComputeArgs {
 }
 
 pub struct ComputeState {
+    node: String,
+    node_address: Option<String>,
     ns: Namespace,
     timing: Timing,
     host: HostId,
@@ -77,6 +82,8 @@ impl Actor for ComputeAgent {
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
         let mut state = ComputeState {
+            node: args.node,
+            node_address: args.node_address,
             ns: args.ns,
             timing: args.timing,
             host: args.host,
@@ -138,6 +145,8 @@ impl ComputeState {
             disk_gb: capacity.disk_gb,
             hypervisor_type: self.driver.kind().to_string(),
             host_ip: self.host_ip,
+            node: self.node.clone(),
+            node_address: self.node_address.clone(),
         }
     }
 

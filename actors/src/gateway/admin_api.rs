@@ -1,5 +1,5 @@
-//! The admin API for the debug console (admin role): the live actor tree, recent supervision events, and
-//! stopping or killing an actor by name. Names are the cloud's own (`scheduler`, `compute/host-0003`).
+//! The admin API for the debug console (admin role): the live actor tree, recent supervision events,
+//! stopping or killing an actor by name, and the cluster's nodes and hosts. Names are the cloud's own (`scheduler`, `compute/host-0003`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,14 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_runtime::SupervisorMsg;
 use nimbus_runtime::introspect::{self, ActorInfo};
-use nimbus_storage::records::Role;
+use nimbus_storage::records::{Role, now_ms};
+use nimbus_storage::schema::{HOSTS, INSTANCES};
+use nimbus_storage::{Reads, StoreError};
 use ractor::ActorRef;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Auth;
 use super::errors::parse_json;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, iso8601};
 use crate::CloudError;
 
 type ApiResult = Result<Response, ApiError>;
@@ -30,6 +32,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/admin/actors/kill", post(kill_actor))
         .route("/admin/actors/stop", post(stop_actor))
         .route("/admin/events", get(list_events))
+        .route("/admin/cluster", get(cluster_status))
 }
 
 fn admin(auth: &Auth) -> Result<(), ApiError> {
@@ -109,4 +112,40 @@ async fn list_events(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
         e.supervisor = strip(&e.supervisor, &prefix);
     }
     Ok(Json(json!({"events": events})).into_response())
+}
+
+/// The cluster as the store knows it: this node (which answers), and every compute host with the node that
+/// runs its agent, its last report, whether it counts as up, and the instances placed on it.
+async fn cluster_status(State(s): State<AppState>, auth: Auth) -> ApiResult {
+    admin(&auth)?;
+    let down_after = s.ctx.timing.service_down_after.as_millis() as u64;
+    let now = now_ms();
+    let (hosts, instances) = s
+        .ctx
+        .store
+        .read(|r| Ok::<_, StoreError>((r.scan(&HOSTS)?, r.scan(&INSTANCES)?)))
+        .map_err(|e| ApiError::compute(e.into()))?;
+    let mut warnings = Vec::new();
+    let views: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|(name, h)| {
+            let up = now.saturating_sub(h.last_seen) <= down_after;
+            let placed = instances.iter().filter(|(_, i)| i.host.as_ref() == Some(name)).count();
+            if !up && placed > 0 {
+                warnings.push(format!("{placed} instance(s) on {name}, which is down: they may not be running"));
+            }
+            json!({
+                "host": name.0, "node": h.node, "role": "compute", "address": h.node_address,
+                "last_report": iso8601(h.last_seen), "seconds_since_report": now.saturating_sub(h.last_seen) / 1000,
+                "state": if up { "up" } else { "down" }, "enabled": h.enabled, "instances": placed,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "source": "host reports in the store, as of this node",
+        "controller": {"node": "this node", "role": "controller", "api": s.base_url.as_ref(), "state": "up"},
+        "hosts": views,
+        "warnings": warnings,
+    }))
+    .into_response())
 }

@@ -49,6 +49,9 @@ pub struct HostReport {
     pub disk_gb: u64,
     pub hypervisor_type: String,
     pub host_ip: Ipv4Addr,
+    /// The cluster node the agent runs on, and its cluster address.
+    pub node: String,
+    pub node_address: Option<String>,
 }
 
 /// What the cloud places on a host, for its agent to reconcile with: instances that must run, and instances
@@ -147,6 +150,8 @@ async fn record_host(ctx: &Ctx, report: HostReport) -> Result<Placement, StoreEr
                 disk_gb: report.disk_gb,
                 hypervisor_type: report.hypervisor_type,
                 host_ip: report.host_ip,
+                node: report.node,
+                node_address: report.node_address,
                 enabled: existing.is_none_or(|h| h.enabled),
                 last_seen: now_ms(),
             };
