@@ -6,7 +6,7 @@ use std::time::Duration;
 use nimbus_actors::compute::virt::Capacity;
 use nimbus_tests::*;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_server_builds_to_active_with_a_fixed_ip_and_is_deleted() {
@@ -216,5 +216,36 @@ async fn hypervisors_and_services_show_the_hosts() {
     let member = t.user_with_role("member").await;
     let (status, _) = member.raw(Method::GET, "/compute/v2.1/os-hypervisors", None).await.unwrap();
     assert_eq!(status.as_u16(), 403);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_capacity_of_deleted_servers_is_free_again_at_once() {
+    // Two hosts with room for six m1.tiny each (2048 MB × 1.5 RAM ratio).
+    let small = Capacity { vcpus: 4, ram_mb: 2048, disk_gb: 100 };
+    let t = TestCloud::start_with(Options { hosts: 2, capacity: small, ..Options::default() }).await;
+    let image = default_image(&t.admin).await;
+    let twelve =
+        json!({"server": {"name": "fill", "imageRef": image, "flavorRef": "1", "min_count": 12, "max_count": 12}});
+    for round in 0..2 {
+        t.admin.post("/compute/v2.1/servers", &twelve).await.unwrap();
+        wait_until(&format!("round {round}: 12 ACTIVE"), Duration::from_secs(30), || async {
+            let listed = t.admin.get("/compute/v2.1/servers/detail").await.unwrap();
+            let servers = listed["servers"].as_array().unwrap().clone();
+            let faults: Vec<&Value> =
+                servers.iter().filter(|s| s["status"] == "ERROR").map(|s| &s["fault"]["message"]).collect();
+            assert!(faults.is_empty(), "round {round}: {faults:?}");
+            servers.len() == 12 && servers.iter().all(|s| s["status"] == "ACTIVE")
+        })
+        .await;
+        let listed = t.admin.get("/compute/v2.1/servers").await.unwrap();
+        for s in listed["servers"].as_array().unwrap() {
+            t.admin.delete(&format!("/compute/v2.1/servers/{}", s["id"].as_str().unwrap())).await.unwrap();
+        }
+        wait_until("all deleted", Duration::from_secs(30), || async {
+            t.admin.get("/compute/v2.1/servers").await.unwrap()["servers"].as_array().unwrap().is_empty()
+        })
+        .await;
+    }
     t.shutdown().await;
 }

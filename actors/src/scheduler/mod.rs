@@ -176,7 +176,13 @@ async fn record_host(ctx: &Ctx, report: HostReport) -> Result<Placement, StoreEr
 impl SchedulerState {
     fn place(&mut self, request: PlaceRequest) -> Result<Result<HostId, NoValidHost>, StoreError> {
         let hosts = self.hosts()?;
-        let chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+        let mut chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+        if chosen.is_err() {
+            // A "no" must not come from a cached view: capacity may have been freed since it was read.
+            self.view = None;
+            let hosts = self.hosts()?;
+            chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+        }
         if let Ok(host) = &chosen {
             self.claims
                 .insert(request.instance, Claim { host: host.clone(), demand: request.demand, at: Instant::now() });
@@ -189,11 +195,14 @@ impl SchedulerState {
         if self.view.as_ref().is_none_or(|v| v.read_at.elapsed() > VIEW_TTL) {
             self.view = Some(self.read_view()?);
         }
-        let StoreView { hosts, placed, .. } = self.view.as_ref().expect("view was just loaded");
+        let StoreView { hosts, placed, read_at } = self.view.as_ref().expect("view was just loaded");
         let mut hosts = hosts.clone();
-        self.claims.retain(|id, claim| {
-            let counted_by_store = placed.get(id).is_some_and(Option::is_some);
-            !counted_by_store && claim.at.elapsed() < CLAIM_TTL
+        self.claims.retain(|id, claim| match placed.get(id) {
+            // The store counts it now.
+            Some(Some(_)) => false,
+            // Gone from a view read after the claim: deleted meanwhile; its resources are free again.
+            None if *read_at > claim.at => false,
+            _ => claim.at.elapsed() < CLAIM_TTL,
         });
         for claim in self.claims.values() {
             if let Some(h) = hosts.iter_mut().find(|h| h.name == claim.host) {
