@@ -133,6 +133,15 @@ pub enum ClusterCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Make a certificate authority (once) and certificates for the named nodes, for `nimbus node --tls-dir`.
+    Certs {
+        /// Where to write them (the CA there is reused when it exists).
+        #[arg(long, default_value = "./nimbus-certs")]
+        dir: PathBuf,
+        /// A node name (repeat); each gets `<name>.pem` and `<name>.key`.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +323,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(args).await,
         Command::Node(args) => crate::node::run(args).await,
+        Command::Cluster(ClusterCommand::Certs { dir, nodes }) => {
+            crate::tls::make_certs(&dir, &nodes)?;
+            println!("wrote ca.pem and certificates for {} into {}", nodes.join(", "), dir.display());
+            Ok(())
+        }
         Command::Cluster(ClusterCommand::Status { api }) => {
             let client = api.login().await?;
             let status = client.get("/admin/cluster").await?;

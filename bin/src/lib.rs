@@ -16,3 +16,4 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod node;
+pub mod tls;

@@ -1,7 +1,8 @@
 //! `nimbus node`: one node of a multi-process cloud. A controller runs the store, the API and the workers
 //! that need the store; a compute node runs compute agents for its host and joins a controller over
 //! ractor_cluster (cookie-authenticated, listening on the configured address only). Topics are process
-//! groups, so the controller's conductors reach `compute.<host>` on whichever node runs it.
+//! groups, so the controller's conductors reach `compute.<host>` on whichever node runs it. With `--tls-dir`
+//! every link is mutual TLS with the cluster's own certificate authority (see [`crate::tls`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub struct NodeArgs {
     /// Compute: the host this node runs instances for.
     #[arg(long)]
     pub host: Option<String>,
+    /// Encrypt and authenticate node links with the certificates in this directory (`ca.pem`, and
+    /// `<name>.pem` / `<name>.key` for this node's `--name`), as made by `nimbus cluster certs`.
+    #[arg(long, requires = "name")]
+    pub tls_dir: Option<PathBuf>,
     /// Controller: where the cloud keeps its state.
     #[arg(long, default_value = "./nimbus-data")]
     pub data_dir: PathBuf,
@@ -91,7 +96,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| if controller { "controller".into() } else { format!("compute-{}", std::process::id()) });
 
-    let server = NodeServer::new(args.cluster_listen.port(), cookie, name.clone(), "localhost".into(), None, None)
+    let (incoming, transport) = match &args.tls_dir {
+        Some(dir) => {
+            let acceptor = crate::tls::acceptor(dir, &name)?;
+            let (connector, server_name) = crate::tls::connector(dir, &name)?;
+            (Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor)), Transport::Tls(connector, server_name))
+        }
+        None => (None, Transport::Plain),
+    };
+    let server = NodeServer::new(args.cluster_listen.port(), cookie, name.clone(), "localhost".into(), incoming, None)
         .with_listen_addr(args.cluster_listen.ip());
     let (node, _) =
         Actor::spawn(Some(format!("node/{name}")), server, ()).await.context("starting the cluster listener")?;
@@ -111,8 +124,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let agents = if compute {
         let host = HostId(args.host.clone().context("a compute node needs --host")?);
         if let Some(join) = args.join {
-            connect(&node, join).await?;
-            tokio::spawn(stay_joined(node.clone(), join));
+            connect(&node, join, &transport).await?;
+            tokio::spawn(stay_joined(node.clone(), join, transport));
         }
         let hypervisor = Arc::new(FakeHypervisor::new(Capacity::default()));
         let spec = {
@@ -157,7 +170,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 /// ractor_cluster does not reconnect: when the controller goes away (a restart), its workers leave the
 /// process groups; join again then, with backoff, so the agents' reports reach it and re-register the host.
-async fn stay_joined(node: ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) {
+async fn stay_joined(
+    node: ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    join: SocketAddr,
+    transport: Transport,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         tokio::time::sleep(delay).await;
@@ -165,7 +182,7 @@ async fn stay_joined(node: ractor::ActorRef<ractor_cluster::NodeServerMessage>, 
             delay = Duration::from_millis(500);
             continue;
         }
-        match join_once(&node, join).await {
+        match join_once(&node, join, &transport).await {
             Ok(()) => tracing::info!(%join, "joined the controller again"),
             Err(e) => tracing::warn!(%join, cause = %e, "not joined; retrying"),
         }
@@ -182,10 +199,15 @@ fn joined() -> bool {
 async fn join_once(
     node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>,
     join: SocketAddr,
+    transport: &Transport,
 ) -> Result<(), JoinError> {
-    ractor_cluster::client_connect(node, join)
-        .await
-        .map_err(|e| JoinError::Unreachable(format!("cannot connect: {e}")))?;
+    let connected = match transport {
+        Transport::Plain => ractor_cluster::client_connect(node, join).await,
+        Transport::Tls(connector, name) => {
+            ractor_cluster::client_connect_enc(node, join, connector.clone(), name.clone()).await
+        }
+    };
+    connected.map_err(|e| JoinError::Unreachable(format!("cannot connect: {e}")))?;
     for _ in 0..20 {
         if joined() {
             return Ok(());
@@ -193,8 +215,15 @@ async fn join_once(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(JoinError::Refused(format!(
-        "{join} accepted the connection but not this node: the cluster cookie is probably wrong (or it runs no controller)"
+        "{join} accepted the connection but not this node: the cluster cookie is probably wrong, or TLS is set up on one side only (or it runs no controller)"
     )))
+}
+
+/// How this node reaches others: plain TCP, or mutual TLS with the cluster's certificates.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    Tls(tokio_rustls::TlsConnector, tokio_rustls::rustls::pki_types::ServerName<'static>),
 }
 
 #[derive(Debug)]
@@ -213,11 +242,15 @@ impl std::fmt::Display for JoinError {
 
 /// Joins the controller: retries with backoff while it does not answer (it may still be starting), for about
 /// a minute; gives up at once if it answers but refuses this node three times (a wrong cookie).
-async fn connect(node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>, join: SocketAddr) -> anyhow::Result<()> {
+async fn connect(
+    node: &ractor::ActorRef<ractor_cluster::NodeServerMessage>,
+    join: SocketAddr,
+    transport: &Transport,
+) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(100);
     let (mut refused, mut last) = (0, String::new());
     for _ in 0..20 {
-        match join_once(node, join).await {
+        match join_once(node, join, transport).await {
             Ok(()) => return Ok(()),
             Err(JoinError::Unreachable(e)) => {
                 tracing::warn!(%join, cause = %e, "the controller does not answer yet; retrying");
