@@ -10,52 +10,35 @@ use nimbus_tests::*;
 const PASSWORD: &str = "cluster-secret";
 const COOKIE: &str = "a-test-cookie-of-enough-length";
 
-fn controller(dir: &std::path::Path, cluster: u16) -> NimbusProcess {
-    let api = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "node",
-        "--role",
-        "controller",
-        "--data-dir",
-        &dir.join("data").display().to_string(),
-        "--listen",
-        &api,
-        "--cluster-listen",
-        &format!("127.0.0.1:{cluster}"),
-        "--report-interval-ms",
-        "200",
-        "--service-down-after-ms",
-        "3000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    NimbusProcess::spawn(
-        &dir.join("controller"),
-        &args,
-        &[("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)],
-        &api,
-    )
+/// `--name NAME --tls-dir DIR` when the cluster uses TLS.
+fn tls_args(name: &str, tls: Option<&str>) -> Vec<String> {
+    tls.map(|dir| vec!["--name".into(), name.into(), "--tls-dir".into(), dir.into()]).unwrap_or_default()
 }
 
-fn compute(dir: &std::path::Path, host: &str, cluster: u16) -> NimbusProcess {
+/// A controller keeping its data in `dir/data`; `log` names its log file (a restart gets a new one).
+fn controller(dir: &std::path::Path, log: &str, cluster: u16, tls: Option<&str>) -> NimbusProcess {
+    let api = format!("127.0.0.1:{}", free_port());
+    let data = dir.join("data").display().to_string();
+    let cluster_listen = format!("127.0.0.1:{cluster}");
+    let mut args: Vec<String> = ["node", "--role", "controller", "--data-dir", data.as_str(), "--listen", api.as_str()]
+        .map(String::from)
+        .to_vec();
+    args.extend(
+        ["--cluster-listen", cluster_listen.as_str(), "--report-interval-ms", "200", "--service-down-after-ms", "3000"]
+            .map(String::from),
+    );
+    args.extend(tls_args("controller", tls));
+    let env = [("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)];
+    NimbusProcess::spawn(&dir.join(log), &args, &env, &api)
+}
+
+fn compute(dir: &std::path::Path, host: &str, cluster: u16, tls: Option<&str>) -> NimbusProcess {
     let own = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "node",
-        "--role",
-        "compute",
-        "--host",
-        host,
-        "--join",
-        &format!("127.0.0.1:{cluster}"),
-        "--cluster-listen",
-        &own,
-        "--report-interval-ms",
-        "200",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let join = format!("127.0.0.1:{cluster}");
+    let mut args: Vec<String> =
+        ["node", "--role", "compute", "--host", host, "--join", join.as_str()].map(String::from).to_vec();
+    args.extend(["--cluster-listen", own.as_str(), "--report-interval-ms", "200"].map(String::from));
+    args.extend(tls_args(host, tls));
     NimbusProcess::spawn(&dir.join(host), &args, &[("NIMBUS_COOKIE", COOKIE)], &own)
 }
 
@@ -74,11 +57,11 @@ async fn hosts_up(admin: &Client) -> Vec<String> {
 async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = free_port();
-    let ctl = controller(dir.path(), cluster);
+    let ctl = controller(dir.path(), "controller", cluster, None);
     let nodes = [
-        compute(dir.path(), "remote-1", cluster),
-        compute(dir.path(), "remote-2", cluster),
-        compute(dir.path(), "remote-3", cluster),
+        compute(dir.path(), "remote-1", cluster, None),
+        compute(dir.path(), "remote-2", cluster, None),
+        compute(dir.path(), "remote-3", cluster, None),
     ];
     let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
     wait_until("the three remote hosts to report", Duration::from_secs(30), || async {
@@ -136,35 +119,15 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
 
     // remote-3 comes back: it rejoins, and its agent reconciles (the fake hypervisor lost its instances with
     // the process; the ones the cloud places there run again).
-    let third = compute(dir.path(), "remote-3", cluster);
+    let third = compute(dir.path(), "remote-3", cluster, None);
     wait_until("remote-3 to be up again", Duration::from_secs(15), || async { hosts_up(&admin).await.len() == 3 })
         .await;
     assert_eq!(admin.get("/admin/cluster").await.unwrap()["warnings"], serde_json::json!([]));
 
     // The controller restarts: the compute nodes join it again, and nothing is lost or duplicated.
     let before = admin.get("/compute/v2.1/servers/detail").await.unwrap()["servers"].as_array().unwrap().len();
-    let data = dir.path().join("data");
     assert!(ctl.terminate().success());
-    let api = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "node",
-        "--role",
-        "controller",
-        "--data-dir",
-        &data.display().to_string(),
-        "--listen",
-        &api,
-        "--cluster-listen",
-        &format!("127.0.0.1:{cluster}"),
-        "--report-interval-ms",
-        "200",
-        "--service-down-after-ms",
-        "3000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let ctl = NimbusProcess::spawn(&dir.path().join("controller2"), &args, &[("NIMBUS_COOKIE", COOKIE)], &api);
+    let ctl = controller(dir.path(), "controller2", cluster, None);
     let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
     wait_until("all hosts to rejoin the restarted controller", Duration::from_secs(30), || async {
         hosts_up(&admin).await.len() == 3
@@ -182,7 +145,7 @@ async fn builds_land_on_remote_hosts_and_a_dead_host_is_avoided() {
 async fn a_node_with_a_wrong_cookie_is_refused_and_nothing_of_it_joins() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = free_port();
-    let ctl = controller(dir.path(), cluster);
+    let ctl = controller(dir.path(), "controller", cluster, None);
     let own = format!("127.0.0.1:{}", free_port());
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(nimbus_tests::process::nimbus_binary())
@@ -213,59 +176,14 @@ async fn nodes_with_certificates_of_the_cluster_talk_over_mutual_tls() {
     let made = std::process::Command::new(nimbus_tests::process::nimbus_binary())
         .args(["cluster", "certs", "--dir"])
         .arg(&certs)
-        .args(["--node", "controller", "--node", "tls-node"])
+        .args(["--node", "controller", "--node", "tls-1"])
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let cluster = free_port();
-    let api = format!("127.0.0.1:{}", free_port());
     let tls = certs.display().to_string();
-    let args: Vec<String> = [
-        "node",
-        "--role",
-        "controller",
-        "--name",
-        "controller",
-        "--tls-dir",
-        &tls,
-        "--data-dir",
-        &dir.path().join("data").display().to_string(),
-        "--listen",
-        &api,
-        "--cluster-listen",
-        &format!("127.0.0.1:{cluster}"),
-        "--report-interval-ms",
-        "200",
-    ]
-    .map(String::from)
-    .to_vec();
-    let ctl = NimbusProcess::spawn(
-        &dir.path().join("controller"),
-        &args,
-        &[("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)],
-        &api,
-    );
-    let own = format!("127.0.0.1:{}", free_port());
-    let args: Vec<String> = [
-        "node",
-        "--role",
-        "compute",
-        "--name",
-        "tls-node",
-        "--tls-dir",
-        &tls,
-        "--host",
-        "tls-1",
-        "--join",
-        &format!("127.0.0.1:{cluster}"),
-        "--cluster-listen",
-        &own,
-        "--report-interval-ms",
-        "200",
-    ]
-    .map(String::from)
-    .to_vec();
-    let node = NimbusProcess::spawn(&dir.path().join("tls-node"), &args, &[("NIMBUS_COOKIE", COOKIE)], &own);
+    let ctl = controller(dir.path(), "controller", cluster, Some(&tls));
+    let node = compute(dir.path(), "tls-1", cluster, Some(&tls));
     let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
     wait_until("the TLS node to report", Duration::from_secs(30), || async {
         hosts_up(&admin).await == vec!["tls-1".to_string()]
