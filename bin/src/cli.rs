@@ -63,15 +63,22 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    /// How many simulated compute hosts to run.
+    #[arg(long, default_value_t = 4)]
+    pub fake_hosts: u32,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// Where a controller keeps its state and serves its API, and what a new cloud is created with.
+#[derive(Args, Debug)]
+pub struct CloudArgs {
     /// Where the cloud keeps its state (created if missing).
     #[arg(long, default_value = "./nimbus-data")]
     pub data_dir: PathBuf,
     /// Address of the API listener.
     #[arg(long, default_value = "127.0.0.1:8774")]
     pub listen: SocketAddr,
-    /// How many simulated compute hosts to run.
-    #[arg(long, default_value_t = 4)]
-    pub fake_hosts: u32,
     /// The range of the default network `private` of a new cloud (ignored when the cloud exists).
     #[arg(long, default_value = "10.0.0.0/24")]
     pub fixed_range: ipnetwork::Ipv4Network,
@@ -87,6 +94,20 @@ pub struct UpArgs {
     /// The admin password of a new cloud (ignored when the cloud exists). Generated if not given.
     #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+}
+
+impl CloudArgs {
+    /// The cloud configuration these options describe.
+    pub fn config(&self) -> CloudConfig {
+        let mut config = CloudConfig::new(&self.data_dir);
+        config.listen = self.listen;
+        config.admin_password = self.admin_password.clone();
+        config.fixed_range = self.fixed_range;
+        config.auto_assign_floating_ip = self.auto_assign_floating_ip;
+        config.floating_range = self.floating_range;
+        config.public_interface = self.public_interface.clone();
+        config
+    }
 }
 
 /// How the admin subcommands reach and log in to the cloud.
@@ -424,23 +445,17 @@ fn print_table(rows: &Value, columns: &[&str]) {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let mut config = CloudConfig::new(&args.data_dir);
-    config.listen = args.listen;
+    let mut config = args.cloud.config();
     config.fake_hosts = args.fake_hosts;
-    config.admin_password = args.admin_password;
-    config.fixed_range = args.fixed_range;
-    config.auto_assign_floating_ip = args.auto_assign_floating_ip;
-    config.floating_range = args.floating_range;
-    config.public_interface = args.public_interface;
     let mut cloud = Cloud::start(config).await.context("starting the cloud")?;
-    let data = args.data_dir.display();
+    let data = args.cloud.data_dir.display();
     println!("nimbus is up at {}", cloud.url);
     println!("  data directory: {data}");
     println!("  compute hosts:  {} (fake)", args.fake_hosts);
     if let Some(password) = &cloud.generated_admin_password {
         println!("  admin password: {password}  (generated; also in {data}/{ADMIN_PASSWORD_FILE})");
     }
-    if args.data_dir.join(CLOUDS_YAML).exists() {
+    if args.cloud.data_dir.join(CLOUDS_YAML).exists() {
         println!();
         println!("Use it with the OpenStack CLI:");
         println!("  export OS_CLIENT_CONFIG_FILE={data}/{CLOUDS_YAML} OS_CLOUD=nimbus");

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use nimbus_actors::compute::virt::{Capacity, FakeHypervisor};
 use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
-use nimbus_actors::{Cloud, CloudConfig, Timing};
+use nimbus_actors::{Cloud, Timing};
 use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs};
 use nimbus_storage::ids::HostId;
 use ractor::Actor;
@@ -49,21 +49,15 @@ pub struct NodeArgs {
     /// `<name>.pem` / `<name>.key` for this node's `--name`), as made by `nimbus cluster certs`.
     #[arg(long, requires = "name")]
     pub tls_dir: Option<PathBuf>,
-    /// Controller: where the cloud keeps its state.
-    #[arg(long, default_value = "./nimbus-data")]
-    pub data_dir: PathBuf,
-    /// Controller: the API listener.
-    #[arg(long, default_value = "127.0.0.1:8774")]
-    pub listen: SocketAddr,
+    /// Controller: where it keeps its state, serves its API, and what a new cloud is created with.
+    #[command(flatten)]
+    pub cloud: crate::cli::CloudArgs,
     /// How often compute agents report in, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub report_interval_ms: u64,
     /// Controller: a host that has not reported for this many milliseconds is down.
     #[arg(long, default_value_t = 30_000)]
     pub service_down_after_ms: u64,
-    /// Controller: the admin password of a new cloud (or NIMBUS_ADMIN_PASSWORD).
-    #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
 }
 
 fn cookie(args: &NodeArgs) -> anyhow::Result<String> {
@@ -110,10 +104,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Actor::spawn(Some(format!("node/{name}")), server, ()).await.context("starting the cluster listener")?;
 
     let cloud = if controller {
-        let mut config = CloudConfig::new(&args.data_dir);
-        config.listen = args.listen;
+        let mut config = args.cloud.config();
         config.fake_hosts = 0;
-        config.admin_password = args.admin_password.clone();
         config.timing = timing.clone();
         let cloud = Cloud::start(config).await.context("starting the controller")?;
         println!("controller {name} is up: API at {}, cluster on {}", cloud.url, args.cluster_listen);
