@@ -73,12 +73,6 @@ fn victims(t: &TestCloud, projects: &[String]) -> Vec<String> {
     names
 }
 
-fn running_id(t: &TestCloud, name: &str) -> Option<ractor::ActorId> {
-    ractor::registry::where_is(t.cloud.ctx.ns.actor_name(name))
-        .filter(|c| c.get_status() == ractor::ActorStatus::Running)
-        .map(|c| c.get_id())
-}
-
 async fn chaos(seed: u64, duration: Duration) -> Report {
     let t = TestCloud::start().await;
     let clients = workload::clients(&workload::projects(&t.admin).await, t.url()).await;
@@ -131,13 +125,13 @@ async fn chaos(seed: u64, duration: Duration) -> Report {
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..250))).await;
         let name = names[rng.random_range(0..names.len())].clone();
-        let Some(old) = running_id(&t, &name) else { continue };
+        let Some(old) = t.running_id(&name) else { continue };
         let cell = ractor::registry::where_is(t.cloud.ctx.ns.actor_name(&name)).expect("it was just running");
         let killed_at = Instant::now();
         cell.kill();
         // Measure how long until a new incarnation runs.
         loop {
-            if running_id(&t, &name).is_some_and(|id| id != old) || killed_at.elapsed() > Duration::from_secs(5) {
+            if t.running_id(&name).is_some_and(|id| id != old) || killed_at.elapsed() > Duration::from_secs(5) {
                 break;
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
@@ -160,7 +154,7 @@ async fn chaos(seed: u64, duration: Duration) -> Report {
     report.violations = workload::settle_and_check(&t).await;
     killed.sort();
     killed.dedup();
-    report.not_back = killed.into_iter().filter(|n| running_id(&t, n).is_none()).collect();
+    report.not_back = killed.into_iter().filter(|n| t.running_id(n).is_none()).collect();
     t.shutdown().await;
     report
 }

@@ -9,17 +9,12 @@ fn kill(t: &TestCloud, local_name: &str) {
     ractor::registry::where_is(name.clone()).unwrap_or_else(|| panic!("{name} is running")).kill();
 }
 
-fn running_id(t: &TestCloud, local_name: &str) -> Option<ractor::ActorId> {
-    let name = t.cloud.ctx.ns.actor_name(local_name);
-    ractor::registry::where_is(name).filter(|c| c.get_status() == ractor::ActorStatus::Running).map(|c| c.get_id())
-}
-
 /// Kills the actor and waits until a new one runs under its name.
 async fn kill_and_wait_for_restart(t: &TestCloud, local_name: &str) {
-    let old = running_id(t, local_name).unwrap_or_else(|| panic!("{local_name} is running"));
+    let old = t.running_id(local_name).unwrap_or_else(|| panic!("{local_name} is running"));
     kill(t, local_name);
     wait_until(&format!("{local_name} to be back"), Duration::from_secs(5), || async {
-        running_id(t, local_name).is_some_and(|id| id != old)
+        t.running_id(local_name).is_some_and(|id| id != old)
     })
     .await;
 }

@@ -130,6 +130,13 @@ impl TestCloud {
         new_user_on(&self.admin, project_id, role).await.client(self.url()).await
     }
 
+    /// The id of the running incarnation of the actor named `local_name` in this cloud, if one runs.
+    pub fn running_id(&self, local_name: &str) -> Option<ractor::ActorId> {
+        ractor::registry::where_is(self.cloud.ctx.ns.actor_name(local_name))
+            .filter(|c| c.get_status() == ractor::ActorStatus::Running)
+            .map(|c| c.get_id())
+    }
+
     pub async fn shutdown(self) {
         self.cloud.shutdown().await;
     }

@@ -13,8 +13,6 @@ use axum::routing::{get, post};
 use nimbus_runtime::SupervisorMsg;
 use nimbus_runtime::introspect::{self, ActorInfo};
 use nimbus_storage::records::{Role, now_ms};
-use nimbus_storage::schema::{HOSTS, INSTANCES};
-use nimbus_storage::{Reads, StoreError};
 use ractor::ActorRef;
 use serde::Deserialize;
 use serde_json::json;
@@ -22,7 +20,7 @@ use serde_json::json;
 use super::auth::Auth;
 use super::errors::parse_json;
 use super::{ApiError, AppState, iso8601};
-use crate::CloudError;
+use crate::{CloudError, scheduler};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -118,24 +116,19 @@ async fn list_events(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
 /// runs its agent, its last report, whether it counts as up, and the instances placed on it.
 async fn cluster_status(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin(&auth)?;
-    let down_after = s.ctx.timing.service_down_after.as_millis() as u64;
     let now = now_ms();
-    let (hosts, instances) = s
-        .ctx
-        .store
-        .read(|r| Ok::<_, StoreError>((r.scan(&HOSTS)?, r.scan(&INSTANCES)?)))
-        .map_err(|e| ApiError::compute(e.into()))?;
+    let (hosts, _) = s.ctx.store.read(scheduler::host_usage).map_err(|e| ApiError::compute(e.into()))?;
     let mut warnings = Vec::new();
     let views: Vec<serde_json::Value> = hosts
         .iter()
-        .map(|(name, h)| {
-            let up = now.saturating_sub(h.last_seen) <= down_after;
-            let placed = instances.iter().filter(|(_, i)| i.host.as_ref() == Some(name)).count();
+        .map(|u| {
+            let (h, placed) = (&u.host, u.instances);
+            let up = scheduler::is_up(h, &s.ctx.timing);
             if !up && placed > 0 {
-                warnings.push(format!("{placed} instance(s) on {name}, which is down: they may not be running"));
+                warnings.push(format!("{placed} instance(s) on {}, which is down: they may not be running", h.name));
             }
             json!({
-                "host": name.0, "node": h.node, "role": "compute", "address": h.node_address,
+                "host": h.name.0, "node": h.node, "role": "compute", "address": h.node_address,
                 "last_report": iso8601(h.last_seen), "seconds_since_report": now.saturating_sub(h.last_seen) / 1000,
                 "state": if up { "up" } else { "down" }, "enabled": h.enabled, "instances": placed,
             })

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_storage::ids::{FlavorId, ImageId, InstanceId, NetworkId};
-use nimbus_storage::records::{Flavor, Host, Instance, Operation, OperationKind, Role, TaskState, now_ms};
-use nimbus_storage::schema::{FLAVORS, HOSTS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
+use nimbus_storage::records::{Flavor, Instance, Operation, OperationKind, Role, TaskState, now_ms};
+use nimbus_storage::schema::{FLAVORS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ use crate::instance_state::{Event, api_status, task_state_name, vm_state_name};
 use crate::instances::{TransitionError, new_instance, transition_in};
 use crate::network::NetworkMsg;
 use crate::network::floating::{Caller, FloatingRequest};
+use crate::scheduler::{self, HostUsage};
 use crate::{CloudError, projects, quota};
 use nimbus_runtime::Wire;
 
@@ -537,50 +538,18 @@ async fn delete_server(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
 
 // ------------------------------------------------------------------------------- hypervisors, services
 
-fn is_up(s: &AppState, host: &Host) -> bool {
-    now_ms().saturating_sub(host.last_seen) <= s.ctx.timing.service_down_after.as_millis() as u64
-}
-
-/// A host and what its instances use of it.
-struct HostUsage {
-    host: Host,
-    vcpus: u32,
-    ram_mb: u64,
-    disk_gb: u64,
-    running: usize,
-}
-
 fn hosts_with_usage(s: &AppState) -> Result<Vec<HostUsage>, ApiError> {
-    s.ctx
-        .store
-        .read(|r| {
-            let mut hosts: Vec<HostUsage> = r
-                .scan(&HOSTS)?
-                .into_iter()
-                .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, running: 0 })
-                .collect();
-            for (_, i) in r.scan(&INSTANCES)? {
-                if let Some(u) = hosts.iter_mut().find(|u| Some(&u.host.name) == i.host.as_ref()) {
-                    u.vcpus += i.flavor.vcpus;
-                    u.ram_mb += i.flavor.ram_mb;
-                    u.disk_gb += i.flavor.disk_gb;
-                    u.running += 1;
-                }
-            }
-            hosts.sort_by_key(|u| u.host.number);
-            Ok::<_, StoreError>(hosts)
-        })
-        .map_err(store_err)
+    s.ctx.store.read(|r| scheduler::host_usage(r).map(|(hosts, _)| hosts)).map_err(store_err)
 }
 
 fn hypervisors(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-hypervisors:list").map_err(ApiError::compute)?;
     let views: Vec<Value> = hosts_with_usage(s)?
         .into_iter()
-        .map(|HostUsage { host: h, vcpus: vcpus_used, ram_mb: ram_used, disk_gb: disk_used, running }| {
+        .map(|HostUsage { host: h, vcpus: vcpus_used, ram_mb: ram_used, disk_gb: disk_used, instances: running }| {
             let mut v = json!({
                 "id": h.number, "hypervisor_hostname": h.name.0,
-                "state": if is_up(s, &h) { "up" } else { "down" },
+                "state": if scheduler::is_up(&h, &s.ctx.timing) { "up" } else { "down" },
                 "status": if h.enabled { "enabled" } else { "disabled" },
             });
             if detail {
@@ -616,7 +585,7 @@ async fn list_services(State(s): State<AppState>, auth: Auth) -> ApiResult {
             json!({
                 "id": h.number, "binary": "nova-compute", "host": h.name.0, "zone": "nova",
                 "status": if h.enabled { "enabled" } else { "disabled" },
-                "state": if is_up(&s, &h) { "up" } else { "down" },
+                "state": if scheduler::is_up(&h, &s.ctx.timing) { "up" } else { "down" },
                 "updated_at": iso8601(h.last_seen), "disabled_reason": null,
             })
         })

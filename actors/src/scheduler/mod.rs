@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Ctx;
 use crate::compute::virt::InstanceSpec;
+use crate::context::Timing;
 use placement::{Demand, HostState, NoValidHost, Ratios};
 
 pub const TOPIC: Topic = Topic::Role("scheduler");
@@ -82,7 +83,7 @@ struct Claim {
 /// The hosts with the usage the store shows, and where each instance is, as read at `read_at`.
 struct StoreView {
     hosts: Vec<HostState>,
-    placed: HashMap<InstanceId, Option<HostId>>,
+    placed: Placements,
     read_at: Instant,
 }
 
@@ -129,6 +130,45 @@ impl Actor for Scheduler {
         }
         Ok(())
     }
+}
+
+/// A host and what the instances placed on it use of it, as the store shows them.
+#[derive(Clone, Debug)]
+pub struct HostUsage {
+    pub host: Host,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub instances: usize,
+}
+
+/// Whether the host reported recently enough to count as up.
+pub fn is_up(host: &Host, timing: &Timing) -> bool {
+    now_ms().saturating_sub(host.last_seen) <= timing.service_down_after.as_millis() as u64
+}
+
+/// Where each instance is placed (`None`: not on a host yet).
+pub type Placements = HashMap<InstanceId, Option<HostId>>;
+
+/// Every host with its usage (in host-number order), and where each instance is placed.
+pub fn host_usage(r: &impl Reads) -> Result<(Vec<HostUsage>, Placements), StoreError> {
+    let mut hosts: Vec<HostUsage> = r
+        .scan(&HOSTS)?
+        .into_iter()
+        .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, instances: 0 })
+        .collect();
+    hosts.sort_by_key(|u| u.host.number);
+    let mut placed = HashMap::new();
+    for (id, instance) in r.scan(&INSTANCES)? {
+        if let Some(u) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|u| &u.host.name == name)) {
+            u.vcpus += instance.flavor.vcpus;
+            u.ram_mb += instance.flavor.ram_mb;
+            u.disk_gb += instance.flavor.disk_gb;
+            u.instances += 1;
+        }
+        placed.insert(id, instance.host);
+    }
+    Ok((hosts, placed))
 }
 
 /// Creates or refreshes the host's record, keeping its number and the operator's enabled flag; returns what
@@ -215,34 +255,21 @@ impl SchedulerState {
     }
 
     fn read_view(&self) -> Result<StoreView, StoreError> {
-        let down_after = self.ctx.timing.service_down_after.as_millis() as u64;
-        let now = now_ms();
-        self.ctx.store.read(|r| {
-            let mut hosts: Vec<HostState> = r
-                .scan(&HOSTS)?
-                .into_iter()
-                .map(|(_, h)| HostState {
-                    name: h.name,
-                    vcpus: h.vcpus,
-                    ram_mb: h.ram_mb,
-                    disk_gb: h.disk_gb,
-                    used_vcpus: 0,
-                    used_ram_mb: 0,
-                    used_disk_gb: 0,
-                    enabled: h.enabled,
-                    up: now.saturating_sub(h.last_seen) <= down_after,
-                })
-                .collect();
-            let mut placed = HashMap::new();
-            for (id, instance) in r.scan(&INSTANCES)? {
-                if let Some(h) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|h| &h.name == name)) {
-                    h.used_vcpus += instance.flavor.vcpus;
-                    h.used_ram_mb += instance.flavor.ram_mb;
-                    h.used_disk_gb += instance.flavor.disk_gb;
-                }
-                placed.insert(id, instance.host);
-            }
-            Ok(StoreView { hosts, placed, read_at: Instant::now() })
-        })
+        let (usage, placed) = self.ctx.store.read(host_usage)?;
+        let hosts = usage
+            .into_iter()
+            .map(|u| HostState {
+                up: is_up(&u.host, &self.ctx.timing),
+                enabled: u.host.enabled,
+                name: u.host.name,
+                vcpus: u.host.vcpus,
+                ram_mb: u.host.ram_mb,
+                disk_gb: u.host.disk_gb,
+                used_vcpus: u.vcpus,
+                used_ram_mb: u.ram_mb,
+                used_disk_gb: u.disk_gb,
+            })
+            .collect();
+        Ok(StoreView { hosts, placed, read_at: Instant::now() })
     }
 }
