@@ -188,7 +188,10 @@ async fn build_on_host(ctx: &Ctx, id: InstanceId, host: &HostId) -> Result<(), S
         // Deleted or moved meanwhile: the step that superseded this one takes it from here.
         Err(e) => return Err(StepFailure::Failed(e.to_string())),
     };
-    let spec = InstanceSpec::of(&instance);
+    let spec = match ctx.store.read(|r| InstanceSpec::of(r, &instance)) {
+        Ok(spec) => spec,
+        Err(e) => return Err(StepFailure::Lost(e.to_string())),
+    };
     if let Err(failure) = compute_step(ctx, host, |r| ComputeMsg::Build(Wire(spec), r), ctx.timing.build).await {
         if matches!(failure, StepFailure::Failed(_)) {
             let _ = rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Deallocate(Wire(id), r), ctx.timing.call)

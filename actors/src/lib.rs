@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod identity;
 pub mod instance_state;
 pub mod instances;
+pub mod linux;
 pub mod network;
 pub mod projects;
 pub mod quota;

@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use nimbus_actors::bootstrap::ADMIN_PASSWORD_FILE;
 use nimbus_actors::cloud::CLOUDS_YAML;
+use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
+use nimbus_actors::network::linux::SegmentKind;
 use nimbus_actors::{Cloud, CloudConfig};
 use serde_json::{Value, json};
 
@@ -68,6 +70,97 @@ pub struct UpArgs {
     pub fake_hosts: u32,
     #[command(flatten)]
     pub cloud: CloudArgs,
+    #[command(flatten)]
+    pub drivers: DriverArgs,
+}
+
+/// Which dataplane and virt drivers to run.
+#[derive(Args, Debug, Clone)]
+pub struct DriverArgs {
+    /// `sim` records the networking it would do; `linux` does it: bridges, VXLAN, dnsmasq, nftables (root).
+    #[arg(long, value_enum, default_value_t = DataplaneArg::Sim)]
+    pub dataplane: DataplaneArg,
+    /// `fake` simulates --fake-hosts hosts in memory; `netns` runs instances as network namespaces on this
+    /// machine (root).
+    #[arg(long, value_enum, default_value_t = VirtArg::Fake)]
+    pub virt: VirtArg,
+    /// Keep the network host's side (bridges, NAT, dnsmasq, instance ports) in this network namespace
+    /// instead of the machine's own: a safe way to try the linux dataplane. Created if missing.
+    #[arg(long)]
+    pub host_netns: Option<String>,
+    /// How VLAN-mode networks are segmented: a VXLAN per project, or 802.1Q links (needs the 8021q module).
+    #[arg(long, value_enum, default_value_t = SegmentsArg::Vxlan)]
+    pub segments: SegmentsArg,
+    /// VXLAN: the underlay device towards the other hosts.
+    #[arg(long)]
+    pub vxlan_dev: Option<String>,
+    /// VXLAN: the multicast group that reaches the other hosts of a segment.
+    #[arg(long)]
+    pub vxlan_group: Option<std::net::Ipv4Addr>,
+    /// netns: run busybox httpd in every instance, answering with its name (for reachability checks).
+    #[arg(long)]
+    pub instance_httpd: bool,
+    /// netns: the prefix of instance namespace names.
+    #[arg(long, default_value = "nimbus-")]
+    pub instance_prefix: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataplaneArg {
+    Sim,
+    Linux,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtArg {
+    Fake,
+    Netns,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentsArg {
+    Vxlan,
+    Vlan,
+}
+
+impl DriverArgs {
+    /// The drivers these options describe; creates the host namespace if one is named and missing.
+    pub async fn drivers(&self) -> anyhow::Result<Drivers> {
+        if let Some(netns) = &self.host_netns
+            && !nimbus_actors::linux::netns_path(netns).exists()
+        {
+            {
+                let status = tokio::process::Command::new("ip")
+                    .args(["netns", "add", netns])
+                    .status()
+                    .await
+                    .context("run `ip netns add` (is iproute2 installed?)")?;
+                if !status.success() {
+                    bail!("cannot create the network namespace {netns} (are you root?)");
+                }
+            }
+        }
+        Ok(Drivers {
+            dataplane: match self.dataplane {
+                DataplaneArg::Sim => DataplaneKind::Sim,
+                DataplaneArg::Linux => DataplaneKind::Linux,
+            },
+            virt: match self.virt {
+                VirtArg::Fake => VirtKind::Fake,
+                VirtArg::Netns => VirtKind::Netns,
+            },
+            host_netns: self.host_netns.clone(),
+            segments: match self.segments {
+                SegmentsArg::Vxlan => SegmentKind::Vxlan,
+                SegmentsArg::Vlan => SegmentKind::Vlan,
+            },
+            vxlan_dev: self.vxlan_dev.clone(),
+            vxlan_group: self.vxlan_group,
+            instance_prefix: self.instance_prefix.clone(),
+            instance_httpd: self.instance_httpd,
+            host_name: None,
+        })
+    }
 }
 
 /// Where a controller keeps its state and serves its API, and what a new cloud is created with.
@@ -447,11 +540,20 @@ fn print_table(rows: &Value, columns: &[&str]) {
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = args.cloud.config();
     config.fake_hosts = args.fake_hosts;
+    config.drivers = args.drivers.drivers().await?;
     let mut cloud = Cloud::start(config).await.context("starting the cloud")?;
     let data = args.cloud.data_dir.display();
     println!("nimbus is up at {}", cloud.url);
     println!("  data directory: {data}");
-    println!("  compute hosts:  {} (fake)", args.fake_hosts);
+    match &cloud.netns {
+        Some(_) => println!("  compute hosts:  1 (netns instances on this machine)"),
+        None => println!("  compute hosts:  {} (fake)", args.fake_hosts),
+    }
+    match (&cloud.linux, &args.drivers.host_netns) {
+        (Some(_), Some(netns)) => println!("  dataplane:      linux, in network namespace {netns}"),
+        (Some(_), None) => println!("  dataplane:      linux"),
+        (None, _) => println!("  dataplane:      sim (nothing is changed in the kernel)"),
+    }
     if let Some(password) = &cloud.generated_admin_password {
         println!("  admin password: {password}  (generated; also in {data}/{ADMIN_PASSWORD_FILE})");
     }

@@ -45,7 +45,7 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
     let shown = server(&alice, vm1["id"].as_str().unwrap()).await.unwrap();
     assert_eq!(floating_of(&shown), vec![address.clone()]);
     let fixed = fixed_addresses(&shown).into_iter().find(|a| a.starts_with("10.")).unwrap();
-    let nat = t.cloud.sim.state().nat.floating;
+    let nat = t.cloud.sim().state().nat.floating;
     assert_eq!(nat.len(), 1);
     let rule = nat.first().unwrap();
     assert_eq!(
@@ -58,12 +58,12 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
         alice.raw(Method::POST, &action(&vm2), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 400, "{body}");
     alice.post(&action(&vm1), &json!({"removeFloatingIp": {"address": address}})).await.unwrap();
-    assert!(t.cloud.sim.state().nat.floating.is_empty());
+    assert!(t.cloud.sim().state().nat.floating.is_empty());
     let (status, _) =
         alice.raw(Method::POST, &action(&vm1), Some(&json!({"removeFloatingIp": {"address": address}}))).await.unwrap();
     assert_eq!(status.as_u16(), 404, "removing an address the server does not have");
     alice.post(&action(&vm2), &json!({"addFloatingIp": {"address": address}})).await.unwrap();
-    let nat = t.cloud.sim.state().nat.floating;
+    let nat = t.cloud.sim().state().nat.floating;
     assert_eq!(nat.first().unwrap().fixed.to_string(), fixed_addresses(&vm2)[0]);
 
     // The network manager refuses to release an associated address; the APIs disassociate first.
@@ -81,7 +81,7 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
 
     alice.delete(&format!("/compute/v2.1/os-floating-ips/{}", fip["id"].as_str().unwrap())).await.unwrap();
     assert!(alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().is_empty());
-    assert!(t.cloud.sim.state().nat.floating.is_empty());
+    assert!(t.cloud.sim().state().nat.floating.is_empty());
     assert!(floating_of(&server(&alice, vm2["id"].as_str().unwrap()).await.unwrap()).is_empty());
     t.shutdown().await;
 }
@@ -122,7 +122,7 @@ async fn floating_ips_are_private_to_their_project_and_follow_servers() {
     wait_for_gone(&alice, alice_vm["id"].as_str().unwrap()).await;
     let listed = alice.get("/compute/v2.1/os-floating-ips").await.unwrap();
     assert_eq!(listed["floating_ips"][0]["instance_id"], Value::Null);
-    assert!(t.cloud.sim.state().nat.floating.is_empty());
+    assert!(t.cloud.sim().state().nat.floating.is_empty());
     let violations = store_violations(&t.cloud.ctx.store);
     assert!(violations.is_empty(), "{violations:#?}");
     t.shutdown().await;
@@ -234,14 +234,14 @@ async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     let vm = active(&alice, "auto").await;
     let floating = floating_of(&vm);
     assert_eq!(floating, vec!["203.0.113.1".to_string()]);
-    assert_eq!(t.cloud.sim.state().nat.floating.len(), 1);
+    assert_eq!(t.cloud.sim().state().nat.floating.len(), 1);
     // Not counted against the quota: ten more can still be allocated.
     for _ in 0..10 {
         alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
     }
     alice.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&alice, vm["id"].as_str().unwrap()).await;
-    assert!(t.cloud.sim.state().nat.floating.is_empty());
+    assert!(t.cloud.sim().state().nat.floating.is_empty());
     let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
     assert!(mine.iter().all(|f| f["ip"] != "203.0.113.1"), "the auto-assigned address went back to the pool");
     let violations = store_violations(&t.cloud.ctx.store);

@@ -4,6 +4,7 @@ mod admin_cli;
 mod api_errors;
 mod chaos;
 mod cluster;
+mod dataplane;
 mod floating_ips;
 mod networks;
 mod openstack_cli;

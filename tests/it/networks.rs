@@ -59,11 +59,11 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     let bound: Vec<&Value> = networks.iter().filter(|n| n["mode"] == "vlan" && !n["project_id"].is_null()).collect();
     assert_eq!(bound.len(), 2, "two of the four VLAN networks are bound");
     wait_until("leases and segments to settle", Duration::from_secs(5), || async {
-        let state = t.cloud.sim.state();
+        let state = t.cloud.sim().state();
         state.segments.len() == 4
     })
     .await;
-    let state = t.cloud.sim.state();
+    let state = t.cloud.sim().state();
     let by_bridge = |b: &str| state.segments.values().find(|s| s.bridge == b).cloned();
     let private = by_bridge("br100").expect("the flat network's bridge");
     assert!(private.dhcp.is_none() && private.vlan.is_none(), "flat: no DHCP, no segment id");
@@ -116,7 +116,7 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
 }
 
 fn recorded_after(t: &TestCloud, bridge: &str) -> Vec<String> {
-    let state = t.cloud.sim.state();
+    let state = t.cloud.sim().state();
     let segment = state.segments.values().find(|s| s.bridge == bridge).cloned().unwrap();
     segment.dhcp.map(|(_, h)| h.into_iter().map(|h| h.mac).collect()).unwrap_or_default()
 }
@@ -178,7 +178,7 @@ async fn bad_network_requests_are_refused_clearly() {
     t.admin.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&t.admin, vm["id"].as_str().unwrap()).await;
     t.admin.delete(&format!("/compute/v2.1/os-networks/{private}")).await.unwrap();
-    assert!(t.cloud.sim.state().segments.values().all(|s| s.bridge != "br100"), "its bridge is gone");
+    assert!(t.cloud.sim().state().segments.values().all(|s| s.bridge != "br100"), "its bridge is gone");
     t.shutdown().await;
 }
 
@@ -230,7 +230,7 @@ async fn killed_network_actors_rebuild_the_same_dataplane() {
     )
     .await
     .unwrap();
-    let before = t.cloud.sim.state();
+    let before = t.cloud.sim().state();
     assert_eq!(before.nat.floating.len(), 1);
     let project = vm["tenant_id"].as_str().unwrap();
     for actor in ["network".to_string(), format!("vlan/{project}")] {
@@ -242,7 +242,7 @@ async fn killed_network_actors_rebuild_the_same_dataplane() {
         })
         .await;
     }
-    assert_eq!(t.cloud.sim.state(), before, "the restarted actors re-applied exactly the same state");
+    assert_eq!(t.cloud.sim().state(), before, "the restarted actors re-applied exactly the same state");
     t.shutdown().await;
 }
 
@@ -259,7 +259,7 @@ async fn addresses_whose_dhcp_release_never_comes_are_reclaimed() {
         t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap()["fixed_ip"]["leased"] == true
     })
     .await;
-    t.cloud.sim.lose_releases(true);
+    t.cloud.sim().lose_releases(true);
     dhcp.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&dhcp, vm["id"].as_str().unwrap()).await;
     let held = t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap();
@@ -301,11 +301,11 @@ async fn a_restarted_cloud_rebuilds_the_whole_dataplane_from_the_store() {
     // The VLAN project keeps its network (and VPN endpoint) even with no instance left.
     vlan.delete(&format!("/compute/v2.1/servers/{}", v["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&vlan, v["id"].as_str().unwrap()).await;
-    let before = t.cloud.sim.state();
+    let before = t.cloud.sim().state();
     assert_eq!(before.vpns.len(), 1);
 
     let t = t.restart(Options::default()).await;
-    wait_until("the dataplane to be rebuilt", Duration::from_secs(10), || async { t.cloud.sim.state() == before })
+    wait_until("the dataplane to be rebuilt", Duration::from_secs(10), || async { t.cloud.sim().state() == before })
         .await;
     t.shutdown().await;
 }

@@ -5,9 +5,12 @@
 //!   actor namespace (so tests run in parallel), short timers, and an admin client.
 //! - [`process`]: the real `nimbus` binary as a child process (for SIGTERM / SIGKILL tests), killed on drop.
 //! - [`openstack`]: the stock `openstack` CLI, installed once into a venv under `target/`.
+//! - [`lab`]: network namespaces for the real dataplane (a network host, a public side, instances), removed
+//!   on drop.
 //! - [`workload`]: the operations the property and chaos tests run, and their dataplane check.
 //! - [`wait_until`]: polling for a condition instead of sleeping.
 
+pub mod lab;
 pub mod openstack;
 pub mod process;
 pub mod workload;
@@ -16,7 +19,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use ipnetwork::Ipv4Network;
 use nimbus::client::Client;
+use nimbus_actors::cloud::Drivers;
 use nimbus_actors::compute::virt::Capacity;
 use nimbus_actors::{Cloud, CloudConfig, Timing};
 use nimbus_runtime::Namespace;
@@ -64,11 +69,21 @@ pub struct Options {
     pub auto_assign_floating_ip: bool,
     pub capacity: Capacity,
     pub timing: Timing,
+    pub drivers: Drivers,
+    /// The default floating pool of the new cloud, and the interface its addresses are bound to.
+    pub floating_range: Option<(Ipv4Network, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { hosts: 4, auto_assign_floating_ip: false, capacity: Capacity::default(), timing: test_timing() }
+        Options {
+            hosts: 4,
+            auto_assign_floating_ip: false,
+            capacity: Capacity::default(),
+            timing: test_timing(),
+            drivers: Drivers::default(),
+            floating_range: None,
+        }
     }
 }
 
@@ -98,6 +113,11 @@ impl TestCloud {
             Namespace::new(&format!("t{}-{}", std::process::id(), CLOUDS.fetch_add(1, Ordering::SeqCst)));
         config.timing = options.timing.clone();
         config.auto_assign_floating_ip = options.auto_assign_floating_ip;
+        config.drivers = options.drivers.clone();
+        if let Some((range, interface)) = &options.floating_range {
+            config.floating_range = *range;
+            config.public_interface = interface.clone();
+        }
         config
     }
 

@@ -175,7 +175,7 @@ pub fn hypervisor_mismatches(t: &TestCloud) -> Vec<String> {
 
 /// Where the sim dataplane differs from what the store implies: DHCP host entries and floating NAT rules.
 pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
-    let state = t.cloud.sim.state();
+    let state = t.cloud.sim().state();
     let (fixed, floating) = t
         .cloud
         .ctx

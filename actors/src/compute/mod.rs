@@ -5,6 +5,7 @@
 //! It never touches the store: everything it needs arrives in messages and everything it knows leaves in
 //! them, so an agent can run on a host of its own, away from the controller that owns the store.
 
+pub mod netns;
 pub mod virt;
 
 use std::net::Ipv4Addr;

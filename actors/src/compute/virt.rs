@@ -6,8 +6,15 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
 use nimbus_storage::ids::InstanceId;
-use nimbus_storage::records::Interface;
+use nimbus_storage::records::{Instance, Interface, NetworkMode};
+use nimbus_storage::schema::NETWORKS;
+use nimbus_storage::{Reads, StoreError};
+
+use crate::network::desired::dhcp_hostname;
 use serde::{Deserialize, Serialize};
 
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VirtError>> + Send + 'a>>;
@@ -21,15 +28,29 @@ pub struct Capacity {
 }
 
 impl InstanceSpec {
-    pub fn of(instance: &nimbus_storage::records::Instance) -> InstanceSpec {
-        InstanceSpec {
+    /// The spec of `instance`, with what its networks tell about each interface.
+    pub fn of(r: &impl Reads, instance: &Instance) -> Result<InstanceSpec, StoreError> {
+        let mut interfaces = Vec::with_capacity(instance.interfaces.len());
+        for port in &instance.interfaces {
+            // A network deleted under a running instance leaves nothing to plug into.
+            let Some(network) = r.get(&NETWORKS, &port.network)? else { continue };
+            interfaces.push(NicSpec {
+                port: port.clone(),
+                bridge: network.bridge,
+                mode: network.mode,
+                cidr: network.cidr,
+                gateway: network.gateway,
+                hostname: dhcp_hostname(&instance.name, instance.id),
+            });
+        }
+        Ok(InstanceSpec {
             id: instance.id,
             name: instance.name.clone(),
             vcpus: instance.flavor.vcpus,
             ram_mb: instance.flavor.ram_mb,
             disk_gb: instance.flavor.disk_gb,
-            interfaces: instance.interfaces.clone(),
-        }
+            interfaces,
+        })
     }
 }
 
@@ -47,7 +68,19 @@ pub struct InstanceSpec {
     pub vcpus: u32,
     pub ram_mb: u64,
     pub disk_gb: u64,
-    pub interfaces: Vec<Interface>,
+    pub interfaces: Vec<NicSpec>,
+}
+
+/// One interface of an instance and the network it plugs into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    pub port: Interface,
+    pub bridge: String,
+    pub mode: NetworkMode,
+    pub cidr: Ipv4Network,
+    pub gateway: Ipv4Addr,
+    /// The name the instance gives its DHCP server.
+    pub hostname: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -8,8 +8,11 @@
 
 pub mod dataplane;
 pub mod desired;
+pub mod dhcp_release;
+pub mod dnsmasq;
 pub mod floating;
 pub mod ipam;
+pub mod linux;
 pub mod plan;
 pub mod vlan;
 

@@ -203,7 +203,7 @@ async fn record_host(ctx: &Ctx, report: HostReport) -> Result<Placement, StoreEr
         for id in r.index_get(&INSTANCES_BY_HOST, &name)? {
             match r.get(&INSTANCES, &id)? {
                 Some(i) if i.vm_state == VmState::Active && i.task_state.is_none() => {
-                    placement.active.push(InstanceSpec::of(&i))
+                    placement.active.push(InstanceSpec::of(r, &i)?)
                 }
                 Some(i) => placement.building.push(i.id),
                 None => {}

@@ -1,0 +1,290 @@
+//! The `netns` virt driver: an instance is a Linux network namespace named after it, with a veth pair (the
+//! host end on its network's bridge, the guest end `eth0` with its MAC). Flat networks get the address
+//! injected (an interfaces file written for the instance, then applied); DHCP networks run `busybox udhcpc`
+//! inside the namespace. Optionally `busybox httpd` answers with the instance's name, so tests and operators
+//! can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`), as nova's
+//! compute firewall did.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nimbus_storage::ids::InstanceId;
+use nimbus_storage::records::NetworkMode;
+
+use super::virt::{Capacity, DriverFuture, InstanceSpec, NicSpec, VirtDriver, VirtError};
+use crate::linux::nft::{self, PortFilter};
+use crate::linux::{LinuxError, netlink, netns_path, process};
+
+#[derive(Clone, Debug)]
+pub struct NetnsConfig {
+    /// The namespace the bridges live in (the dataplane's); `None` is nimbus's own.
+    pub host_netns: Option<String>,
+    /// Instance namespaces are `<prefix><instance id>`.
+    pub prefix: String,
+    /// Instance specs, interfaces files, web roots, the DHCP client script.
+    pub state_dir: PathBuf,
+    /// Run `busybox httpd` on port 80 in every instance, answering with the instance's name.
+    pub httpd: bool,
+    pub capacity: Capacity,
+}
+
+pub struct NetnsDriver {
+    config: NetnsConfig,
+    /// Serializes changes of the port table, which is replaced whole.
+    ports: tokio::sync::Mutex<()>,
+}
+
+const UDHCPC_SCRIPT: &str = "#!/bin/sh
+# busybox udhcpc calls this with deconfig, bound, renew, leasefail or nak.
+case \"$1\" in
+  deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;
+  bound|renew)
+    ip addr replace \"$ip/$mask\" dev \"$interface\"
+    if [ -n \"$router\" ]; then ip route replace default via \"${router%% *}\" dev \"$interface\"; fi ;;
+esac
+exit 0
+";
+
+fn spawn_error(id: InstanceId) -> impl Fn(LinuxError) -> VirtError {
+    move |e| VirtError::Spawn { id, reason: e.to_string() }
+}
+
+/// The host end of an instance's `n`th interface: `nv` + 11 hex digits of its id + `n` (15 characters at
+/// most, the kernel's limit).
+pub fn host_port(id: InstanceId, n: usize) -> String {
+    format!("nv{}{n}", &id.0.simple().to_string()[..11])
+}
+
+fn guest_port(id: InstanceId, n: usize) -> String {
+    format!("ng{}{n}", &id.0.simple().to_string()[..11])
+}
+
+/// The Debian interfaces file injected into a flat-network instance.
+pub fn interfaces_file(nics: &[NicSpec]) -> String {
+    let mut text = String::from("auto lo\niface lo inet loopback\n");
+    for (n, nic) in nics.iter().enumerate() {
+        if nic.mode == NetworkMode::Flat {
+            text.push_str(&format!(
+                "\nauto eth{n}\niface eth{n} inet static\n    address {}/{}\n    gateway {}\n",
+                nic.port.address,
+                nic.cidr.prefix(),
+                nic.gateway
+            ));
+        } else {
+            text.push_str(&format!("\nauto eth{n}\niface eth{n} inet dhcp\n"));
+        }
+    }
+    text
+}
+
+impl NetnsDriver {
+    pub fn new(config: NetnsConfig) -> Result<NetnsDriver, LinuxError> {
+        crate::linux::check_prerequisites(&["ip", "nft", "busybox"])?;
+        let dir = config.state_dir.join("instances");
+        std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
+        let script = config.state_dir.join("udhcpc.script");
+        std::fs::write(&script, UDHCPC_SCRIPT).map_err(LinuxError::io(format!("write {}", script.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .map_err(LinuxError::io(format!("chmod {}", script.display())))?;
+        }
+        Ok(NetnsDriver { config, ports: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn namespace(&self, id: InstanceId) -> String {
+        format!("{}{id}", self.config.prefix)
+    }
+
+    fn instance_dir(&self, id: InstanceId) -> PathBuf {
+        self.config.state_dir.join("instances").join(id.to_string())
+    }
+
+    /// The specs of the instances this host runs, as saved at spawn.
+    fn saved_specs(&self) -> BTreeMap<InstanceId, InstanceSpec> {
+        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("instances")) else { return BTreeMap::new() };
+        entries
+            .filter_map(|e| {
+                let spec: InstanceSpec =
+                    serde_json::from_slice(&std::fs::read(e.ok()?.path().join("spec.json")).ok()?).ok()?;
+                Some((spec.id, spec))
+            })
+            .collect()
+    }
+
+    /// Replaces the port table with the ports of every saved instance.
+    async fn apply_ports(&self) -> Result<(), LinuxError> {
+        let _serial = self.ports.lock().await;
+        let mut ports: Vec<PortFilter> = self
+            .saved_specs()
+            .values()
+            .flat_map(|spec| {
+                spec.interfaces.iter().enumerate().map(|(n, nic)| PortFilter {
+                    port: host_port(spec.id, n),
+                    mac: nic.port.mac.clone(),
+                    address: nic.port.address,
+                })
+            })
+            .collect();
+        ports.sort();
+        let batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&ports).as_deref());
+        nft::apply(self.config.host_netns.as_deref(), &batch).await
+    }
+
+    async fn spawn_instance(&self, spec: InstanceSpec) -> Result<(), LinuxError> {
+        let ns = self.namespace(spec.id);
+        let dir = self.instance_dir(spec.id);
+        if netns_path(&ns).exists() && dir.join("running").exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
+        let saved = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
+        std::fs::write(dir.join("spec.json"), saved).map_err(LinuxError::io("save the instance spec"))?;
+        if !netns_path(&ns).exists() {
+            process::run(process::command_in(None, "ip", &["netns", "add", &ns]), None).await?;
+        }
+
+        // Host side: a veth per interface, the host end on the network's bridge, the guest end moved in.
+        let (id, nics) = (spec.id, spec.interfaces.clone());
+        let target = ns.clone();
+        // Ports take their bridge's MTU (a VXLAN segment lowers it), or large packets would be dropped.
+        let mtus = netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
+            let netns = std::fs::File::open(netns_path(&target)).map_err(LinuxError::io(format!("open {target}")))?;
+            let mut mtus = Vec::new();
+            for (n, nic) in nics.iter().enumerate() {
+                let bridge = netlink::link(&h, &nic.bridge).await?.ok_or_else(|| {
+                    LinuxError::Unsupported(format!(
+                        "bridge {} of network {} does not exist on this host",
+                        nic.bridge, nic.port.network_label
+                    ))
+                })?;
+                netlink::ensure_veth(&h, &host_port(id, n), &guest_port(id, n)).await?;
+                let mtu = netlink::mtu_of(&bridge).unwrap_or(1500);
+                netlink::set_mtu(&h, netlink::index(&h, &host_port(id, n)).await?, mtu).await?;
+                netlink::attach(&h, &host_port(id, n), bridge.header.index).await?;
+                if netlink::link(&h, &guest_port(id, n)).await?.is_some() {
+                    netlink::move_to_netns(&h, &guest_port(id, n), &netns).await?;
+                }
+                mtus.push(mtu);
+            }
+            Ok(mtus)
+        })
+        .await?;
+
+        // Guest side: eth<n> with the instance's MAC; flat addresses injected.
+        let interfaces = interfaces_file(&spec.interfaces);
+        std::fs::write(dir.join("interfaces"), &interfaces).map_err(LinuxError::io("write the interfaces file"))?;
+        let nics = spec.interfaces.clone();
+        netlink::in_netns(Some(&ns), move |h| async move {
+            netlink::set_up(&h, netlink::index(&h, "lo").await?, "lo").await?;
+            for (n, nic) in nics.iter().enumerate() {
+                let eth = format!("eth{n}");
+                if let Some(guest) = netlink::link(&h, &guest_port(id, n)).await? {
+                    netlink::rename_and_set_mac(&h, guest.header.index, &eth, netlink::parse_mac(&nic.port.mac)?)
+                        .await?;
+                }
+                let index = netlink::index(&h, &eth).await?;
+                netlink::set_mtu(&h, index, mtus[n]).await?;
+                netlink::set_up(&h, index, &eth).await?;
+                if nic.mode == NetworkMode::Flat {
+                    netlink::add_address(&h, index, nic.port.address, nic.cidr.prefix(), None).await?;
+                    netlink::set_default_route(&h, nic.gateway).await?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.apply_ports().await?;
+
+        let script = self.config.state_dir.join("udhcpc.script").display().to_string();
+        for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.mode != NetworkMode::Flat) {
+            let eth = format!("eth{n}");
+            let hostname = format!("hostname:{}", nic.hostname);
+            // Foreground, retrying forever like a booting guest; -R releases the lease when it is stopped.
+            let args =
+                ["udhcpc", "-f", "-R", "-i", &eth, "-s", &script, "-t", "20", "-T", "1", "-A", "1", "-x", &hostname];
+            let log = std::fs::File::create(dir.join(format!("udhcpc-{eth}.log")))
+                .map_err(LinuxError::io("create the DHCP client log"))?;
+            let mut command = process::command_in(Some(&ns), "busybox", &args);
+            command.stdout(log.try_clone().map_err(LinuxError::io("log"))?).stderr(log);
+            command.spawn().map_err(LinuxError::io("start udhcpc"))?;
+        }
+        if self.config.httpd {
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(LinuxError::io("create the web root"))?;
+            std::fs::write(www.join("index.html"), format!("{}\n", spec.name))
+                .map_err(LinuxError::io("write the web page"))?;
+            let root = www.display().to_string();
+            process::command_in(Some(&ns), "busybox", &["httpd", "-f", "-p", "80", "-h", &root])
+                .spawn()
+                .map_err(LinuxError::io("start httpd"))?;
+        }
+        std::fs::write(dir.join("running"), b"").map_err(LinuxError::io("mark the instance running"))
+    }
+
+    async fn destroy_instance(&self, id: InstanceId) -> Result<(), LinuxError> {
+        let ns = self.namespace(id);
+        if netns_path(&ns).exists() {
+            // SIGTERM first: the DHCP client releases its lease, as a guest shutting down does.
+            process::stop_all_in(&ns, Duration::from_secs(1)).await?;
+            process::run(process::command_in(None, "ip", &["netns", "del", &ns]), None).await?;
+        }
+        // Deleting the namespace deleted the guest ends and with them their host ends; a half-spawned pair
+        // may still be on the host side.
+        let ports: Vec<String> = (0..8).map(|n| host_port(id, n)).collect();
+        netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
+            for port in ports {
+                netlink::delete_link(&h, &port).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        let dir = self.instance_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(LinuxError::io(format!("remove {}", dir.display())))?;
+        }
+        self.apply_ports().await
+    }
+}
+
+impl VirtDriver for NetnsDriver {
+    fn kind(&self) -> &'static str {
+        "netns"
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.config.capacity
+    }
+
+    fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            let id = spec.id;
+            match self.spawn_instance(spec).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Leave nothing half-built behind: the conductor may place the instance elsewhere.
+                    if let Err(cleanup) = self.destroy_instance(id).await {
+                        tracing::warn!(instance = %id, cause = %cleanup, "cleaning up a failed spawn failed");
+                    }
+                    Err(spawn_error(id)(e))
+                }
+            }
+        })
+    }
+
+    fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            self.destroy_instance(id).await.map_err(|e| VirtError::Destroy { id, reason: e.to_string() })
+        })
+    }
+
+    fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
+        Box::pin(async move {
+            Ok(process::namespaces_with_prefix(&self.config.prefix)
+                .iter()
+                .filter_map(|name| name[self.config.prefix.len()..].parse().ok())
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! Talking to the Linux kernel for the `linux` dataplane and the `netns` virt driver: network namespaces,
+//! netlink requests, nftables batches and the helper processes (dnsmasq, udhcpc, httpd) they run.
+
+pub mod netlink;
+pub mod nft;
+pub mod process;
+
+use std::path::PathBuf;
+
+/// What went wrong while changing the kernel, with what nimbus was trying to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LinuxError {
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("network namespace {name}: {detail}")]
+    Namespace { name: String, detail: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl LinuxError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LinuxError {
+        let what = what.into();
+        move |source| LinuxError::Io { what, source }
+    }
+
+    pub fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinuxError {
+        let what = what.into();
+        move |source| LinuxError::Netlink { what, source }
+    }
+}
+
+/// Runs `work` on a new OS thread inside the namespace `netns` (nimbus's own when `None`) and awaits its
+/// result. Namespaces are per thread, so nothing else of nimbus moves.
+pub async fn in_netns<T, F>(netns: Option<&str>, work: F) -> Result<T, LinuxError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LinuxError> + Send + 'static,
+{
+    let netns = netns.map(str::to_owned);
+    let (done, result) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new().name("netns".into()).spawn(move || {
+        let entered = match &netns {
+            Some(name) => std::fs::File::open(netns_path(name))
+                .map_err(|e| LinuxError::Namespace { name: name.clone(), detail: e.to_string() })
+                .and_then(|file| {
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| LinuxError::Namespace { name: name.clone(), detail: format!("setns: {e}") })
+                }),
+            None => Ok(()),
+        };
+        let _ = done.send(entered.and_then(|()| work()));
+    });
+    thread.map_err(LinuxError::io("start a thread for a network namespace"))?;
+    result.await.map_err(|_| LinuxError::Unsupported("a network namespace thread ended without an answer".into()))?
+}
+
+/// Where named network namespaces live (`ip netns add` creates them there).
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from("/run/netns").join(name)
+}
+
+/// The tools a real dataplane or netns instances need, checked at start so a missing one is reported at once
+/// and by name, not as an obscure failure at the first boot.
+pub fn check_prerequisites(tools: &[&str]) -> Result<(), LinuxError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LinuxError::Unsupported(
+            "the linux dataplane and the netns virt driver change the kernel's networking and need root \
+             (run nimbus as root, or use the default sim dataplane and fake virt driver)"
+                .into(),
+        ));
+    }
+    let missing: Vec<&str> = tools.iter().copied().filter(|tool| process::find_tool(tool).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(LinuxError::Unsupported(format!(
+        "missing tools: {} (on Debian/Ubuntu: apt-get install iproute2 nftables dnsmasq-base busybox)",
+        missing.join(", ")
+    )))
+}

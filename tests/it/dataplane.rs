@@ -1,0 +1,219 @@
+//! The real dataplane, proven with packets: the `linux` driver and `netns` instances in a lab of network
+//! namespaces. Needs root and iproute2, nftables, dnsmasq, busybox (`.ci/run` installs them); without them
+//! each test says why it skips.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use nimbus::client::Client;
+use nimbus_storage::Reads;
+use nimbus_storage::schema::FIXED_IPS;
+use nimbus_tests::lab::{Lab, OUTSIDE, http_get};
+use nimbus_tests::*;
+use serde_json::{Value, json};
+
+async fn boot(client: &Client, name: &str) -> Value {
+    let id = create_server(client, name).await;
+    wait_for_status(client, &id, "ACTIVE").await
+}
+
+fn id_of(server: &Value) -> String {
+    server["id"].as_str().unwrap().to_string()
+}
+
+fn fixed_ip(server: &Value) -> Ipv4Addr {
+    fixed_addresses(server)[0].parse().unwrap()
+}
+
+fn leased(t: &TestCloud, address: Ipv4Addr) -> Option<bool> {
+    let rows = t.cloud.ctx.store.read(|r| r.scan(&FIXED_IPS)).unwrap();
+    rows.into_iter().find(|(_, row)| row.address == address).map(|(_, row)| row.leased)
+}
+
+/// Waits until the instance's eth0 has exactly `address` (DHCP takes a moment after ACTIVE, as on a VM).
+async fn wait_for_address(lab: &Lab, server: &Value, address: Ipv4Addr, prefix: u8) {
+    let ns = lab.instance(&id_of(server));
+    let want = format!("{address}/{prefix}");
+    wait_until(&format!("{ns} to have {want}"), Duration::from_secs(20), || async {
+        lab.addresses(&ns, "eth0") == vec![want.clone()]
+    })
+    .await;
+}
+
+async fn add_network(t: &TestCloud, body: Value) {
+    t.admin.post("/compute/v2.1/os-networks", &json!({ "network": body })).await.unwrap();
+}
+
+#[tokio::test]
+async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
+    let Some(lab) = Lab::new("addr") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    add_network(&t, json!({"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"})).await;
+    let flat = t.user_in_mode("flat", "member").await;
+    let dhcp = t.user_in_mode("flat_dhcp", "member").await;
+
+    // Flat: the address is written into the instance and configured, with no DHCP server involved.
+    let f1 = boot(&flat, "flat-1").await;
+    let ns = lab.instance(&id_of(&f1));
+    assert_eq!(lab.addresses(&ns, "eth0"), vec![format!("{}/24", fixed_ip(&f1))]);
+    let route = lab.exec(&ns, "ip", &["route", "show", "default"]).unwrap();
+    assert!(route.contains("via 10.0.0.1"), "{route}");
+    let mac = lab.exec(&ns, "cat", &["/sys/class/net/eth0/address"]).unwrap();
+    assert_eq!(mac.trim(), f1["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap());
+
+    // FlatDHCP: the lease dnsmasq hands out is the fixed IP in the store, and its event marks it leased.
+    let d1 = boot(&dhcp, "dhcp-1").await;
+    let address = fixed_ip(&d1);
+    wait_for_address(&lab, &d1, address, 24).await;
+    wait_until("the lease event to mark the address leased", Duration::from_secs(10), || async {
+        leased(&t, address) == Some(true)
+    })
+    .await;
+    assert!(lab.ping(&lab.instance(&id_of(&d1)), "10.1.0.1".parse().unwrap()), "the instance reaches its gateway");
+
+    // Deleting the instance releases the lease, so the next instance can get the same address at once.
+    dhcp.delete(&format!("/compute/v2.1/servers/{}", id_of(&d1))).await.unwrap();
+    wait_for_gone(&dhcp, &id_of(&d1)).await;
+    wait_until("the address to be free", Duration::from_secs(10), || async { leased(&t, address).is_none() }).await;
+    let d2 = boot(&dhcp, "dhcp-2").await;
+    assert_eq!(fixed_ip(&d2), address, "the freed address is handed out again");
+    wait_for_address(&lab, &d2, address, 24).await;
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn projects_reach_their_own_instances_only_and_spoofing_is_dropped() {
+    let Some(lab) = Lab::new("vlan") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    add_network(
+        &t,
+        json!({"label": "tenants", "cidr": "10.2.0.0/22", "mode": "vlan", "num_networks": 4, "network_size": 256,
+               "vlan_start": 100}),
+    )
+    .await;
+    let blue = t.user_in_mode("vlan", "member").await;
+    let red = t.user_in_mode("vlan", "member").await;
+    let (b1, b2, r1) = (boot(&blue, "blue-1").await, boot(&blue, "blue-2").await, boot(&red, "red-1").await);
+    for s in [&b1, &b2, &r1] {
+        wait_for_address(&lab, s, fixed_ip(s), 24).await;
+    }
+    // On this kernel a project's segment is a VXLAN, each on its own bridge.
+    let vxlans = lab.exec(&lab.host, "ip", &["-o", "link", "show", "type", "vxlan"]).unwrap();
+    assert_eq!(vxlans.lines().count(), 2, "one VXLAN per bound project: {vxlans}");
+    let bridges = lab.exec(&lab.host, "ip", &["-o", "link", "show", "type", "bridge"]).unwrap();
+    assert!(bridges.contains("br-vlan100") && bridges.contains("br-vlan101"), "{bridges}");
+
+    let blue1 = lab.instance(&id_of(&b1));
+    assert!(lab.ping(&blue1, fixed_ip(&b2)), "same project: ping");
+    assert_eq!(http_get(&blue1, fixed_ip(&b2)).await.unwrap(), "blue-2", "same project: HTTP");
+    assert!(!lab.ping(&blue1, fixed_ip(&r1)), "another project's instance does not answer a ping");
+    assert!(http_get(&blue1, fixed_ip(&r1)).await.is_err(), "nor HTTP");
+    assert!(!lab.ping(&lab.instance(&id_of(&r1)), fixed_ip(&b1)), "the other way round neither");
+
+    // Anti-spoofing: another IP, or another MAC, and nothing gets out.
+    let gateway: Ipv4Addr = format!("{}.1", fixed_ip(&b1).to_string().rsplit_once('.').unwrap().0).parse().unwrap();
+    assert!(lab.ping(&blue1, gateway));
+    let own = format!("{}/24", fixed_ip(&b1));
+    let spoofed = format!("{}/24", Ipv4Addr::from(u32::from(fixed_ip(&b1)) + 50));
+    let set_address = |address: &str| {
+        lab.exec(&blue1, "ip", &["addr", "flush", "dev", "eth0"]).unwrap();
+        lab.exec(&blue1, "ip", &["addr", "add", address, "dev", "eth0"]).unwrap();
+        assert_eq!(lab.addresses(&blue1, "eth0"), vec![address.to_string()]);
+    };
+    set_address(&spoofed);
+    assert!(!lab.ping(&blue1, fixed_ip(&b2)), "a changed IP gets no packets out");
+    set_address(&own);
+    assert!(lab.ping(&blue1, fixed_ip(&b2)), "its own IP works again");
+    lab.exec(&blue1, "ip", &["link", "set", "eth0", "address", "fa:16:3e:66:66:66"]).unwrap();
+    assert!(!lab.ping(&blue1, fixed_ip(&b2)), "a changed MAC gets no packets out");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn floating_ips_follow_their_instance_survive_a_network_manager_restart_and_everything_is_cleaned_up() {
+    let Some(lab) = Lab::new("fip") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    add_network(&t, json!({"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"})).await;
+    let alice = t.user_in_mode("flat_dhcp", "member").await;
+    let (vm1, vm2) = (boot(&alice, "vm1").await, boot(&alice, "vm2").await);
+    for s in [&vm1, &vm2] {
+        wait_for_address(&lab, s, fixed_ip(s), 24).await;
+    }
+    let fip = alice.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap();
+    let (fip_id, address) = (fip["floating_ip"]["id"].as_str().unwrap().to_string(), fip["floating_ip"]["ip"].clone());
+    let floating: Ipv4Addr = address.as_str().unwrap().parse().unwrap();
+    let action = |s: &Value| format!("/compute/v2.1/servers/{}/action", id_of(s));
+
+    alice.post(&action(&vm1), &json!({"addFloatingIp": {"address": address}})).await.unwrap();
+    assert_eq!(http_get(&lab.public, floating).await.unwrap(), "vm1", "the floating IP reaches vm1");
+    alice.post(&action(&vm1), &json!({"removeFloatingIp": {"address": address}})).await.unwrap();
+    assert!(http_get(&lab.public, floating).await.is_err(), "disassociated, it reaches nothing");
+    alice.post(&action(&vm2), &json!({"addFloatingIp": {"address": address}})).await.unwrap();
+    assert_eq!(http_get(&lab.public, floating).await.unwrap(), "vm2", "moved, it reaches vm2");
+    // Outbound traffic of an instance leaves from the public side.
+    assert!(lab.ping(&lab.instance(&id_of(&vm1)), OUTSIDE), "instances reach the outside");
+
+    // Kill the network manager: the floating IP keeps answering throughout, and the kernel state after its
+    // restart is the state before.
+    let before = kernel_state(&lab);
+    let probe = {
+        let (public, stop) = (lab.public.clone(), std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                match http_get(&public, floating).await {
+                    Ok(body) if body == "vm2" => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        });
+        (stop, task)
+    };
+    let killed = t.running_id("network").unwrap();
+    t.admin.post("/admin/actors/kill", &json!({"name": "network"})).await.unwrap();
+    wait_until("the network manager to restart", Duration::from_secs(10), || async {
+        t.running_id("network").is_some_and(|id| id != killed)
+    })
+    .await;
+    // Let the new incarnation reconcile (it applies everything at start) and a timer pass or two.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    probe.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = probe.1.await.unwrap();
+    assert!(ok > 10 && failed.is_empty(), "{ok} answers, failures: {failed:?}");
+    assert_eq!(kernel_state(&lab), before, "the restart changed the kernel state");
+
+    // Delete everything: nothing of nimbus is left in the kernel.
+    for s in [&vm1, &vm2] {
+        alice.delete(&format!("/compute/v2.1/servers/{}", id_of(s))).await.unwrap();
+        wait_for_gone(&alice, &id_of(s)).await;
+    }
+    alice.delete(&format!("/compute/v2.1/os-floating-ips/{fip_id}")).await.unwrap();
+    let networks = t.admin.get("/compute/v2.1/os-networks").await.unwrap();
+    for n in networks["networks"].as_array().unwrap() {
+        let id = n["id"].as_str().unwrap();
+        t.admin.post(&format!("/compute/v2.1/os-networks/{id}/action"), &json!({"disassociate": null})).await.ok();
+        t.admin.delete(&format!("/compute/v2.1/os-networks/{id}")).await.unwrap();
+    }
+    wait_until("nimbus's kernel state to be gone", Duration::from_secs(10), || async {
+        lab.host_leftovers().is_empty()
+    })
+    .await;
+    t.shutdown().await;
+}
+
+/// Links, addresses, nftables ruleset and processes of the network host, for before/after comparisons.
+fn kernel_state(lab: &Lab) -> Vec<String> {
+    let mut state = Vec::new();
+    for args in [&["-o", "link", "show"][..], &["-o", "addr", "show"][..]] {
+        let out = lab.exec(&lab.host, "ip", args).unwrap();
+        // Counters and timers change on their own; names, addresses and flags do not.
+        state.extend(out.lines().map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" ")));
+    }
+    state.push(lab.exec(&lab.host, "nft", &["list", "ruleset"]).unwrap());
+    let pids = std::process::Command::new("ip").args(["netns", "pids", &lab.host]).output().unwrap().stdout;
+    state.push(String::from_utf8_lossy(&pids).into_owned());
+    state
+}
