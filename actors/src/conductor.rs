@@ -80,6 +80,8 @@ pub struct ConductorState {
     in_flight: HashSet<InstanceId>,
     /// Consecutive transient failures per instance.
     retries: HashMap<InstanceId, u32>,
+    /// Why the last host failed each build, for the fault when no host is left to try.
+    last_failure: HashMap<InstanceId, String>,
 }
 
 pub struct Conductor;
@@ -98,7 +100,13 @@ impl Actor for Conductor {
         myself.send_interval(args.ctx.timing.sweep_interval, || ConductorMsg::Sweep);
         // Resume whatever the log holds.
         myself.send_message(ConductorMsg::Sweep)?;
-        Ok(ConductorState { ctx: args.ctx, project: args.project, in_flight: HashSet::new(), retries: HashMap::new() })
+        Ok(ConductorState {
+            ctx: args.ctx,
+            project: args.project,
+            in_flight: HashSet::new(),
+            retries: HashMap::new(),
+            last_failure: HashMap::new(),
+        })
     }
 
     async fn handle(
@@ -381,7 +389,13 @@ impl ConductorState {
                 self.retries.remove(&id);
                 self.advance(me, id).await
             }
-            Err(StepFailure::Failed(no_valid_host)) => self.fail_build(id, no_valid_host).await,
+            Err(StepFailure::Failed(no_valid_host)) => {
+                let fault = match self.last_failure.remove(&id) {
+                    Some(last) => format!("{no_valid_host} Last exception: {last}"),
+                    None => no_valid_host,
+                };
+                self.fail_build(id, fault).await
+            }
             Err(StepFailure::Lost(why)) => {
                 if self.may_retry(id) {
                     tracing::warn!(instance = %id, cause = %why, "scheduler unreachable; retrying");
@@ -402,7 +416,10 @@ impl ConductorState {
         outcome: Result<(), StepFailure>,
     ) -> Result<(), StoreError> {
         let reason = match outcome {
-            Ok(()) => return self.advance(me, id).await,
+            Ok(()) => {
+                self.last_failure.remove(&id);
+                return self.advance(me, id).await;
+            }
             Err(StepFailure::Failed(reason)) => reason,
             Err(StepFailure::Lost(why)) => {
                 // The agent's state is unknown: make sure nothing of the attempt stays on that host, then
@@ -420,6 +437,7 @@ impl ConductorState {
             }
         };
         tracing::warn!(instance = %id, %host, cause = %reason, "build failed on host; rescheduling");
+        self.last_failure.insert(id, reason.clone());
         let failed_host = host.clone();
         let gave_up = self
             .ctx
@@ -502,6 +520,7 @@ impl ConductorState {
     /// Ends a build in ERROR with `message` as its fault, and closes its operation.
     async fn fail_build(&mut self, id: InstanceId, message: String) -> Result<(), StoreError> {
         self.retries.remove(&id);
+        self.last_failure.remove(&id);
         tracing::warn!(instance = %id, %message, "build failed");
         let outcome = self
             .ctx

@@ -29,6 +29,9 @@ pub enum CloudError {
         #[source]
         source: CallError,
     },
+    /// The change is recorded, but the dataplane could not apply it yet; it retries on its own.
+    #[error("the change is recorded, but the network host could not apply it yet (it keeps retrying): {0}")]
+    NotApplied(String),
     #[error("storage failure")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -51,7 +54,7 @@ impl CloudError {
             CloudError::Conflict(_) => 409,
             // As Nova answers since 2.1; the network API answers 409 (Neutron's OverQuota).
             CloudError::QuotaExceeded(_) => 403,
-            CloudError::Unavailable { .. } => 503,
+            CloudError::Unavailable { .. } | CloudError::NotApplied(_) => 503,
             CloudError::Store(_) | CloudError::Internal(_) => 500,
         }
     }
@@ -65,7 +68,8 @@ impl From<NetworkError> for CloudError {
             NetworkError::BadRequest(m) => CloudError::BadRequest(m),
             NetworkError::Conflict(m) | NetworkError::Exhausted(m) => CloudError::Conflict(m),
             NetworkError::QuotaExceeded(m) => CloudError::QuotaExceeded(m),
-            NetworkError::Dataplane(m) | NetworkError::Store(m) => CloudError::Internal(m),
+            NetworkError::Dataplane(m) => CloudError::NotApplied(m),
+            NetworkError::Store(m) => CloudError::Internal(m),
         }
     }
 }

@@ -75,6 +75,16 @@ async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
     dhcp.delete(&format!("/compute/v2.1/servers/{}", id_of(&d1))).await.unwrap();
     wait_for_gone(&dhcp, &id_of(&d1)).await;
     wait_until("the address to be free", Duration::from_secs(10), || async { leased(&t, address).is_none() }).await;
+
+    // A DHCP server that dies is started again.
+    let linux = t.cloud.linux.as_ref().unwrap();
+    let pids: Vec<u32> = linux.dhcp_pids().into_values().collect();
+    assert_eq!(pids.len(), 1, "one dnsmasq, for the one DHCP network");
+    lab.exec(&lab.host, "kill", &["-9", &pids[0].to_string()]).unwrap();
+    wait_until("dnsmasq to be restarted", Duration::from_secs(10), || async {
+        linux.dhcp_pids().into_values().next().is_some_and(|pid| pid != pids[0])
+    })
+    .await;
     let d2 = boot(&dhcp, "dhcp-2").await;
     assert_eq!(fixed_ip(&d2), address, "the freed address is handed out again");
     wait_for_address(&lab, &d2, address, 24).await;
@@ -216,4 +226,30 @@ fn kernel_state(lab: &Lab) -> Vec<String> {
     let pids = std::process::Command::new("ip").args(["netns", "pids", &lab.host]).output().unwrap().stdout;
     state.push(String::from_utf8_lossy(&pids).into_owned());
     state
+}
+
+#[tokio::test]
+async fn vlan_segments_without_8021q_fail_with_a_clear_fault() {
+    let Some(lab) = Lab::new("dot1q") else { return };
+    let mut options = lab.options();
+    options.drivers.segments = nimbus_actors::network::linux::SegmentKind::Vlan;
+    let t = TestCloud::start_with(options).await;
+    add_network(
+        &t,
+        json!({"label": "tenants", "cidr": "10.2.0.0/24", "mode": "vlan", "num_networks": 1, "network_size": 256,
+               "vlan_start": 100, "bridge_interface": nimbus_tests::lab::PUBLIC_INTERFACE}),
+    )
+    .await;
+    let blue = t.user_in_mode("vlan", "member").await;
+    let id = create_server(&blue, "blue-1").await;
+    let failed = wait_for_status(&blue, &id, "ERROR").await;
+    let fault = failed["fault"]["message"].as_str().unwrap_or_default().to_string();
+    let has_8021q =
+        lab.exec(&lab.host, "ip", &["link", "add", "link", "eth0", "name", "probe", "type", "vlan", "id", "9"]);
+    if has_8021q.is_ok() {
+        eprintln!("this kernel has 802.1Q: the failure is not the one this test is about: {fault}");
+        return;
+    }
+    assert!(fault.contains("no VLAN (8021q) support"), "{fault}");
+    t.shutdown().await;
 }

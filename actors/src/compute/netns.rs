@@ -288,3 +288,49 @@ impl VirtDriver for NetnsDriver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::virt::contract;
+    use crate::linux::TestNetns;
+
+    #[tokio::test]
+    async fn the_netns_driver_keeps_the_contract() {
+        let Some(host) = TestNetns::new("virt", &["ip", "nft", "busybox"]) else { return };
+        let state = tempfile::tempdir().unwrap();
+        let driver = NetnsDriver::new(NetnsConfig {
+            host_netns: Some(host.name.clone()),
+            prefix: format!("{}-i-", host.name),
+            state_dir: state.path().to_path_buf(),
+            httpd: false,
+            capacity: Capacity::default(),
+        })
+        .unwrap();
+        contract::check(&driver).await;
+        assert!(process::namespaces_with_prefix(&format!("{}-i-", host.name)).is_empty(), "no namespace is left");
+    }
+
+    #[test]
+    fn flat_interfaces_are_static_and_the_others_use_dhcp() {
+        let nic = |mode, address: &str| NicSpec {
+            port: nimbus_storage::records::Interface {
+                id: nimbus_storage::ids::PortId::random(),
+                network: nimbus_storage::ids::NetworkId::random(),
+                network_label: "private".into(),
+                mac: "fa:16:3e:00:00:01".into(),
+                address: address.parse().unwrap(),
+                floating: Vec::new(),
+            },
+            bridge: "br100".into(),
+            mode,
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            hostname: "vm1".into(),
+        };
+        let text = interfaces_file(&[nic(NetworkMode::Flat, "10.0.0.2"), nic(NetworkMode::FlatDhcp, "10.0.0.3")]);
+        assert!(text.contains("iface eth0 inet static\n    address 10.0.0.2/24\n    gateway 10.0.0.1\n"), "{text}");
+        assert!(text.contains("iface eth1 inet dhcp\n"), "{text}");
+        assert_eq!(host_port(InstanceId(uuid::Uuid::from_bytes([0xab; 16])), 0), "nvabababababa0");
+    }
+}

@@ -83,7 +83,10 @@ impl IntoResponse for ApiError {
         };
         let message = match &self.error {
             // Infrastructure failures: log the whole chain, tell the user what failed without internals.
-            CloudError::Store(_) | CloudError::Internal(_) | CloudError::Unavailable { .. } => {
+            CloudError::Store(_)
+            | CloudError::Internal(_)
+            | CloudError::Unavailable { .. }
+            | CloudError::NotApplied(_) => {
                 let mut chain = self.error.to_string();
                 let mut source = std::error::Error::source(&self.error);
                 while let Some(s) = source {

@@ -83,3 +83,42 @@ pub fn check_prerequisites(tools: &[&str]) -> Result<(), LinuxError> {
         missing.join(", ")
     )))
 }
+
+/// A network namespace for the drivers' own tests, removed with everything running in it when dropped.
+#[cfg(test)]
+pub(crate) struct TestNetns {
+    pub name: String,
+}
+
+#[cfg(test)]
+impl TestNetns {
+    /// A fresh namespace, or `None` (with the reason printed) where the kernel tools or root are missing.
+    pub fn new(tag: &str, tools: &[&str]) -> Option<TestNetns> {
+        if let Err(why) = check_prerequisites(tools) {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        let name = format!("nimbus-unit-{}-{tag}", std::process::id());
+        let ok = std::process::Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        Some(TestNetns { name })
+    }
+
+    pub fn ip(&self, args: &[&str]) {
+        let ok =
+            std::process::Command::new("ip").args(["-n", &self.name]).args(args).status().is_ok_and(|s| s.success());
+        assert!(ok, "ip -n {} {args:?}", self.name);
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let pids = std::process::Command::new("ip").args(["netns", "pids", &self.name]).output();
+        for pid in pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace()
+        {
+            let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}

@@ -211,3 +211,99 @@ impl Dataplane for SimDataplane {
         *self.events.lock().expect("sim dataplane lock") = Some(events);
     }
 }
+
+/// The behaviour every dataplane driver shares; the `sim` and the `linux` driver both run it, each observed
+/// its own way (the sim's record, the kernel's state).
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    /// What a driver has made of the calls so far.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub struct Observed {
+        pub bridges: BTreeSet<String>,
+        pub dhcp: BTreeSet<NetworkId>,
+        /// (floating, fixed)
+        pub floating: BTreeSet<(Ipv4Addr, Ipv4Addr)>,
+    }
+
+    fn segment(n: u8, mode: NetworkMode) -> Segment {
+        let cidr: Ipv4Network = format!("10.{n}.0.0/24").parse().unwrap();
+        let gateway = Ipv4Addr::new(10, n, 0, 1);
+        Segment {
+            network: NetworkId(uuid::Uuid::from_bytes([n; 16])),
+            label: format!("net{n}"),
+            mode,
+            bridge: format!("brc{n}"),
+            bridge_interface: None,
+            vlan: None,
+            cidr,
+            gateway,
+            dhcp: mode.has_dhcp().then(|| {
+                let host = DhcpHost {
+                    mac: format!("fa:16:3e:00:00:{n:02x}"),
+                    hostname: format!("vm{n}"),
+                    address: Ipv4Addr::new(10, n, 0, 2),
+                };
+                (gateway, [host].into())
+            }),
+        }
+    }
+
+    pub async fn check<F, Fut>(driver: &dyn Dataplane, public_interface: &str, observe: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Observed>,
+    {
+        let (a, b) = (segment(1, NetworkMode::FlatDhcp), segment(2, NetworkMode::Flat));
+        driver.ensure_segment(a.clone()).await.expect("ensure a");
+        driver.ensure_segment(a.clone()).await.expect("ensuring the same segment again succeeds");
+        driver.ensure_segment(b.clone()).await.expect("ensure b");
+        let seen = observe().await;
+        assert_eq!(seen.bridges, ["brc1".to_string(), "brc2".to_string()].into());
+        assert_eq!(seen.dhcp, [a.network].into(), "a DHCP server for the DHCP network only");
+
+        let floating = FloatingNat {
+            floating: "198.51.100.20".parse().unwrap(),
+            fixed: "10.1.0.2".parse().unwrap(),
+            interface: public_interface.into(),
+        };
+        let nat = Nat { floating: [floating.clone()].into(), snat_ranges: [a.cidr, b.cidr].into() };
+        driver.apply_nat(nat.clone()).await.expect("apply the NAT table");
+        driver.apply_nat(nat).await.expect("applying the same table again succeeds");
+        assert_eq!(observe().await.floating, [(floating.floating, floating.fixed)].into());
+        driver.apply_nat(Nat { floating: BTreeSet::new(), snat_ranges: [a.cidr].into() }).await.unwrap();
+        assert!(observe().await.floating.is_empty(), "a floating address left out is removed");
+
+        let project = ProjectId(uuid::Uuid::from_bytes([9; 16]));
+        driver.ensure_vpn(project, None).await.expect("no VPN for a project without one");
+        driver
+            .release_lease(NetworkId::random(), "fa:16:3e:00:00:99".into(), "10.9.0.2".parse().unwrap())
+            .await
+            .expect("releasing on an unknown network is a no-op");
+
+        driver.remove_segment(a.network).await.expect("remove a");
+        driver.remove_segment(a.network).await.expect("removing a removed segment succeeds");
+        driver.remove_segment(NetworkId::random()).await.expect("removing an unknown segment succeeds");
+        let seen = observe().await;
+        assert_eq!(seen.bridges, ["brc2".to_string()].into());
+        assert!(seen.dhcp.is_empty(), "its DHCP server is gone");
+        driver.remove_segment(b.network).await.unwrap();
+        driver.apply_nat(Nat::default()).await.unwrap();
+        assert_eq!(observe().await, Observed::default(), "nothing is left");
+    }
+
+    #[tokio::test]
+    async fn the_sim_driver_keeps_the_contract() {
+        let sim = SimDataplane::new();
+        check(&sim, "eth0", || async {
+            let state = sim.state();
+            Observed {
+                bridges: state.segments.values().map(|s| s.bridge.clone()).collect(),
+                dhcp: state.segments.values().filter(|s| s.dhcp.is_some()).map(|s| s.network).collect(),
+                floating: state.nat.floating.iter().map(|f| (f.floating, f.fixed)).collect(),
+            }
+        })
+        .await;
+    }
+}

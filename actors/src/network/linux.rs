@@ -366,8 +366,17 @@ impl Inner {
         // Addresses first, so a new floating address answers ARP by the time its DNAT rule exists.
         let wanted: BTreeSet<(Ipv4Addr, String)> =
             nat.floating.iter().map(|f| (f.floating, f.interface.clone())).collect();
-        netlink::in_netns(self.netns(), move |h| async move { bind_floating(&h, &wanted).await }).await?;
-        nft::apply(self.netns(), &nft::replace_table(nft::NAT_TABLE, nft::nat_body(&table).as_deref())).await
+        let missing = netlink::in_netns(self.netns(), move |h| async move { bind_floating(&h, &wanted).await }).await?;
+        nft::apply(self.netns(), &nft::replace_table(nft::NAT_TABLE, nft::nat_body(&table).as_deref())).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<String> = missing.into_iter().collect();
+        Err(LinuxError::Unsupported(format!(
+            "the public interface {} of a floating pool does not exist on the network host, so its floating \
+             addresses are not bound (create the interface, or the pool with --interface naming one that exists)",
+            missing.join(", ")
+        )))
     }
 
     async fn release_lease(&self, network: NetworkId, mac: &str, address: Ipv4Addr) -> Result<(), LinuxError> {
@@ -419,16 +428,23 @@ impl Inner {
 use super::dataplane::DhcpHost;
 
 /// Makes the floating addresses bound to the public interfaces exactly `wanted`, leaving every address not
-/// marked as nimbus's alone.
-async fn bind_floating(h: &rtnetlink::Handle, wanted: &BTreeSet<(Ipv4Addr, String)>) -> Result<(), LinuxError> {
+/// marked as nimbus's alone. Returns the interfaces that do not exist (their addresses cannot be bound; the
+/// rest are).
+async fn bind_floating(
+    h: &rtnetlink::Handle,
+    wanted: &BTreeSet<(Ipv4Addr, String)>,
+) -> Result<BTreeSet<String>, LinuxError> {
     let mut indexes = BTreeMap::new();
+    let mut missing = BTreeSet::new();
     for interface in wanted.iter().map(|(_, i)| i).collect::<BTreeSet<_>>() {
-        let index = netlink::index(h, interface).await.map_err(|_| {
-            LinuxError::Unsupported(format!(
-                "the public interface {interface} of a floating pool does not exist on the network host"
-            ))
-        })?;
-        indexes.insert(interface.clone(), index);
+        match netlink::link(h, interface).await? {
+            Some(link) => {
+                indexes.insert(interface.clone(), link.header.index);
+            }
+            None => {
+                missing.insert(interface.clone());
+            }
+        }
     }
     let mut present = BTreeSet::new();
     for link in netlink::links_with_prefix(h, &[""]).await? {
@@ -445,9 +461,11 @@ async fn bind_floating(h: &rtnetlink::Handle, wanted: &BTreeSet<(Ipv4Addr, Strin
         }
     }
     for (address, interface) in wanted.difference(&present) {
-        netlink::add_address(h, indexes[interface], *address, 32, Some(FLOATING_ADDRESS_PROTOCOL)).await?;
+        if let Some(index) = indexes.get(interface) {
+            netlink::add_address(h, *index, *address, 32, Some(FLOATING_ADDRESS_PROTOCOL)).await?;
+        }
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// Stops a dnsmasq a previous run of nimbus left behind (its pid file names it).
@@ -498,5 +516,53 @@ async fn housekeeping(inner: Weak<Inner>) {
         if ticks.is_multiple_of(10) {
             inner.restart_dead_dhcp().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linux::TestNetns;
+    use crate::network::dataplane::contract::{Observed, check};
+
+    #[tokio::test]
+    async fn the_linux_driver_keeps_the_contract() {
+        let Some(netns) = TestNetns::new("dataplane", &["ip", "nft", "dnsmasq"]) else { return };
+        netns.ip(&["link", "add", "pub0", "type", "veth", "peer", "name", "pub1"]);
+        let state = tempfile::tempdir().unwrap();
+        let driver = LinuxDataplane::start(LinuxConfig {
+            netns: Some(netns.name.clone()),
+            state_dir: state.path().to_path_buf(),
+            segments: SegmentKind::Vxlan,
+            vxlan_dev: None,
+            vxlan_group: None,
+        })
+        .await
+        .unwrap();
+        let name = netns.name.clone();
+        check(&driver, "pub0", || async {
+            let name = Some(name.clone());
+            let bridges =
+                netlink::in_netns(name.as_deref(), |h| async move { netlink::links_with_prefix(&h, &["brc"]).await })
+                    .await
+                    .unwrap();
+            let table = nft::list(name.as_deref(), nft::NAT_TABLE).await.unwrap();
+            // `ip daddr F dnat to X` appears once in prerouting and once in output.
+            let floating = table
+                .lines()
+                .filter_map(|l| {
+                    let l = l.trim();
+                    let rest = l.strip_prefix("ip daddr ")?;
+                    let (floating, fixed) = rest.split_once(" dnat to ")?;
+                    Some((floating.parse().ok()?, fixed.parse().ok()?))
+                })
+                .collect();
+            Observed {
+                bridges: bridges.into_iter().collect(),
+                dhcp: driver.dhcp_pids().into_iter().filter(|(_, pid)| process::alive(*pid)).map(|(n, _)| n).collect(),
+                floating,
+            }
+        })
+        .await;
     }
 }

@@ -123,7 +123,14 @@ impl Actor for NetworkManager {
                 }
             }
         });
-        reconcile_all(&ctx).await?;
+        match reconcile_all(&ctx).await {
+            // The kernel may refuse for reasons only an operator can fix; the timer retries, and the
+            // network manager keeps serving what it can meanwhile.
+            Err(NetworkError::Dataplane(e)) => {
+                tracing::warn!(cause = %e, "the dataplane is not in line with the store")
+            }
+            other => other?,
+        }
         ctx.ns.join(&TOPIC, myself.get_cell());
         myself.send_interval(ctx.timing.reconcile_interval, || NetworkMsg::Reconcile);
         myself.send_interval(ctx.timing.fixed_ip_reclaim_after / 4, || NetworkMsg::Reclaim);

@@ -48,7 +48,12 @@ impl Actor for VlanSupervisor {
 
     async fn pre_start(&self, myself: ActorRef<VlanMsg>, args: VlanArgs) -> Result<VlanState, ActorProcessingErr> {
         let state = VlanState { ctx: args.ctx, project: args.project };
-        state.apply().await?;
+        match state.apply().await {
+            Err(NetworkError::Dataplane(e)) => {
+                tracing::warn!(project = %state.project, cause = %e, "the project's dataplane is not in line with the store")
+            }
+            other => other?,
+        }
         state.ctx.ns.join(&topic(&state.project), myself.get_cell());
         myself.send_interval(state.ctx.timing.reconcile_interval, || VlanMsg::Tick);
         Ok(state)
