@@ -30,6 +30,21 @@ pub enum BenchCommand {
     Boot(BootArgs),
     /// Fixed- and floating-IP allocations per second, in process and through the API.
     Ips(IpsArgs),
+    /// Boot netns instances on the real dataplane until each answers HTTP on its fixed IP (root).
+    Netns(NetnsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NetnsArgs {
+    /// How many instances to boot.
+    #[arg(long, default_value_t = 40)]
+    pub servers: usize,
+    /// How many boots are in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// The network mode: `flat` (address injected) or `flat_dhcp` (address from dnsmasq).
+    #[arg(long, default_value = "flat_dhcp")]
+    pub mode: String,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +82,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Boot(args) => boot(args).await,
         BenchCommand::Ips(args) => ips(args).await,
+        BenchCommand::Netns(args) => netns(args).await,
     }
 }
 
@@ -188,6 +204,156 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
     .await?;
     println!("floating IPs, through the API (POST os-floating-ips): {}", rate(args.floating, http));
     cloud.shutdown().await;
+    Ok(())
+}
+
+/// The benchmark's network namespaces (the network host and every instance), removed with everything
+/// running in them when the benchmark ends, also on failure.
+struct BenchNamespaces {
+    prefix: String,
+}
+
+impl Drop for BenchNamespaces {
+    fn drop(&mut self) {
+        for ns in nimbus_actors::linux::process::namespaces_with_prefix(&self.prefix) {
+            let pids = std::process::Command::new("ip").args(["netns", "pids", &ns]).output();
+            for pid in
+                pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace()
+            {
+                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+            }
+            let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
+    use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
+    nimbus_actors::linux::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"])?;
+    let prefix = format!("nimbus-bench-{}-", std::process::id());
+    let namespaces = BenchNamespaces { prefix: prefix.clone() };
+    let host = format!("{prefix}host");
+    let status = std::process::Command::new("ip").args(["netns", "add", &host]).status()?;
+    if !status.success() {
+        bail!("cannot create the network namespace {host}");
+    }
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let mut config = CloudConfig::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
+    config.admin_password = Some("bench".into());
+    config.fixed_range = "10.0.0.0/20".parse().expect("a valid CIDR");
+    config.namespace = Namespace::new("bench-netns");
+    config.drivers = Drivers {
+        dataplane: DataplaneKind::Linux,
+        virt: VirtKind::Netns,
+        host_netns: Some(host.clone()),
+        instance_prefix: format!("{prefix}i-"),
+        instance_httpd: true,
+        ..Drivers::default()
+    };
+    let cloud = Cloud::start(config).await?;
+    let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
+    if args.mode != "flat" {
+        let network =
+            json!({"network": {"label": "bench", "cidr": "10.1.0.0/20", "mode": args.mode, "bridge": "brbench"}});
+        admin.post("/compute/v2.1/os-networks", &network).await?;
+    }
+    let project =
+        admin.post("/identity/v3/projects", &json!({"project": {"name": "bench", "network_mode": args.mode}})).await?;
+    let project = project["project"]["id"].as_str().context("a project id")?.to_string();
+    let user = json!({"user": {"name": "bench", "password": "bench", "default_project_id": project}});
+    let user = admin.post("/identity/v3/users", &user).await?;
+    let user = user["user"]["id"].as_str().context("a user id")?.to_string();
+    admin
+        .send(reqwest::Method::PUT, &format!("/identity/v3/projects/{project}/users/{user}/roles/member"), None)
+        .await?;
+    let unlimited = json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1, "fixed_ips": -1}});
+    admin.send(reqwest::Method::PUT, &format!("/compute/v2.1/os-quota-sets/{project}"), Some(&unlimited)).await?;
+    let client = Client::login(&cloud.url, "bench", "bench", &project).await?;
+    let images = client.get("/image/v2/images").await?;
+    let image = images["images"][0]["id"].as_str().context("the cloud has no image")?.to_string();
+    println!(
+        "booting {} netns instances ({} networking), {} at a time, until each answers HTTP on its fixed IP",
+        args.servers, args.mode, args.concurrency
+    );
+
+    let gate = Arc::new(Semaphore::new(args.concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.servers);
+    for n in 0..args.servers {
+        let (client, image, gate, host) = (client.clone(), image.clone(), gate.clone(), host.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            let t0 = Instant::now();
+            let name = format!("bench-{n}");
+            let body = json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}});
+            let created = client.post("/compute/v2.1/servers", &body).await?;
+            let id = created["server"]["id"].as_str().context("no server id")?.to_string();
+            let address = loop {
+                let server = client.get(&format!("/compute/v2.1/servers/{id}")).await?;
+                match server["server"]["status"].as_str() {
+                    Some("ACTIVE") => {
+                        let addresses = server["server"]["addresses"].as_object().context("no addresses")?;
+                        let first =
+                            addresses.values().next().and_then(|a| a[0]["addr"].as_str()).context("no address")?;
+                        break first.parse::<std::net::Ipv4Addr>()?;
+                    }
+                    Some("ERROR") => bail!("server {id} went to ERROR: {}", server["server"]["fault"]["message"]),
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            };
+            let active = t0.elapsed();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let answer = nimbus_actors::linux::http_get(Some(&host), (address, 80).into()).await;
+                if answer.as_deref().is_ok_and(|body| body == name) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{name} ({address}) did not answer within 60 s: {answer:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, anyhow::Error>((id, active, t0.elapsed()))
+        }));
+    }
+    let (mut ids, mut active, mut reachable) = (Vec::new(), Vec::new(), Vec::new());
+    for task in tasks {
+        let (id, a, r) = task.await??;
+        ids.push(id);
+        active.push(a);
+        reachable.push(r);
+    }
+    let took = started.elapsed();
+    active.sort();
+    reachable.sort();
+    println!("boot:      {}", rate(args.servers, took));
+    println!(
+        "           to ACTIVE    p50 {:.0} ms  p95 {:.0} ms",
+        millis(percentile(&active, 50.0)),
+        millis(percentile(&active, 95.0))
+    );
+    println!(
+        "           to reachable p50 {:.0} ms  p95 {:.0} ms",
+        millis(percentile(&reachable, 50.0)),
+        millis(percentile(&reachable, 95.0))
+    );
+    let deleting = Instant::now();
+    for id in &ids {
+        client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
+    }
+    let instances = format!("{prefix}i-");
+    while !nimbus_actors::linux::process::namespaces_with_prefix(&instances).is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("delete:    {}", rate(args.servers, deleting.elapsed()));
+    cloud.shutdown().await;
+    drop(namespaces);
     Ok(())
 }
 

@@ -3,14 +3,12 @@
 //! talk to instances. Everything whose name starts with the lab's prefix (namespaces and the processes in
 //! them) is removed when the lab is dropped, also when the test fails.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
-use nimbus_actors::linux::{self, LinuxError, process};
+use nimbus_actors::linux::{self, process};
 
 use crate::Options;
 
@@ -155,18 +153,7 @@ impl Lab {
 
 /// An HTTP GET of `/` on `to:80` from namespace `ns`: the body, or why not.
 pub async fn http_get(ns: &str, to: Ipv4Addr) -> Result<String, String> {
-    linux::in_netns(Some(ns), move || {
-        let fail = |e: std::io::Error| LinuxError::Io { what: format!("GET http://{to}/"), source: e };
-        let mut stream =
-            TcpStream::connect_timeout(&SocketAddr::from((to, 80)), Duration::from_millis(700)).map_err(fail)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).map_err(fail)?;
-        write!(stream, "GET / HTTP/1.0\r\nHost: {to}\r\n\r\n").map_err(fail)?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).map_err(fail)?;
-        Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string()).unwrap_or_default())
-    })
-    .await
-    .map_err(|e| e.to_string())
+    linux::http_get(Some(ns), SocketAddr::from((to, 80))).await.map_err(|e| e.to_string())
 }
 
 impl Drop for Lab {

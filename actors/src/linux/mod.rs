@@ -59,6 +59,23 @@ where
     result.await.map_err(|_| LinuxError::Unsupported("a network namespace thread ended without an answer".into()))?
 }
 
+/// An HTTP/1.0 GET of `/` on `to` from inside `netns`: the response body. For reachability checks of
+/// instances (tests, `nimbus bench netns`).
+pub async fn http_get(netns: Option<&str>, to: std::net::SocketAddr) -> Result<String, LinuxError> {
+    use std::io::{Read, Write};
+    in_netns(netns, move || {
+        let fail = |e: std::io::Error| LinuxError::Io { what: format!("GET http://{to}/"), source: e };
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(700)).map_err(fail)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).map_err(fail)?;
+        write!(stream, "GET / HTTP/1.0\r\nHost: {}\r\n\r\n", to.ip()).map_err(fail)?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).map_err(fail)?;
+        Ok(response.split_once("\r\n\r\n").map(|(_, body)| body.trim().to_string()).unwrap_or_default())
+    })
+    .await
+}
+
 /// Where named network namespaces live (`ip netns add` creates them there).
 pub fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
