@@ -219,6 +219,7 @@ impl Cloud {
             ns: config.namespace.clone(),
             timing: config.timing.clone(),
             dataplane,
+            dataplane_apply: Arc::default(),
             auto_assign_floating_ip: config.auto_assign_floating_ip,
         };
         let ns = &ctx.ns;

@@ -44,6 +44,12 @@ impl Default for Timing {
     }
 }
 
+#[derive(Default)]
+pub struct ApplyLocks {
+    pub segments: tokio::sync::Mutex<()>,
+    pub nat: tokio::sync::Mutex<()>,
+}
+
 #[derive(Clone)]
 pub struct Ctx {
     pub store: Store,
@@ -51,6 +57,9 @@ pub struct Ctx {
     pub timing: Timing,
     /// The dataplane driver; only the network manager and the VLAN supervisors use it.
     pub dataplane: Arc<dyn Dataplane>,
+    /// Held from reading a desired state to applying it, so concurrent requests cannot apply an older read
+    /// over a newer one (a DHCP host entry or a floating address would vanish until the next reconcile).
+    pub dataplane_apply: Arc<ApplyLocks>,
     /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
     /// released with the instance and not counted against the project's quota.
     pub auto_assign_floating_ip: bool,

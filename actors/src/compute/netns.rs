@@ -79,10 +79,13 @@ pub fn interfaces_file(nics: &[NicSpec]) -> String {
 }
 
 impl NetnsDriver {
-    pub fn new(config: NetnsConfig) -> Result<NetnsDriver, LinuxError> {
+    pub fn new(mut config: NetnsConfig) -> Result<NetnsDriver, LinuxError> {
         crate::linux::check_prerequisites(&["ip", "nft", "busybox"])?;
         let dir = config.state_dir.join("instances");
         std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
+        // Processes in instances run with `/` or elsewhere as their directory: paths must be absolute.
+        config.state_dir = std::fs::canonicalize(&config.state_dir)
+            .map_err(LinuxError::io(format!("resolve {}", config.state_dir.display())))?;
         let script = config.state_dir.join("udhcpc.script");
         std::fs::write(&script, UDHCPC_SCRIPT).map_err(LinuxError::io(format!("write {}", script.display())))?;
         {

@@ -66,7 +66,7 @@ pub async fn http_get(netns: Option<&str>, to: std::net::SocketAddr) -> Result<S
     in_netns(netns, move || {
         let fail = |e: std::io::Error| LinuxError::Io { what: format!("GET http://{to}/"), source: e };
         let mut stream =
-            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(700)).map_err(fail)?;
+            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(200)).map_err(fail)?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).map_err(fail)?;
         write!(stream, "GET / HTTP/1.0\r\nHost: {}\r\n\r\n", to.ip()).map_err(fail)?;
         let mut response = String::new();

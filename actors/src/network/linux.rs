@@ -84,10 +84,13 @@ fn fail(e: LinuxError) -> DataplaneError {
 impl LinuxDataplane {
     /// Checks root and the tools, enables forwarding in the namespace, and starts the housekeeping task
     /// (lease events, restarting dnsmasq processes that died).
-    pub async fn start(config: LinuxConfig) -> Result<LinuxDataplane, LinuxError> {
+    pub async fn start(mut config: LinuxConfig) -> Result<LinuxDataplane, LinuxError> {
         crate::linux::check_prerequisites(&["ip", "nft", "dnsmasq"])?;
         std::fs::create_dir_all(config.state_dir.join("segments"))
             .map_err(LinuxError::io(format!("create {}", config.state_dir.display())))?;
+        // dnsmasq changes to `/` and its scripts run anywhere: every path handed out must be absolute.
+        config.state_dir = std::fs::canonicalize(&config.state_dir)
+            .map_err(LinuxError::io(format!("resolve {}", config.state_dir.display())))?;
         crate::linux::in_netns(config.netns.as_deref(), || {
             netlink::set_sysctl("net.ipv4.ip_forward", "1")?;
             // Bridged frames must not go through the ip family's hooks (br_netfilter): nimbus filters them in

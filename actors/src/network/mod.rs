@@ -204,11 +204,13 @@ async fn reconcile_all(ctx: &Ctx) -> Result<(), NetworkError> {
 }
 
 async fn apply_segment(ctx: &Ctx, network: &Network) -> Result<(), NetworkError> {
+    let _latest = ctx.dataplane_apply.segments.lock().await;
     let segment = ctx.store.read(|r| desired::segment(r, network))?;
     ctx.dataplane.ensure_segment(segment).await.map_err(|e| NetworkError::Dataplane(e.to_string()))
 }
 
 pub(crate) async fn apply_nat(ctx: &Ctx) -> Result<(), NetworkError> {
+    let _latest = ctx.dataplane_apply.nat.lock().await;
     let nat = ctx.store.read(desired::nat)?;
     ctx.dataplane.apply_nat(nat).await.map_err(|e| NetworkError::Dataplane(e.to_string()))
 }
