@@ -176,6 +176,19 @@ impl Cloud {
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| CloudError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr().map_err(|e| CloudError::Internal(format!("listener address: {e}")))?;
+        let drivers = &config.drivers;
+        // Root and the tools first, so a machine that cannot run the real drivers is told before anything
+        // is written.
+        let mut tools = Vec::new();
+        if drivers.dataplane == DataplaneKind::Linux {
+            tools.extend(["ip", "nft", "dnsmasq"]);
+        }
+        if drivers.virt == VirtKind::Netns {
+            tools.extend(["ip", "nft", "busybox"]);
+        }
+        if !tools.is_empty() {
+            crate::linux::check_prerequisites(&tools).map_err(|e| CloudError::Internal(e.to_string()))?;
+        }
         let store = Store::open(config.data_dir.join(STORE_FILE))?;
         let defaults = bootstrap::Defaults {
             admin_password: config.admin_password.clone(),
@@ -192,7 +205,6 @@ impl Cloud {
             bootstrap::write_private(&config.data_dir.join(CLOUDS_YAML), &bootstrap::clouds_yaml(&url, password))?;
         }
 
-        let drivers = &config.drivers;
         let state_dir = config.data_dir.join("dataplane");
         let (sim, linux, dataplane): (_, _, Arc<dyn Dataplane>) = match drivers.dataplane {
             DataplaneKind::Sim => {
