@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,38 @@ impl Default for Drivers {
             host_name: None,
         }
     }
+}
+
+impl Drivers {
+    /// The `linux` dataplane these settings describe, keeping its files under `state_dir`.
+    pub async fn linux_dataplane(&self, state_dir: &Path) -> Result<LinuxDataplane, CloudError> {
+        LinuxDataplane::start(LinuxConfig {
+            netns: self.host_netns.clone(),
+            state_dir: state_dir.to_path_buf(),
+            segments: self.segments,
+            vxlan_dev: self.vxlan_dev.clone(),
+            vxlan_group: self.vxlan_group,
+        })
+        .await
+        .map_err(|e| CloudError::Internal(format!("the linux dataplane cannot start: {e}")))
+    }
+
+    /// The `netns` virt driver these settings describe, keeping its files under `state_dir`.
+    pub fn netns_driver(&self, state_dir: &Path, capacity: Capacity) -> Result<NetnsDriver, CloudError> {
+        NetnsDriver::new(NetnsConfig {
+            host_netns: self.host_netns.clone(),
+            prefix: self.instance_prefix.clone(),
+            state_dir: state_dir.join("netns"),
+            httpd: self.instance_httpd,
+            capacity,
+        })
+        .map_err(|e| CloudError::Internal(format!("the netns virt driver cannot start: {e}")))
+    }
+}
+
+/// Where the real drivers keep their files in a data directory.
+pub fn dataplane_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("dataplane")
 }
 
 /// This machine's host name, as a compute host is named by default.
@@ -205,24 +237,14 @@ impl Cloud {
             bootstrap::write_private(&config.data_dir.join(CLOUDS_YAML), &bootstrap::clouds_yaml(&url, password))?;
         }
 
-        let state_dir = config.data_dir.join("dataplane");
+        let state_dir = dataplane_dir(&config.data_dir);
         let (sim, linux, dataplane): (_, _, Arc<dyn Dataplane>) = match drivers.dataplane {
             DataplaneKind::Sim => {
                 let sim = Arc::new(SimDataplane::new());
                 (Some(sim.clone()), None, sim)
             }
             DataplaneKind::Linux => {
-                let linux = Arc::new(
-                    LinuxDataplane::start(LinuxConfig {
-                        netns: drivers.host_netns.clone(),
-                        state_dir: state_dir.clone(),
-                        segments: drivers.segments,
-                        vxlan_dev: drivers.vxlan_dev.clone(),
-                        vxlan_group: drivers.vxlan_group,
-                    })
-                    .await
-                    .map_err(|e| CloudError::Internal(format!("the linux dataplane cannot start: {e}")))?,
-                );
+                let linux = Arc::new(drivers.linux_dataplane(&state_dir).await?);
                 (None, Some(linux.clone()), linux)
             }
         };
@@ -244,16 +266,7 @@ impl Cloud {
                 (fakes, None, hosts)
             }
             VirtKind::Netns => {
-                let driver = Arc::new(
-                    NetnsDriver::new(NetnsConfig {
-                        host_netns: drivers.host_netns.clone(),
-                        prefix: drivers.instance_prefix.clone(),
-                        state_dir: state_dir.join("netns"),
-                        httpd: drivers.instance_httpd,
-                        capacity: config.fake_capacity,
-                    })
-                    .map_err(|e| CloudError::Internal(format!("the netns virt driver cannot start: {e}")))?,
-                );
+                let driver = Arc::new(drivers.netns_driver(&state_dir, config.fake_capacity)?);
                 let host = HostId(drivers.host_name.clone().unwrap_or_else(machine_host_name));
                 (BTreeMap::new(), Some(driver.clone()), vec![(host, driver as Arc<dyn VirtDriver>)])
             }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use nimbus_actors::compute::virt::{Capacity, FakeHypervisor};
+use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind, dataplane_dir};
+use nimbus_actors::compute::plumbing::PlumbedDriver;
+use nimbus_actors::compute::virt::{Capacity, FakeHypervisor, VirtDriver};
 use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
 use nimbus_actors::{Cloud, Timing};
 use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs};
@@ -52,6 +54,10 @@ pub struct NodeArgs {
     /// Controller: where it keeps its state, serves its API, and what a new cloud is created with.
     #[command(flatten)]
     pub cloud: crate::cli::CloudArgs,
+    /// The drivers: a controller uses the dataplane (it is the network host); a compute node its virt
+    /// driver, and with `--dataplane linux` it ensures its own side of each network (multi_host).
+    #[command(flatten)]
+    pub drivers: crate::cli::DriverArgs,
     /// How often compute agents report in, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub report_interval_ms: u64,
@@ -103,10 +109,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let (node, _) =
         Actor::spawn(Some(format!("node/{name}")), server, ()).await.context("starting the cluster listener")?;
 
+    let drivers = args.drivers.drivers().await?;
+    if controller && !compute && drivers.virt != VirtKind::Fake {
+        bail!("a controller runs no instances: --virt is for compute nodes");
+    }
     let cloud = if controller {
         let mut config = args.cloud.config();
         config.fake_hosts = 0;
         config.timing = timing.clone();
+        config.drivers = Drivers { virt: VirtKind::Fake, ..drivers.clone() };
         let cloud = Cloud::start(config).await.context("starting the controller")?;
         println!("controller {name} is up: API at {}, cluster on {}", cloud.url, args.cluster_listen);
         Some(cloud)
@@ -119,7 +130,18 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             connect(&node, join, &transport).await?;
             tokio::spawn(stay_joined(node.clone(), join, transport));
         }
-        let hypervisor = Arc::new(FakeHypervisor::new(Capacity::default()));
+        let state_dir = dataplane_dir(&args.cloud.data_dir);
+        let virt: Arc<dyn VirtDriver> = match drivers.virt {
+            VirtKind::Fake => Arc::new(FakeHypervisor::new(Capacity::default())),
+            VirtKind::Netns => Arc::new(drivers.netns_driver(&state_dir, Capacity::default())?),
+        };
+        let hypervisor: Arc<dyn VirtDriver> = match drivers.dataplane {
+            DataplaneKind::Linux => {
+                let dataplane = Arc::new(drivers.linux_dataplane(&state_dir).await?);
+                Arc::new(PlumbedDriver { dataplane, inner: virt })
+            }
+            DataplaneKind::Sim => virt,
+        };
         let spec = {
             let host = host.clone();
             let (node_name, cluster_address) = (name.clone(), args.cluster_listen.to_string());

@@ -253,3 +253,140 @@ async fn vlan_segments_without_8021q_fail_with_a_clear_fault() {
     assert!(fault.contains("no VLAN (8021q) support"), "{fault}");
     t.shutdown().await;
 }
+
+/// `nimbus node` with the real drivers, in the lab: the controller is the network host (in `lab.host`), each
+/// compute node a host namespace of its own; VXLAN segments cross the lab's underlay.
+mod multi_host {
+    use super::*;
+    use nimbus_tests::process::{NimbusProcess, free_port};
+
+    const PASSWORD: &str = "multi-host-secret";
+    const COOKIE: &str = "a-multi-host-cookie-of-enough-length";
+    const VXLAN: [&str; 4] = ["--vxlan-dev", "ul0", "--vxlan-group", "239.1.1.1"];
+
+    fn node(dir: &std::path::Path, name: &str, args: &[&str], ready: &str) -> NimbusProcess {
+        let data = dir.join(name).display().to_string();
+        let mut all: Vec<String> =
+            ["node", "--data-dir", data.as_str(), "--report-interval-ms", "200"].map(String::from).to_vec();
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(VXLAN.map(String::from));
+        let env = [("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)];
+        NimbusProcess::spawn(&dir.join(name), &all, &env, ready)
+    }
+
+    #[tokio::test]
+    async fn compute_nodes_plumb_their_own_segments_and_instances_get_their_network_from_the_network_host() {
+        let Some(lab) = Lab::new("mh") else { return };
+        let hosts = lab.with_underlay(&["c1", "c2"]);
+        let dir = tempfile::tempdir().unwrap();
+        let (api, cluster) = (format!("127.0.0.1:{}", free_port()), free_port());
+        let cluster_listen = format!("127.0.0.1:{cluster}");
+        let ctl = node(
+            dir.path(),
+            "controller",
+            &[
+                "--role",
+                "controller",
+                "--listen",
+                &api,
+                "--cluster-listen",
+                &cluster_listen,
+                "--dataplane",
+                "linux",
+                "--host-netns",
+                &lab.host,
+                "--floating-range",
+                nimbus_tests::lab::FLOATING_RANGE,
+            ],
+            &api,
+        );
+        let computes: Vec<NimbusProcess> = ["c1", "c2"]
+            .iter()
+            .zip(&hosts)
+            .map(|(name, host_ns)| {
+                let own = format!("127.0.0.1:{}", free_port());
+                let prefix = format!("{host_ns}-i-");
+                node(
+                    dir.path(),
+                    name,
+                    &[
+                        "--role",
+                        "compute",
+                        "--host",
+                        name,
+                        "--join",
+                        &cluster_listen,
+                        "--cluster-listen",
+                        &own,
+                        "--dataplane",
+                        "linux",
+                        "--virt",
+                        "netns",
+                        "--host-netns",
+                        host_ns,
+                        "--instance-prefix",
+                        &prefix,
+                        "--instance-httpd",
+                    ],
+                    &own,
+                )
+            })
+            .collect();
+        let admin = Client::login(&ctl.url, "admin", PASSWORD, "admin").await.unwrap();
+        wait_until("both compute hosts to report", Duration::from_secs(30), || async {
+            let listed = admin.get("/compute/v2.1/os-hypervisors").await.unwrap();
+            listed["hypervisors"].as_array().unwrap().iter().filter(|h| h["state"] == "up").count() == 2
+        })
+        .await;
+        let body = json!({"network": {"label": "tenants", "cidr": "10.2.0.0/22", "mode": "vlan", "num_networks": 4,
+                                      "network_size": 256, "vlan_start": 100}});
+        admin.post("/compute/v2.1/os-networks", &body).await.unwrap();
+        let project = new_project(&admin, "vlan").await;
+        let blue = new_user_on(&admin, &project, "member").await.client(&ctl.url).await;
+        let (b1, b2) = (boot(&blue, "blue-1").await, boot(&blue, "blue-2").await);
+        // The host is shown to admins only.
+        let (b1, b2) = (server(&admin, &id_of(&b1)).await.unwrap(), server(&admin, &id_of(&b2)).await.unwrap());
+        let host_of = |s: &Value| s["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or_default().to_string();
+        let placed: std::collections::BTreeSet<String> = [host_of(&b1), host_of(&b2)].into();
+        assert_eq!(placed, ["c1".to_string(), "c2".to_string()].into(), "one instance on each compute host");
+
+        // Each compute host made the project's bridge and VXLAN itself; only the network host has addresses
+        // and the DHCP server on it.
+        for host_ns in &hosts {
+            let links = lab.exec(host_ns, "ip", &["-o", "link", "show"]).unwrap();
+            assert!(links.contains("br-vlan100") && links.contains("vx100"), "{host_ns}: {links}");
+            assert!(lab.addresses(host_ns, "br-vlan100").is_empty(), "no gateway address on a compute host");
+        }
+        // Over the segment: DHCP from the network host, and the two instances reach each other across hosts.
+        let ns_of = |s: &Value| {
+            let host_ns = if host_of(s) == "c1" { &hosts[0] } else { &hosts[1] };
+            format!("{host_ns}-i-{}", id_of(s))
+        };
+        for s in [&b1, &b2] {
+            let (ns, want) = (ns_of(s), format!("{}/24", fixed_ip(s)));
+            wait_until(&format!("{ns} to get {want} by DHCP"), Duration::from_secs(20), || async {
+                lab.addresses(&ns, "eth0") == vec![want.clone()]
+            })
+            .await;
+        }
+        assert!(lab.ping(&ns_of(&b1), fixed_ip(&b2)), "blue-1 reaches blue-2 on the other host");
+        assert_eq!(http_get(&ns_of(&b2), fixed_ip(&b1)).await.unwrap(), "blue-1");
+
+        // A floating IP NATed on the network host reaches the instance on its compute host.
+        let fip = blue.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap();
+        let address = fip["floating_ip"]["ip"].clone();
+        blue.post(
+            &format!("/compute/v2.1/servers/{}/action", id_of(&b2)),
+            &json!({"addFloatingIp": {"address": address}}),
+        )
+        .await
+        .unwrap();
+        let floating: Ipv4Addr = address.as_str().unwrap().parse().unwrap();
+        wait_until("the floating IP to reach blue-2", Duration::from_secs(10), || async {
+            http_get(&lab.public, floating).await.is_ok_and(|body| body == "blue-2")
+        })
+        .await;
+        drop(computes);
+        drop(ctl);
+    }
+}

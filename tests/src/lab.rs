@@ -65,6 +65,36 @@ impl Lab {
         ip(&["-n", public, "link", "set", "eth0", "up"])
     }
 
+    /// More hosts (namespaces `<prefix><name>`) and an underlay between them and the network host: a switch
+    /// namespace with a bridge, and on every host a link `ul0` at `192.0.2.<n>/24` (the network host is .1).
+    /// VXLAN segments run over it, as over a real data-centre network.
+    pub fn with_underlay(&self, hosts: &[&str]) -> Vec<String> {
+        let switch = format!("{}switch", self.prefix);
+        let step = || -> Result<Vec<String>, String> {
+            ip(&["netns", "add", &switch])?;
+            ip(&["-n", &switch, "link", "add", "sw", "type", "bridge", "mcast_snooping", "0"])?;
+            ip(&["-n", &switch, "link", "set", "sw", "up"])?;
+            let mut names = Vec::new();
+            for (n, host) in std::iter::once(self.host.clone())
+                .chain(hosts.iter().map(|h| format!("{}{h}", self.prefix)))
+                .enumerate()
+            {
+                if n > 0 {
+                    ip(&["netns", "add", &host])?;
+                    ip(&["-n", &host, "link", "set", "lo", "up"])?;
+                    names.push(host.clone());
+                }
+                let port = format!("p{n}");
+                ip(&["link", "add", "ul0", "netns", &host, "type", "veth", "peer", "name", &port, "netns", &switch])?;
+                ip(&["-n", &switch, "link", "set", &port, "master", "sw", "up"])?;
+                ip(&["-n", &host, "addr", "add", &format!("192.0.2.{}/24", n + 1), "dev", "ul0"])?;
+                ip(&["-n", &host, "link", "set", "ul0", "up"])?;
+            }
+            Ok(names)
+        };
+        step().expect("the underlay is built")
+    }
+
     /// Instance namespaces of a lab cloud start with this.
     pub fn instance_prefix(&self) -> String {
         format!("{}i-", self.prefix)

@@ -6,6 +6,7 @@
 //! them, so an agent can run on a host of its own, away from the controller that owns the store.
 
 pub mod netns;
+pub mod plumbing;
 pub mod virt;
 
 use std::net::Ipv4Addr;

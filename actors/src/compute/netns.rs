@@ -326,6 +326,8 @@ mod tests {
                 floating: Vec::new(),
             },
             bridge: "br100".into(),
+            bridge_interface: None,
+            vlan: None,
             mode,
             cidr: "10.0.0.0/24".parse().unwrap(),
             gateway: "10.0.0.1".parse().unwrap(),

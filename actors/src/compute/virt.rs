@@ -37,6 +37,8 @@ impl InstanceSpec {
             interfaces.push(NicSpec {
                 port: port.clone(),
                 bridge: network.bridge,
+                bridge_interface: network.bridge_interface,
+                vlan: network.vlan,
                 mode: network.mode,
                 cidr: network.cidr,
                 gateway: network.gateway,
@@ -76,6 +78,8 @@ pub struct InstanceSpec {
 pub struct NicSpec {
     pub port: Interface,
     pub bridge: String,
+    pub bridge_interface: Option<String>,
+    pub vlan: Option<u16>,
     pub mode: NetworkMode,
     pub cidr: Ipv4Network,
     pub gateway: Ipv4Addr,
@@ -179,7 +183,7 @@ impl VirtDriver for FakeHypervisor {
 pub(crate) mod contract {
     use super::*;
 
-    fn spec(n: u8) -> InstanceSpec {
+    pub(crate) fn spec(n: u8) -> InstanceSpec {
         InstanceSpec {
             id: InstanceId(uuid::Uuid::from_bytes([n; 16])),
             name: format!("contract-{n}"),

@@ -96,12 +96,12 @@ async fn add(handle: &Handle, name: &str, message: LinkMessage) -> Result<(), Li
     }
 }
 
-/// A bridge named `name`, up. Returns its index. Its MAC is fixed (derived from the name): a bridge without
-/// one takes the lowest MAC of its ports, which changes as ports come and go and breaks its neighbours'
-/// ARP caches.
+/// A bridge named `name`, up. Returns its index. It gets a MAC of its own at creation: a bridge without one
+/// takes the lowest MAC of its ports, which changes as ports come and go and breaks its neighbours' ARP
+/// caches. Random, not derived from the name: the same network's bridges on other hosts share the segment.
 pub async fn ensure_bridge(handle: &Handle, name: &str) -> Result<u32, LinuxError> {
     if link(handle, name).await?.is_none() {
-        add(handle, name, LinkBridge::new(name).address(bridge_mac(name).to_vec()).build()).await?;
+        add(handle, name, LinkBridge::new(name).address(random_mac().to_vec()).build()).await?;
     }
     let index = index(handle, name).await?;
     set_up(handle, index, name).await?;
@@ -261,11 +261,9 @@ pub fn set_sysctl(path: &str, value: &str) -> Result<(), LinuxError> {
     std::fs::write(&file, value).map_err(LinuxError::io(format!("write {file}")))
 }
 
-/// A locally administered MAC for a bridge, stable for its name.
-pub fn bridge_mac(name: &str) -> [u8; 6] {
-    // FNV-1a: stable across releases, unlike std's hasher.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let b = hash.to_be_bytes();
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> [u8; 6] {
+    let b: [u8; 5] = rand::random();
     [0x02, b[0], b[1], b[2], b[3], b[4]]
 }
 

@@ -48,6 +48,30 @@ pub struct Segment {
     pub dhcp: Option<(Ipv4Addr, BTreeSet<DhcpHost>)>,
 }
 
+/// A network's bridge and segment on a compute host (multi_host): no addresses, no DHCP server; those stay
+/// on the network host, reached over the segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSegment {
+    pub network: NetworkId,
+    pub mode: NetworkMode,
+    pub bridge: String,
+    pub bridge_interface: Option<String>,
+    pub vlan: Option<u16>,
+}
+
+impl Segment {
+    /// The part of the segment every host of the network has.
+    pub fn host_part(&self) -> HostSegment {
+        HostSegment {
+            network: self.network,
+            mode: self.mode,
+            bridge: self.bridge.clone(),
+            bridge_interface: self.bridge_interface.clone(),
+            vlan: self.vlan,
+        }
+    }
+}
+
 /// A floating address NATed to a fixed one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FloatingNat {
@@ -97,6 +121,8 @@ pub trait Dataplane: Send + Sync + 'static {
     fn ensure_segment(&self, segment: Segment) -> DataplaneFuture<'_>;
     /// Removes everything of the network.
     fn remove_segment(&self, network: NetworkId) -> DataplaneFuture<'_>;
+    /// A compute host's side of a network: its bridge and segment link (left in place when it exists).
+    fn ensure_host_segment(&self, segment: HostSegment) -> DataplaneFuture<'_>;
     /// Replaces the NAT table, atomically.
     fn apply_nat(&self, nat: Nat) -> DataplaneFuture<'_>;
     /// Makes the project's VPN forward exactly `vpn` (or removes it).
@@ -111,6 +137,7 @@ pub trait Dataplane: Send + Sync + 'static {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimState {
     pub segments: BTreeMap<NetworkId, Segment>,
+    pub host_segments: BTreeMap<NetworkId, HostSegment>,
     pub nat: Nat,
     pub vpns: BTreeMap<ProjectId, VpnForward>,
 }
@@ -175,7 +202,16 @@ impl Dataplane for SimDataplane {
 
     fn remove_segment(&self, network: NetworkId) -> DataplaneFuture<'_> {
         Box::pin(async move {
-            self.state.lock().expect("sim dataplane lock").segments.remove(&network);
+            let mut state = self.state.lock().expect("sim dataplane lock");
+            state.segments.remove(&network);
+            state.host_segments.remove(&network);
+            Ok(())
+        })
+    }
+
+    fn ensure_host_segment(&self, segment: HostSegment) -> DataplaneFuture<'_> {
+        Box::pin(async move {
+            self.state.lock().expect("sim dataplane lock").host_segments.insert(segment.network, segment);
             Ok(())
         })
     }
@@ -259,6 +295,7 @@ pub(crate) mod contract {
         driver.ensure_segment(a.clone()).await.expect("ensure a");
         driver.ensure_segment(a.clone()).await.expect("ensuring the same segment again succeeds");
         driver.ensure_segment(b.clone()).await.expect("ensure b");
+        driver.ensure_host_segment(b.host_part()).await.expect("a host segment over an existing bridge");
         let seen = observe().await;
         assert_eq!(seen.bridges, ["brc1".to_string(), "brc2".to_string()].into());
         assert_eq!(seen.dhcp, [a.network].into(), "a DHCP server for the DHCP network only");
@@ -289,6 +326,11 @@ pub(crate) mod contract {
         assert_eq!(seen.bridges, ["brc2".to_string()].into());
         assert!(seen.dhcp.is_empty(), "its DHCP server is gone");
         driver.remove_segment(b.network).await.unwrap();
+        let c = segment(3, NetworkMode::Flat);
+        driver.ensure_host_segment(c.host_part()).await.expect("a compute host's segment");
+        driver.ensure_host_segment(c.host_part()).await.expect("again");
+        assert_eq!(observe().await.bridges, ["brc3".to_string()].into());
+        driver.remove_segment(c.network).await.unwrap();
         driver.apply_nat(Nat::default()).await.unwrap();
         assert_eq!(observe().await, Observed::default(), "nothing is left");
     }
@@ -299,7 +341,12 @@ pub(crate) mod contract {
         check(&sim, "eth0", || async {
             let state = sim.state();
             Observed {
-                bridges: state.segments.values().map(|s| s.bridge.clone()).collect(),
+                bridges: state
+                    .segments
+                    .values()
+                    .map(|s| s.bridge.clone())
+                    .chain(state.host_segments.values().map(|s| s.bridge.clone()))
+                    .collect(),
                 dhcp: state.segments.values().filter(|s| s.dhcp.is_some()).map(|s| s.network).collect(),
                 floating: state.nat.floating.iter().map(|f| (f.floating, f.fixed)).collect(),
             }

@@ -18,7 +18,7 @@ use nimbus_storage::records::NetworkMode;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use super::dataplane::{Dataplane, DataplaneError, DataplaneFuture, LeaseEvent, Nat, Segment, VpnForward};
+use super::dataplane::{Dataplane, DataplaneError, DataplaneFuture, HostSegment, LeaseEvent, Nat, Segment, VpnForward};
 use super::dnsmasq::{self, DhcpFiles};
 use crate::linux::nft::{self, FloatingRule, NatTable, VpnRule};
 use crate::linux::{LinuxError, netlink, process};
@@ -139,6 +139,10 @@ impl Dataplane for LinuxDataplane {
         Box::pin(async move { self.inner.remove_segment(network).await.map_err(fail) })
     }
 
+    fn ensure_host_segment(&self, segment: HostSegment) -> DataplaneFuture<'_> {
+        Box::pin(async move { self.inner.ensure_host_segment(segment).await.map_err(fail) })
+    }
+
     fn apply_nat(&self, nat: Nat) -> DataplaneFuture<'_> {
         Box::pin(async move {
             let mut state = self.inner.nat.lock().await;
@@ -171,7 +175,7 @@ impl Dataplane for LinuxDataplane {
 }
 
 /// The link that carries a VLAN-mode network off this host.
-fn segment_link(segment: &Segment, kind: SegmentKind) -> Option<String> {
+fn segment_link(segment: &HostSegment, kind: SegmentKind) -> Option<String> {
     let vlan = segment.vlan.filter(|_| segment.mode == NetworkMode::Vlan)?;
     Some(match kind {
         SegmentKind::Vxlan => format!("vx{vlan}"),
@@ -194,35 +198,10 @@ impl Inner {
         let path = self.saved_segment(segment.network);
         std::fs::write(&path, saved).map_err(LinuxError::io(format!("write {}", path.display())))?;
 
-        let (kind, vxlan_dev, group) = (self.config.segments, self.config.vxlan_dev.clone(), self.config.vxlan_group);
-        let plumbing = segment.clone();
+        let plumbing = self.plumbing();
+        let s = segment.clone();
         netlink::in_netns(self.netns(), move |h| async move {
-            let s = plumbing;
-            let bridge = netlink::ensure_bridge(&h, &s.bridge).await?;
-            if let Some(link) = segment_link(&s, kind) {
-                let vlan = s.vlan.expect("a VLAN network has a VLAN id");
-                match kind {
-                    SegmentKind::Vxlan => {
-                        let dev = match s.bridge_interface.as_deref().or(vxlan_dev.as_deref()) {
-                            Some(dev) => Some(netlink::index(&h, dev).await?),
-                            None => None,
-                        };
-                        netlink::ensure_vxlan(&h, &link, u32::from(vlan), dev, group).await?;
-                    }
-                    SegmentKind::Vlan => {
-                        let base = s.bridge_interface.as_deref().ok_or_else(|| {
-                            LinuxError::Unsupported(format!(
-                                "network {} needs a bridge interface for its 802.1Q link",
-                                s.label
-                            ))
-                        })?;
-                        netlink::ensure_vlan(&h, &link, base, vlan).await?;
-                    }
-                }
-                netlink::attach(&h, &link, bridge).await?;
-            } else if let Some(uplink) = &s.bridge_interface {
-                netlink::attach(&h, uplink, bridge).await?;
-            }
+            let bridge = plumbing.plumb(&h, &s.host_part()).await?;
             // The bridge is the network's router (its gateway) and DHCP server.
             let prefix = s.cidr.prefix();
             let mut wanted: BTreeSet<Ipv4Addr> = [s.gateway].into();
@@ -251,12 +230,36 @@ impl Inner {
         }
     }
 
+    fn plumbing(&self) -> Plumbing {
+        Plumbing {
+            kind: self.config.segments,
+            vxlan_dev: self.config.vxlan_dev.clone(),
+            vxlan_group: self.config.vxlan_group,
+        }
+    }
+
+    async fn ensure_host_segment(&self, segment: HostSegment) -> Result<(), LinuxError> {
+        let _serial = self.segments.lock().await;
+        let saved = serde_json::to_vec_pretty(&segment).expect("a segment serializes");
+        let path = self.saved_segment(segment.network);
+        // On a host that is also the network host, the network's whole segment is saved already.
+        let whole = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Segment>(&b).ok());
+        if whole.is_none() {
+            std::fs::write(&path, saved).map_err(LinuxError::io(format!("write {}", path.display())))?;
+        }
+        let plumbing = self.plumbing();
+        netlink::in_netns(self.netns(), move |h| async move { plumbing.plumb(&h, &segment).await.map(|_| ()) }).await
+    }
+
     async fn remove_segment(&self, network: NetworkId) -> Result<(), LinuxError> {
         let _serial = self.segments.lock().await;
         self.stop_dhcp(network).await;
         let path = self.saved_segment(network);
         let Ok(saved) = std::fs::read(&path) else { return Ok(()) };
-        let segment: Segment = serde_json::from_slice(&saved)
+        // A network host saved the whole segment, a compute host only its host part.
+        let segment: HostSegment = serde_json::from_slice::<Segment>(&saved)
+            .map(|s| s.host_part())
+            .or_else(|_| serde_json::from_slice::<HostSegment>(&saved))
             .map_err(|e| LinuxError::Unsupported(format!("{} is not a segment: {e}", path.display())))?;
         let kind = self.config.segments;
         netlink::in_netns(self.netns(), move |h| async move {
@@ -429,6 +432,45 @@ impl Inner {
 }
 
 use super::dataplane::DhcpHost;
+
+/// How this host builds a network's bridge and segment.
+struct Plumbing {
+    kind: SegmentKind,
+    vxlan_dev: Option<String>,
+    vxlan_group: Option<Ipv4Addr>,
+}
+
+impl Plumbing {
+    /// The bridge (up, fixed MAC), the VLAN-mode segment link or the flat uplink on it. Returns the bridge.
+    async fn plumb(&self, h: &rtnetlink::Handle, s: &HostSegment) -> Result<u32, LinuxError> {
+        let bridge = netlink::ensure_bridge(h, &s.bridge).await?;
+        if let Some(link) = segment_link(s, self.kind) {
+            let vlan = s.vlan.expect("a VLAN network has a VLAN id");
+            match self.kind {
+                SegmentKind::Vxlan => {
+                    let dev = match s.bridge_interface.as_deref().or(self.vxlan_dev.as_deref()) {
+                        Some(dev) => Some(netlink::index(h, dev).await?),
+                        None => None,
+                    };
+                    netlink::ensure_vxlan(h, &link, u32::from(vlan), dev, self.vxlan_group).await?;
+                }
+                SegmentKind::Vlan => {
+                    let base = s.bridge_interface.as_deref().ok_or_else(|| {
+                        LinuxError::Unsupported(format!(
+                            "the VLAN network on {} needs a bridge interface for its 802.1Q link",
+                            s.bridge
+                        ))
+                    })?;
+                    netlink::ensure_vlan(h, &link, base, vlan).await?;
+                }
+            }
+            netlink::attach(h, &link, bridge).await?;
+        } else if let Some(uplink) = &s.bridge_interface {
+            netlink::attach(h, uplink, bridge).await?;
+        }
+        Ok(bridge)
+    }
+}
 
 /// Makes the floating addresses bound to the public interfaces exactly `wanted`, leaving every address not
 /// marked as nimbus's alone. Returns the interfaces that do not exist (their addresses cannot be bound; the

@@ -1,0 +1,101 @@
+//! multi_host: a compute host's side of networking. `PlumbedDriver` wraps a virt driver and, before an
+//! instance is plugged in, has this host's dataplane ensure the bridge and segment of each of its networks,
+//! as nova-network did on every compute host in multi_host mode. Addresses, DHCP and NAT stay on the network
+//! host, reached over the segment.
+
+use std::sync::Arc;
+
+use nimbus_storage::ids::InstanceId;
+
+use super::virt::{Capacity, DriverFuture, InstanceSpec, VirtDriver, VirtError};
+use crate::network::dataplane::{Dataplane, HostSegment};
+
+pub struct PlumbedDriver {
+    pub dataplane: Arc<dyn Dataplane>,
+    pub inner: Arc<dyn VirtDriver>,
+}
+
+impl PlumbedDriver {
+    /// The host segments `spec`'s interfaces plug into.
+    pub fn segments(spec: &InstanceSpec) -> Vec<HostSegment> {
+        spec.interfaces
+            .iter()
+            .map(|nic| HostSegment {
+                network: nic.port.network,
+                mode: nic.mode,
+                bridge: nic.bridge.clone(),
+                bridge_interface: nic.bridge_interface.clone(),
+                vlan: nic.vlan,
+            })
+            .collect()
+    }
+}
+
+impl VirtDriver for PlumbedDriver {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.inner.capacity()
+    }
+
+    fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            for segment in PlumbedDriver::segments(&spec) {
+                let bridge = segment.bridge.clone();
+                self.dataplane.ensure_host_segment(segment).await.map_err(|e| VirtError::Spawn {
+                    id: spec.id,
+                    reason: format!("this host's side of network bridge {bridge}: {e}"),
+                })?;
+            }
+            self.inner.spawn(spec).await
+        })
+    }
+
+    fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
+        self.inner.destroy(id)
+    }
+
+    fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
+        self.inner.list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::virt::{FakeHypervisor, contract};
+    use crate::network::dataplane::SimDataplane;
+
+    #[tokio::test]
+    async fn a_plumbed_driver_keeps_the_contract_and_ensures_the_segments_first() {
+        let sim = Arc::new(SimDataplane::new());
+        let fake = Arc::new(FakeHypervisor::new(Capacity::default()));
+        let plumbed = PlumbedDriver { dataplane: sim.clone(), inner: fake.clone() };
+        contract::check(&plumbed).await;
+
+        let mut spec = contract::spec(7);
+        spec.interfaces.push(crate::compute::virt::NicSpec {
+            port: nimbus_storage::records::Interface {
+                id: nimbus_storage::ids::PortId::random(),
+                network: nimbus_storage::ids::NetworkId::random(),
+                network_label: "tenants_0".into(),
+                mac: "fa:16:3e:00:00:07".into(),
+                address: "10.2.0.3".parse().unwrap(),
+                floating: Vec::new(),
+            },
+            bridge: "br-vlan100".into(),
+            bridge_interface: None,
+            vlan: Some(100),
+            mode: nimbus_storage::records::NetworkMode::Vlan,
+            cidr: "10.2.0.0/24".parse().unwrap(),
+            gateway: "10.2.0.1".parse().unwrap(),
+            hostname: "vm".into(),
+        });
+        plumbed.spawn(spec.clone()).await.unwrap();
+        let segments: Vec<HostSegment> = sim.state().host_segments.into_values().collect();
+        assert_eq!(segments, PlumbedDriver::segments(&spec));
+        assert_eq!(fake.running().len(), 1);
+    }
+}
