@@ -195,6 +195,13 @@ async fn floating_ips_follow_their_instance_survive_a_network_manager_restart_an
     assert!(ok > 10 && failed.is_empty(), "{ok} answers, failures: {failed:?}");
     assert_eq!(kernel_state(&lab), before, "the restart changed the kernel state");
 
+    // Restart the whole of nimbus: the kernel state is the same again (dnsmasq is adopted, not restarted), and
+    // the floating IP answers right after.
+    let t = t.restart(lab.options()).await;
+    assert_eq!(kernel_state(&lab), before, "a restart of nimbus changed the kernel state");
+    assert_eq!(http_get(&lab.public, floating).await.unwrap(), "vm2");
+    let alice = t.user_on(vm1["tenant_id"].as_str().unwrap(), "member").await;
+
     // Delete everything: nothing of nimbus is left in the kernel.
     for s in [&vm1, &vm2] {
         alice.delete(&format!("/compute/v2.1/servers/{}", id_of(s))).await.unwrap();
@@ -223,8 +230,14 @@ fn kernel_state(lab: &Lab) -> Vec<String> {
         state.extend(out.lines().map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" ")));
     }
     state.push(lab.exec(&lab.host, "nft", &["list", "ruleset"]).unwrap());
+    // The servers running there (dnsmasq), not the short-lived `nft` / `ip` of a reconcile pass.
     let pids = std::process::Command::new("ip").args(["netns", "pids", &lab.host]).output().unwrap().stdout;
-    state.push(String::from_utf8_lossy(&pids).into_owned());
+    for pid in String::from_utf8_lossy(&pids).split_whitespace() {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.contains("dnsmasq") {
+            state.push(format!("{pid} {}", cmdline.replace('\0', " ")));
+        }
+    }
     state
 }
 

@@ -73,8 +73,9 @@ struct DhcpServer {
     segment: Segment,
     server: Ipv4Addr,
     pid: u32,
-    /// Held so the process is reaped when it ends; liveness is read from `/proc`.
-    _child: tokio::process::Child,
+    /// Held so the process is reaped when it ends (`None` for one adopted from a previous run of nimbus);
+    /// liveness is read from `/proc`.
+    _child: Option<tokio::process::Child>,
 }
 
 fn fail(e: LinuxError) -> DataplaneError {
@@ -307,7 +308,18 @@ impl Inner {
                 self.stop_dhcp(segment.network).await;
                 self.start_dhcp(segment.clone(), server).await
             }
-            None => self.start_dhcp(segment.clone(), server).await,
+            None => match adoptable(&files, &args) {
+                // A previous run of nimbus left it serving with the same arguments: keep it, and the leases
+                // it holds.
+                Some(pid) => {
+                    tracing::info!(bridge = %segment.bridge, pid, "adopting the running dnsmasq");
+                    process::signal(pid, Signal::SIGHUP);
+                    let server = DhcpServer { segment: segment.clone(), server, pid, _child: None };
+                    self.dhcp.lock().expect("dhcp lock").insert(segment.network, server);
+                    Ok(())
+                }
+                None => self.start_dhcp(segment.clone(), server).await,
+            },
         }
     }
 
@@ -346,7 +358,7 @@ impl Inner {
         self.dhcp
             .lock()
             .expect("dhcp lock")
-            .insert(segment.network, DhcpServer { segment, server, pid, _child: child });
+            .insert(segment.network, DhcpServer { segment, server, pid, _child: Some(child) });
         Ok(())
     }
 
@@ -511,6 +523,16 @@ async fn bind_floating(
         }
     }
     Ok(missing)
+}
+
+/// The dnsmasq named by the pid file, if it runs with exactly `args`.
+fn adoptable(files: &DhcpFiles, args: &[String]) -> Option<u32> {
+    let pid = std::fs::read_to_string(files.pid()).ok()?.trim().parse::<u32>().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let running: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let (program, running_args) = running.split_first()?;
+    (program.ends_with("dnsmasq") && running_args == args && process::alive(pid)).then_some(pid)
 }
 
 /// Stops a dnsmasq a previous run of nimbus left behind (its pid file names it).
