@@ -23,6 +23,9 @@ use super::dnsmasq::{self, DhcpFiles};
 use crate::linux::nft::{self, FloatingRule, NatTable, VpnRule};
 use crate::linux::{LinuxError, netlink, process};
 
+/// A lease-event file this large, fully read, is started afresh (every renewal appends a line).
+const EVENTS_ROTATE_AT: usize = 1 << 20;
+
 /// The address protocol (`ip address … proto 110`) that marks floating addresses as nimbus's.
 pub const FLOATING_ADDRESS_PROTOCOL: u8 = 110;
 
@@ -424,6 +427,10 @@ impl Inner {
                 }
             }
             *offset = end as u64;
+            if end == text.len() && end > EVENTS_ROTATE_AT {
+                rotate_events(&files, network, &events, end);
+                *offset = 0;
+            }
         }
     }
 
@@ -482,6 +489,22 @@ impl Plumbing {
         }
         Ok(bridge)
     }
+}
+
+/// Moves a fully read event file aside so the script starts a new one, and forwards what the script appended
+/// in between.
+fn rotate_events(files: &DhcpFiles, network: NetworkId, events: &mpsc::UnboundedSender<LeaseEvent>, forwarded: usize) {
+    let (current, old) = (files.events(), files.events().with_extension("old"));
+    if std::fs::rename(&current, &old).is_err() {
+        return;
+    }
+    if let Ok(text) = std::fs::read(&old) {
+        let late = &text[forwarded.min(text.len())..];
+        for event in dnsmasq::parse_events(network, &String::from_utf8_lossy(late)) {
+            let _ = events.send(event);
+        }
+    }
+    let _ = std::fs::remove_file(&old);
 }
 
 /// Makes the floating addresses bound to the public interfaces exactly `wanted`, leaving every address not
@@ -591,6 +614,25 @@ mod tests {
     use super::*;
     use crate::linux::TestNetns;
     use crate::network::dataplane::contract::{Observed, check};
+
+    #[test]
+    fn a_rotated_event_file_loses_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = NetworkId::random();
+        let files = DhcpFiles::new(dir.path(), network);
+        std::fs::create_dir_all(&files.dir).unwrap();
+        let first = "add fa:16:3e:00:00:01 10.0.0.2\n";
+        std::fs::write(files.events(), format!("{first}del fa:16:3e:00:00:02 10.0.0.3\n")).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        rotate_events(&files, network, &tx, first.len());
+        let late = rx.try_recv().expect("the line appended after the last read is forwarded");
+        assert_eq!(
+            (late.action, late.address),
+            (super::super::dataplane::LeaseAction::Del, "10.0.0.3".parse().unwrap())
+        );
+        assert!(rx.try_recv().is_err(), "what was forwarded before is not forwarded again");
+        assert!(!files.events().exists() && !files.events().with_extension("old").exists());
+    }
 
     #[tokio::test]
     async fn the_linux_driver_keeps_the_contract() {

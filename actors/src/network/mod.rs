@@ -413,6 +413,18 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Rele
 }
 
 async fn lease(ctx: &Ctx, event: LeaseEvent) -> Result<(), StoreError> {
+    // A DHCP server reports every lease again (`old`) on each reload and renewal: most events change nothing,
+    // and need no write.
+    let key = Pair(event.network, u32::from(event.address));
+    let unchanged = ctx.store.read(|r| {
+        Ok::<_, StoreError>(r.get(&FIXED_IPS, &key)?.is_none_or(|row| {
+            row.mac.as_deref() != Some(event.mac.as_str())
+                || (matches!(event.action, LeaseAction::Add | LeaseAction::Old) && row.leased)
+        }))
+    })?;
+    if unchanged {
+        return Ok(());
+    }
     ctx.store
         .write(move |tx| {
             let key = Pair(event.network, u32::from(event.address));
