@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use nimbus_actors::instances::new_instance;
+use nimbus_actors::linux::process;
 use nimbus_actors::network::floating::{Caller, FloatingRequest};
 use nimbus_actors::network::{self, NetworkMsg};
 use nimbus_runtime::{Wire, rpc};
@@ -215,14 +216,8 @@ struct BenchNamespaces {
 
 impl Drop for BenchNamespaces {
     fn drop(&mut self) {
-        for ns in nimbus_actors::linux::process::namespaces_with_prefix(&self.prefix) {
-            let pids = std::process::Command::new("ip").args(["netns", "pids", &ns]).output();
-            for pid in
-                pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace()
-            {
-                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
-            }
-            let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).status();
+        for ns in process::namespaces_with_prefix(&self.prefix) {
+            process::remove_namespace_now(&ns);
         }
     }
 }
@@ -237,10 +232,7 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
     let prefix = format!("nimbus-bench-{}-", std::process::id());
     let namespaces = BenchNamespaces { prefix: prefix.clone() };
     let host = format!("{prefix}host");
-    let status = std::process::Command::new("ip").args(["netns", "add", &host]).status()?;
-    if !status.success() {
-        bail!("cannot create the network namespace {host}");
-    }
+    process::ensure_namespace(&host).await?;
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let mut config = CloudConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse().expect("an address");
@@ -348,7 +340,7 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
         client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
     }
     let instances = format!("{prefix}i-");
-    while !nimbus_actors::linux::process::namespaces_with_prefix(&instances).is_empty() {
+    while !process::namespaces_with_prefix(&instances).is_empty() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("delete:    {}", rate(args.servers, deleting.elapsed()));

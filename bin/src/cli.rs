@@ -126,19 +126,10 @@ pub enum SegmentsArg {
 impl DriverArgs {
     /// The drivers these options describe; creates the host namespace if one is named and missing.
     pub async fn drivers(&self) -> anyhow::Result<Drivers> {
-        if let Some(netns) = &self.host_netns
-            && !nimbus_actors::linux::netns_path(netns).exists()
-        {
-            {
-                let status = tokio::process::Command::new("ip")
-                    .args(["netns", "add", netns])
-                    .status()
-                    .await
-                    .context("run `ip netns add` (is iproute2 installed?)")?;
-                if !status.success() {
-                    bail!("cannot create the network namespace {netns} (are you root?)");
-                }
-            }
+        if let Some(netns) = &self.host_netns {
+            nimbus_actors::linux::process::ensure_namespace(netns)
+                .await
+                .with_context(|| format!("creating the network namespace {netns} (are you root?)"))?;
         }
         Ok(Drivers {
             dataplane: match self.dataplane {

@@ -154,6 +154,18 @@ impl Lab {
         out.lines().filter_map(|l| l.split_whitespace().nth(3).map(str::to_string)).collect()
     }
 
+    /// The processes running in `ns`, as `pid command line`.
+    pub fn processes(&self, ns: &str) -> Vec<String> {
+        let pids = Command::new("ip").args(["netns", "pids", ns]).output().map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&pids)
+            .split_whitespace()
+            .map(|pid| {
+                let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!("{pid} {}", cmdline.replace('\0', " ").trim())
+            })
+            .collect()
+    }
+
     /// What nimbus left in the host namespace: links other than the lab's own, nftables tables, processes.
     pub fn host_leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
@@ -166,12 +178,7 @@ impl Lab {
         }
         let tables = self.exec(&self.host, "nft", &["list", "tables"]).unwrap_or_default();
         left.extend(tables.lines().filter(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
-        let pids =
-            Command::new("ip").args(["netns", "pids", &self.host]).output().map(|o| o.stdout).unwrap_or_default();
-        for pid in String::from_utf8_lossy(&pids).split_whitespace() {
-            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
-            left.push(format!("process {pid}: {cmd}"));
-        }
+        left.extend(self.processes(&self.host).into_iter().map(|p| format!("process {p}")));
         let addresses = self.addresses(&self.host, PUBLIC_INTERFACE);
         left.extend(
             addresses.into_iter().filter(|a| a != &format!("{HOST_PUBLIC}/24")).map(|a| format!("address {a}")),
@@ -195,10 +202,6 @@ impl Drop for Lab {
 /// Kills every process in the namespaces named `prefix…`, then deletes them.
 fn remove_all(prefix: &str) {
     for ns in process::namespaces_with_prefix(prefix) {
-        let pids = Command::new("ip").args(["netns", "pids", &ns]).output().map(|o| o.stdout).unwrap_or_default();
-        for pid in String::from_utf8_lossy(&pids).split_whitespace() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-        let _ = ip(&["netns", "del", &ns]);
+        process::remove_namespace_now(&ns);
     }
 }

@@ -14,7 +14,7 @@ use nimbus_storage::records::NetworkMode;
 
 use super::virt::{Capacity, DriverFuture, InstanceSpec, NicSpec, VirtDriver, VirtError};
 use crate::linux::nft::{self, PortFilter};
-use crate::linux::{LinuxError, netlink, netns_path, process};
+use crate::linux::{LinuxError, netlink, netns_path, process, write_executable};
 
 #[derive(Clone, Debug)]
 pub struct NetnsConfig {
@@ -31,8 +31,9 @@ pub struct NetnsConfig {
 
 pub struct NetnsDriver {
     config: NetnsConfig,
-    /// Serializes changes of the port table, which is replaced whole.
-    ports: tokio::sync::Mutex<()>,
+    /// The filtered ports of every instance here, by instance: the port table is rendered from it whole.
+    /// Loaded from the saved specs at start.
+    ports: tokio::sync::Mutex<BTreeMap<InstanceId, Vec<PortFilter>>>,
 }
 
 const UDHCPC_SCRIPT: &str = "#!/bin/sh
@@ -58,6 +59,31 @@ pub fn host_port(id: InstanceId, n: usize) -> String {
 
 fn guest_port(id: InstanceId, n: usize) -> String {
     format!("ng{}{n}", &id.0.simple().to_string()[..11])
+}
+
+/// The specs of the instances saved under `dir` at spawn.
+fn saved_specs(dir: &std::path::Path) -> BTreeMap<InstanceId, InstanceSpec> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeMap::new() };
+    entries
+        .filter_map(|e| {
+            let spec: InstanceSpec =
+                serde_json::from_slice(&std::fs::read(e.ok()?.path().join("spec.json")).ok()?).ok()?;
+            Some((spec.id, spec))
+        })
+        .collect()
+}
+
+/// What each of the instance's ports may send.
+fn port_filters(spec: &InstanceSpec) -> Vec<PortFilter> {
+    spec.interfaces
+        .iter()
+        .enumerate()
+        .map(|(n, nic)| PortFilter {
+            port: host_port(spec.id, n),
+            mac: nic.port.mac.clone(),
+            address: nic.port.address,
+        })
+        .collect()
 }
 
 /// The Debian interfaces file injected into a flat-network instance.
@@ -86,14 +112,9 @@ impl NetnsDriver {
         // Processes in instances run with `/` or elsewhere as their directory: paths must be absolute.
         config.state_dir = std::fs::canonicalize(&config.state_dir)
             .map_err(LinuxError::io(format!("resolve {}", config.state_dir.display())))?;
-        let script = config.state_dir.join("udhcpc.script");
-        std::fs::write(&script, UDHCPC_SCRIPT).map_err(LinuxError::io(format!("write {}", script.display())))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-                .map_err(LinuxError::io(format!("chmod {}", script.display())))?;
-        }
-        Ok(NetnsDriver { config, ports: tokio::sync::Mutex::new(()) })
+        write_executable(&config.state_dir.join("udhcpc.script"), UDHCPC_SCRIPT)?;
+        let ports = saved_specs(&dir).values().map(|spec| (spec.id, port_filters(spec))).collect();
+        Ok(NetnsDriver { config, ports: tokio::sync::Mutex::new(ports) })
     }
 
     pub fn namespace(&self, id: InstanceId) -> String {
@@ -104,34 +125,15 @@ impl NetnsDriver {
         self.config.state_dir.join("instances").join(id.to_string())
     }
 
-    /// The specs of the instances this host runs, as saved at spawn.
-    fn saved_specs(&self) -> BTreeMap<InstanceId, InstanceSpec> {
-        let Ok(entries) = std::fs::read_dir(self.config.state_dir.join("instances")) else { return BTreeMap::new() };
-        entries
-            .filter_map(|e| {
-                let spec: InstanceSpec =
-                    serde_json::from_slice(&std::fs::read(e.ok()?.path().join("spec.json")).ok()?).ok()?;
-                Some((spec.id, spec))
-            })
-            .collect()
-    }
-
-    /// Replaces the port table with the ports of every saved instance.
-    async fn apply_ports(&self) -> Result<(), LinuxError> {
-        let _serial = self.ports.lock().await;
-        let mut ports: Vec<PortFilter> = self
-            .saved_specs()
-            .values()
-            .flat_map(|spec| {
-                spec.interfaces.iter().enumerate().map(|(n, nic)| PortFilter {
-                    port: host_port(spec.id, n),
-                    mac: nic.port.mac.clone(),
-                    address: nic.port.address,
-                })
-            })
-            .collect();
-        ports.sort();
-        let batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&ports).as_deref());
+    /// Records (`Some`) or forgets (`None`) the ports of instance `id`, and replaces the port table.
+    async fn set_ports(&self, id: InstanceId, filters: Option<Vec<PortFilter>>) -> Result<(), LinuxError> {
+        let mut ports = self.ports.lock().await;
+        match filters {
+            Some(filters) => ports.insert(id, filters),
+            None => ports.remove(&id),
+        };
+        let all: Vec<PortFilter> = ports.values().flatten().cloned().collect();
+        let batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&all).as_deref());
         nft::apply(self.config.host_netns.as_deref(), &batch).await
     }
 
@@ -144,9 +146,7 @@ impl NetnsDriver {
         std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
         let saved = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
         std::fs::write(dir.join("spec.json"), saved).map_err(LinuxError::io("save the instance spec"))?;
-        if !netns_path(&ns).exists() {
-            process::run(process::command_in(None, "ip", &["netns", "add", &ns]), None).await?;
-        }
+        process::ensure_namespace(&ns).await?;
 
         // Host side: a veth per interface, the host end on the network's bridge, the guest end moved in.
         let (id, nics) = (spec.id, spec.interfaces.clone());
@@ -198,7 +198,7 @@ impl NetnsDriver {
             Ok(())
         })
         .await?;
-        self.apply_ports().await?;
+        self.set_ports(spec.id, Some(port_filters(&spec))).await?;
 
         let script = self.config.state_dir.join("udhcpc.script").display().to_string();
         for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.mode != NetworkMode::Flat) {
@@ -235,7 +235,10 @@ impl NetnsDriver {
         }
         // Deleting the namespace deleted the guest ends and with them their host ends; a half-spawned pair
         // may still be on the host side.
-        let ports: Vec<String> = (0..8).map(|n| host_port(id, n)).collect();
+        let dir = self.instance_dir(id);
+        let saved: Option<InstanceSpec> =
+            std::fs::read(dir.join("spec.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let ports: Vec<String> = (0..saved.map_or(0, |s| s.interfaces.len())).map(|n| host_port(id, n)).collect();
         netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
             for port in ports {
                 netlink::delete_link(&h, &port).await?;
@@ -243,11 +246,10 @@ impl NetnsDriver {
             Ok(())
         })
         .await?;
-        let dir = self.instance_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(LinuxError::io(format!("remove {}", dir.display())))?;
         }
-        self.apply_ports().await
+        self.set_ports(id, None).await
     }
 }
 

@@ -76,6 +76,21 @@ pub async fn http_get(netns: Option<&str>, to: std::net::SocketAddr) -> Result<S
     .await
 }
 
+/// Replaces `path` with `content` in one step (a reader sees the old file or the new one).
+pub(crate) fn write_atomically(path: &std::path::Path, content: &[u8]) -> Result<(), LinuxError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).map_err(LinuxError::io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(LinuxError::io(format!("replace {}", path.display())))
+}
+
+/// A script other programs run (dnsmasq's lease script, udhcpc's).
+pub(crate) fn write_executable(path: &std::path::Path, content: &str) -> Result<(), LinuxError> {
+    use std::os::unix::fs::PermissionsExt;
+    write_atomically(path, content.as_bytes())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(LinuxError::io(format!("chmod {}", path.display())))
+}
+
 /// Where named network namespaces live (`ip netns add` creates them there).
 pub fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/run/netns").join(name)
@@ -131,11 +146,6 @@ impl TestNetns {
 #[cfg(test)]
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let pids = std::process::Command::new("ip").args(["netns", "pids", &self.name]).output();
-        for pid in pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace()
-        {
-            let _ = std::process::Command::new("kill").args(["-9", pid]).status();
-        }
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+        process::remove_namespace_now(&self.name);
     }
 }

@@ -4,6 +4,7 @@
 //! A netlink socket belongs to the namespace of the thread that opened it, so each batch of requests runs on
 //! its own OS thread in the namespace ([`super::in_netns`]) with a current-thread runtime.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -64,11 +65,11 @@ pub async fn index(handle: &Handle, name: &str) -> Result<u32, LinuxError> {
         .ok_or_else(|| LinuxError::Unsupported(format!("link {name} does not exist")))
 }
 
-/// The names of every link whose name starts with one of `prefixes`.
-pub async fn links_with_prefix(handle: &Handle, prefixes: &[&str]) -> Result<Vec<String>, LinuxError> {
+/// Every link of the namespace: name → index.
+pub async fn links(handle: &Handle) -> Result<BTreeMap<String, u32>, LinuxError> {
     let links: Vec<LinkMessage> =
         handle.link().get().execute().try_collect().await.map_err(LinuxError::netlink("list links"))?;
-    Ok(links.iter().filter_map(name_of).filter(|name| prefixes.iter().any(|p| name.starts_with(p))).collect())
+    Ok(links.iter().filter_map(|l| Some((name_of(l)?, l.header.index))).collect())
 }
 
 pub fn name_of(link: &LinkMessage) -> Option<String> {
@@ -192,19 +193,25 @@ pub async fn delete_link(handle: &Handle, name: &str) -> Result<(), LinuxError> 
     }
 }
 
-/// The IPv4 addresses on link `index`, with their prefix lengths and protocol marks.
-pub async fn addresses(
-    handle: &Handle,
-    index: u32,
-) -> Result<Vec<(Ipv4Addr, u8, Option<u8>, AddressMessage)>, LinuxError> {
-    let messages: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(LinuxError::netlink("list addresses"))?;
+/// One IPv4 address of a link.
+#[derive(Clone, Debug)]
+pub struct Address {
+    pub link: u32,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    /// Its address protocol (`IFA_PROTO`), the mark nimbus puts on addresses it owns.
+    pub protocol: Option<u8>,
+    pub message: AddressMessage,
+}
+
+/// The IPv4 addresses of link `link`, or of every link (one request either way).
+pub async fn addresses(handle: &Handle, link: Option<u32>) -> Result<Vec<Address>, LinuxError> {
+    let mut request = handle.address().get();
+    if let Some(link) = link {
+        request = request.set_link_index_filter(link);
+    }
+    let messages: Vec<AddressMessage> =
+        request.execute().try_collect().await.map_err(LinuxError::netlink("list addresses"))?;
     Ok(messages
         .into_iter()
         .filter_map(|m| {
@@ -216,7 +223,7 @@ pub async fn addresses(
                 AddressAttribute::Protocol(p) => Some(u8::from(*p)),
                 _ => None,
             });
-            Some((address, m.header.prefix_len, protocol, m))
+            Some(Address { link: m.header.index, address, prefix: m.header.prefix_len, protocol, message: m })
         })
         .collect())
 }

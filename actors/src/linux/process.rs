@@ -84,17 +84,41 @@ pub async fn pids_in(netns: &str) -> Result<Vec<u32>, LinuxError> {
     Ok(out.split_whitespace().filter_map(|p| p.parse().ok()).collect())
 }
 
-/// Stops every process of the namespace: SIGTERM first (so a DHCP client can release its lease), SIGKILL
-/// for what is still there after `grace`.
-pub async fn stop_all_in(netns: &str, grace: Duration) -> Result<(), LinuxError> {
-    let pids = pids_in(netns).await?;
+/// Stops `pids`: SIGTERM first (so a DHCP client can release its lease, dnsmasq can close), SIGKILL for what
+/// is still there after `grace`.
+pub async fn stop(pids: &[u32], grace: Duration) {
     pids.iter().for_each(|pid| signal(*pid, Signal::SIGTERM));
     let deadline = tokio::time::Instant::now() + grace;
     while pids.iter().any(|pid| alive(*pid)) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     pids.iter().filter(|pid| alive(**pid)).for_each(|pid| signal(*pid, Signal::SIGKILL));
+}
+
+/// Stops every process of the namespace (see [`stop`]).
+pub async fn stop_all_in(netns: &str, grace: Duration) -> Result<(), LinuxError> {
+    stop(&pids_in(netns).await?, grace).await;
     Ok(())
+}
+
+/// Creates the named namespace unless it exists.
+pub async fn ensure_namespace(netns: &str) -> Result<(), LinuxError> {
+    if super::netns_path(netns).exists() {
+        return Ok(());
+    }
+    run(command_in(None, "ip", &["netns", "add", netns]), None).await.map(|_| ())
+}
+
+/// Kills everything running in the namespace and deletes it, at once and without an async runtime: for
+/// guards that clean up on drop (tests, benchmarks). Errors are ignored; there is nobody to tell.
+pub fn remove_namespace_now(netns: &str) {
+    let pids = std::process::Command::new("ip").args(["netns", "pids", netns]).output();
+    for pid in pids.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace() {
+        if let Ok(pid) = pid.parse() {
+            signal(pid, Signal::SIGKILL);
+        }
+    }
+    let _ = std::process::Command::new("ip").args(["netns", "del", netns]).status();
 }
 
 /// The named namespaces whose names start with `prefix`.

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::dataplane::{Dataplane, DataplaneError, DataplaneFuture, HostSegment, LeaseEvent, Nat, Segment, VpnForward};
 use super::dnsmasq::{self, DhcpFiles};
 use crate::linux::nft::{self, FloatingRule, NatTable, VpnRule};
-use crate::linux::{LinuxError, netlink, process};
+use crate::linux::{LinuxError, netlink, process, write_atomically, write_executable};
 
 /// A lease-event file this large, fully read, is started afresh (every renewal appends a line).
 const EVENTS_ROTATE_AT: usize = 1 << 20;
@@ -120,10 +120,6 @@ impl LinuxDataplane {
         Ok(LinuxDataplane { inner })
     }
 
-    pub fn netns(&self) -> Option<&str> {
-        self.inner.config.netns.as_deref()
-    }
-
     /// The pids of the DHCP servers it runs, by network.
     pub fn dhcp_pids(&self) -> BTreeMap<NetworkId, u32> {
         self.inner.dhcp.lock().expect("dhcp lock").iter().map(|(n, s)| (*n, s.pid)).collect()
@@ -196,11 +192,19 @@ impl Inner {
         self.config.state_dir.join("segments").join(format!("{network}.json"))
     }
 
+    /// Remembers which links a network has here, so `remove_segment` finds them after a restart too.
+    fn save_segment(&self, segment: &HostSegment) -> Result<(), LinuxError> {
+        let saved = serde_json::to_vec_pretty(segment).expect("a segment serializes");
+        let path = self.saved_segment(segment.network);
+        if std::fs::read(&path).is_ok_and(|current| current == saved) {
+            return Ok(());
+        }
+        write_atomically(&path, &saved)
+    }
+
     async fn ensure_segment(&self, segment: Segment) -> Result<(), LinuxError> {
         let _serial = self.segments.lock().await;
-        let saved = serde_json::to_vec_pretty(&segment).expect("a segment serializes");
-        let path = self.saved_segment(segment.network);
-        std::fs::write(&path, saved).map_err(LinuxError::io(format!("write {}", path.display())))?;
+        self.save_segment(&segment.host_part())?;
 
         let plumbing = self.plumbing();
         let s = segment.clone();
@@ -210,14 +214,12 @@ impl Inner {
             let prefix = s.cidr.prefix();
             let mut wanted: BTreeSet<Ipv4Addr> = [s.gateway].into();
             wanted.extend(s.dhcp.as_ref().map(|(server, _)| *server));
-            let present = netlink::addresses(&h, bridge).await?;
-            for (address, len, _, message) in present.iter().cloned() {
-                if !(wanted.contains(&address) && len == prefix) {
-                    netlink::delete_address(&h, message).await?;
-                }
+            let present = netlink::addresses(&h, Some(bridge)).await?;
+            for a in present.iter().filter(|a| !(wanted.contains(&a.address) && a.prefix == prefix)) {
+                netlink::delete_address(&h, a.message.clone()).await?;
             }
             for address in wanted {
-                if !present.iter().any(|(a, len, _, _)| *a == address && *len == prefix) {
+                if !present.iter().any(|a| a.address == address && a.prefix == prefix) {
                     netlink::add_address(&h, bridge, address, prefix, None).await?;
                 }
             }
@@ -244,13 +246,7 @@ impl Inner {
 
     async fn ensure_host_segment(&self, segment: HostSegment) -> Result<(), LinuxError> {
         let _serial = self.segments.lock().await;
-        let saved = serde_json::to_vec_pretty(&segment).expect("a segment serializes");
-        let path = self.saved_segment(segment.network);
-        // On a host that is also the network host, the network's whole segment is saved already.
-        let whole = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Segment>(&b).ok());
-        if whole.is_none() {
-            std::fs::write(&path, saved).map_err(LinuxError::io(format!("write {}", path.display())))?;
-        }
+        self.save_segment(&segment)?;
         let plumbing = self.plumbing();
         netlink::in_netns(self.netns(), move |h| async move { plumbing.plumb(&h, &segment).await.map(|_| ()) }).await
     }
@@ -260,10 +256,7 @@ impl Inner {
         self.stop_dhcp(network).await;
         let path = self.saved_segment(network);
         let Ok(saved) = std::fs::read(&path) else { return Ok(()) };
-        // A network host saved the whole segment, a compute host only its host part.
-        let segment: HostSegment = serde_json::from_slice::<Segment>(&saved)
-            .map(|s| s.host_part())
-            .or_else(|_| serde_json::from_slice::<HostSegment>(&saved))
+        let segment: HostSegment = serde_json::from_slice(&saved)
             .map_err(|e| LinuxError::Unsupported(format!("{} is not a segment: {e}", path.display())))?;
         let kind = self.config.segments;
         netlink::in_netns(self.netns(), move |h| async move {
@@ -368,7 +361,7 @@ impl Inner {
     async fn stop_dhcp(&self, network: NetworkId) {
         let server = self.dhcp.lock().expect("dhcp lock").remove(&network);
         if let Some(server) = server {
-            stop_pid(server.pid).await;
+            process::stop(&[server.pid], Duration::from_secs(1)).await;
         }
         stop_stale(&DhcpFiles::new(&self.config.state_dir, network)).await;
     }
@@ -411,24 +404,30 @@ impl Inner {
 
     /// Reads what the lease scripts appended since the last pass and hands it to the subscriber.
     fn forward_lease_events(&self) {
+        use std::io::{Read, Seek, SeekFrom};
         let Some(events) = self.events.lock().expect("events lock").clone() else { return };
         let networks: Vec<NetworkId> = self.dhcp.lock().expect("dhcp lock").keys().copied().collect();
         let mut offsets = self.event_offsets.lock().expect("offsets lock");
         for network in networks {
             let files = DhcpFiles::new(&self.config.state_dir, network);
-            let Ok(text) = std::fs::read(files.events()) else { continue };
+            let Ok(mut file) = std::fs::File::open(files.events()) else { continue };
             let offset = offsets.entry(network).or_insert(0);
-            let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(text.len());
+            // Only what was appended since the last pass.
+            let mut new = Vec::new();
+            if file.seek(SeekFrom::Start(*offset)).and_then(|_| file.read_to_end(&mut new)).is_err() {
+                continue;
+            }
             // Only whole lines: the script may be writing the next one.
-            let Some(end) = text[start..].iter().rposition(|b| *b == b'\n').map(|i| start + i + 1) else { continue };
-            for event in dnsmasq::parse_events(network, &String::from_utf8_lossy(&text[start..end])) {
+            let Some(end) = new.iter().rposition(|b| *b == b'\n').map(|i| i + 1) else { continue };
+            for event in dnsmasq::parse_events(network, &String::from_utf8_lossy(&new[..end])) {
                 if events.send(event).is_err() {
                     return;
                 }
             }
-            *offset = end as u64;
-            if end == text.len() && end > EVENTS_ROTATE_AT {
-                rotate_events(&files, network, &events, end);
+            *offset += end as u64;
+            let read = usize::try_from(*offset).unwrap_or(usize::MAX);
+            if end == new.len() && read > EVENTS_ROTATE_AT {
+                rotate_events(&files, network, &events, read);
                 *offset = 0;
             }
         }
@@ -514,35 +513,26 @@ async fn bind_floating(
     h: &rtnetlink::Handle,
     wanted: &BTreeSet<(Ipv4Addr, String)>,
 ) -> Result<BTreeSet<String>, LinuxError> {
-    let mut indexes = BTreeMap::new();
+    let links = netlink::links(h).await?;
+    let names: BTreeMap<u32, &String> = links.iter().map(|(name, index)| (*index, name)).collect();
+    let mut present = BTreeSet::new();
+    for a in netlink::addresses(h, None).await? {
+        let Some(link) = names.get(&a.link).filter(|_| a.protocol == Some(FLOATING_ADDRESS_PROTOCOL)) else {
+            continue;
+        };
+        if wanted.contains(&(a.address, link.to_string())) {
+            present.insert((a.address, link.to_string()));
+        } else {
+            netlink::delete_address(h, a.message).await?;
+        }
+    }
     let mut missing = BTreeSet::new();
-    for interface in wanted.iter().map(|(_, i)| i).collect::<BTreeSet<_>>() {
-        match netlink::link(h, interface).await? {
-            Some(link) => {
-                indexes.insert(interface.clone(), link.header.index);
-            }
+    for (address, interface) in wanted.difference(&present) {
+        match links.get(interface) {
+            Some(index) => netlink::add_address(h, *index, *address, 32, Some(FLOATING_ADDRESS_PROTOCOL)).await?,
             None => {
                 missing.insert(interface.clone());
             }
-        }
-    }
-    let mut present = BTreeSet::new();
-    for link in netlink::links_with_prefix(h, &[""]).await? {
-        let index = netlink::index(h, &link).await?;
-        for (address, _, protocol, message) in netlink::addresses(h, index).await? {
-            if protocol != Some(FLOATING_ADDRESS_PROTOCOL) {
-                continue;
-            }
-            if wanted.contains(&(address, link.clone())) {
-                present.insert((address, link.clone()));
-            } else {
-                netlink::delete_address(h, message).await?;
-            }
-        }
-    }
-    for (address, interface) in wanted.difference(&present) {
-        if let Some(index) = indexes.get(interface) {
-            netlink::add_address(h, *index, *address, 32, Some(FLOATING_ADDRESS_PROTOCOL)).await?;
         }
     }
     Ok(missing)
@@ -565,34 +555,10 @@ async fn stop_stale(files: &DhcpFiles) {
         let is_dnsmasq = std::fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains("dnsmasq"));
         if is_dnsmasq {
-            stop_pid(pid).await;
+            process::stop(&[pid], Duration::from_secs(1)).await;
         }
     }
     let _ = std::fs::remove_file(files.pid());
-}
-
-async fn stop_pid(pid: u32) {
-    process::signal(pid, Signal::SIGTERM);
-    for _ in 0..100 {
-        if !process::alive(pid) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    process::signal(pid, Signal::SIGKILL);
-}
-
-fn write_atomically(path: &std::path::Path, content: &[u8]) -> Result<(), LinuxError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).map_err(LinuxError::io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(LinuxError::io(format!("replace {}", path.display())))
-}
-
-fn write_executable(path: &std::path::Path, content: &str) -> Result<(), LinuxError> {
-    use std::os::unix::fs::PermissionsExt;
-    write_atomically(path, content.as_bytes())?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(LinuxError::io(format!("chmod {}", path.display())))
 }
 
 /// Lease events every 100 ms; dead dnsmasq processes every second. Ends with the driver.
@@ -652,9 +618,7 @@ mod tests {
         check(&driver, "pub0", || async {
             let name = Some(name.clone());
             let bridges =
-                netlink::in_netns(name.as_deref(), |h| async move { netlink::links_with_prefix(&h, &["brc"]).await })
-                    .await
-                    .unwrap();
+                netlink::in_netns(name.as_deref(), |h| async move { netlink::links(&h).await }).await.unwrap();
             let table = nft::list(name.as_deref(), nft::NAT_TABLE).await.unwrap();
             // `ip daddr F dnat to X` appears once in prerouting and once in output.
             let floating = table
@@ -667,7 +631,7 @@ mod tests {
                 })
                 .collect();
             Observed {
-                bridges: bridges.into_iter().collect(),
+                bridges: bridges.into_keys().filter(|name| name.starts_with("brc")).collect(),
                 dhcp: driver.dhcp_pids().into_iter().filter(|(_, pid)| process::alive(*pid)).map(|(n, _)| n).collect(),
                 floating,
             }
