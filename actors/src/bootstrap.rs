@@ -59,7 +59,8 @@ pub async fn ensure_defaults(
             Some(p) => p.to_string(),
             None => {
                 let p: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
-                write_private(&data_dir.join(ADMIN_PASSWORD_FILE), &format!("{p}\n"))?;
+                let path = data_dir.join(ADMIN_PASSWORD_FILE);
+                write_private(&path, &format!("{p}\n")).map_err(cannot_write(&path))?;
                 generated = Some(p.clone());
                 p
             }
@@ -140,11 +141,16 @@ pub fn clouds_yaml(base_url: &str, password: &str) -> String {
     )
 }
 
-/// Writes a file only its owner can read (it holds a password).
-pub fn write_private(path: &Path, contents: &str) -> Result<(), CloudError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| CloudError::Internal(format!("cannot write {}: {e}", path.display()));
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)
+/// The error for a file nimbus could not write.
+pub fn cannot_write(path: &Path) -> impl FnOnce(std::io::Error) -> CloudError + '_ {
+    move |e| CloudError::Internal(format!("cannot write {}: {e}", path.display()))
+}
+
+/// Writes a file only its owner can read (it holds a password or a key). A file that exists already is made
+/// private too: the mode given at creation would not change it.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
-use nimbus_runtime::{ChildSpec, Intensity, Namespace, Restart, Supervisor, SupervisorArgs, SupervisorMsg};
+use nimbus_runtime::{ChildSpec, Intensity, Namespace, Supervisor, SupervisorArgs, SupervisorMsg};
 use nimbus_storage::Store;
 use nimbus_storage::ids::HostId;
 use ractor::{Actor, ActorRef};
@@ -234,7 +234,9 @@ impl Cloud {
             std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE)).ok().map(|p| p.trim().to_string())
         });
         if let Some(password) = &password {
-            bootstrap::write_private(&config.data_dir.join(CLOUDS_YAML), &bootstrap::clouds_yaml(&url, password))?;
+            let path = config.data_dir.join(CLOUDS_YAML);
+            bootstrap::write_private(&path, &bootstrap::clouds_yaml(&url, password))
+                .map_err(bootstrap::cannot_write(&path))?;
         }
 
         let state_dir = dataplane_dir(&config.data_dir);
@@ -275,7 +277,7 @@ impl Cloud {
             .iter()
             .map(|(host, hypervisor)| {
                 let (ctx, host, hypervisor) = (ctx.clone(), host.clone(), hypervisor.clone());
-                ChildSpec::new(ns.actor_name(&format!("compute/{host}")), Restart::Permanent, move || {
+                ChildSpec::new(ns.actor_name(&format!("compute/{host}")), move || {
                     let args = ComputeArgs {
                         node: "local".into(),
                         node_address: None,
@@ -293,19 +295,17 @@ impl Cloud {
         let children = vec![
             {
                 let ctx = ctx.clone();
-                ChildSpec::new(ns.actor_name("scheduler"), Restart::Permanent, move || (Scheduler, ctx.clone()))
+                ChildSpec::new(ns.actor_name("scheduler"), move || (Scheduler, ctx.clone()))
             },
             {
                 let ctx = ctx.clone();
-                ChildSpec::new(ns.actor_name("network"), Restart::Permanent, move || (NetworkManager, ctx.clone()))
+                ChildSpec::new(ns.actor_name("network"), move || (NetworkManager, ctx.clone()))
             },
-            ChildSpec::new(ns.actor_name("compute"), Restart::Permanent, move || {
-                (Supervisor, SupervisorArgs::one_for_one(agents.clone()))
-            }),
+            ChildSpec::new(ns.actor_name("compute"), move || (Supervisor, SupervisorArgs::one_for_one(agents.clone()))),
             projects_spec(&ctx),
             {
                 let (ctx, url) = (ctx.clone(), url.clone());
-                ChildSpec::new(ns.actor_name("gateway"), Restart::Permanent, move || {
+                ChildSpec::new(ns.actor_name("gateway"), move || {
                     (Gateway, GatewayArgs { ctx: ctx.clone(), listener: listener.clone(), base_url: url.clone() })
                 })
             },

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use nimbus_runtime::supervisor::SupervisorMsg;
-use nimbus_runtime::{CallError, ChildSpec, Restart, Supervisor, SupervisorArgs, Wire, rpc};
+use nimbus_runtime::{CallError, ChildSpec, Supervisor, SupervisorArgs, Wire, rpc};
 use nimbus_storage::ids::{InstanceId, ProjectId};
 use nimbus_storage::schema::{INSTANCES, NETWORKS, OPERATIONS};
 use nimbus_storage::{Reads, StoreError};
@@ -21,14 +21,13 @@ pub const PROJECTS: &str = "projects";
 /// The spec of one project's supervisor and its children.
 pub fn project_spec(ctx: &Ctx, project: ProjectId) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec::new(ctx.ns.actor_name(&format!("project/{project}")), Restart::Permanent, move || {
+    ChildSpec::new(ctx.ns.actor_name(&format!("project/{project}")), move || {
         let conductor_ctx = ctx.clone();
-        let conductor =
-            ChildSpec::new(ctx.ns.actor_name(&format!("conductor/{project}")), Restart::Permanent, move || {
-                (Conductor, ConductorArgs { ctx: conductor_ctx.clone(), project })
-            });
+        let conductor = ChildSpec::new(ctx.ns.actor_name(&format!("conductor/{project}")), move || {
+            (Conductor, ConductorArgs { ctx: conductor_ctx.clone(), project })
+        });
         let vlan_ctx = ctx.clone();
-        let vlan = ChildSpec::new(ctx.ns.actor_name(&format!("vlan/{project}")), Restart::Permanent, move || {
+        let vlan = ChildSpec::new(ctx.ns.actor_name(&format!("vlan/{project}")), move || {
             (VlanSupervisor, VlanArgs { ctx: vlan_ctx.clone(), project })
         });
         (Supervisor, SupervisorArgs::one_for_one(vec![vlan, conductor]))
@@ -39,7 +38,7 @@ pub fn project_spec(ctx: &Ctx, project: ProjectId) -> ChildSpec {
 /// projects that have instances, pending operations or networks of their own.
 pub fn projects_spec(ctx: &Ctx) -> ChildSpec {
     let ctx = ctx.clone();
-    ChildSpec::new(ctx.ns.actor_name(PROJECTS), Restart::Permanent, move || {
+    ChildSpec::new(ctx.ns.actor_name(PROJECTS), move || {
         let active = projects_with_resources(&ctx).unwrap_or_else(|e| {
             tracing::error!(cause = %e, "cannot list projects with resources; their conductors start on demand");
             BTreeSet::new()

@@ -16,7 +16,7 @@ use nimbus_actors::compute::plumbing::PlumbedDriver;
 use nimbus_actors::compute::virt::{Capacity, FakeHypervisor, VirtDriver};
 use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
 use nimbus_actors::{Cloud, Timing};
-use nimbus_runtime::{ChildSpec, Namespace, Restart, Supervisor, SupervisorArgs};
+use nimbus_runtime::{ChildSpec, Namespace, Supervisor, SupervisorArgs};
 use nimbus_storage::ids::HostId;
 use ractor::Actor;
 use ractor_cluster::NodeServer;
@@ -145,7 +145,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         let spec = {
             let host = host.clone();
             let (node_name, cluster_address) = (name.clone(), args.cluster_listen.to_string());
-            ChildSpec::new(format!("compute/{host}"), Restart::Permanent, move || {
+            ChildSpec::new(format!("compute/{host}"), move || {
                 let args = ComputeArgs {
                     node: node_name.clone(),
                     node_address: Some(cluster_address.clone()),

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use nimbus_actors::bootstrap::write_private;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -44,14 +45,6 @@ pub fn make_certs(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
         write_private(&dir.join(format!("{node}.key")), &key.serialize_pem())?;
         std::fs::write(dir.join(format!("{node}.pem")), cert.pem())?;
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())?;
     Ok(())
 }
 

@@ -36,17 +36,6 @@ pub struct ActorInfo {
     pub unreachable: bool,
 }
 
-impl ActorInfo {
-    /// The tree as a flat list, parents first.
-    pub fn flatten(&self) -> Vec<&ActorInfo> {
-        let mut out = vec![self];
-        for child in &self.children {
-            out.extend(child.flatten());
-        }
-        out
-    }
-}
-
 static MESSAGES: LazyLock<Mutex<HashMap<ActorId, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Counts one handled message; actors call it first thing in `handle`.

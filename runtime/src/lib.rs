@@ -23,6 +23,6 @@ pub mod topic;
 pub mod wire;
 
 pub use rpc::CallError;
-pub use supervisor::{Backoff, ChildSpec, Intensity, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
 pub use topic::{Namespace, Topic};
 pub use wire::Wire;

@@ -23,7 +23,8 @@ pub enum CallError {
     Unreachable { target: String },
 }
 
-fn describe<M: Message>(target: &ActorRef<M>) -> String {
+/// An actor's name, or its id when it has none (for messages and events).
+pub(crate) fn describe<M: Message>(target: &ActorRef<M>) -> String {
     target.get_name().unwrap_or_else(|| target.get_id().to_string())
 }
 

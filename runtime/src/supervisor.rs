@@ -27,17 +27,6 @@ const NAME_RELEASE_WAIT: Duration = Duration::from_secs(1);
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 
-/// When a child that ended is started again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
-    /// Always (a long-lived worker).
-    Permanent,
-    /// Only if it failed or was killed, not if it stopped normally.
-    Transient,
-    /// Never; it is forgotten when it ends.
-    Temporary,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
     OneForOne,
@@ -85,7 +74,6 @@ impl Backoff {
 #[derive(Clone)]
 pub struct ChildSpec {
     pub name: String,
-    pub restart: Restart,
     /// The actor type's name, for the console.
     pub kind: &'static str,
     start: StartFn,
@@ -93,13 +81,14 @@ pub struct ChildSpec {
 
 impl fmt::Debug for ChildSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildSpec").field("name", &self.name).field("restart", &self.restart).finish()
+        f.debug_struct("ChildSpec").field("name", &self.name).finish()
     }
 }
 
 impl ChildSpec {
-    /// `make` gives the actor and its arguments afresh for every start; `name` is the registered name.
-    pub fn new<A, F>(name: impl Into<String>, restart: Restart, make: F) -> ChildSpec
+    /// `make` gives the actor and its arguments afresh for every start; `name` is the registered name. Every
+    /// child is a long-lived worker: whenever it ends, except when its supervisor stops it, it is started again.
+    pub fn new<A, F>(name: impl Into<String>, make: F) -> ChildSpec
     where
         A: Actor,
         F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
@@ -115,7 +104,7 @@ impl ChildSpec {
             })
         });
         let kind = std::any::type_name::<A>().rsplit("::").next().unwrap_or("actor");
-        ChildSpec { name, restart, kind, start }
+        ChildSpec { name, kind, start }
     }
 }
 
@@ -150,12 +139,6 @@ pub struct ChildReport {
     pub last_error: Option<(u64, String)>,
     /// How long the running incarnation has been up.
     pub uptime: Duration,
-}
-
-impl ChildReport {
-    pub fn running(&self) -> bool {
-        self.cell.is_some()
-    }
 }
 
 pub enum SupervisorMsg {
@@ -198,10 +181,6 @@ pub enum SupervisorError {
     IntensityExceeded { max: usize, period: Duration },
 }
 
-fn supervisor_name(me: &ActorRef<SupervisorMsg>) -> String {
-    me.get_name().unwrap_or_else(|| me.get_id().to_string())
-}
-
 fn epoch_secs() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -237,22 +216,25 @@ impl SupervisorState {
     /// Stops a running child and waits until it is gone (its name is free again).
     async fn stop_child(&mut self, index: usize) {
         if let Some(cell) = self.children[index].cell.take() {
+            introspect::forget(&cell);
             let _ = cell.stop_and_wait(Some("supervisor restart strategy".into()), Some(Duration::from_secs(5))).await;
         }
     }
 
-    /// Records a restart; `Err` when the intensity is exceeded.
-    fn note_restart(&mut self) -> Result<(), SupervisorError> {
+    /// Records a restart of `child`; when the intensity is exceeded, records the escalation and answers `Err`
+    /// (the supervisor then fails, and its parent applies its own strategy).
+    fn note_restart(&mut self, supervisor: &str, child: &str) -> Result<(), SupervisorError> {
         let now = Instant::now();
         self.restart_log.push_back(now);
         while self.restart_log.front().is_some_and(|t| now.duration_since(*t) > self.intensity.period) {
             self.restart_log.pop_front();
         }
         if self.restart_log.len() > self.intensity.max_restarts {
-            return Err(SupervisorError::IntensityExceeded {
-                max: self.intensity.max_restarts,
-                period: self.intensity.period,
-            });
+            let e =
+                SupervisorError::IntensityExceeded { max: self.intensity.max_restarts, period: self.intensity.period };
+            tracing::error!(supervisor, child, cause = %e, "escalating");
+            introspect::record(EventKind::Escalated, supervisor, child, e.to_string());
+            return Err(e);
         }
         Ok(())
     }
@@ -357,11 +339,11 @@ impl Actor for Supervisor {
                     }
                     let outcome = state.start_child(index, &myself.get_cell()).await;
                     if outcome.is_ok() {
-                        introspect::record(EventKind::Restarted, &supervisor_name(&myself), &name, String::new());
+                        introspect::record(EventKind::Restarted, &crate::rpc::describe(&myself), &name, String::new());
                     }
                     if let Err(e) = outcome {
                         tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %e, "restart failed; retrying");
-                        state.note_restart()?;
+                        state.note_restart(&crate::rpc::describe(&myself), &name)?;
                         let child = &mut state.children[index];
                         child.consecutive += 1;
                         let delay = state.backoff.delay(child.consecutive).max(state.backoff.base);
@@ -397,26 +379,11 @@ impl Actor for Supervisor {
         child.cell = None;
         let name = child.spec.name.clone();
         if let Some(reason) = &failure {
-            introspect::record(EventKind::Failed, &supervisor_name(&myself), &name, reason.clone());
+            introspect::record(EventKind::Failed, &crate::rpc::describe(&myself), &name, reason.clone());
             child.last_error = Some((epoch_secs(), reason.clone()));
             tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %reason, "child ended abnormally");
         }
-        let restart = match child.spec.restart {
-            Restart::Permanent => true,
-            Restart::Transient => failure.is_some(),
-            Restart::Temporary => false,
-        };
-        if !restart {
-            if child.spec.restart == Restart::Temporary {
-                state.children.remove(index);
-            }
-            return Ok(());
-        }
-        if let Err(e) = state.note_restart() {
-            tracing::error!(supervisor = ?myself.get_name(), child = %name, cause = %e, "escalating");
-            introspect::record(EventKind::Escalated, &supervisor_name(&myself), &name, e.to_string());
-            return Err(e.into());
-        }
+        state.note_restart(&crate::rpc::describe(&myself), &name)?;
         let child = &mut state.children[index];
         child.restarts += 1;
         child.consecutive = if child.started_at.elapsed() > state.backoff.max { 1 } else { child.consecutive + 1 };
@@ -468,7 +435,7 @@ mod tests {
 
     fn counter(name: &str, starts: &Arc<AtomicU32>) -> ChildSpec {
         let starts = starts.clone();
-        ChildSpec::new(name, Restart::Permanent, move || (Counter, starts.clone()))
+        ChildSpec::new(name, move || (Counter, starts.clone()))
     }
 
     async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

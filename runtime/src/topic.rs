@@ -19,10 +19,6 @@ impl Namespace {
         Namespace(Arc::from(name))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The registered name of an actor: `local` itself in the default namespace, `ns:local` otherwise.
     pub fn actor_name(&self, local: &str) -> String {
         if &*self.0 == Self::DEFAULT { local.to_string() } else { format!("{}:{local}", self.0) }

@@ -66,11 +66,6 @@ uuid_id!(
     PoolId,
     "pool"
 );
-uuid_id!(
-    /// A multi-step operation (build, delete) in the saga log.
-    OperationId,
-    "operation"
-);
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {

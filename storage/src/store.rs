@@ -93,10 +93,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// Runs `f` atomically and durably. `f` runs on the writer thread, maybe in one transaction with other
     /// callers' closures; if it returns `Err`, its own writes are undone and the error is returned. The
     /// returned future resolves only after the commit holding the writes is on disk.
@@ -224,9 +220,9 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Pair, ProjectId};
+    use crate::ids::{InstanceId, Pair, ProjectId};
     use crate::records::Project;
-    use crate::schema::{PROJECT_NAMES, PROJECTS};
+    use crate::schema::{INSTANCES_BY_PROJECT, PROJECT_NAMES, PROJECTS};
     use crate::{Reads, Table};
 
     fn project(name: &str) -> Project {
@@ -279,28 +275,46 @@ mod tests {
         let store = Store::open(dir.path().join("s.redb")).unwrap();
         let kept = project("kept");
         let (k1, k2) = (kept.clone(), kept.clone());
-        store.write(move |tx| tx.put(&PROJECTS, &k1.id, &k1)).await.unwrap();
+        let (owner, held, added) = (kept.id, InstanceId::random(), InstanceId::random());
+        store
+            .write(move |tx| {
+                tx.put(&PROJECTS, &k1.id, &k1)?;
+                tx.put(&PROJECT_NAMES, &k1.name, &k1.id)?;
+                tx.index_add(&INSTANCES_BY_PROJECT, &owner, &held)
+            })
+            .await
+            .unwrap();
         let doomed = project("doomed");
         let (fail, ok) = tokio::join!(
             store.write(move |tx| {
-                // Overwrites, inserts and index changes, then fails: all of it must be undone.
+                // Overwrites, inserts, a delete and index changes, then fails: all of it must be undone.
                 let mut changed = k2.clone();
                 changed.name = "changed".into();
                 tx.put(&PROJECTS, &changed.id, &changed)?;
                 tx.put(&PROJECTS, &doomed.id, &doomed)?;
                 tx.put(&PROJECT_NAMES, &doomed.name, &doomed.id)?;
-                tx.delete(&PROJECT_NAMES, &"nothing".to_string())?;
+                assert!(tx.delete(&PROJECT_NAMES, &k2.name)?.is_some());
+                tx.index_remove(&INSTANCES_BY_PROJECT, &owner, &held)?;
+                tx.index_add(&INSTANCES_BY_PROJECT, &owner, &added)?;
                 Err::<(), _>(TestError::Refused)
             }),
             store.write(|tx| tx.put(&PROJECT_NAMES, &"neighbour".to_string(), &ProjectId::random())),
         );
         assert!(matches!(fail, Err(TestError::Refused)));
         ok.unwrap();
-        let (projects, names) =
-            store.read(|r| Ok::<_, StoreError>((r.scan(&PROJECTS)?, r.scan(&PROJECT_NAMES)?))).unwrap();
+        let (projects, names, instances) = store
+            .read(|r| {
+                Ok::<_, StoreError>((
+                    r.scan(&PROJECTS)?,
+                    r.scan(&PROJECT_NAMES)?,
+                    r.index_get(&INSTANCES_BY_PROJECT, &owner)?,
+                ))
+            })
+            .unwrap();
         assert_eq!(projects.len(), 1);
         assert_eq!(projects[0].1, kept);
-        assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["neighbour"]);
+        assert_eq!(names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["kept", "neighbour"]);
+        assert_eq!(instances, vec![held], "the index changes are undone");
         assert_eq!(store.stats().rolled_back, 1);
     }
 

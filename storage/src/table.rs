@@ -238,11 +238,12 @@ impl<'t> WriteTx<'t> {
         let key = key.encode_key();
         let mut t = self.txn.open_table(table.def())?;
         let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
-        let decoded = old.as_deref().map(decode_record).transpose()?;
+        // Logged before decoding: a record that does not decode must still come back on a rollback.
+        let decoded = old.as_deref().map(decode_record).transpose();
         if old.is_some() {
             self.undo.push(Undo::Restore { table: table.name, key, old });
         }
-        Ok(decoded)
+        decoded
     }
 
     pub fn index_add<K: KeyCodec, V: KeyCodec>(
