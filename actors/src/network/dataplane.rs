@@ -162,6 +162,11 @@ impl SimDataplane {
         self.lose_releases.store(lose, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Forgets everything it was asked for, as a network host that rebooted (for tests of re-application).
+    pub fn forget(&self) {
+        *self.state.lock().expect("sim dataplane lock") = SimState::default();
+    }
+
     pub fn state(&self) -> SimState {
         self.state.lock().expect("sim dataplane lock").clone()
     }

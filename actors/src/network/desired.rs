@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use nimbus_storage::ids::{InstanceId, Pair, ProjectId};
+use nimbus_storage::ids::{InstanceId, NetworkId, Pair, ProjectId};
 use nimbus_storage::records::{Network, NetworkMode};
 use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS};
 use nimbus_storage::{Reads, StoreError};
@@ -33,6 +33,15 @@ pub fn dhcp_hostname(name: &str, id: InstanceId) -> String {
 /// supervisor.
 pub fn owned_by_network_manager(network: &Network) -> bool {
     network.mode != NetworkMode::Vlan
+}
+
+/// The segment network `id` should have now: none when the network is gone, or is a VLAN network bound to
+/// no project (it has no dataplane until its first use).
+pub fn segment_of(r: &impl Reads, id: NetworkId) -> Result<Option<Segment>, StoreError> {
+    match r.get(&NETWORKS, &id)? {
+        Some(n) if n.mode != NetworkMode::Vlan || n.project.is_some() => segment(r, &n).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// The bridge, segment and DHCP host entries of one network.

@@ -198,15 +198,21 @@ impl Actor for NetworkManager {
 async fn reconcile_all(ctx: &Ctx) -> Result<(), NetworkError> {
     let networks: Vec<Network> = ctx.store.read(|r| r.scan(&NETWORKS))?.into_iter().map(|(_, n)| n).collect();
     for network in networks.iter().filter(|n| desired::owned_by_network_manager(n)) {
-        apply_segment(ctx, network).await?;
+        apply_network(ctx, network.id).await?;
     }
     apply_nat(ctx).await
 }
 
-async fn apply_segment(ctx: &Ctx, network: &Network) -> Result<(), NetworkError> {
+/// Makes network `id`'s dataplane what the store implies now: its segment, or none at all once the network
+/// is deleted or unbound. The read and the apply happen under one lock, so a caller holding an older view
+/// (a reconcile pass, a VLAN supervisor's timer) cannot bring back what a newer one removed.
+pub(crate) async fn apply_network(ctx: &Ctx, id: NetworkId) -> Result<(), NetworkError> {
     let _latest = ctx.dataplane_apply.segments.lock().await;
-    let segment = ctx.store.read(|r| desired::segment(r, network))?;
-    ctx.dataplane.ensure_segment(segment).await.map_err(|e| NetworkError::Dataplane(e.to_string()))
+    let applied = match ctx.store.read(|r| desired::segment_of(r, id))? {
+        Some(segment) => ctx.dataplane.ensure_segment(segment).await,
+        None => ctx.dataplane.remove_segment(id).await,
+    };
+    applied.map_err(|e| NetworkError::Dataplane(e.to_string()))
 }
 
 pub(crate) async fn apply_nat(ctx: &Ctx) -> Result<(), NetworkError> {
@@ -219,7 +225,7 @@ pub(crate) async fn apply_nat(ctx: &Ctx) -> Result<(), NetworkError> {
 /// supervisor.
 async fn refresh(ctx: &Ctx, network: &Network) -> Result<(), NetworkError> {
     match (desired::owned_by_network_manager(network), network.project) {
-        (true, _) => apply_segment(ctx, network).await,
+        (true, _) => apply_network(ctx, network.id).await,
         (false, Some(project)) => {
             projects::ensure(ctx, project).await.map_err(|e| NetworkError::Dataplane(e.to_string()))?;
             let outcome =
@@ -521,9 +527,10 @@ async fn delete_network(ctx: &Ctx, id: NetworkId) -> Result<(), NetworkError> {
             Ok(network)
         })
         .await?;
-    ctx.dataplane.remove_segment(network.id).await.map_err(|e| NetworkError::Dataplane(e.to_string()))?;
-    if let Some(project) = network.project.filter(|_| network.mode == NetworkMode::Vlan) {
-        let _ = rpc::call_topic(&ctx.ns, &vlan::topic(&project), vlan::VlanMsg::Refresh, ctx.timing.call).await;
+    apply_network(ctx, network.id).await?;
+    if !desired::owned_by_network_manager(&network) {
+        // Its project's VLAN supervisor drops the VPN forward it had.
+        refresh(ctx, &network).await?;
     }
     apply_nat(ctx).await
 }
@@ -554,11 +561,15 @@ async fn set_network_project(ctx: &Ctx, id: NetworkId, project: Option<ProjectId
             Ok::<_, NetworkError>((before, network))
         })
         .await?;
-    if before.project.is_some() && before.mode == NetworkMode::Vlan {
-        ctx.dataplane.remove_segment(id).await.map_err(|e| NetworkError::Dataplane(e.to_string()))?;
-        refresh(ctx, &before).await?;
+    // Removed if it is unbound now. VPN forwards follow the binding: the VLAN supervisors of the previous and
+    // the new project re-apply theirs.
+    apply_network(ctx, id).await?;
+    if !desired::owned_by_network_manager(&after) {
+        if before.project != after.project {
+            refresh(ctx, &before).await?;
+        }
+        refresh(ctx, &after).await?;
     }
-    refresh(ctx, &after).await?;
     Ok(after)
 }
 

@@ -4,8 +4,7 @@
 //! and on a timer.
 
 use nimbus_runtime::{Topic, Wire};
-use nimbus_storage::ids::ProjectId;
-use nimbus_storage::records::{Network, NetworkMode};
+use nimbus_storage::ids::{NetworkId, ProjectId};
 use nimbus_storage::schema::NETWORKS;
 use nimbus_storage::{Reads, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -83,20 +82,19 @@ impl Actor for VlanSupervisor {
 impl VlanState {
     async fn apply(&self) -> Result<(), NetworkError> {
         let project = self.project;
-        let (segments, vpn) = self.ctx.store.read(|r| {
-            let networks: Vec<Network> = r
+        let (networks, vpn) = self.ctx.store.read(|r| {
+            let networks: Vec<NetworkId> = r
                 .scan(&NETWORKS)?
                 .into_iter()
-                .map(|(_, n)| n)
-                .filter(|n| n.project == Some(project) && n.mode == NetworkMode::Vlan)
+                .filter(|(_, n)| !desired::owned_by_network_manager(n) && n.project == Some(project))
+                .map(|(id, _)| id)
                 .collect();
-            let segments = networks.iter().map(|n| desired::segment(r, n)).collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, StoreError>((segments, desired::vpn(r, project)?))
+            Ok::<_, StoreError>((networks, desired::vpn(r, project)?))
         })?;
-        let fail = |e: super::dataplane::DataplaneError| NetworkError::Dataplane(e.to_string());
-        for segment in segments {
-            self.ctx.dataplane.ensure_segment(segment).await.map_err(fail)?;
+        for network in networks {
+            super::apply_network(&self.ctx, network).await?;
         }
-        self.ctx.dataplane.ensure_vpn(project, vpn).await.map_err(fail)
+        let vpn = self.ctx.dataplane.ensure_vpn(project, vpn).await;
+        vpn.map_err(|e| NetworkError::Dataplane(e.to_string()))
     }
 }

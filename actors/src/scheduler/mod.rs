@@ -238,8 +238,9 @@ impl SchedulerState {
         let StoreView { hosts, placed, read_at } = self.view.as_ref().expect("view was just loaded");
         let mut hosts = hosts.clone();
         self.claims.retain(|id, claim| match placed.get(id) {
-            // The store counts it now.
-            Some(Some(_)) => false,
+            // The store counts it now: on its host, or (a view newer than the claim) wherever it went since.
+            // A view older than the claim may still show the host of an earlier attempt; the claim stays.
+            Some(Some(host)) if *host == claim.host || *read_at > claim.at => false,
             // Gone from a view read after the claim: deleted meanwhile; its resources are free again.
             None if *read_at > claim.at => false,
             _ => claim.at.elapsed() < CLAIM_TTL,
