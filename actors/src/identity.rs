@@ -172,14 +172,16 @@ pub async fn password_login(
     ttl: std::time::Duration,
 ) -> Result<(String, AuthContext), CloudError> {
     let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
-    let user = find_user(store, user_name)?.filter(|u| u.enabled).ok_or_else(denied)?;
-    let (hash, pw) = (user.password_hash.clone(), password.to_string());
+    // An unknown or disabled user is checked against a stand-in hash, so the answer takes as long as for a
+    // wrong password and its timing does not tell which user names exist.
+    static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such user"));
+    let user = find_user(store, user_name)?.filter(|u| u.enabled);
+    let hash = user.as_ref().map_or_else(|| STAND_IN.clone(), |u| u.password_hash.clone());
+    let pw = password.to_string();
     let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
         .await
         .map_err(|e| CloudError::Internal(format!("password check failed: {e}")))?;
-    if !ok {
-        return Err(denied());
-    }
+    let user = user.filter(|_| ok).ok_or_else(denied)?;
     let project = find_project(store, project_name)?.filter(|p| p.enabled).ok_or_else(denied)?;
     let roles = store.read(|r| r.get(&ASSIGNMENTS, &Pair(user.id, project.id)))?.map(|a| a.roles).unwrap_or_default();
     if roles.is_empty() {

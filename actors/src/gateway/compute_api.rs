@@ -423,7 +423,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         })
         .map_err(store_err)?;
     let image = image.ok_or_else(|| bad(format!("Image {image_ref} could not be found.")))?;
-    if !image.public && image.owner != Some(auth.0.project) {
+    if !super::image_api::visible(&image, &auth) {
         return Err(bad(format!("Image {image_ref} could not be found.")));
     }
     let flavor = flavor.ok_or_else(|| bad(format!("Flavor {flavor_ref} could not be found.")))?;

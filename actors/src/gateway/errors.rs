@@ -58,7 +58,9 @@ fn neutron_type(error: &CloudError) -> &'static str {
         CloudError::NotFound(_) => "NotFound",
         CloudError::Conflict(_) => "Conflict",
         CloudError::QuotaExceeded(_) => "OverQuota",
-        _ => "ServiceUnavailable",
+        CloudError::NotAcceptable(_) => "NotAcceptable",
+        CloudError::Unavailable { .. } | CloudError::NotApplied(_) => "ServiceUnavailable",
+        CloudError::Store(_) | CloudError::Internal(_) => "InternalServerError",
     }
 }
 

@@ -51,7 +51,8 @@ fn image_view(i: &Image) -> Value {
     })
 }
 
-fn visible(i: &Image, auth: &Auth) -> bool {
+/// Whether the caller may see (and boot) the image.
+pub(super) fn visible(i: &Image, auth: &Auth) -> bool {
     i.public || i.owner == Some(auth.0.project) || auth.is_admin()
 }
 

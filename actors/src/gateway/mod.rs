@@ -1,5 +1,5 @@
 //! The gateway: one HTTP listener serving the OpenStack-shaped APIs under path prefixes (`/identity/v3`,
-//! `/compute/v2.1`, `/image/v2`). For each request it authenticates the token, authorizes the role,
+//! `/compute/v2.1`, `/image/v2`, `/network/v2.0`) and the admin API (`/admin`). For each request it authenticates the token, authorizes the role,
 //! validates the input, and then reads the store or persists the intent and hands the work to a worker.
 //! The only module that knows HTTP and the OpenStack JSON shapes.
 //!
@@ -141,8 +141,9 @@ pub fn router(state: AppState) -> Router {
         .merge(network_api::routes())
         .merge(admin_api::routes())
         .fallback(errors::not_found)
-        .layer(middleware::from_fn(request_ids))
+        // Outermost, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
+        .layer(middleware::from_fn(request_ids))
         .with_state(state)
 }
 
