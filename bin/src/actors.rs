@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::cli::ApiArgs;
+use crate::cli::{ApiArgs, text};
 
 #[derive(Subcommand, Debug)]
 pub enum ActorsCommand {
@@ -89,14 +89,6 @@ pub async fn run(command: ActorsCommand) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 

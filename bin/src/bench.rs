@@ -1,5 +1,6 @@
 //! Benchmarks. `nimbus bench boot` boots servers through the API as fast as it can and reports throughput
-//! and time-to-ACTIVE percentiles, against an in-process cloud (the default) or a running one (`--url`).
+//! and time-to-ACTIVE percentiles, against an in-process cloud (the default) or a running one (`--against`, with
+//! `--url` and the login options). `bench ips` measures IP allocations; `bench netns` boots real netns instances.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -286,19 +287,10 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
             let body = json!({"server": {"name": name, "imageRef": image, "flavorRef": "1"}});
             let created = client.post("/compute/v2.1/servers", &body).await?;
             let id = created["server"]["id"].as_str().context("no server id")?.to_string();
-            let address = loop {
-                let server = client.get(&format!("/compute/v2.1/servers/{id}")).await?;
-                match server["server"]["status"].as_str() {
-                    Some("ACTIVE") => {
-                        let addresses = server["server"]["addresses"].as_object().context("no addresses")?;
-                        let first =
-                            addresses.values().next().and_then(|a| a[0]["addr"].as_str()).context("no address")?;
-                        break first.parse::<std::net::Ipv4Addr>()?;
-                    }
-                    Some("ERROR") => bail!("server {id} went to ERROR: {}", server["server"]["fault"]["message"]),
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            };
+            let server = wait_active(&client, &id).await?;
+            let addresses = server["addresses"].as_object().context("no addresses")?;
+            let first = addresses.values().next().and_then(|a| a[0]["addr"].as_str()).context("no address")?;
+            let address: std::net::Ipv4Addr = first.parse()?;
             let active = t0.elapsed();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
@@ -340,13 +332,34 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
         client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
     }
     let instances = format!("{prefix}i-");
+    let deadline = Instant::now() + PATIENCE;
     while !process::namespaces_with_prefix(&instances).is_empty() {
+        if Instant::now() > deadline {
+            bail!("instance namespaces were still there {PATIENCE:?} after their deletes");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("delete:    {}", rate(args.servers, deleting.elapsed()));
     cloud.shutdown().await;
     drop(namespaces);
     Ok(())
+}
+
+/// How long a benchmark waits for one server or one cleanup before it gives up with an error.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls server `id` until it is ACTIVE (its view) or ERROR (an error with its fault), for at most `PATIENCE`.
+async fn wait_active(client: &Client, id: &str) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let server = client.get(&format!("/compute/v2.1/servers/{id}")).await?;
+        match server["server"]["status"].as_str() {
+            Some("ACTIVE") => return Ok(server["server"].clone()),
+            Some("ERROR") => bail!("server {id} went to ERROR: {}", server["server"]["fault"]["message"]),
+            status if Instant::now() > deadline => bail!("server {id} is still {status:?} after {PATIENCE:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -390,14 +403,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
             let created = client.post("/compute/v2.1/servers", &body).await?;
             let accepted = t0.elapsed();
             let id = created["server"]["id"].as_str().context("no server id")?.to_string();
-            loop {
-                let server = client.get(&format!("/compute/v2.1/servers/{id}")).await?;
-                match server["server"]["status"].as_str() {
-                    Some("ACTIVE") => break,
-                    Some("ERROR") => bail!("server {id} went to ERROR: {}", server["server"]["fault"]["message"]),
-                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
+            wait_active(&client, &id).await?;
             Ok::<_, anyhow::Error>((id, accepted, t0.elapsed()))
         }));
     }
@@ -417,10 +423,14 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
     for id in &ids {
         client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
     }
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let listed = client.get("/compute/v2.1/servers").await?;
         if listed["servers"].as_array().is_some_and(|s| s.iter().all(|s| !ids.iter().any(|id| s["id"] == **id))) {
             break;
+        }
+        if Instant::now() > deadline {
+            bail!("the deleted servers were not all gone after {PATIENCE:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -386,7 +386,8 @@ pub enum FixedCommand {
     },
 }
 
-fn text(v: &Value) -> String {
+/// A JSON value as a table cell: strings unquoted, null empty.
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

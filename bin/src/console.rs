@@ -13,7 +13,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use serde_json::Value;
 
-use crate::cli::ApiArgs;
+use crate::cli::{ApiArgs, text};
 
 /// One actor, flattened out of the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,14 +75,6 @@ pub struct Console {
     /// The last thing that happened (a refresh, a kill, an error), shown at the bottom.
     pub status: String,
     source: String,
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 impl Default for Console {

@@ -205,6 +205,8 @@ async fn nodes_with_certificates_of_the_cluster_talk_over_mutual_tls() {
     .await
     .unwrap();
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could not join the controller"), "refused at the join, not for another reason: {stderr}");
     assert_eq!(hosts_up(&admin).await, vec!["tls-1".to_string()], "nothing of the plain node joined");
     drop((node, ctl));
 }

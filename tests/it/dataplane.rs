@@ -12,11 +12,6 @@ use nimbus_tests::lab::{Lab, OUTSIDE, http_get};
 use nimbus_tests::*;
 use serde_json::{Value, json};
 
-async fn boot(client: &Client, name: &str) -> Value {
-    let id = create_server(client, name).await;
-    wait_for_status(client, &id, "ACTIVE").await
-}
-
 fn id_of(server: &Value) -> String {
     server["id"].as_str().unwrap().to_string()
 }
@@ -53,7 +48,7 @@ async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
     let dhcp = t.user_in_mode("flat_dhcp", "member").await;
 
     // Flat: the address is written into the instance and configured, with no DHCP server involved.
-    let f1 = boot(&flat, "flat-1").await;
+    let f1 = boot_active(&flat, "flat-1").await;
     let ns = lab.instance(&id_of(&f1));
     assert_eq!(lab.addresses(&ns, "eth0"), vec![format!("{}/24", fixed_ip(&f1))]);
     let route = lab.exec(&ns, "ip", &["route", "show", "default"]).unwrap();
@@ -62,7 +57,7 @@ async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
     assert_eq!(mac.trim(), f1["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap());
 
     // FlatDHCP: the lease dnsmasq hands out is the fixed IP in the store, and its event marks it leased.
-    let d1 = boot(&dhcp, "dhcp-1").await;
+    let d1 = boot_active(&dhcp, "dhcp-1").await;
     let address = fixed_ip(&d1);
     wait_for_address(&lab, &d1, address, 24).await;
     wait_until("the lease event to mark the address leased", Duration::from_secs(10), || async {
@@ -85,7 +80,7 @@ async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
         linux.dhcp_pids().into_values().next().is_some_and(|pid| pid != pids[0])
     })
     .await;
-    let d2 = boot(&dhcp, "dhcp-2").await;
+    let d2 = boot_active(&dhcp, "dhcp-2").await;
     assert_eq!(fixed_ip(&d2), address, "the freed address is handed out again");
     wait_for_address(&lab, &d2, address, 24).await;
     t.shutdown().await;
@@ -103,7 +98,8 @@ async fn projects_reach_their_own_instances_only_and_spoofing_is_dropped() {
     .await;
     let blue = t.user_in_mode("vlan", "member").await;
     let red = t.user_in_mode("vlan", "member").await;
-    let (b1, b2, r1) = (boot(&blue, "blue-1").await, boot(&blue, "blue-2").await, boot(&red, "red-1").await);
+    let (b1, b2, r1) =
+        (boot_active(&blue, "blue-1").await, boot_active(&blue, "blue-2").await, boot_active(&red, "red-1").await);
     for s in [&b1, &b2, &r1] {
         wait_for_address(&lab, s, fixed_ip(s), 24).await;
     }
@@ -145,7 +141,7 @@ async fn floating_ips_follow_their_instance_survive_a_network_manager_restart_an
     let t = TestCloud::start_with(lab.options()).await;
     add_network(&t, json!({"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"})).await;
     let alice = t.user_in_mode("flat_dhcp", "member").await;
-    let (vm1, vm2) = (boot(&alice, "vm1").await, boot(&alice, "vm2").await);
+    let (vm1, vm2) = (boot_active(&alice, "vm1").await, boot_active(&alice, "vm2").await);
     for s in [&vm1, &vm2] {
         wait_for_address(&lab, s, fixed_ip(s), 24).await;
     }
@@ -360,7 +356,7 @@ mod multi_host {
         admin.post("/compute/v2.1/os-networks", &body).await.unwrap();
         let project = new_project(&admin, "vlan").await;
         let blue = new_user_on(&admin, &project, "member").await.client(&ctl.url).await;
-        let (b1, b2) = (boot(&blue, "blue-1").await, boot(&blue, "blue-2").await);
+        let (b1, b2) = (boot_active(&blue, "blue-1").await, boot_active(&blue, "blue-2").await);
         // The host is shown to admins only.
         let (b1, b2) = (server(&admin, &id_of(&b1)).await.unwrap(), server(&admin, &id_of(&b2)).await.unwrap());
         let host_of = |s: &Value| s["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or_default().to_string();

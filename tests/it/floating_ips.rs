@@ -1,18 +1,12 @@
 //! Floating IPs: allocate, associate, move, disassociate, release; project isolation, quotas, exhaustion;
 //! the NAT table the sim driver recorded. Both API shapes: nova-network's `os-floating-ips` and Network v2.0.
 
-use nimbus::client::Client;
 use nimbus_actors::network::floating::{Caller, FloatingRequest};
 use nimbus_actors::network::{self, NetworkError, NetworkMsg};
 use nimbus_runtime::{Wire, rpc};
 use nimbus_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn active(client: &Client, name: &str) -> Value {
-    let id = create_server(client, name).await;
-    wait_for_status(client, &id, "ACTIVE").await
-}
 
 fn action(server: &Value) -> String {
     format!("/compute/v2.1/servers/{}/action", server["id"].as_str().unwrap())
@@ -33,7 +27,7 @@ fn floating_of(server: &Value) -> Vec<String> {
 async fn a_floating_ip_is_allocated_associated_moved_and_released() {
     let t = TestCloud::start().await;
     let alice = t.user_with_role("member").await;
-    let (vm1, vm2) = (active(&alice, "vm1").await, active(&alice, "vm2").await);
+    let (vm1, vm2) = (boot_active(&alice, "vm1").await, boot_active(&alice, "vm2").await);
     let pools = alice.get("/compute/v2.1/os-floating-ip-pools").await.unwrap();
     assert_eq!(pools["floating_ip_pools"], json!([{"name": "public"}]));
     let fip =
@@ -91,8 +85,8 @@ async fn floating_ips_are_private_to_their_project_and_follow_servers() {
     let t = TestCloud::start().await;
     let alice = t.user_with_role("member").await;
     let bob = t.user_with_role("member").await;
-    let alice_vm = active(&alice, "a").await;
-    let bob_vm = active(&bob, "b").await;
+    let alice_vm = boot_active(&alice, "a").await;
+    let bob_vm = boot_active(&bob, "b").await;
     let fip = alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap()["floating_ip"].clone();
     let (id, address) = (fip["id"].as_str().unwrap().to_string(), fip["ip"].as_str().unwrap().to_string());
 
@@ -109,7 +103,7 @@ async fn floating_ips_are_private_to_their_project_and_follow_servers() {
     assert_eq!(status.as_u16(), 404);
 
     // Associating to a deleted server.
-    let gone = active(&alice, "gone").await;
+    let gone = boot_active(&alice, "gone").await;
     alice.delete(&format!("/compute/v2.1/servers/{}", gone["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&alice, gone["id"].as_str().unwrap()).await;
     let (status, body) =
@@ -186,7 +180,7 @@ async fn quotas_and_exhausted_pools_get_clear_errors() {
 async fn the_network_api_manages_floating_ips_through_ports() {
     let t = TestCloud::start().await;
     let alice = t.user_with_role("member").await;
-    let vm = active(&alice, "vm").await;
+    let vm = boot_active(&alice, "vm").await;
     let networks = alice.get("/network/v2.0/networks").await.unwrap()["networks"].as_array().unwrap().clone();
     let names: Vec<&str> = networks.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["private", "public"]);
@@ -231,7 +225,7 @@ async fn the_network_api_manages_floating_ips_through_ports() {
 async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     let t = TestCloud::start_with(Options { auto_assign_floating_ip: true, ..Options::default() }).await;
     let alice = t.user_with_role("member").await;
-    let vm = active(&alice, "auto").await;
+    let vm = boot_active(&alice, "auto").await;
     let floating = floating_of(&vm);
     assert_eq!(floating, vec!["203.0.113.1".to_string()]);
     assert_eq!(t.cloud.sim().state().nat.floating.len(), 1);
@@ -264,7 +258,7 @@ async fn quotas_are_shown_with_their_use_and_can_be_raised_by_an_admin() {
         .await
         .unwrap();
     let project = token["token"]["project"]["id"].as_str().unwrap().to_string();
-    active(&alice, "counted").await;
+    boot_active(&alice, "counted").await;
     alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
     let detail = alice.get(&format!("/compute/v2.1/os-quota-sets/{project}/detail")).await.unwrap();
     let q = &detail["quota_set"];

@@ -4,15 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nimbus::client::Client;
 use nimbus_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn boot_active(client: &Client, name: &str) -> Value {
-    let id = create_server(client, name).await;
-    wait_for_status(client, &id, "ACTIVE").await
-}
 
 fn mac_and_ip(server: &Value) -> (String, String) {
     let entry = server["addresses"].as_object().unwrap().values().next().unwrap()[0].clone();
@@ -236,13 +230,7 @@ async fn killed_network_actors_rebuild_the_same_dataplane() {
     // As if the host had lost it all: only the restarted actors can bring it back.
     t.cloud.sim().forget();
     for actor in ["network".to_string(), format!("vlan/{project}")] {
-        let name = t.cloud.ctx.ns.actor_name(&actor);
-        let old = ractor::registry::where_is(name.clone()).unwrap();
-        old.kill();
-        wait_until(&format!("{actor} back"), Duration::from_secs(5), || async {
-            ractor::registry::where_is(name.clone()).is_some_and(|c| c.get_id() != old.get_id())
-        })
-        .await;
+        t.kill_and_wait_for_restart(&actor).await;
     }
     wait_until("the restarted actors to re-apply the same state", Duration::from_secs(5), || async {
         t.cloud.sim().state() == before

@@ -9,22 +9,12 @@ fn kill(t: &TestCloud, local_name: &str) {
     ractor::registry::where_is(name.clone()).unwrap_or_else(|| panic!("{name} is running")).kill();
 }
 
-/// Kills the actor and waits until a new one runs under its name.
-async fn kill_and_wait_for_restart(t: &TestCloud, local_name: &str) {
-    let old = t.running_id(local_name).unwrap_or_else(|| panic!("{local_name} is running"));
-    kill(t, local_name);
-    wait_until(&format!("{local_name} to be back"), Duration::from_secs(5), || async {
-        t.running_id(local_name).is_some_and(|id| id != old)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn killed_workers_come_back_and_boots_keep_succeeding() {
     let t = TestCloud::start().await;
     let mut client = t.admin.clone();
     for actor in ["scheduler", "network", "compute/host-0001", "gateway", "projects"] {
-        kill_and_wait_for_restart(&t, actor).await;
+        t.kill_and_wait_for_restart(actor).await;
         if actor == "gateway" {
             // The killed gateway's connections died with it; a client reconnects, as real ones do.
             client = nimbus::client::Client::login(t.url(), "admin", ADMIN_PASSWORD, "admin").await.unwrap();
@@ -74,10 +64,10 @@ async fn a_child_that_keeps_crashing_escalates_to_its_supervisor() {
     let t = TestCloud::start_with(Options { hosts: 1, ..Options::default() }).await;
     // Kill the agent faster than the compute supervisor's intensity (10 restarts in 10 s) allows.
     for _ in 0..10 {
-        kill_and_wait_for_restart(&t, "compute/host-0001").await;
+        t.kill_and_wait_for_restart("compute/host-0001").await;
     }
     // The eleventh: the compute supervisor gives up; the cloud supervisor restarts it, and with it the agent.
-    kill_and_wait_for_restart(&t, "compute/host-0001").await;
+    t.kill_and_wait_for_restart("compute/host-0001").await;
     let report = nimbus_runtime::supervisor::children(t.cloud.root(), Duration::from_secs(1)).await.unwrap();
     let compute = report.iter().find(|c| c.name.ends_with("compute")).unwrap();
     assert_eq!(compute.restarts, 1, "{report:?}");

@@ -150,6 +150,16 @@ impl TestCloud {
         new_user_on(&self.admin, project_id, role).await.client(self.url()).await
     }
 
+    /// Kills the actor named `local_name` and waits until a new incarnation runs under its name.
+    pub async fn kill_and_wait_for_restart(&self, local_name: &str) {
+        let old = self.running_id(local_name).unwrap_or_else(|| panic!("{local_name} is running"));
+        ractor::registry::where_is(self.cloud.ctx.ns.actor_name(local_name)).expect("it was just running").kill();
+        wait_until(&format!("{local_name} to be back"), Duration::from_secs(5), || async {
+            self.running_id(local_name).is_some_and(|id| id != old)
+        })
+        .await;
+    }
+
     /// The id of the running incarnation of the actor named `local_name` in this cloud, if one runs.
     pub fn running_id(&self, local_name: &str) -> Option<ractor::ActorId> {
         ractor::registry::where_is(self.cloud.ctx.ns.actor_name(local_name))
@@ -237,6 +247,12 @@ pub async fn wait_for_status(client: &Client, id: &str, status: &str) -> Value {
         assert!(Instant::now() < deadline, "server {id} did not reach {status}; last seen {last}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Creates a server (see [`create_server`]) and waits until it is ACTIVE; returns its view.
+pub async fn boot_active(client: &Client, name: &str) -> Value {
+    let id = create_server(client, name).await;
+    wait_for_status(client, &id, "ACTIVE").await
 }
 
 /// Waits until the server is gone (404).

@@ -39,7 +39,6 @@ pub fn free_port() -> u16 {
 pub struct NimbusProcess {
     child: Child,
     pub url: String,
-    pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
@@ -65,8 +64,7 @@ impl NimbusProcess {
             command.env(k, v);
         }
         let child = command.spawn().expect("starting nimbus");
-        let mut process =
-            NimbusProcess { child, url: format!("http://{ready}"), data_dir: data_dir.to_path_buf(), log };
+        let mut process = NimbusProcess { child, url: format!("http://{ready}"), log };
         process.wait_until_serving();
         process
     }

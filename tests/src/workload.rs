@@ -25,7 +25,7 @@ pub enum Op {
 }
 
 impl Op {
-    /// An operation from a number in 0..10 and three more for its targets, weighted as a user would act.
+    /// An operation from a number in 0..=10 and three more for its targets, weighted as a user would act.
     pub fn from_numbers(kind: u32, project: usize, a: usize, b: usize) -> Op {
         match kind % 11 {
             0..=2 => Op::Boot(project),
