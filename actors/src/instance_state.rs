@@ -1,7 +1,8 @@
 //! The instance state machine: Nova's vm_state / task_state / power_state and the events that move them.
 //!
-//! Pure code: the conductor and compute agents compute every new state through [`apply`], inside the store
-//! transaction that persists it, so an impossible transition is refused instead of written.
+//! Pure code: every new state is computed through [`apply`] (by the conductor and the gateway, through
+//! [`crate::instances`]), inside the store transaction that persists it, so an impossible transition is refused
+//! instead of written.
 
 use nimbus_storage::records::{PowerState, TaskState, VmState};
 

@@ -1,5 +1,5 @@
 //! Store-side operations on instance records: guarded state transitions and removal, shared by the
-//! conductor and the compute agents.
+//! conductor and the gateway.
 
 use nimbus_storage::ids::{ImageId, InstanceId, ProjectId, UserId};
 use nimbus_storage::records::{Flavor, FlavorSnapshot, Instance, Millis, now_ms};

@@ -1,6 +1,6 @@
 //! Per-project supervisors: `project/<id>` (holding the project's VLAN supervisor and conductor) under the `projects`
 //! supervisor. A project's supervisor starts the first time the project has resources, and again after any
-//! restart for every project that has instances or operations in the store.
+//! restart for every project that has instances, operations or networks of its own in the store.
 
 use std::collections::BTreeSet;
 

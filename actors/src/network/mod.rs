@@ -79,7 +79,8 @@ pub enum NetworkMsg {
     /// Gives the instance its interface (or the one it has), binding a VLAN network to its project on first use.
     #[rpc]
     Allocate(Wire<InstanceId>, RpcReplyPort<Reply<Vec<Interface>>>),
-    /// Frees the instance's fixed IPs (and its floating ones); nothing to do if it has none.
+    /// Frees the instance's fixed IPs, disassociates its floating ones (releasing those auto-assigned with it);
+    /// nothing to do if it has none.
     #[rpc]
     Deallocate(Wire<InstanceId>, RpcReplyPort<Reply<()>>),
     /// Creates networks (`nova-manage network create`).
@@ -418,34 +419,42 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Rele
     Ok(released)
 }
 
+/// What a lease event does to the address's row.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseChange {
+    Leased(bool),
+    /// The lease of a deallocated address ended: the address is free.
+    Free,
+}
+
+/// The change `event` makes to `row`, if any: none for an address handed to another MAC since, or a state
+/// the row is in already (a DHCP server reports every lease again, `old`, on each reload and renewal).
+fn lease_change(row: &FixedIp, event: &LeaseEvent) -> Option<LeaseChange> {
+    if row.mac.as_deref() != Some(event.mac.as_str()) {
+        return None;
+    }
+    match event.action {
+        LeaseAction::Add | LeaseAction::Old => (!row.leased).then_some(LeaseChange::Leased(true)),
+        LeaseAction::Del if !row.allocated && !row.reserved => Some(LeaseChange::Free),
+        LeaseAction::Del => row.leased.then_some(LeaseChange::Leased(false)),
+    }
+}
+
 async fn lease(ctx: &Ctx, event: LeaseEvent) -> Result<(), StoreError> {
-    // A DHCP server reports every lease again (`old`) on each reload and renewal: most events change nothing,
-    // and need no write.
     let key = Pair(event.network, u32::from(event.address));
-    let unchanged = ctx.store.read(|r| {
-        Ok::<_, StoreError>(r.get(&FIXED_IPS, &key)?.is_none_or(|row| {
-            row.mac.as_deref() != Some(event.mac.as_str())
-                || (matches!(event.action, LeaseAction::Add | LeaseAction::Old) && row.leased)
-        }))
-    })?;
-    if unchanged {
+    // Most events change nothing and need no write transaction.
+    let row = ctx.store.read(|r| r.get(&FIXED_IPS, &key))?;
+    if row.is_none_or(|row| lease_change(&row, &event).is_none()) {
         return Ok(());
     }
     ctx.store
         .write(move |tx| {
-            let key = Pair(event.network, u32::from(event.address));
             let Some(mut row) = tx.get(&FIXED_IPS, &key)? else { return Ok(()) };
-            if row.mac.as_deref() != Some(event.mac.as_str()) {
-                return Ok(());
-            }
-            match event.action {
-                LeaseAction::Add | LeaseAction::Old => {
-                    row.leased = true;
-                    tx.put(&FIXED_IPS, &key, &row)
-                }
-                LeaseAction::Del if !row.allocated && !row.reserved => free_fixed_ip_in(tx, &key),
-                LeaseAction::Del => {
-                    row.leased = false;
+            match lease_change(&row, &event) {
+                None => Ok(()),
+                Some(LeaseChange::Free) => free_fixed_ip_in(tx, &key),
+                Some(LeaseChange::Leased(leased)) => {
+                    row.leased = leased;
                     tx.put(&FIXED_IPS, &key, &row)
                 }
             }
@@ -629,4 +638,45 @@ pub fn fixed_ip_info(r: &impl Reads, address: Ipv4Addr) -> Result<Option<(Networ
     };
     let row = r.get(&FIXED_IPS, &Pair(network.id, u32::from(address)))?;
     Ok(Some((network, row)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_events_change_only_what_they_must() {
+        let mac = "fa:16:3e:00:00:01";
+        // (allocated, leased, action, event from the row's MAC, expected change)
+        let cases = [
+            (true, false, LeaseAction::Add, true, Some(LeaseChange::Leased(true))),
+            (true, true, LeaseAction::Add, true, None),
+            (true, true, LeaseAction::Old, true, None),
+            (true, false, LeaseAction::Old, true, Some(LeaseChange::Leased(true))),
+            (true, true, LeaseAction::Del, true, Some(LeaseChange::Leased(false))),
+            (true, false, LeaseAction::Del, true, None),
+            (false, true, LeaseAction::Del, true, Some(LeaseChange::Free)),
+            (true, false, LeaseAction::Add, false, None),
+            (false, true, LeaseAction::Del, false, None),
+        ];
+        for (allocated, leased, action, same_mac, expected) in cases {
+            let row = FixedIp {
+                address: "10.0.0.2".parse().unwrap(),
+                instance: None,
+                mac: Some(mac.into()),
+                hostname: None,
+                allocated,
+                leased,
+                reserved: false,
+                released_at: None,
+            };
+            let event = LeaseEvent {
+                network: NetworkId::random(),
+                action,
+                mac: if same_mac { mac.into() } else { "fa:16:3e:00:00:02".into() },
+                address: row.address,
+            };
+            assert_eq!(lease_change(&row, &event), expected, "{allocated} {leased} {action:?} {same_mac}");
+        }
+    }
 }
