@@ -49,10 +49,7 @@ fn token_key(secret: &str) -> String {
 }
 
 fn validate_name(kind: &str, name: &str) -> Result<(), CloudError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(CloudError::BadRequest(format!("A {kind} name must be 1 to 255 printable characters.")));
-    }
-    Ok(())
+    crate::names::name_problem(kind, name).map_or(Ok(()), |problem| Err(CloudError::BadRequest(problem)))
 }
 
 pub async fn create_project(

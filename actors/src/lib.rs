@@ -26,6 +26,7 @@ pub mod identity;
 pub mod instance_state;
 pub mod instances;
 pub mod linux;
+pub mod names;
 pub mod network;
 pub mod projects;
 pub mod quota;

@@ -22,7 +22,8 @@ pub fn usage(r: &impl Reads, project: ProjectId) -> Result<Usage, StoreError> {
     Ok(r.get(&USAGE, &project)?.unwrap_or_default())
 }
 
-fn fields(u: &Usage) -> [(&'static str, u64); 5] {
+/// The usage by the names the quota APIs give the fields.
+pub fn fields(u: &Usage) -> [(&'static str, u64); 5] {
     [
         ("instances", u.instances),
         ("cores", u.cores),

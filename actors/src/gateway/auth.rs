@@ -33,6 +33,19 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 impl Auth {
+    /// Whether the caller sees network `n`: an admin every one; others the shared networks of the flat modes
+    /// and their project's own.
+    pub fn sees_network(&self, n: &nimbus_storage::records::Network) -> bool {
+        self.is_admin()
+            || n.project == Some(self.0.project)
+            || (n.project.is_none() && n.mode != nimbus_storage::records::NetworkMode::Vlan)
+    }
+
+    /// Who asks the network manager for a floating-IP change: this project, with an admin's reach if admin.
+    pub fn caller(&self) -> crate::network::floating::Caller {
+        crate::network::floating::Caller { project: self.0.project, admin: self.is_admin() }
+    }
+
     /// Refuses the request unless the caller has at least `role`; `action` names the policy, as Nova does.
     pub fn require(&self, role: Role, action: &str) -> Result<(), CloudError> {
         if self.0.has(role) {

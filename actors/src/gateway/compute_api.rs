@@ -22,7 +22,7 @@ use super::{ApiError, AppState, COMPUTE_MICROVERSION, call_network, iso8601};
 use crate::instance_state::{Event, api_status, task_state_name, vm_state_name};
 use crate::instances::{TransitionError, new_instance, transition_in};
 use crate::network::NetworkMsg;
-use crate::network::floating::{Caller, FloatingRequest};
+use crate::network::floating::FloatingRequest;
 use crate::scheduler::{self, HostUsage};
 use crate::{CloudError, projects, quota};
 use nimbus_runtime::Wire;
@@ -226,7 +226,7 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
             other => other,
         })
     })?;
-    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let caller = auth.caller();
     let parse = |a: &str| {
         a.parse::<std::net::Ipv4Addr>()
             .map_err(|_| ApiError::compute(CloudError::BadRequest(format!("{a} is not an IPv4 address."))))
@@ -399,10 +399,8 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
     let request: CreateServer = parse_json(&body).map_err(ApiError::compute)?;
     let new = request.server;
     let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
-    if new.name.trim().is_empty() || new.name.len() > 255 || new.name.chars().any(char::is_control) {
-        return Err(bad(
-            "Invalid input for field/attribute name: a server name must be 1 to 255 printable characters.".into(),
-        ));
+    if let Some(problem) = crate::names::name_problem("server", &new.name) {
+        return Err(bad(format!("Invalid input for field/attribute name: {problem}")));
     }
     let min = count(&new.min_count, "min_count").map_err(ApiError::compute)?.unwrap_or(1);
     let max = count(&new.max_count, "max_count").map_err(ApiError::compute)?.unwrap_or(min);
@@ -427,7 +425,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         return Err(bad(format!("Image {image_ref} could not be found.")));
     }
     let flavor = flavor.ok_or_else(|| bad(format!("Flavor {flavor_ref} could not be found.")))?;
-    validate_networks(&s, new.networks.as_ref())?;
+    validate_networks(&s, &auth, new.networks.as_ref())?;
 
     let now = now_ms();
     let instances: Vec<Instance> = (1..=max)
@@ -479,8 +477,9 @@ fn random_admin_pass() -> String {
 }
 
 /// `networks` may be "auto", "none", or a list of `{"uuid": …}` (or `{"port": …}`, which nimbus does not
-/// have). Named networks must exist.
-fn validate_networks(s: &AppState, networks: Option<&Value>) -> Result<(), ApiError> {
+/// have). Named networks must exist and be visible to the caller. They are checked, not honoured: an instance
+/// gets one interface, on the network its project's mode gives it.
+fn validate_networks(s: &AppState, auth: &Auth, networks: Option<&Value>) -> Result<(), ApiError> {
     let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
     match networks {
         None | Some(Value::Null) => Ok(()),
@@ -496,7 +495,8 @@ fn validate_networks(s: &AppState, networks: Option<&Value>) -> Result<(), ApiEr
                 let id: NetworkId = uuid
                     .parse()
                     .map_err(|_| bad(format!("Bad network format: network uuid is not in proper format ({uuid})")))?;
-                if s.ctx.store.read(|r| r.get(&NETWORKS, &id)).map_err(store_err)?.is_none() {
+                let network = s.ctx.store.read(|r| r.get(&NETWORKS, &id)).map_err(store_err)?;
+                if !network.is_some_and(|n| auth.sees_network(&n)) {
                     return Err(bad(format!("Network {uuid} could not be found.")));
                 }
             }

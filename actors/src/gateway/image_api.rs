@@ -109,8 +109,8 @@ fn default_container_format() -> String {
 async fn create_image(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     auth.require(Role::Admin, "add_image").map_err(ApiError::image)?;
     let new: NewImage = parse_json(&body).map_err(ApiError::image)?;
-    if new.name.trim().is_empty() || new.name.len() > 255 {
-        return Err(ApiError::image(CloudError::BadRequest("An image name must be 1 to 255 characters.".into())));
+    if let Some(problem) = crate::names::name_problem("image", &new.name) {
+        return Err(ApiError::image(CloudError::BadRequest(problem)));
     }
     let public = match new.visibility.as_deref() {
         None | Some("public") => true,

@@ -25,7 +25,7 @@ use super::nova_network_api::owned_floating;
 use super::{ApiError, AppState, Service, call_network};
 use crate::CloudError;
 use crate::network::NetworkMsg;
-use crate::network::floating::{self, Caller, FloatingOutcome, FloatingRequest};
+use crate::network::floating::{self, FloatingOutcome, FloatingRequest};
 
 type ApiResult = Result<Response, ApiError>;
 type Filters = Query<HashMap<String, String>>;
@@ -125,14 +125,8 @@ impl ApiNetwork {
 fn networks(s: &AppState, auth: &Auth) -> Result<Vec<ApiNetwork>, ApiError> {
     let (fixed, pools) =
         s.ctx.store.read(|r| Ok::<_, StoreError>((r.scan(&NETWORKS)?, r.scan(&FLOATING_POOLS)?))).map_err(neutron)?;
-    let mut out: Vec<ApiNetwork> = fixed
-        .into_iter()
-        .map(|(_, n)| n)
-        .filter(|n| {
-            auth.is_admin() || n.project == Some(auth.0.project) || (n.project.is_none() && n.mode != NetworkMode::Vlan)
-        })
-        .map(ApiNetwork::Fixed)
-        .collect();
+    let mut out: Vec<ApiNetwork> =
+        fixed.into_iter().map(|(_, n)| n).filter(|n| auth.sees_network(n)).map(ApiNetwork::Fixed).collect();
     out.extend(pools.into_iter().map(|(_, p)| ApiNetwork::Pool(p)));
     Ok(out)
 }
@@ -263,7 +257,7 @@ fn floating_views(s: &AppState, auth: &Auth, ips: &[FloatingIp]) -> Result<Vec<V
 }
 
 async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let caller = auth.caller();
     let ips = s.ctx.store.read(|r| floating::list(r, caller)).map_err(neutron)?;
     let views: Vec<Value> = floating_views(&s, &auth, &ips)?
         .into_iter()
@@ -295,7 +289,7 @@ struct NewFloating {
 }
 
 async fn associate(s: &AppState, auth: &Auth, ip: &FloatingIp, port: Option<&str>) -> Result<FloatingIp, ApiError> {
-    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let caller = auth.caller();
     let request = match port {
         Some(port) => {
             let (instance, _) = find_port(s, auth, port)?;
@@ -321,7 +315,7 @@ async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> 
             ))));
         }
     };
-    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let caller = auth.caller();
     let request_ip = FloatingRequest::Allocate { caller, pool: Some(pool.name) };
     let FloatingOutcome::Ip(mut ip) =
         call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request_ip), r)).await.map_err(neutron)?
@@ -356,7 +350,7 @@ async fn delete_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<S
     if ip.instance.is_some() {
         associate(&s, &auth, &ip, None).await?;
     }
-    let caller = Caller { project: auth.0.project, admin: auth.is_admin() };
+    let caller = auth.caller();
     let request = FloatingRequest::Release { caller, address: ip.address };
     call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(neutron)?;
     Ok(StatusCode::NO_CONTENT.into_response())

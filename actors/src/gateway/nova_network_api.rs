@@ -76,11 +76,7 @@ fn network_view(n: &Network, admin: bool) -> Value {
 fn visible_networks(s: &AppState, auth: &Auth) -> Result<Vec<Network>, ApiError> {
     let mut networks: Vec<Network> =
         s.ctx.store.read(|r| r.scan(&NETWORKS)).map_err(compute)?.into_iter().map(|(_, n)| n).collect();
-    if !auth.is_admin() {
-        networks.retain(|n| {
-            n.project.is_none_or(|p| p == auth.0.project) && !(n.mode == NetworkMode::Vlan && n.project.is_none())
-        });
-    }
+    networks.retain(|n| auth.sees_network(n));
     networks.sort_by_key(|n| (n.created_at, u32::from(n.cidr.network())));
     Ok(networks)
 }
@@ -275,10 +271,6 @@ fn floating_view(ip: &FloatingIp) -> Value {
     })
 }
 
-fn caller(auth: &Auth) -> Caller {
-    Caller { project: auth.0.project, admin: auth.is_admin() }
-}
-
 async fn list_floating(State(s): State<AppState>, auth: Auth) -> ApiResult {
     // Even an admin sees its own project's addresses here, as nova-network showed them.
     let mine = Caller { project: auth.0.project, admin: false };
@@ -307,7 +299,7 @@ async fn allocate_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -
     auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
     let request: AllocateFloating =
         if body.is_empty() { AllocateFloating::default() } else { parse_json(&body).map_err(compute)? };
-    let request = FloatingRequest::Allocate { caller: caller(&auth), pool: request.pool };
+    let request = FloatingRequest::Allocate { caller: auth.caller(), pool: request.pool };
     let outcome = call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?;
     let FloatingOutcome::Ip(ip) = outcome else { unreachable!("allocate answers with an address") };
     Ok(Json(json!({"floating_ip": floating_view(&ip)})).into_response())
@@ -316,7 +308,7 @@ async fn allocate_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -
 async fn release_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
     let ip = owned_floating(&s, &auth, &id).map_err(compute)?;
-    let caller = caller(&auth);
+    let caller = auth.caller();
     // Releasing an associated address disassociates it first, as nova-network did.
     if ip.instance.is_some() {
         let request = FloatingRequest::Disassociate { caller, address: ip.address };
@@ -386,13 +378,7 @@ fn quota_view(project: ProjectId, q: &Quota, usage: Option<&Usage>) -> Value {
         "server_groups": 10, "server_group_members": 10,
     });
     if let Some(u) = usage {
-        for (key, used) in [
-            ("instances", u.instances),
-            ("cores", u.cores),
-            ("ram", u.ram_mb),
-            ("floating_ips", u.floating_ips),
-            ("fixed_ips", u.fixed_ips),
-        ] {
+        for (key, used) in quota::fields(u) {
             let limit = v[key].clone();
             v[key] = json!({"limit": limit, "in_use": used, "reserved": 0});
         }

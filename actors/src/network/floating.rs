@@ -10,7 +10,7 @@ use nimbus_storage::schema::{FLOATING_BY_ID, FLOATING_IPS, FLOATING_POOLS, INSTA
 use nimbus_storage::{Reads, StoreError, WriteTx};
 use serde::{Deserialize, Serialize};
 
-use super::{NetworkError, apply_nat};
+use super::{NetworkError, apply_nat, plan};
 use crate::Ctx;
 use crate::quota;
 
@@ -78,15 +78,8 @@ fn create_pool_in(
     range: Ipv4Network,
     interface: String,
 ) -> Result<FloatingPool, NetworkError> {
-    if name.trim().is_empty() || name.len() > 255 {
-        return Err(NetworkError::BadRequest("A pool name must be 1 to 255 characters.".into()));
-    }
-    if range.ip() != range.network() {
-        return Err(NetworkError::BadRequest(format!(
-            "{range} is not a network address; did you mean {}/{}?",
-            range.network(),
-            range.prefix()
-        )));
+    if let Some(problem) = crate::names::name_problem("pool", &name).or_else(|| plan::network_address_problem(range)) {
+        return Err(NetworkError::BadRequest(problem));
     }
     if range.size() > MAX_POOL_ADDRESSES {
         return Err(NetworkError::BadRequest(format!("A pool holds at most {MAX_POOL_ADDRESSES} addresses.")));
@@ -98,7 +91,7 @@ fn create_pool_in(
         return Err(NetworkError::Conflict(format!("A floating IP pool named {name} already exists.")));
     }
     for (_, pool) in tx.scan(&FLOATING_POOLS)? {
-        if pool.range.contains(range.network()) || range.contains(pool.range.network()) {
+        if plan::overlaps(pool.range, range) {
             return Err(NetworkError::Conflict(format!(
                 "The range {range} overlaps pool {} ({}).",
                 pool.name, pool.range
@@ -106,7 +99,7 @@ fn create_pool_in(
         }
     }
     for (_, network) in tx.scan(&NETWORKS)? {
-        if network.cidr.contains(range.network()) || range.contains(network.cidr.network()) {
+        if plan::overlaps(network.cidr, range) {
             return Err(NetworkError::Conflict(format!(
                 "The range {range} overlaps the fixed network {} ({}).",
                 network.label, network.cidr

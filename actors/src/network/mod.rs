@@ -585,11 +585,7 @@ async fn set_network_project(ctx: &Ctx, id: NetworkId, project: Option<ProjectId
 async fn reserve_fixed_ip(ctx: &Ctx, address: Ipv4Addr, reserve: bool) -> Result<(), NetworkError> {
     ctx.store
         .write(move |tx| {
-            let network = tx
-                .scan(&NETWORKS)?
-                .into_iter()
-                .map(|(_, n)| n)
-                .find(|n| n.cidr.contains(address))
+            let (network, row) = fixed_ip_info(tx, address)?
                 .ok_or_else(|| NetworkError::NotFound(format!("Fixed IP {address} is not on any network.")))?;
             if !FixedIpAllocator::for_network(&network).is_allocatable(address) {
                 return Err(NetworkError::BadRequest(format!(
@@ -598,7 +594,7 @@ async fn reserve_fixed_ip(ctx: &Ctx, address: Ipv4Addr, reserve: bool) -> Result
                 )));
             }
             let key = Pair(network.id, u32::from(address));
-            match (tx.get(&FIXED_IPS, &key)?, reserve) {
+            match (row, reserve) {
                 (None, true) => tx.put(
                     &FIXED_IPS,
                     &key,

@@ -72,19 +72,19 @@ fn invalid(message: String) -> PlanError {
     PlanError::Invalid(message)
 }
 
+/// Why `range` is not written as a network (`10.0.0.5/24` for `10.0.0.0/24`), if it is not.
+pub fn network_address_problem(range: Ipv4Network) -> Option<String> {
+    (range.ip() != range.network())
+        .then(|| format!("{range} is not a network address; did you mean {}/{}?", range.network(), range.prefix()))
+}
+
 /// The networks a request makes, checked against the networks that exist.
 pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Result<Vec<Network>, PlanError> {
     let r = request;
-    if r.label.trim().is_empty() || r.label.len() > 255 {
-        return Err(invalid("A network label must be 1 to 255 characters.".into()));
-    }
-    if r.fixed_range.ip() != r.fixed_range.network() {
-        return Err(invalid(format!(
-            "{} is not a network address; did you mean {}/{}?",
-            r.fixed_range,
-            r.fixed_range.network(),
-            r.fixed_range.prefix()
-        )));
+    if let Some(problem) =
+        crate::names::name_problem("network", &r.label).or_else(|| network_address_problem(r.fixed_range))
+    {
+        return Err(invalid(problem));
     }
     if r.num_networks == 0 {
         return Err(invalid("num_networks must be at least 1.".into()));
@@ -167,7 +167,8 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
     Ok(planned)
 }
 
-fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+/// Whether two ranges share an address.
+pub fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
