@@ -46,7 +46,7 @@ pub trait Record: Serialize + DeserializeOwned {
 
     /// Reads a record written by an older nimbus. The default knows no older versions.
     fn upgrade(version: u8, _bytes: &[u8]) -> Result<Self, StoreError> {
-        Err(StoreError::RecordFromNewerVersion { kind: Self::KIND, found: version, supported: Self::VERSION })
+        Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found: version })
     }
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn encode_record<V: Record>(value: &V) -> Result<Vec<u8>, StoreError>
 }
 
 pub(crate) fn decode_record<V: Record>(bytes: &[u8]) -> Result<V, StoreError> {
-    let (&version, body) = bytes.split_first().ok_or(StoreError::BadKey { table: V::KIND })?;
+    let (&version, body) = bytes.split_first().ok_or(StoreError::EmptyRecord { kind: V::KIND })?;
     if version == V::VERSION {
         let (value, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
             .map_err(|source| StoreError::Decode { kind: V::KIND, source })?;
@@ -108,6 +108,12 @@ mod tests {
         let v2 = encode_record(&ThingV2 { name: "b".into(), size: 3 }).unwrap();
         let err = decode_record::<ThingV1>(&v2).unwrap_err();
         assert!(matches!(err, StoreError::RecordFromNewerVersion { found: 2, supported: 1, .. }), "{err}");
+        let err = decode_record::<ThingV1>(&[0]).unwrap_err();
+        assert!(
+            matches!(err, StoreError::UnknownRecordVersion { found: 0, .. }),
+            "an older version nobody reads: {err}"
+        );
+        assert!(matches!(decode_record::<ThingV1>(&[]).unwrap_err(), StoreError::EmptyRecord { .. }));
     }
 
     #[test]

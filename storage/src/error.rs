@@ -19,6 +19,10 @@ pub enum StoreError {
     },
     #[error("a {kind} record has version {found}, this nimbus reads up to version {supported}")]
     RecordFromNewerVersion { kind: &'static str, found: u8, supported: u8 },
+    #[error("a {kind} record has version {found}, which this nimbus cannot read")]
+    UnknownRecordVersion { kind: &'static str, found: u8 },
+    #[error("an empty {kind} record")]
+    EmptyRecord { kind: &'static str },
     #[error("malformed key in table {table}")]
     BadKey { table: &'static str },
     #[error(

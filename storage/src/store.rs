@@ -16,8 +16,9 @@ const MAX_BATCH: usize = 512;
 
 /// Called once the commit that holds a successful write is durable (or has failed).
 type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
-/// One queued write: runs inside the batch's transaction; `Some` if its writes are to be kept.
-type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Option<Deliver> + Send>;
+/// One queued write: runs inside the batch's transaction (`Err` when the batch failed before it could run, so
+/// it answers its caller with the cause); `Some` if its writes are to be kept.
+type Job = Box<dyn for<'a, 'b> FnOnce(Result<&'a mut WriteTx<'b>, &StoreError>) -> Option<Deliver> + Send>;
 
 /// Counters the benchmarks and the console read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -103,17 +104,27 @@ impl Store {
         E: From<StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |tx| match f(tx) {
-            Ok(value) => Some(Box::new(move |committed: Result<(), &StoreError>| {
-                let outcome = match committed {
-                    Ok(()) => Ok(value),
-                    Err(e) => Err(E::from(StoreError::CommitFailed(e.to_string()))),
-                };
-                let _ = reply.send(outcome);
-            }) as Deliver),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                None
+        let job: Job = Box::new(move |tx| {
+            let tx = match tx {
+                Ok(tx) => tx,
+                // The batch failed before this write ran.
+                Err(e) => {
+                    let _ = reply.send(Err(E::from(StoreError::CommitFailed(e.to_string()))));
+                    return None;
+                }
+            };
+            match f(tx) {
+                Ok(value) => Some(Box::new(move |committed: Result<(), &StoreError>| {
+                    let outcome = match committed {
+                        Ok(()) => Ok(value),
+                        Err(e) => Err(E::from(StoreError::CommitFailed(e.to_string()))),
+                    };
+                    let _ = reply.send(outcome);
+                }) as Deliver),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    None
+                }
             }
         });
         {
@@ -187,18 +198,27 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
 /// Runs a batch in one transaction and commits it. Returns the callbacks of the kept writes, how many were
 /// undone, and the commit's outcome.
 fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<(), StoreError>) {
+    // Jobs that cannot run are told why, rather than finding their reply channel closed.
+    let refuse = |jobs: std::vec::IntoIter<Job>, e: &StoreError| jobs.for_each(|job| drop(job(Err(e))));
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
-        Err(e) => return (Vec::new(), batch.len() as u64, Err(StoreError::from(e))),
+        Err(e) => {
+            let e = StoreError::from(e);
+            refuse(batch.into_iter(), &e);
+            return (Vec::new(), 0, Err(e));
+        }
     };
     if let Err(e) = txn.set_durability(Durability::Immediate) {
-        return (Vec::new(), batch.len() as u64, Err(StoreError::from(e)));
+        let e = StoreError::from(e);
+        refuse(batch.into_iter(), &e);
+        return (Vec::new(), 0, Err(e));
     }
     let mut delivered = Vec::with_capacity(batch.len());
     let mut rolled_back = 0;
-    for job in batch {
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
         let mut part = WriteTx::new(&txn);
-        let kept = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut part)));
+        let kept = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&mut part))));
         match kept {
             Ok(Some(deliver)) => delivered.push(deliver),
             // A failed or panicking closure: undo its writes; its caller already has its error (or, after a
@@ -208,6 +228,7 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
                 if let Err(e) = part.rollback() {
                     // Cannot separate this part from the others: give up on the whole batch.
                     drop(txn);
+                    refuse(jobs, &e);
                     return (delivered, rolled_back, Err(e));
                 }
             }
