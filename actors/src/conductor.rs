@@ -164,13 +164,20 @@ impl Actor for Conductor {
 /// agent runs it, then it is recorded ACTIVE. Each step is recorded before the next, guarded by "still on this
 /// host and not being deleted", so a resumed build repeats only what is missing. On a failure on the host,
 /// nothing of the attempt is left there and its network is released, ready for another host.
+/// Whether the instance's logged operation is still its build (a delete may have replaced it).
+fn build_logged_in(tx: &impl Reads, id: InstanceId) -> Result<bool, StoreError> {
+    Ok(tx.get(&OPERATIONS, &id)?.is_some_and(|op| op.kind == OperationKind::Build))
+}
+
+/// A transition guard: the instance is still placed on `host`.
+fn on_host(host: HostId) -> impl Fn(&Instance) -> Result<(), String> {
+    move |i: &Instance| match &i.host {
+        Some(h) if *h == host => Ok(()),
+        _ => Err(format!("no longer on {host}")),
+    }
+}
+
 async fn build_on_host(ctx: &Ctx, id: InstanceId, host: &HostId) -> Result<(), StepFailure> {
-    let on_host = |host: HostId| {
-        move |i: &Instance| match &i.host {
-            Some(h) if *h == host => Ok(()),
-            _ => Err("no longer on this host".to_string()),
-        }
-    };
     let network =
         rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Allocate(Wire(id), r), ctx.timing.call).await;
     match network {
@@ -270,8 +277,7 @@ impl ConductorState {
                         .ctx
                         .store
                         .write(move |tx| {
-                            let still_build =
-                                tx.get(&OPERATIONS, &id)?.is_some_and(|op| op.kind == OperationKind::Build);
+                            let still_build = build_logged_in(tx, id)?;
                             if still_build {
                                 tx.delete(&OPERATIONS, &id)?;
                             }
@@ -370,7 +376,7 @@ impl ConductorState {
                     .ctx
                     .store
                     .write(move |tx| {
-                        if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
+                        if !build_logged_in(tx, id)? {
                             return Ok(false);
                         }
                         let mut instance =
@@ -379,13 +385,7 @@ impl ConductorState {
                         Ok::<_, TransitionError>(true)
                     })
                     .await;
-                match recorded {
-                    Ok(_)
-                    | Err(
-                        TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..),
-                    ) => {}
-                    Err(TransitionError::Store(e)) => return Err(e),
-                }
+                recorded.map(drop).or_else(TransitionError::only_store)?;
                 self.retries.remove(&id);
                 self.advance(me, id).await
             }
@@ -443,14 +443,10 @@ impl ConductorState {
             .ctx
             .store
             .write(move |tx| {
-                if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
+                if !build_logged_in(tx, id)? {
                     return Ok(false);
                 }
-                let on_host = |i: &nimbus_storage::records::Instance| match &i.host {
-                    Some(h) if *h == failed_host => Ok(()),
-                    _ => Err("no longer on the failed host".to_string()),
-                };
-                let mut instance = transition_in(tx, id, Event::Rescheduled, on_host, |_| {})?;
+                let mut instance = transition_in(tx, id, Event::Rescheduled, on_host(failed_host), |_| {})?;
                 set_host_in(tx, &mut instance, None)?;
                 Ok::<_, TransitionError>(instance.tried_hosts.len() >= MAX_ATTEMPTS)
             })
@@ -463,10 +459,11 @@ impl ConductorState {
                 )
                 .await
             }
-            Ok(false) | Err(TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..)) => {
+            Ok(false) => self.advance(me, id).await,
+            Err(e) => {
+                e.only_store()?;
                 self.advance(me, id).await
             }
-            Err(TransitionError::Store(e)) => Err(e),
         }
     }
 
@@ -526,7 +523,7 @@ impl ConductorState {
             .ctx
             .store
             .write(move |tx| {
-                if tx.get(&OPERATIONS, &id)?.is_none_or(|op| op.kind != OperationKind::Build) {
+                if !build_logged_in(tx, id)? {
                     return Ok(());
                 }
                 let fault = Fault { code: 500, message, created_at: now_ms() };
@@ -536,12 +533,6 @@ impl ConductorState {
                 Ok::<_, TransitionError>(())
             })
             .await;
-        match outcome {
-            Ok(())
-            | Err(TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..)) => {
-                Ok(())
-            }
-            Err(TransitionError::Store(e)) => Err(e),
-        }
+        outcome.or_else(TransitionError::only_store)
     }
 }

@@ -21,6 +21,17 @@ pub enum TransitionError {
     Store(#[from] StoreError),
 }
 
+impl TransitionError {
+    /// For a step whose instance may have been deleted or moved on meanwhile: only a store failure is an
+    /// error; the step that superseded this one takes the instance from here.
+    pub fn only_store(self) -> Result<(), StoreError> {
+        match self {
+            TransitionError::Store(e) => Err(e),
+            TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..) => Ok(()),
+        }
+    }
+}
+
 /// A new instance as the API accepts it: building, waiting for the scheduler.
 pub fn new_instance(
     name: String,
