@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_runtime::Wire;
-use nimbus_storage::ids::InstanceId;
 use nimbus_storage::records::{FloatingIp, FloatingPool, Instance, Interface, Network, NetworkMode, Role};
 use nimbus_storage::schema::{FLOATING_POOLS, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS};
 use nimbus_storage::{Reads, StoreError};
@@ -235,9 +234,9 @@ async fn show_port(State(s): State<AppState>, auth: Auth, Path(id): Path<String>
 }
 
 /// The port of the instance a floating IP is associated with, found through the instance's interfaces.
-fn floating_view(ip: &FloatingIp, pools: &[(String, FloatingPool)], ports: &HashMap<InstanceId, Instance>) -> Value {
-    let pool_id = pools.iter().find(|(name, _)| *name == ip.pool).map(|(_, p)| p.id.to_string()).unwrap_or_default();
-    let port = ip.instance.and_then(|i| ports.get(&i)).and_then(|instance| {
+fn floating_view(ip: &FloatingIp, pool: Option<&FloatingPool>, instance: Option<&Instance>) -> Value {
+    let pool_id = pool.map(|p| p.id.to_string()).unwrap_or_default();
+    let port = instance.and_then(|instance| {
         instance.interfaces.iter().find(|f| f.floating.contains(&ip.address)).map(|f| f.id.to_string())
     });
     let project = ip.project.map(|p| p.to_string()).unwrap_or_default();
@@ -250,10 +249,23 @@ fn floating_view(ip: &FloatingIp, pools: &[(String, FloatingPool)], ports: &Hash
     })
 }
 
+/// The views of `ips`, with only their own pool and instance read (in one snapshot).
 fn floating_views(s: &AppState, auth: &Auth, ips: &[FloatingIp]) -> Result<Vec<Value>, ApiError> {
-    let pools = s.ctx.store.read(|r| r.scan(&FLOATING_POOLS)).map_err(neutron)?;
-    let ports: HashMap<InstanceId, Instance> = instances(s, auth)?.into_iter().map(|i| (i.id, i)).collect();
-    Ok(ips.iter().map(|ip| floating_view(ip, &pools, &ports)).collect())
+    s.ctx
+        .store
+        .read(|r| {
+            ips.iter()
+                .map(|ip| {
+                    let pool = r.get(&FLOATING_POOLS, &ip.pool)?;
+                    let instance = match ip.instance {
+                        Some(id) => r.get(&INSTANCES, &id)?.filter(|i| auth.is_admin() || i.project == auth.0.project),
+                        None => None,
+                    };
+                    Ok(floating_view(ip, pool.as_ref(), instance.as_ref()))
+                })
+                .collect::<Result<Vec<Value>, StoreError>>()
+        })
+        .map_err(neutron)
 }
 
 async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
