@@ -3,14 +3,14 @@
 //! ```text
 //! cloud                      (one_for_one)
 //! ├── scheduler
-//! ├── network
+//! ├── network                (the network manager)
+//! ├── vlans                  (one_for_one; children from the store and on demand)
+//! │   └── vlan/<project>     (the project's VLAN segment, DHCP server, VPN endpoint)
 //! ├── compute                (one_for_one)
 //! │   └── compute/host-0001 … compute/host-NNNN
 //! ├── projects               (one_for_one; children from the store and on demand)
-//! │   └── project/<id>       (one_for_one)
-//! │       ├── vlan/<id>      (the project's VLAN segment, DHCP server, VPN endpoint)
-//! │       └── conductor/<id>
-//! └── gateway                (owns the HTTP listener)
+//! │   └── conductor/<project>
+//! └── gateway                (owns the HTTP listeners)
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,23 +20,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
+use nimbus_protocol::compute::Capacity;
+use nimbus_protocol::failure::chain;
+use nimbus_protocol::ids::HostId;
 use nimbus_runtime::{ChildSpec, Intensity, Namespace, Supervisor, SupervisorArgs, SupervisorMsg};
 use nimbus_storage::Store;
-use nimbus_storage::ids::HostId;
 use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::bootstrap::{self, ADMIN_PASSWORD_FILE};
+use crate::app::App;
+use crate::app::bootstrap::{self, ADMIN_PASSWORD_FILE};
+use crate::app::error::CloudError;
 use crate::compute::netns::{NetnsConfig, NetnsDriver};
-use crate::compute::virt::{Capacity, FakeHypervisor, VirtDriver};
+use crate::compute::virt::{FakeHypervisor, VirtDriver};
 use crate::compute::{ComputeAgent, ComputeArgs};
+use crate::dataplane::linux::{LinuxConfig, LinuxDataplane, SegmentKind};
+use crate::dataplane::{Dataplane, SimDataplane};
 use crate::gateway::{Gateway, GatewayArgs};
+use crate::metrics::Metrics;
 use crate::network::NetworkManager;
-use crate::network::dataplane::{Dataplane, SimDataplane};
-use crate::network::linux::{LinuxConfig, LinuxDataplane, SegmentKind};
+use crate::network::apply::Applier;
+use crate::network::vlan::vlans_spec;
 use crate::projects::projects_spec;
 use crate::scheduler::Scheduler;
-use crate::{CloudError, Ctx, Timing};
+use crate::timing::Timing;
 
 pub const STORE_FILE: &str = "nimbus.redb";
 pub const CLOUDS_YAML: &str = "clouds.yaml";
@@ -46,6 +53,8 @@ pub struct CloudConfig {
     pub data_dir: PathBuf,
     /// Where the API listens; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where the Prometheus metrics are served (`GET /metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub fake_hosts: u32,
     pub fake_capacity: Capacity,
     /// The range of the default network of a fresh cloud.
@@ -53,7 +62,8 @@ pub struct CloudConfig {
     /// The range of the default floating pool (`public`) of a fresh cloud, and its public interface.
     pub floating_range: Ipv4Network,
     pub public_interface: String,
-    /// Give every new instance a floating IP (see [`Ctx::auto_assign_floating_ip`]).
+    /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
+    /// released with the instance and not counted against the project's quota.
     pub auto_assign_floating_ip: bool,
     /// The admin password for a fresh cloud; generated if `None`.
     pub admin_password: Option<String>,
@@ -122,7 +132,7 @@ impl Drivers {
             vxlan_group: self.vxlan_group,
         })
         .await
-        .map_err(|e| CloudError::Internal(format!("the linux dataplane cannot start: {e}")))
+        .map_err(|e| CloudError::Internal(format!("the linux dataplane cannot start: {}", chain(&e))))
     }
 
     /// The `netns` virt driver these settings describe, keeping its files under `state_dir`.
@@ -134,7 +144,7 @@ impl Drivers {
             httpd: self.instance_httpd,
             capacity,
         })
-        .map_err(|e| CloudError::Internal(format!("the netns virt driver cannot start: {e}")))
+        .map_err(|e| CloudError::Internal(format!("the netns virt driver cannot start: {}", chain(&e))))
     }
 }
 
@@ -157,6 +167,7 @@ impl CloudConfig {
         CloudConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8774)),
+            metrics_listen: None,
             fake_hosts: 4,
             fake_capacity: Capacity::default(),
             fixed_range: "10.0.0.0/24".parse().expect("a valid CIDR"),
@@ -183,8 +194,13 @@ fn root_args(children: Vec<ChildSpec>) -> SupervisorArgs {
 
 /// A running cloud.
 pub struct Cloud {
-    pub ctx: Ctx,
+    pub app: App,
+    /// The store, for tools and tests that check its invariants; the cloud itself reaches it through `app`.
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub addr: SocketAddr,
+    /// Where the Prometheus metrics are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// `http://addr`, the base of every API URL.
     pub url: String,
     /// The simulated hypervisors, by host, for tests and benchmarks to inspect and to inject failures (none
@@ -205,9 +221,15 @@ pub struct Cloud {
 impl Cloud {
     pub async fn start(config: CloudConfig) -> Result<Cloud, CloudError> {
         // Bind first: a port in use should fail the start before anything is written.
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| CloudError::Internal(format!("cannot listen on {}: {e}", config.listen)))?;
-        let addr = listener.local_addr().map_err(|e| CloudError::Internal(format!("listener address: {e}")))?;
+        let bind = |addr: SocketAddr| {
+            TcpListener::bind(addr).map_err(|e| CloudError::Internal(format!("cannot listen on {addr}: {e}")))
+        };
+        let listener = bind(config.listen)?;
+        let metrics_listener = config.metrics_listen.map(bind).transpose()?;
+        let local =
+            |l: &TcpListener| l.local_addr().map_err(|e| CloudError::Internal(format!("listener address: {e}")));
+        let addr = local(&listener)?;
+        let metrics_addr = metrics_listener.as_ref().map(local).transpose()?;
         let drivers = &config.drivers;
         // Root and the tools first, so a machine that cannot run the real drivers is told before anything
         // is written.
@@ -219,16 +241,22 @@ impl Cloud {
             tools.extend(["ip", "nft", "busybox"]);
         }
         if !tools.is_empty() {
-            crate::linux::check_prerequisites(&tools).map_err(|e| CloudError::Internal(e.to_string()))?;
+            crate::kernel::check_prerequisites(&tools).map_err(|e| CloudError::Internal(chain(&e)))?;
         }
         let store = Store::open(config.data_dir.join(STORE_FILE))?;
+        let app =
+            App::new(store.clone(), config.namespace.clone(), config.timing.clone(), config.auto_assign_floating_ip);
+        let metrics = Arc::new(
+            Metrics::new(app.clone(), &store)
+                .map_err(|e| CloudError::Internal(format!("the metrics cannot be set up: {}", chain(&e))))?,
+        );
         let defaults = bootstrap::Defaults {
             admin_password: config.admin_password.clone(),
             fixed_range: config.fixed_range,
             floating_range: config.floating_range,
             public_interface: config.public_interface.clone(),
         };
-        let generated = bootstrap::ensure_defaults(&store, &config.data_dir, &defaults).await?;
+        let generated = bootstrap::ensure_defaults(&app, &config.data_dir, &defaults).await?;
         let url = format!("http://{addr}");
         let password = config.admin_password.clone().or_else(|| generated.clone()).or_else(|| {
             std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE)).ok().map(|p| p.trim().to_string())
@@ -250,15 +278,8 @@ impl Cloud {
                 (None, Some(linux.clone()), linux)
             }
         };
-        let ctx = Ctx {
-            store,
-            ns: config.namespace.clone(),
-            timing: config.timing.clone(),
-            dataplane,
-            dataplane_apply: Arc::default(),
-            auto_assign_floating_ip: config.auto_assign_floating_ip,
-        };
-        let ns = &ctx.ns;
+        let applier = Applier::new(app.clone(), dataplane);
+        let ns = &config.namespace;
         let (hypervisors, netns, hosts): (_, _, Vec<(HostId, Arc<dyn VirtDriver>)>) = match drivers.virt {
             VirtKind::Fake => {
                 let fakes: BTreeMap<HostId, Arc<FakeHypervisor>> = (1..=config.fake_hosts)
@@ -276,13 +297,14 @@ impl Cloud {
         let agents: Vec<ChildSpec> = hosts
             .iter()
             .map(|(host, hypervisor)| {
-                let (ctx, host, hypervisor) = (ctx.clone(), host.clone(), hypervisor.clone());
+                let (ns, timing, host, hypervisor) =
+                    (ns.clone(), config.timing.clone(), host.clone(), hypervisor.clone());
                 ChildSpec::new(ns.actor_name(&format!("compute/{host}")), move || {
                     let args = ComputeArgs {
                         node: "local".into(),
                         node_address: None,
-                        ns: ctx.ns.clone(),
-                        timing: ctx.timing.clone(),
+                        ns: ns.clone(),
+                        timing: timing.clone(),
                         host: host.clone(),
                         host_ip: Ipv4Addr::LOCALHOST,
                         driver: hypervisor.clone(),
@@ -292,21 +314,30 @@ impl Cloud {
             })
             .collect();
         let listener = Arc::new(listener);
+        let metrics_listener = metrics_listener.map(Arc::new);
         let children = vec![
             {
-                let ctx = ctx.clone();
-                ChildSpec::new(ns.actor_name("scheduler"), move || (Scheduler, ctx.clone()))
+                let app = app.clone();
+                ChildSpec::new(ns.actor_name("scheduler"), move || (Scheduler, app.clone()))
             },
             {
-                let ctx = ctx.clone();
-                ChildSpec::new(ns.actor_name("network"), move || (NetworkManager, ctx.clone()))
+                let applier = applier.clone();
+                ChildSpec::new(ns.actor_name("network"), move || (NetworkManager, applier.clone()))
             },
+            vlans_spec(&applier),
             ChildSpec::new(ns.actor_name("compute"), move || (Supervisor, SupervisorArgs::one_for_one(agents.clone()))),
-            projects_spec(&ctx),
+            projects_spec(&app),
             {
-                let (ctx, url) = (ctx.clone(), url.clone());
+                let (app, url, metrics) = (app.clone(), url.clone(), metrics.clone());
                 ChildSpec::new(ns.actor_name("gateway"), move || {
-                    (Gateway, GatewayArgs { ctx: ctx.clone(), listener: listener.clone(), base_url: url.clone() })
+                    let args = GatewayArgs {
+                        app: app.clone(),
+                        listener: listener.clone(),
+                        metrics_listener: metrics_listener.clone(),
+                        metrics: metrics.clone(),
+                        base_url: url.clone(),
+                    };
+                    (Gateway, args)
                 })
             },
         ];
@@ -315,8 +346,11 @@ impl Cloud {
             .map_err(|e| CloudError::Internal(format!("the cloud's actors did not start: {e}")))?;
         tracing::info!(%url, hosts = hosts.len(), data = %config.data_dir.display(), "nimbus is up");
         Ok(Cloud {
-            ctx,
+            app,
+            store,
+            metrics,
             addr,
+            metrics_addr,
             url,
             hypervisors,
             sim,
@@ -346,6 +380,6 @@ impl Cloud {
     /// Stops every actor (last started first), then the store.
     pub async fn shutdown(self) {
         let _ = self.root.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
-        self.ctx.store.close();
+        self.store.close();
     }
 }

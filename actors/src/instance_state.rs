@@ -1,7 +1,7 @@
 //! The instance state machine: Nova's vm_state / task_state / power_state and the events that move them.
 //!
 //! Pure code: every new state is computed through [`apply`] (by the conductor and the gateway, through
-//! [`crate::instances`]), inside the store transaction that persists it, so an impossible transition is refused
+//! [`crate::app::instances`]), inside the store transaction that persists it, so an impossible transition is refused
 //! instead of written.
 
 use nimbus_storage::records::{PowerState, TaskState, VmState};
@@ -91,7 +91,7 @@ pub fn task_state_name(task: TaskState) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `check(from, event, expected)`: expected is "vm/task/power" or "invalid".
@@ -104,7 +104,8 @@ mod tests {
         assert_eq!(got, expected, "{from} + {event:?}");
     }
 
-    fn parse(s: &str) -> Lifecycle {
+    /// A lifecycle written `vm/task/power` (`building/spawning/0`; `-` for no task), as the tests write them.
+    pub(crate) fn parse(s: &str) -> Lifecycle {
         let parts: Vec<&str> = s.split('/').collect();
         let vm = match parts[0] {
             "building" => VmState::Building,

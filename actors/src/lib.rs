@@ -1,37 +1,35 @@
-//! nimbus-actors: the actors of a nimbus cloud and the pure cores they wrap.
+//! nimbus-actors: the actors of a nimbus cloud, the application layer they share, and the pure cores they
+//! wrap. What they say to each other is in `nimbus-protocol`.
 //!
-//! # Layout
-//! - [`cloud`]: the supervision tree of one cloud (`Cloud::start`), and [`bootstrap`]: the defaults a fresh
-//!   cloud gets (admin, flavors, image, network).
-//! - [`gateway`]: the HTTP API (Identity v3, Compute v2.1, Image v2): authenticates, authorizes, validates,
-//!   persists the intent, and hands work to a project's conductor. The only module that knows HTTP.
-//! - [`conductor`]: one per project, under that project's supervisor ([`projects`]): drives the build and
-//!   delete sagas (scheduler → compute → network), with retries, timeouts and resume-after-crash.
-//! - [`scheduler`]: places instances on hosts; [`scheduler::placement`] is its pure filter/weigher core.
-//! - [`network`]: the network manager (MACs and fixed IPs); [`network::ipam`] is its pure allocation core.
-//! - [`compute`]: one agent per host, running instances through a [`compute::virt`] driver.
-//! - [`instance_state`]: the pure vm_state / task_state / power_state machine; [`instances`]: guarded
-//!   transitions of instance records in the store.
-//! - [`identity`]: password hashing, tokens and the Keystone-shaped user/project/role model.
-//! - [`error`]: [`CloudError`], the one public error, turned into HTTP only by the gateway.
+//! # Layout (from the top floor down)
+//! - [`cloud`]: one whole cloud in a process, its supervision tree (`Cloud::start`).
+//! - [`gateway`]: the HTTP API (Identity v3, Compute v2.1, Image v2, Network v2.0, admin): authenticates,
+//!   authorizes, parses and validates requests, calls the application layer, renders typed views. The only
+//!   module that knows HTTP.
+//! - The actors: [`conductor`] (one per project, under [`projects`]: the build and delete sagas),
+//!   [`scheduler`] (placements), [`network`] (the network manager and the VLAN reconcilers), [`compute`] (one
+//!   agent per host, with the virt drivers).
+//! - [`app`]: every operation on the cloud's state; the only module that touches the store.
+//! - [`dataplane`]: the dataplane contract, the `sim` and `linux` drivers; [`kernel`]: what the real drivers
+//!   share to talk to the Linux kernel.
+//! - Pure cores: [`instance_state`] (vm_state / task_state / power_state), [`ipam`] (fixed-IP allocation,
+//!   lease rules, MACs), [`network_plan`] (carving ranges into networks), [`names`]; the scheduler's
+//!   placement and claims and the conductor's steps live in their actors' modules.
+//! - [`metrics`]: the Prometheus metrics of a cloud; [`timing`]: its timeouts and intervals.
 
-pub mod bootstrap;
+pub mod app;
 pub mod cloud;
 pub mod compute;
 pub mod conductor;
-pub mod context;
-pub mod error;
+pub mod dataplane;
 pub mod gateway;
-pub mod identity;
 pub mod instance_state;
-pub mod instances;
-pub mod linux;
+pub mod ipam;
+pub mod kernel;
+pub mod metrics;
 pub mod names;
 pub mod network;
+pub mod network_plan;
 pub mod projects;
-pub mod quota;
 pub mod scheduler;
-
-pub use cloud::{Cloud, CloudConfig};
-pub use context::{Ctx, Timing};
-pub use error::CloudError;
+pub mod timing;

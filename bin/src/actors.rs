@@ -6,7 +6,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::cli::{ApiArgs, text};
+use crate::args::ApiArgs;
+use crate::output::{reconciler_lines, text};
 
 #[derive(Subcommand, Debug)]
 pub enum ActorsCommand {
@@ -108,6 +109,9 @@ fn print_tree(root: &Value) {
             text(&node["messages"]),
             text(&node["uptime_secs"]),
         );
+        for line in reconciler_lines(node) {
+            println!("{}  ↳ {line}", "  ".repeat(depth));
+        }
         for child in node["children"].as_array().into_iter().flatten() {
             walk(child, depth + 1);
         }

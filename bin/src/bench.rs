@@ -7,23 +7,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use nimbus_actors::compute::virt::Capacity;
-use nimbus_actors::{Cloud, CloudConfig};
+use nimbus_actors::app::floating_ips::{self, Caller};
+use nimbus_actors::app::servers::{self, NewServers, ServerFilters};
+use nimbus_actors::app::{fixed_ips, identity};
+use nimbus_actors::cloud::{Cloud, CloudConfig};
+use nimbus_actors::kernel::process;
+use nimbus_protocol::compute::Capacity;
+use nimbus_protocol::network::NetworkClient;
+use nimbus_protocol::trace::Trace;
 use nimbus_runtime::Namespace;
+use nimbus_storage::records::VmState;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use nimbus_actors::instances::new_instance;
-use nimbus_actors::linux::process;
-use nimbus_actors::network::floating::{Caller, FloatingRequest};
-use nimbus_actors::network::{self, NetworkMsg};
-use nimbus_runtime::{Wire, rpc};
-use nimbus_storage::Reads;
-use nimbus_storage::ids::{FlavorId, ImageId, UserId};
-use nimbus_storage::records::now_ms;
-use nimbus_storage::schema::{FLAVORS, INSTANCES, INSTANCES_BY_PROJECT};
-
-use crate::cli::ApiArgs;
+use crate::args::ApiArgs;
 use crate::client::Client;
 
 #[derive(Subcommand, Debug)]
@@ -119,60 +116,60 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let mut config = CloudConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse().expect("an address");
-    config.fake_hosts = 1;
+    // No hosts: the instances given addresses below go to ERROR at once instead of being built (their
+    // builds would allocate the addresses themselves).
+    config.fake_hosts = 0;
     config.admin_password = Some("bench".into());
     config.namespace = Namespace::new("bench-ips");
     config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
     config.floating_range = "198.18.0.0/16".parse().expect("a valid CIDR");
     let cloud = Cloud::start(config).await?;
-    let ctx = cloud.ctx.clone();
+    let app = cloud.app.clone();
     let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
-    let project = nimbus_actors::identity::find_project(&ctx.store, "admin")?.context("the admin project")?;
-    let flavor = ctx.store.read(|r| r.get(&FLAVORS, &FlavorId("1".into())))?.context("flavor 1")?;
+    let (_, auth) = identity::password_login(&app, "admin", "bench", "admin").await?;
+    let image = admin.get("/image/v2/images").await?["images"][0]["id"].as_str().context("an image")?.to_string();
 
-    // Instances to give addresses to, written straight to the store: this measures allocation, not booting.
-    println!("preparing {} instance records …", args.fixed);
+    // The instances to give addresses to, created as the API creates them (quota charged); with no host to
+    // build on they end in ERROR, without addresses.
+    println!("preparing {} instances …", args.fixed);
     let mut ids = Vec::with_capacity(args.fixed);
-    for chunk in 0..args.fixed.div_ceil(1000) {
-        let records: Vec<_> = (0..1000.min(args.fixed - chunk * 1000))
-            .map(|n| {
-                new_instance(
-                    format!("ip-{chunk}-{n}"),
-                    project.id,
-                    UserId::random(),
-                    &flavor,
-                    ImageId::random(),
-                    now_ms(),
-                )
-            })
-            .collect();
-        ids.extend(records.iter().map(|i| i.id));
-        ctx.store
-            .write(move |tx| {
-                for i in &records {
-                    tx.put(&INSTANCES, &i.id, i)?;
-                    tx.index_add(&INSTANCES_BY_PROJECT, &i.project, &i.id)?;
-                }
-                Ok::<_, nimbus_storage::StoreError>(())
-            })
-            .await?;
+    for chunk in 0..args.fixed.div_ceil(100) {
+        let new = NewServers {
+            name: format!("ip-{chunk}"),
+            image: image.clone(),
+            flavor: "1".into(),
+            networks: Vec::new(),
+            count: 100.min(args.fixed - chunk * 100) as u32,
+        };
+        ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let listed = servers::list(&app, &auth, &ServerFilters::default())?;
+        if listed.iter().all(|i| i.vm_state == VmState::Error && i.task_state.is_none()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the prepared instances did not all settle in ERROR within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // What a build's network step does: the allocation transaction, then the network host applies it.
     let ids = Arc::new(ids);
-    let before = ctx.store.stats();
-    let fixed_ctx = ctx.clone();
+    let before = app.store_stats();
+    let fixed_app = app.clone();
     let fixed = run_concurrently(args.fixed, args.concurrency, move |i| {
-        let (ctx, id) = (fixed_ctx.clone(), ids[i]);
+        let (app, id) = (fixed_app.clone(), ids[i]);
         async move {
-            let Wire(outcome) =
-                rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Allocate(Wire(id), r), ctx.timing.call)
-                    .await?;
-            outcome?;
+            let changes = fixed_ips::allocate(&app, id).await?;
+            NetworkClient::new(app.ns(), app.timing().call).apply(&Trace::none(), changes).await?;
             Ok(())
         }
     })
     .await?;
-    let after = ctx.store.stats();
-    println!("fixed IPs, in process (network manager, durable): {}", rate(args.fixed, fixed));
+    let after = app.store_stats();
+    println!("fixed IPs, in process (allocation and apply, durable): {}", rate(args.fixed, fixed));
     println!(
         "        {} durable commits for {} writes ({:.1} writes per commit)",
         after.commits - before.commits,
@@ -180,21 +177,17 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
         (after.writes - before.writes) as f64 / (after.commits - before.commits).max(1) as f64
     );
 
-    let caller = Caller { project: project.id, admin: true };
-    let floating_ctx = ctx.clone();
+    let caller = Caller { project: auth.project, admin: true };
+    let floating_app = app.clone();
     let floating = run_concurrently(args.floating, args.concurrency, move |_| {
-        let ctx = floating_ctx.clone();
+        let app = floating_app.clone();
         async move {
-            let request = FloatingRequest::Allocate { caller, pool: None };
-            let Wire(outcome) =
-                rpc::call_topic(&ctx.ns, &network::TOPIC, |r| NetworkMsg::Floating(Wire(request), r), ctx.timing.call)
-                    .await?;
-            outcome?;
+            floating_ips::allocate(&app, caller, None).await?;
             Ok(())
         }
     })
     .await?;
-    println!("floating IPs, in process (network manager, durable): {}", rate(args.floating, floating));
+    println!("floating IPs, in process (allocation, durable): {}", rate(args.floating, floating));
 
     let http = run_concurrently(args.floating, args.concurrency.min(64), move |_| {
         let admin = admin.clone();
@@ -229,7 +222,7 @@ fn millis(d: Duration) -> f64 {
 
 async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
     use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
-    nimbus_actors::linux::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"])?;
+    nimbus_actors::kernel::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"])?;
     let prefix = format!("nimbus-bench-{}-", std::process::id());
     let namespaces = BenchNamespaces { prefix: prefix.clone() };
     let host = format!("{prefix}host");
@@ -294,7 +287,7 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
             let active = t0.elapsed();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let answer = nimbus_actors::linux::http_get(Some(&host), (address, 80).into()).await;
+                let answer = nimbus_actors::kernel::http_get(Some(&host), (address, 80).into()).await;
                 if answer.as_deref().is_ok_and(|body| body == name) {
                     break;
                 }
@@ -460,7 +453,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         delete_time.as_secs_f64()
     );
     if let Some(cloud) = cloud {
-        let stats = cloud.ctx.store.stats();
+        let stats = cloud.app.store_stats();
         println!(
             "store:  {} durable commits for {} writes ({:.1} writes per commit)",
             stats.commits,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach nimbus at {url}: {source}")]
+    #[error("cannot reach nimbus at {url}")]
     Unreachable {
         url: String,
         #[source]

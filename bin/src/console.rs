@@ -13,7 +13,8 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use serde_json::Value;
 
-use crate::cli::{ApiArgs, text};
+use crate::args::ApiArgs;
+use crate::output::{reconciler_lines, text};
 
 /// One actor, flattened out of the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct ActorRow {
     pub messages: u64,
     pub uptime_secs: u64,
     pub last_error: String,
+    /// How its reconcilers are doing, a line each.
+    pub reconcilers: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +110,7 @@ impl Console {
                 messages: node["messages"].as_u64().unwrap_or(0),
                 uptime_secs: node["uptime_secs"].as_u64().unwrap_or(0),
                 last_error: node["last_error"].as_array().map(|e| text(&e[1])).unwrap_or_default(),
+                reconcilers: reconciler_lines(node),
             });
             for child in node["children"].as_array().into_iter().flatten() {
                 walk(child, depth + 1, out);
@@ -213,7 +217,7 @@ impl Console {
 
     pub fn render(&self, frame: &mut Frame<'_>) {
         let [top, details, log, bottom] =
-            Layout::vertical([Constraint::Min(6), Constraint::Length(6), Constraint::Length(8), Constraint::Length(1)])
+            Layout::vertical([Constraint::Min(6), Constraint::Length(8), Constraint::Length(8), Constraint::Length(1)])
                 .areas(frame.area());
         let visible = self.visible();
         let rows = visible.iter().map(|r| {
@@ -248,20 +252,26 @@ impl Console {
         frame.render_stateful_widget(table, top, &mut state);
 
         let detail = match visible.get(self.selected) {
-            Some(r) => vec![
-                Line::from(format!(
-                    "{} ({}), under {}",
-                    r.name,
-                    r.kind,
-                    if r.supervisor.is_empty() { "-" } else { &r.supervisor }
-                )),
-                Line::from(format!(
-                    "status {}, {} restarts, {} messages, up {}s",
-                    r.status, r.restarts, r.messages, r.uptime_secs
-                )),
-                Line::from(format!("last error: {}", if r.last_error.is_empty() { "none" } else { &r.last_error })),
-                Line::from(format!("source: {}", self.source)),
-            ],
+            Some(r) => {
+                let mut lines = vec![
+                    Line::from(format!(
+                        "{} ({}), under {}",
+                        r.name,
+                        r.kind,
+                        if r.supervisor.is_empty() { "-" } else { &r.supervisor }
+                    )),
+                    Line::from(format!(
+                        "status {}, {} restarts, {} messages, up {}s",
+                        r.status, r.restarts, r.messages, r.uptime_secs
+                    )),
+                    Line::from(format!("last error: {}", if r.last_error.is_empty() { "none" } else { &r.last_error })),
+                ];
+                // Each reconciler's line, its last error (indented) under it.
+                let prefix = |line: &str| if line.starts_with(' ') { "         " } else { "reconciler " };
+                lines.extend(r.reconcilers.iter().map(|line| Line::from(format!("{}{line}", prefix(line)))));
+                lines.push(Line::from(format!("source: {}", self.source)));
+                lines
+            }
             None => vec![Line::from("no actor selected")],
         };
         frame.render_widget(
@@ -344,6 +354,10 @@ mod tests {
         };
         json!({"source": "live actors of this node", "mailbox_depth": "not reported", "tree": actor("cloud", "Supervisor", 0, 3, vec![
             actor("scheduler", "Scheduler", 2, 40, vec![]),
+            json!({"name": "network", "kind": "NetworkManager", "status": "Running", "restarts": 0, "messages": 12,
+                   "uptime_secs": 5, "last_error": null, "children": [], "supervisor": "cloud", "unreachable": false,
+                   "reconcilers": {"dataplane": {"last_run_ms": null, "runs": 12, "errors": 3, "consecutive_errors": 2,
+                                                 "last_error": "the public interface eth0 does not exist"}}}),
             actor("compute", "Supervisor", 0, 1, vec![
                 actor("compute/host-0001", "ComputeAgent", 0, 7, vec![]),
                 actor("compute/host-0002", "ComputeAgent", 5, 9, vec![]),
@@ -373,6 +387,21 @@ mod tests {
         );
         assert!(shown.contains("Failed") && shown.contains("killed"), "{shown}");
         assert!(shown.contains("cloud (Supervisor)"), "the details pane shows the selected actor:\n{shown}");
+    }
+
+    #[test]
+    fn the_details_show_how_the_selected_actors_reconcilers_are_doing() {
+        let mut console = Console::default();
+        console.set_actors(&sample());
+        console.key(KeyCode::Down);
+        console.key(KeyCode::Down);
+        let shown = screen(&console);
+        assert!(shown.contains("network (NetworkManager)"), "{shown}");
+        assert!(
+            shown.contains("reconciler dataplane: 12 runs, 3 errors (2 in a row), never run")
+                && shown.contains("           last error: the public interface eth0 does not exist"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -4,7 +4,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = nimbus::cli::Cli::parse();
-    nimbus_runtime::telemetry::init("info,ractor=warn,ractor_cluster=warn");
+    let filter = match cli.command {
+        nimbus::cli::Command::Bench(_) => nimbus::BENCH_LOG_FILTER,
+        _ => nimbus::DEFAULT_LOG_FILTER,
+    };
+    nimbus_runtime::telemetry::init(filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind, dataplane_dir};
+use nimbus_actors::cloud::{Cloud, DataplaneKind, Drivers, VirtKind, dataplane_dir};
 use nimbus_actors::compute::plumbing::PlumbedDriver;
-use nimbus_actors::compute::virt::{Capacity, FakeHypervisor, VirtDriver};
+use nimbus_actors::compute::virt::{FakeHypervisor, VirtDriver};
 use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
-use nimbus_actors::{Cloud, Timing};
+use nimbus_actors::timing::Timing;
+use nimbus_protocol::compute::Capacity;
+use nimbus_protocol::ids::HostId;
+use nimbus_protocol::scheduler::SchedulerClient;
 use nimbus_runtime::{ChildSpec, Namespace, Supervisor, SupervisorArgs};
-use nimbus_storage::ids::HostId;
 use ractor::Actor;
 use ractor_cluster::NodeServer;
 
@@ -53,11 +55,11 @@ pub struct NodeArgs {
     pub tls_dir: Option<PathBuf>,
     /// Controller: where it keeps its state, serves its API, and what a new cloud is created with.
     #[command(flatten)]
-    pub cloud: crate::cli::CloudArgs,
+    pub cloud: crate::args::CloudArgs,
     /// The drivers: a controller uses the dataplane (it is the network host); a compute node its virt
     /// driver, and with `--dataplane linux` it ensures its own side of each network (multi_host).
     #[command(flatten)]
-    pub drivers: crate::cli::DriverArgs,
+    pub drivers: crate::args::DriverArgs,
     /// How often compute agents report in, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub report_interval_ms: u64,
@@ -205,7 +207,7 @@ async fn stay_joined(
 }
 
 fn joined() -> bool {
-    !Namespace::default().members(&nimbus_actors::scheduler::TOPIC).is_empty()
+    SchedulerClient::new(&Namespace::default(), Duration::ZERO).reachable()
 }
 
 /// Connects and waits for the controller's workers to appear. A TCP connection is not a join: the session

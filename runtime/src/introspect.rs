@@ -1,39 +1,20 @@
-//! Introspection for the console: the live actor tree (walked through the supervisors), per-actor message
-//! counts, and a ring of recent supervision events.
+//! What the actors of this process record about themselves for the console and the metrics: message counts
+//! per incarnation, restarts per actor name, the status of every reconciler, and a ring of recent
+//! supervision events. [`crate::tree`] assembles these facts into the live actor tree.
 //!
 //! Every fact here comes from the live actors of this process; ractor does not expose mailbox depths, so none
 //! is reported rather than a guess.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use ractor::{ActorCell, ActorId, ActorRef};
+use ractor::{ActorCell, ActorId};
 use serde::{Deserialize, Serialize};
 
-use crate::supervisor::{self, SupervisorMsg};
-
-/// One actor of the tree, as its supervisor and the actor itself report it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActorInfo {
-    pub name: String,
-    /// The actor type (`Scheduler`, `Supervisor`, …).
-    pub kind: String,
-    /// ractor's process id, `node.pid`.
-    pub pid: Option<String>,
-    pub supervisor: Option<String>,
-    /// ractor's status (`Running`, …), or `Down` while its supervisor waits to restart it.
-    pub status: String,
-    pub restarts: u32,
-    /// The last abnormal end: when (seconds since the Unix epoch) and why.
-    pub last_error: Option<(u64, String)>,
-    pub uptime_secs: u64,
-    /// Messages handled by this incarnation.
-    pub messages: u64,
-    pub children: Vec<ActorInfo>,
-    /// Set when this supervisor did not answer: its children are unknown.
-    pub unreachable: bool,
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 static MESSAGES: LazyLock<Mutex<HashMap<ActorId, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -50,6 +31,67 @@ pub(crate) fn messages(cell: &ActorCell) -> u64 {
 /// Drops the count of an actor that ended.
 pub(crate) fn forget(cell: &ActorCell) {
     MESSAGES.lock().expect("introspection lock").remove(&cell.get_id());
+}
+
+static RESTARTS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+pub(crate) fn count_restart(child: &str) {
+    *RESTARTS.lock().expect("introspection lock").entry(child.to_string()).or_default() += 1;
+}
+
+/// How often each actor whose registered name starts with `prefix` was restarted, by name (for the metrics).
+pub fn restarts(prefix: &str) -> Vec<(String, u64)> {
+    let restarts = RESTARTS.lock().expect("introspection lock");
+    restarts.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(n, c)| (n.clone(), *c)).collect()
+}
+
+/// How a reconciler (a pass that makes the world match the store: a dataplane apply, a sweep, a host
+/// reconcile) has been doing, as garage's background workers report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileStatus {
+    /// When the last pass ended, in milliseconds since the Unix epoch.
+    pub last_run_ms: Option<u64>,
+    pub runs: u64,
+    pub errors: u64,
+    pub consecutive_errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Kept by actor name and reconciler kind, so the history survives the actor's restarts.
+static RECONCILERS: LazyLock<Mutex<BTreeMap<(String, &'static str), ReconcileStatus>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+/// Records one pass of the reconciler `kind` of the actor registered as `actor`: `Err` carries the error's
+/// text (its whole chain).
+pub fn reconciled(actor: &str, kind: &'static str, outcome: Result<(), String>) {
+    let mut reconcilers = RECONCILERS.lock().expect("introspection lock");
+    let status = reconcilers.entry((actor.to_string(), kind)).or_default();
+    status.runs += 1;
+    status.last_run_ms = Some(now_ms());
+    match outcome {
+        Ok(()) => status.consecutive_errors = 0,
+        Err(e) => {
+            status.errors += 1;
+            status.consecutive_errors += 1;
+            status.last_error = Some(e);
+        }
+    }
+}
+
+/// The reconcilers of the actor registered as `actor`, by kind.
+pub fn reconcilers_of(actor: &str) -> BTreeMap<String, ReconcileStatus> {
+    let reconcilers = RECONCILERS.lock().expect("introspection lock");
+    reconcilers.iter().filter(|((a, _), _)| a == actor).map(|((_, kind), s)| (kind.to_string(), s.clone())).collect()
+}
+
+/// Every reconciler of the actors whose names start with `prefix`: (actor, kind, status).
+pub fn reconcilers(prefix: &str) -> Vec<(String, &'static str, ReconcileStatus)> {
+    let reconcilers = RECONCILERS.lock().expect("introspection lock");
+    reconcilers
+        .iter()
+        .filter(|((a, _), _)| a.starts_with(prefix))
+        .map(|((a, kind), s)| (a.clone(), *kind, s.clone()))
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,10 +120,9 @@ static EVENTS: LazyLock<Mutex<VecDeque<ActorEvent>>> = LazyLock::new(|| Mutex::n
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn record(kind: EventKind, supervisor: &str, child: &str, detail: String) {
-    let at_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let event = ActorEvent {
         seq: SEQ.fetch_add(1, Ordering::SeqCst) + 1,
-        at_ms,
+        at_ms: now_ms(),
         kind,
         supervisor: supervisor.to_string(),
         child: child.to_string(),
@@ -105,49 +146,23 @@ pub fn events_after(seq: u64, prefix: &str) -> Vec<ActorEvent> {
         .collect()
 }
 
-/// Walks the tree below `root`, asking each supervisor for its children. A supervisor that does not answer
-/// within `timeout` is marked unreachable and the walk goes on.
-pub async fn tree(root: &ActorRef<SupervisorMsg>, timeout: Duration) -> ActorInfo {
-    let cell = root.get_cell();
-    let mut info = ActorInfo {
-        name: cell.get_name().unwrap_or_default(),
-        kind: "Supervisor".into(),
-        pid: Some(cell.get_id().to_string()),
-        supervisor: cell.try_get_supervisor().and_then(|s| s.get_name()),
-        status: format!("{:?}", cell.get_status()),
-        restarts: 0,
-        last_error: None,
-        uptime_secs: 0,
-        messages: messages(&cell),
-        children: Vec::new(),
-        unreachable: false,
-    };
-    fill(&mut info, root, timeout).await;
-    info
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn fill(info: &mut ActorInfo, supervisor: &ActorRef<SupervisorMsg>, timeout: Duration) {
-    let Ok(children) = supervisor::children(supervisor, timeout).await else {
-        info.unreachable = true;
-        return;
-    };
-    for child in children {
-        let mut node = ActorInfo {
-            name: child.name.clone(),
-            kind: child.kind.clone(),
-            pid: child.cell.as_ref().map(|c| c.get_id().to_string()),
-            supervisor: Some(info.name.clone()),
-            status: child.cell.as_ref().map_or("Down".to_string(), |c| format!("{:?}", c.get_status())),
-            restarts: child.restarts,
-            last_error: child.last_error.clone(),
-            uptime_secs: child.uptime.as_secs(),
-            messages: child.cell.as_ref().map_or(0, messages),
-            children: Vec::new(),
-            unreachable: false,
-        };
-        if let Some(cell) = child.cell.filter(|c| c.is_message_type_of::<SupervisorMsg>() == Some(true)) {
-            Box::pin(fill(&mut node, &ActorRef::from(cell), timeout)).await;
-        }
-        info.children.push(node);
+    #[test]
+    fn reconcilers_count_runs_and_errors_in_a_row() {
+        let actor = "introspect-test/network";
+        reconciled(actor, "dataplane", Ok(()));
+        reconciled(actor, "dataplane", Err("eth0 is missing".into()));
+        reconciled(actor, "dataplane", Err("eth0 is still missing".into()));
+        let status = &reconcilers_of(actor)["dataplane"];
+        assert_eq!((status.runs, status.errors, status.consecutive_errors), (3, 2, 2));
+        assert_eq!(status.last_error.as_deref(), Some("eth0 is still missing"));
+        reconciled(actor, "dataplane", Ok(()));
+        let status = &reconcilers_of(actor)["dataplane"];
+        assert_eq!((status.runs, status.errors, status.consecutive_errors), (4, 2, 0));
+        assert_eq!(status.last_error.as_deref(), Some("eth0 is still missing"), "the last error is kept");
+        assert_eq!(reconcilers("introspect-test/").len(), 1);
     }
 }

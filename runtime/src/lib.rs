@@ -3,15 +3,16 @@
 //! # Layout
 //! - [`supervisor`]: a supervisor actor of our own (ractor has no restart strategies): one_for_one,
 //!   one_for_all and rest_for_one, restart intensity within a period with escalation to the parent, and
-//!   restart backoff. It keeps each child's start function, so it can respawn a child under its old name.
+//!   restart backoff. It keeps each child's start function, so it can respawn a child under its old name, and
+//!   may make children on demand from a key (a template).
 //! - [`topic`]: where workers listen. A [`Namespace`] scopes actor names and process groups (one cloud per
 //!   namespace, so tests can run several in one process); a [`Topic`] is a role (`scheduler`: any member
 //!   answers) or a host (`compute.host-0003`: exactly that host). Callers resolve a topic at every call, so a
 //!   restarted actor is found under its topic and no stale reference is kept.
-//! - [`rpc`]: request/reply where every call has a timeout and a typed [`CallError`], plus [`rpc::then`],
-//!   which runs a call off the caller's mailbox and delivers the outcome back to it as a message.
-//! - [`introspect`]: the live actor tree for the console (walked through the supervisors), message counts,
-//!   and a ring of recent supervision events.
+//! - [`rpc`]: request/reply where every call has a timeout and a typed [`CallError`]; callers resolve the
+//!   topic at every call. Only the typed clients of `nimbus-protocol` use it.
+//! - [`introspect`]: what actors record about themselves (message counts, restarts, reconciler status, a ring
+//!   of supervision events); [`tree`]: the live actor tree assembled from it for the console.
 //! - [`wire`]: the serde + bincode encoding of messages that may cross nodes.
 //! - [`telemetry`]: tracing setup for binaries.
 
@@ -20,6 +21,7 @@ pub mod rpc;
 pub mod supervisor;
 pub mod telemetry;
 pub mod topic;
+pub mod tree;
 pub mod wire;
 
 pub use rpc::CallError;

@@ -1,6 +1,5 @@
 //! Request/reply between actors: every call has a timeout and a typed error.
 
-use std::future::Future;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -85,15 +84,4 @@ async fn resolve<M: Message>(ns: &Namespace, topic: &Topic, grace: Duration) -> 
 pub fn cast_topic<M: Message>(ns: &Namespace, topic: &Topic, msg: M) -> Result<(), CallError> {
     let target = ns.pick::<M>(topic).ok_or_else(|| CallError::NoRoute { topic: topic.to_string() })?;
     target.cast(msg).map_err(|_| CallError::Unreachable { target: describe(&target) })
-}
-
-/// Runs `work` (typically a call) on its own task and sends its outcome to `me` as a message: the reply
-/// callback that keeps an actor's mailbox free while it waits. If `me` has stopped meanwhile, the outcome is
-/// dropped; whatever it concerned is in the store and is picked up again on restart.
-pub fn then<M: Message>(me: &ActorRef<M>, work: impl Future<Output = M> + Send + 'static) {
-    let me = me.clone();
-    tokio::spawn(async move {
-        let outcome = work.await;
-        let _ = me.send_message(outcome);
-    });
 }

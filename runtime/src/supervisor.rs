@@ -9,6 +9,10 @@
 //! More than `intensity.max_restarts` restarts within `intensity.period` make the supervisor fail, so its
 //! own parent applies its strategy (escalation). Consecutive restarts of a child wait longer each time
 //! (backoff), the first one not at all.
+//!
+//! A supervisor may also have a template, as OTP's `simple_one_for_one`: children made on demand from a key
+//! (`conductor/<project>` from a project id) by whoever asks with [`ensure_child`], without knowing the
+//! child's actor type.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,6 +30,8 @@ const NAME_RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
+/// Makes the spec of the child for a key (see [`ensure_child`]), or says why the key names no child.
+pub type ChildTemplate = Arc<dyn Fn(&str) -> Result<ChildSpec, String> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -113,6 +119,8 @@ pub struct SupervisorArgs {
     pub intensity: Intensity,
     pub backoff: Backoff,
     pub children: Vec<ChildSpec>,
+    /// How to make a child on demand from a key; `None` for a supervisor of fixed children.
+    pub template: Option<ChildTemplate>,
 }
 
 impl SupervisorArgs {
@@ -122,7 +130,13 @@ impl SupervisorArgs {
             intensity: Intensity::default(),
             backoff: Backoff::default(),
             children,
+            template: None,
         }
+    }
+
+    /// Children are also made on demand, from a key, by `template`.
+    pub fn with_template(self, template: ChildTemplate) -> Self {
+        SupervisorArgs { template: Some(template), ..self }
     }
 }
 
@@ -142,9 +156,9 @@ pub struct ChildReport {
 }
 
 pub enum SupervisorMsg {
-    /// Adds and starts a child (a dynamic child, such as a project's supervisor). If a child of that name
-    /// exists it is left alone and the answer is `Ok`.
-    StartChild(ChildSpec, RpcReplyPort<Result<(), String>>),
+    /// Makes sure the child the template makes for this key runs: started if it does not exist, left alone
+    /// (and `Ok`) if it does.
+    Ensure(String, RpcReplyPort<Result<(), SupervisorError>>),
     /// Lists the children.
     Children(RpcReplyPort<Vec<ChildReport>>),
     /// Internal: (re)start the named children, in this order, after a backoff.
@@ -167,18 +181,34 @@ pub struct SupervisorState {
     intensity: Intensity,
     backoff: Backoff,
     children: Vec<Child>,
+    template: Option<ChildTemplate>,
     restart_log: VecDeque<Instant>,
 }
 
 /// The supervisor actor. Name it after what it supervises (`cloud`, `projects`, `project/<id>`).
 pub struct Supervisor;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("child {child} could not start: {reason}")]
     ChildStart { child: String, reason: String },
     #[error("more than {max} restarts within {period:?}; giving up and escalating")]
     IntensityExceeded { max: usize, period: Duration },
+    #[error("{supervisor} makes no children on demand")]
+    NoTemplate { supervisor: String },
+    #[error("{key:?} names no child: {reason}")]
+    BadKey { key: String, reason: String },
+}
+
+/// Why [`ensure_child`] could not make sure a child runs.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("the supervisor {0} is not running")]
+    NoSupervisor(String),
+    #[error("the supervisor did not answer")]
+    NoAnswer(#[source] crate::CallError),
+    #[error("the supervisor could not start the child")]
+    Refused(#[source] SupervisorError),
 }
 
 fn epoch_secs() -> u64 {
@@ -255,6 +285,7 @@ impl Actor for Supervisor {
             intensity: args.intensity,
             backoff: args.backoff,
             children: Vec::new(),
+            template: args.template,
             restart_log: VecDeque::new(),
         };
         for spec in args.children {
@@ -294,7 +325,18 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         introspect::handled(&myself.get_cell());
         match msg {
-            SupervisorMsg::StartChild(spec, reply) => {
+            SupervisorMsg::Ensure(key, reply) => {
+                let Some(template) = &state.template else {
+                    let _ = reply.send(Err(SupervisorError::NoTemplate { supervisor: crate::rpc::describe(&myself) }));
+                    return Ok(());
+                };
+                let spec = match template(&key) {
+                    Ok(spec) => spec,
+                    Err(reason) => {
+                        let _ = reply.send(Err(SupervisorError::BadKey { key, reason }));
+                        return Ok(());
+                    }
+                };
                 if state.children.iter().any(|c| c.spec.name == spec.name) {
                     let _ = reply.send(Ok(()));
                     return Ok(());
@@ -312,7 +354,7 @@ impl Actor for Supervisor {
                 if outcome.is_err() {
                     state.children.pop();
                 }
-                let _ = reply.send(outcome.map_err(|e| e.to_string()));
+                let _ = reply.send(outcome);
             }
             SupervisorMsg::Children(reply) => {
                 let report = state
@@ -384,6 +426,7 @@ impl Actor for Supervisor {
             tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %reason, "child ended abnormally");
         }
         state.note_restart(&crate::rpc::describe(&myself), &name)?;
+        introspect::count_restart(&name);
         let child = &mut state.children[index];
         child.restarts += 1;
         child.consecutive = if child.started_at.elapsed() > state.backoff.max { 1 } else { child.consecutive + 1 };
@@ -407,6 +450,27 @@ impl Actor for Supervisor {
         }
         Ok(())
     }
+}
+
+/// Makes sure the child the supervisor's template makes for `key` runs (see [`SupervisorMsg::Ensure`]).
+pub async fn ensure_child(
+    supervisor: &ActorRef<SupervisorMsg>,
+    key: &str,
+    timeout: Duration,
+) -> Result<(), EnsureError> {
+    let key = key.to_string();
+    crate::rpc::call(supervisor, |reply| SupervisorMsg::Ensure(key, reply), timeout)
+        .await
+        .map_err(EnsureError::NoAnswer)?
+        .map_err(EnsureError::Refused)
+}
+
+/// The supervisor registered under `name` in this process (ractor's registry holds local actors only).
+pub fn find(name: &str) -> Result<ActorRef<SupervisorMsg>, EnsureError> {
+    ractor::registry::where_is(name)
+        .filter(|c| c.is_message_type_of::<SupervisorMsg>() == Some(true))
+        .map(ActorRef::from)
+        .ok_or_else(|| EnsureError::NoSupervisor(name.to_string()))
 }
 
 /// Lists a supervisor's children, for the console and the tests.
@@ -479,6 +543,7 @@ mod tests {
                 intensity: Intensity::default(),
                 backoff: Backoff::default(),
                 children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
+                template: None,
             };
             let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args).await.unwrap();
             kill(&names[1]).await;
@@ -496,6 +561,7 @@ mod tests {
             intensity: Intensity { max_restarts: 2, period: Duration::from_secs(60) },
             backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) },
             children: vec![counter("t4/flappy", &starts)],
+            template: None,
         };
         let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
         for n in 2..=3 {
@@ -506,6 +572,37 @@ mod tests {
         kill("t4/flappy").await;
         tokio::time::timeout(Duration::from_secs(5), handle).await.expect("supervisor gave up").unwrap();
         assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_template_makes_each_keyed_child_once() {
+        let starts = Arc::new(AtomicU32::new(0));
+        let made = starts.clone();
+        let template: ChildTemplate = Arc::new(move |key: &str| match key {
+            "bad" => Err("not a key".into()),
+            _ => Ok(counter(&format!("t5/child-{key}"), &made)),
+        });
+        let args = SupervisorArgs::one_for_one(Vec::new()).with_template(template);
+        let (sup, handle) = Actor::spawn(Some("t5/sup".into()), Supervisor, args).await.unwrap();
+        for _ in 0..2 {
+            ensure_child(&find("t5/sup").unwrap(), "a", Duration::from_secs(1)).await.unwrap();
+        }
+        ensure_child(&sup, "b", Duration::from_secs(1)).await.unwrap();
+        let bad = ensure_child(&sup, "bad", Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(bad, EnsureError::Refused(SupervisorError::BadKey { .. })), "{bad}");
+        assert_eq!(starts.load(Ordering::SeqCst), 2, "a once, b once");
+        assert!(ractor::registry::where_is("t5/child-a").is_some());
+        kill("t5/child-a").await;
+        wait_for("the keyed child restarted", || starts.load(Ordering::SeqCst) == 3).await;
+        let plain = SupervisorArgs::one_for_one(Vec::new());
+        let (other, other_handle) = Actor::spawn(Some("t5/plain".into()), Supervisor, plain).await.unwrap();
+        let refused = ensure_child(&other, "a", Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(refused, EnsureError::Refused(SupervisorError::NoTemplate { .. })), "{refused}");
+        assert!(matches!(find("t5/nobody"), Err(EnsureError::NoSupervisor(_))));
+        for (s, h) in [(sup, handle), (other, other_handle)] {
+            s.stop(None);
+            h.await.unwrap();
+        }
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Tracing setup for the binaries: human-readable logs on stderr, filtered by `RUST_LOG`.
+//! Tracing setup for the binaries: human-readable logs on stderr, filtered by `RUST_LOG`, in colour only on a
+//! terminal (a log file or a pipe gets plain text, so `grep` finds what it looks for).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -6,5 +9,9 @@ use tracing_subscriber::EnvFilter;
 /// is harmless (tests do).
 pub fn init(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }

@@ -8,13 +8,14 @@
 //! - [`Table`] / [`Index`]: typed handles on redb tables (one record per key) and multimap tables (secondary
 //!   indexes). Keys are [`KeyCodec`]s, values are versioned [`Record`]s (a version byte, then bincode).
 //! - [`schema`]: every table nimbus has, the schema version and the check made on open.
-//! - [`records`] and [`ids`]: the persisted data model and its typed identifiers.
+//! - [`records`]: the persisted data model; [`keys`]: how the typed ids (`nimbus-protocol`'s) and [`Pair`]s are
+//!   keys.
 //!
 //! This is the only crate that knows redb.
 
 mod codec;
 mod error;
-pub mod ids;
+pub mod keys;
 pub mod records;
 pub mod schema;
 mod store;
@@ -22,5 +23,6 @@ mod table;
 
 pub use codec::{KeyCodec, Record};
 pub use error::StoreError;
+pub use keys::Pair;
 pub use store::{Store, StoreStats};
 pub use table::{Index, ReadTx, Reads, Table, WriteTx};

@@ -7,7 +7,10 @@ use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Record;
-use crate::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId};
+use crate::error::StoreError;
+use nimbus_protocol::ids::{
+    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId,
+};
 
 macro_rules! record {
     ($t:ty, $kind:literal, $version:literal) => {
@@ -313,8 +316,38 @@ pub struct Operation {
     pub project: ProjectId,
     pub kind: OperationKind,
     pub started_at: Millis,
+    /// The API request that started it, so the steps a conductor resumes after a restart are still logged
+    /// under that request.
+    pub request_id: Option<String>,
 }
-record!(Operation, "operation", 1);
+
+impl Record for Operation {
+    const KIND: &'static str = "operation";
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        /// Version 1 had no request id.
+        #[derive(Deserialize)]
+        struct V1 {
+            instance: InstanceId,
+            project: ProjectId,
+            kind: OperationKind,
+            started_at: Millis,
+        }
+        if version != 1 {
+            return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found: version });
+        }
+        let (v1, _): (V1, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|source| StoreError::Decode { kind: Self::KIND, source })?;
+        Ok(Operation {
+            instance: v1.instance,
+            project: v1.project,
+            kind: v1.kind,
+            started_at: v1.started_at,
+            request_id: None,
+        })
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OperationKind {
@@ -385,3 +418,28 @@ pub struct AllocationCursor {
     pub next: u32,
 }
 record!(AllocationCursor, "allocation_cursor", 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode_record, encode_record};
+
+    #[test]
+    fn an_operation_logged_by_an_older_nimbus_is_read_without_a_request_id() {
+        #[derive(Serialize, Deserialize)]
+        struct V1 {
+            instance: InstanceId,
+            project: ProjectId,
+            kind: OperationKind,
+            started_at: Millis,
+        }
+        impl Record for V1 {
+            const KIND: &'static str = "operation";
+            const VERSION: u8 = 1;
+        }
+        let (instance, project) = (InstanceId::random(), ProjectId::random());
+        let old = encode_record(&V1 { instance, project, kind: OperationKind::Delete, started_at: 7 }).unwrap();
+        let read: Operation = decode_record(&old).unwrap();
+        assert_eq!(read, Operation { instance, project, kind: OperationKind::Delete, started_at: 7, request_id: None });
+    }
+}

@@ -4,7 +4,9 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, Pair, ProjectId, UserId};
+use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
+
+use crate::keys::Pair;
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation,
     Project, Quota, Token, Usage, User,

@@ -3,7 +3,7 @@
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableDatabase};
@@ -31,10 +31,14 @@ pub struct StoreStats {
     pub rolled_back: u64,
 }
 
+/// Told the number of writes of every durable commit (the metrics' writes-per-commit histogram).
+type CommitObserver = Box<dyn Fn(usize) + Send + Sync>;
+
 struct Counters {
     commits: AtomicU64,
     writes: AtomicU64,
     rolled_back: AtomicU64,
+    observer: OnceLock<CommitObserver>,
 }
 
 struct Inner {
@@ -79,6 +83,7 @@ impl Store {
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             rolled_back: AtomicU64::new(0),
+            observer: OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = {
@@ -144,6 +149,12 @@ impl Store {
         f(&ReadTx { txn })
     }
 
+    /// Has `observe` told the number of writes of every durable commit from now on. A store has one
+    /// observer: `false` if it had one already (the new one is dropped).
+    pub fn on_commit(&self, observe: impl Fn(usize) + Send + Sync + 'static) -> bool {
+        self.inner.counters.observer.set(Box::new(observe)).is_ok()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
         StoreStats {
@@ -186,6 +197,9 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
         if result.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.writes.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            if let Some(observe) = counters.observer.get() {
+                observe(delivered.len());
+            }
         } else if let Err(e) = &result {
             tracing::error!(cause = %e, writes = delivered.len(), "store commit failed");
         }
@@ -241,10 +255,11 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{InstanceId, Pair, ProjectId};
+    use crate::keys::Pair;
     use crate::records::Project;
     use crate::schema::{INSTANCES_BY_PROJECT, PROJECT_NAMES, PROJECTS};
     use crate::{Reads, Table};
+    use nimbus_protocol::ids::{InstanceId, ProjectId};
 
     fn project(name: &str) -> Project {
         Project {

@@ -132,7 +132,7 @@ fn index_get_in<K: KeyCodec, V: KeyCodec>(
 pub trait Reads {
     fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError>;
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError>;
-    /// The entries whose encoded key starts with `prefix` (see [`crate::ids::Pair::prefix`]), in key order.
+    /// The entries whose encoded key starts with `prefix` (see [`crate::Pair::prefix`]), in key order.
     fn scan_prefix<K: KeyCodec, V: Record>(
         &self,
         table: &Table<K, V>,

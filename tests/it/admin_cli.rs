@@ -6,6 +6,7 @@ use std::time::Duration;
 use nimbus::client::Client;
 use nimbus_tests::process::nimbus_binary;
 use nimbus_tests::*;
+use serde_json::json;
 
 /// Runs the binary against `t`; call it inside `block_in_place`, the cloud runs on this test's runtime.
 fn nimbus(t: &TestCloud, args: &[&str]) -> String {
@@ -113,8 +114,12 @@ async fn an_operator_creates_networks_pools_and_reservations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_once() {
     let t = TestCloud::start().await;
-    let vm = create_server(&t.admin, "makes-a-project-supervisor").await;
-    wait_for_status(&t.admin, &vm, "ACTIVE").await;
+    // A server of a VLAN project makes its project a conductor and a VLAN reconciler.
+    let vlans = json!({"network": {"label": "tenants", "cidr": "10.2.0.0/24", "mode": "vlan", "vlan_start": 700}});
+    t.admin.post("/compute/v2.1/os-networks", &vlans).await.unwrap();
+    let member = t.user_in_mode("vlan", "member").await;
+    let vm = create_server(&member, "makes-a-conductor").await;
+    wait_for_status(&member, &vm, "ACTIVE").await;
     let listed = tokio::task::block_in_place(|| nimbus(&t, &["actors", "ls", "--json"]));
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let mut names = Vec::new();
@@ -125,7 +130,7 @@ async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_on
         }
     }
     walk(&listed["tree"], &mut names);
-    for expected in ["cloud", "scheduler", "network", "compute", "compute/host-0001", "projects", "gateway"] {
+    for expected in ["cloud", "scheduler", "network", "vlans", "compute", "compute/host-0001", "projects", "gateway"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
     assert!(
@@ -133,7 +138,14 @@ async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_on
         "{names:?}"
     );
 
-    let scheduler = t.cloud.ctx.ns.actor_name("scheduler");
+    // Reconcilers report how they are doing, in the JSON and in the table.
+    let network = listed["tree"]["children"].as_array().unwrap().iter().find(|c| c["name"] == "network").unwrap();
+    assert!(network["reconcilers"]["dataplane"]["runs"].as_u64().unwrap() >= 1, "{network}");
+    let table = tokio::task::block_in_place(|| nimbus(&t, &["actors", "ls"]));
+    assert!(table.lines().any(|l| l.trim_start().starts_with("↳ dataplane: ") && l.contains("runs")), "{table}");
+    assert!(table.lines().any(|l| l.trim_start().starts_with("↳ sweep: ")), "the conductor's sweep: {table}");
+
+    let scheduler = t.cloud.app.ns().actor_name("scheduler");
     let old = ractor::registry::where_is(scheduler.clone()).unwrap().get_id();
     let out = tokio::task::block_in_place(|| nimbus(&t, &["actors", "kill", "scheduler"]));
     assert_eq!(out.trim(), "killed scheduler");

@@ -126,7 +126,7 @@ async fn chaos(seed: u64, duration: Duration) -> Report {
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..250))).await;
         let name = names[rng.random_range(0..names.len())].clone();
         let Some(old) = t.running_id(&name) else { continue };
-        let cell = ractor::registry::where_is(t.cloud.ctx.ns.actor_name(&name)).expect("it was just running");
+        let cell = ractor::registry::where_is(t.cloud.app.ns().actor_name(&name)).expect("it was just running");
         let killed_at = Instant::now();
         cell.kill();
         // Measure how long until a new incarnation runs.

@@ -21,7 +21,7 @@ fn fixed_ip(server: &Value) -> Ipv4Addr {
 }
 
 fn leased(t: &TestCloud, address: Ipv4Addr) -> Option<bool> {
-    let rows = t.cloud.ctx.store.read(|r| r.scan(&FIXED_IPS)).unwrap();
+    let rows = t.cloud.store.read(|r| r.scan(&FIXED_IPS)).unwrap();
     rows.into_iter().find(|(_, row)| row.address == address).map(|(_, row)| row.leased)
 }
 
@@ -243,7 +243,7 @@ fn kernel_state(lab: &Lab) -> Vec<String> {
 async fn vlan_segments_use_8021q_where_the_kernel_has_it_and_fail_clearly_where_not() {
     let Some(lab) = Lab::new("dot1q") else { return };
     let mut options = lab.options();
-    options.drivers.segments = nimbus_actors::network::linux::SegmentKind::Vlan;
+    options.drivers.segments = nimbus_actors::dataplane::linux::SegmentKind::Vlan;
     let t = TestCloud::start_with(options).await;
     add_network(
         &t,

@@ -1,9 +1,6 @@
 //! Floating IPs: allocate, associate, move, disassociate, release; project isolation, quotas, exhaustion;
 //! the NAT table the sim driver recorded. Both API shapes: nova-network's `os-floating-ips` and Network v2.0.
 
-use nimbus_actors::network::floating::{Caller, FloatingRequest};
-use nimbus_actors::network::{self, NetworkError, NetworkMsg};
-use nimbus_runtime::{Wire, rpc};
 use nimbus_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -60,19 +57,7 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
     let nat = t.cloud.sim().state().nat.floating;
     assert_eq!(nat.first().unwrap().fixed.to_string(), fixed_addresses(&vm2)[0]);
 
-    // The network manager refuses to release an associated address; the APIs disassociate first.
-    let caller = Caller { project: vm1["tenant_id"].as_str().unwrap().parse().unwrap(), admin: false };
-    let refused = rpc::call_topic(
-        &t.cloud.ctx.ns,
-        &network::TOPIC,
-        |r| NetworkMsg::Floating(Wire(FloatingRequest::Release { caller, address: address.parse().unwrap() }), r),
-        t.cloud.ctx.timing.call,
-    )
-    .await
-    .unwrap()
-    .0;
-    assert!(matches!(refused, Err(NetworkError::Conflict(_))), "{refused:?}");
-
+    // Releasing an associated address disassociates it in the same transaction.
     alice.delete(&format!("/compute/v2.1/os-floating-ips/{}", fip["id"].as_str().unwrap())).await.unwrap();
     assert!(alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().is_empty());
     assert!(t.cloud.sim().state().nat.floating.is_empty());
@@ -117,7 +102,7 @@ async fn floating_ips_are_private_to_their_project_and_follow_servers() {
     let listed = alice.get("/compute/v2.1/os-floating-ips").await.unwrap();
     assert_eq!(listed["floating_ips"][0]["instance_id"], Value::Null);
     assert!(t.cloud.sim().state().nat.floating.is_empty());
-    let violations = store_violations(&t.cloud.ctx.store);
+    let violations = store_violations(&t.cloud.store);
     assert!(violations.is_empty(), "{violations:#?}");
     t.shutdown().await;
 }
@@ -238,7 +223,7 @@ async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     assert!(t.cloud.sim().state().nat.floating.is_empty());
     let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
     assert!(mine.iter().all(|f| f["ip"] != "203.0.113.1"), "the auto-assigned address went back to the pool");
-    let violations = store_violations(&t.cloud.ctx.store);
+    let violations = store_violations(&t.cloud.store);
     assert!(violations.is_empty(), "{violations:#?}");
     t.shutdown().await;
 }

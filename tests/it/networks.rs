@@ -104,7 +104,7 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     })
     .await;
     assert_eq!(recorded_after(&t, "br101").len(), 1, "its DHCP host entry is gone");
-    let violations = store_violations(&t.cloud.ctx.store);
+    let violations = store_violations(&t.cloud.store);
     assert!(violations.is_empty(), "{violations:#?}");
     t.shutdown().await;
 }

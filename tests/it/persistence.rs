@@ -64,22 +64,29 @@ async fn sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing() {
     let image = default_image(&client).await;
     let mut accepted = Vec::new();
     let mut tasks = Vec::new();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for n in 0..30 {
-        let (client, image) = (client.clone(), image.clone());
+        let (client, image, answered) = (client.clone(), image.clone(), answered.clone());
         tasks.push(tokio::spawn(async move {
             let body =
                 serde_json::json!({"server": {"name": format!("burst-{n}"), "imageRef": image, "flavorRef": "1"}});
-            client
+            let id = client
                 .post("/compute/v2.1/servers", &body)
                 .await
                 .ok()
-                .and_then(|v| v["server"]["id"].as_str().map(str::to_string))
+                .and_then(|v| v["server"]["id"].as_str().map(str::to_string));
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            id
         }));
     }
     for id in &old[..3] {
         client.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Killed while the burst is in flight: some creates answered, others not yet.
+    wait_until("some creates of the burst to be answered", Duration::from_secs(30), || async {
+        answered.load(std::sync::atomic::Ordering::SeqCst) >= 5
+    })
+    .await;
     nimbus.kill();
     for task in tasks {
         if let Some(id) = task.await.unwrap() {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nimbus_actors::compute::virt::Capacity;
+use nimbus_protocol::compute::Capacity;
 use nimbus_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ async fn a_server_builds_to_active_with_a_fixed_ip_and_is_deleted() {
     assert_eq!(server["OS-EXT-STS:task_state"], serde_json::Value::Null);
     let host = server["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
     assert!(
-        t.cloud.hypervisors[&nimbus_storage::ids::HostId(host.clone())]
+        t.cloud.hypervisors[&nimbus_protocol::ids::HostId(host.clone())]
             .running()
             .iter()
             .any(|s| s.id.to_string() == id)
@@ -119,7 +119,7 @@ async fn deleting_while_building_leaves_nothing_behind() {
         t.cloud.hypervisors.values().all(|h| h.running().is_empty())
     })
     .await;
-    let fixed = t.cloud.ctx.store.read(|r| nimbus_storage::Reads::scan(r, &nimbus_storage::schema::FIXED_IPS)).unwrap();
+    let fixed = t.cloud.store.read(|r| nimbus_storage::Reads::scan(r, &nimbus_storage::schema::FIXED_IPS)).unwrap();
     assert!(fixed.is_empty(), "no fixed IP is left allocated: {fixed:?}");
     t.shutdown().await;
 }

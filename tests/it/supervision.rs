@@ -5,7 +5,7 @@ use std::time::Duration;
 use nimbus_tests::*;
 
 fn kill(t: &TestCloud, local_name: &str) {
-    let name = t.cloud.ctx.ns.actor_name(local_name);
+    let name = t.cloud.app.ns().actor_name(local_name);
     ractor::registry::where_is(name.clone()).unwrap_or_else(|| panic!("{name} is running")).kill();
 }
 
@@ -51,7 +51,7 @@ async fn builds_and_deletes_in_flight_survive_killed_conductors_and_agents() {
         wait_for_gone(&t.admin, id).await;
     }
     wait_until("no pending operations", Duration::from_secs(10), || async {
-        store_violations(&t.cloud.ctx.store).is_empty()
+        store_violations(&t.cloud.store).is_empty()
     })
     .await;
     let running: usize = t.cloud.hypervisors.values().map(|h| h.running().len()).sum();

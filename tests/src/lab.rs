@@ -8,7 +8,7 @@ use std::process::Command;
 
 use ipnetwork::Ipv4Network;
 use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
-use nimbus_actors::linux::{self, process};
+use nimbus_actors::kernel::{self, process};
 
 use crate::Options;
 
@@ -39,9 +39,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Lab {
     /// A new lab named `name`, or `None` (with the reason printed) when this machine cannot run one: the
-    /// real dataplane needs root and iproute2, nftables, dnsmasq and busybox (`.ci/run` installs them).
+    /// real dataplane needs root and iproute2, nftables, dnsmasq and busybox. Under CI (`CI=true`), where
+    /// `.ci/run` installs them and runs as root, a missing prerequisite fails the test instead.
     pub fn new(name: &str) -> Option<Lab> {
-        if let Err(why) = linux::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"]) {
+        if let Err(why) = kernel::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"]) {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run lab {name}, but {why}");
             eprintln!("SKIPPED (lab {name}): {why}");
             return None;
         }
@@ -190,7 +192,7 @@ impl Lab {
 
 /// An HTTP GET of `/` on `to:80` from namespace `ns`: the body, or why not.
 pub async fn http_get(ns: &str, to: Ipv4Addr) -> Result<String, String> {
-    linux::http_get(Some(ns), SocketAddr::from((to, 80))).await.map_err(|e| e.to_string())
+    kernel::http_get(Some(ns), SocketAddr::from((to, 80))).await.map_err(|e| e.to_string())
 }
 
 impl Drop for Lab {

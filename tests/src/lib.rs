@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use ipnetwork::Ipv4Network;
 use nimbus::client::Client;
 use nimbus_actors::cloud::Drivers;
-use nimbus_actors::compute::virt::Capacity;
-use nimbus_actors::{Cloud, CloudConfig, Timing};
+use nimbus_actors::cloud::{Cloud, CloudConfig};
+use nimbus_actors::timing::Timing;
+use nimbus_protocol::compute::Capacity;
 use nimbus_runtime::Namespace;
 use serde_json::{Value, json};
 
@@ -72,6 +73,8 @@ pub struct Options {
     pub drivers: Drivers,
     /// The default floating pool of the new cloud, and the interface its addresses are bound to.
     pub floating_range: Option<(Ipv4Network, String)>,
+    /// Serve the Prometheus metrics on a port of their own (`Cloud::metrics_addr`).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             timing: test_timing(),
             drivers: Drivers::default(),
             floating_range: None,
+            metrics: false,
         }
     }
 }
@@ -114,6 +118,9 @@ impl TestCloud {
         config.timing = options.timing.clone();
         config.auto_assign_floating_ip = options.auto_assign_floating_ip;
         config.drivers = options.drivers.clone();
+        if options.metrics {
+            config.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
+        }
         if let Some((range, interface)) = &options.floating_range {
             config.floating_range = *range;
             config.public_interface = interface.clone();
@@ -153,7 +160,7 @@ impl TestCloud {
     /// Kills the actor named `local_name` and waits until a new incarnation runs under its name.
     pub async fn kill_and_wait_for_restart(&self, local_name: &str) {
         let old = self.running_id(local_name).unwrap_or_else(|| panic!("{local_name} is running"));
-        ractor::registry::where_is(self.cloud.ctx.ns.actor_name(local_name)).expect("it was just running").kill();
+        ractor::registry::where_is(self.cloud.app.ns().actor_name(local_name)).expect("it was just running").kill();
         wait_until(&format!("{local_name} to be back"), Duration::from_secs(5), || async {
             self.running_id(local_name).is_some_and(|id| id != old)
         })
@@ -162,7 +169,7 @@ impl TestCloud {
 
     /// The id of the running incarnation of the actor named `local_name` in this cloud, if one runs.
     pub fn running_id(&self, local_name: &str) -> Option<ractor::ActorId> {
-        ractor::registry::where_is(self.cloud.ctx.ns.actor_name(local_name))
+        ractor::registry::where_is(self.cloud.app.ns().actor_name(local_name))
             .filter(|c| c.get_status() == ractor::ActorStatus::Running)
             .map(|c| c.get_id())
     }
@@ -281,9 +288,9 @@ pub fn fixed_addresses(server: &Value) -> Vec<String> {
 /// pending operations, stuck instances, fixed or floating IPs and their holders out of step, broken indexes,
 /// and usage that differs from the usage recomputed from the resources.
 pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
+    use nimbus_protocol::ids::ProjectId;
+    use nimbus_storage::Pair;
     use nimbus_storage::Reads;
-    use nimbus_storage::ids::Pair;
-    use nimbus_storage::ids::ProjectId;
     use nimbus_storage::records::{Usage, VmState};
     use nimbus_storage::schema::*;
     use std::collections::BTreeMap;

@@ -157,7 +157,7 @@ async fn run_inner(op: &Op, clients: &[Client]) -> Result<Outcome, Outcome> {
 
 /// Where the fake hypervisors differ from the store: each must run exactly the ACTIVE instances placed on it.
 pub fn hypervisor_mismatches(t: &TestCloud) -> Vec<String> {
-    let instances = t.cloud.ctx.store.read(|r| r.scan(&INSTANCES)).expect("reading the store");
+    let instances = t.cloud.store.read(|r| r.scan(&INSTANCES)).expect("reading the store");
     let mut bad = Vec::new();
     for (host, hypervisor) in &t.cloud.hypervisors {
         let running: BTreeSet<String> = hypervisor.running().iter().map(|s| s.id.to_string()).collect();
@@ -178,7 +178,6 @@ pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
     let state = t.cloud.sim().state();
     let (fixed, floating) = t
         .cloud
-        .ctx
         .store
         .read(|r| Ok::<_, nimbus_storage::StoreError>((r.scan(&FIXED_IPS)?, r.scan(&FLOATING_IPS)?)))
         .expect("reading the store");
@@ -235,7 +234,7 @@ pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
     settle(&t.admin).await;
     let mut violations = Vec::new();
     for _ in 0..100 {
-        violations = crate::store_violations(&t.cloud.ctx.store);
+        violations = crate::store_violations(&t.cloud.store);
         violations.extend(dataplane_mismatches(t));
         violations.extend(hypervisor_mismatches(t));
         if violations.is_empty() {

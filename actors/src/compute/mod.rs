@@ -2,8 +2,12 @@
 //! instances through its virt driver, reports its host to the scheduler at an interval, and on every start
 //! reconciles the driver with what the cloud says runs here (those instances run; nothing else does).
 //!
-//! It never touches the store: everything it needs arrives in messages and everything it knows leaves in
-//! them, so an agent can run on a host of its own, away from the controller that owns the store.
+//! It knows nothing of the store: everything it needs arrives in messages (the protocol's wire types) and
+//! everything it knows leaves in them, so an agent can run on a host of its own, away from the controllers.
+//!
+//! # Layout
+//! - [`virt`]: the virt driver contract and the `fake` driver; [`netns`]: instances as network namespaces;
+//!   [`plumbing`]: a compute node's own side of each network (multi_host).
 
 pub mod netns;
 pub mod plumbing;
@@ -12,42 +16,17 @@ pub mod virt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use nimbus_runtime::{Topic, Wire, rpc};
-use nimbus_storage::ids::{HostId, InstanceId};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
-use serde::{Deserialize, Serialize};
+use nimbus_protocol::compute::{self, ComputeMsg, VirtError};
+use nimbus_protocol::failure::chain;
+use nimbus_protocol::ids::HostId;
+use nimbus_protocol::scheduler::{HostReport, Placement, SchedulerClient};
+use nimbus_protocol::trace::Traced;
+use nimbus_runtime::{Namespace, Wire, introspect};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
-use crate::context::Timing;
-use crate::scheduler::{self, HostReport, Placement, SchedulerMsg};
-use nimbus_runtime::Namespace;
-use virt::{InstanceSpec, VirtDriver};
-
-pub const ROLE: &str = "compute";
-
-pub fn topic(host: &HostId) -> Topic {
-    Topic::keyed(ROLE, host)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum ComputeError {
-    #[error("{0}")]
-    Virt(String),
-}
-
-pub type StepReply = Wire<Result<(), ComputeError>>;
-
-#[derive(RactorClusterMessage)]
-pub enum ComputeMsg {
-    /// Runs the instance (idempotent: a running instance is left as it is). On failure nothing of it is left.
-    #[rpc]
-    Build(Wire<InstanceSpec>, RpcReplyPort<StepReply>),
-    /// Destroys the instance here (idempotent).
-    #[rpc]
-    Destroy(Wire<InstanceId>, RpcReplyPort<StepReply>),
-    /// Timer: report this host to the scheduler, and reconcile if the last attempt could not.
-    ReportIn,
-}
+use crate::timing::Timing;
+use virt::VirtDriver;
 
 pub struct ComputeArgs {
     /// The cluster node this agent runs on (`local` in an all-in-one cloud), and its cluster address.
@@ -61,10 +40,10 @@ pub struct ComputeArgs {
 }
 
 pub struct ComputeState {
+    name: String,
     node: String,
     node_address: Option<String>,
-    ns: Namespace,
-    timing: Timing,
+    scheduler: SchedulerClient,
     host: HostId,
     host_ip: Ipv4Addr,
     driver: Arc<dyn VirtDriver>,
@@ -84,10 +63,10 @@ impl Actor for ComputeAgent {
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
         let mut state = ComputeState {
+            name: myself.get_name().unwrap_or_default(),
             node: args.node,
             node_address: args.node_address,
-            ns: args.ns,
-            timing: args.timing,
+            scheduler: SchedulerClient::new(&args.ns, args.timing.call),
             host: args.host,
             host_ip: args.host_ip,
             driver: args.driver,
@@ -96,8 +75,8 @@ impl Actor for ComputeAgent {
         // Registered and reconciled before it takes work; if the scheduler cannot be reached now, the timer
         // tries again.
         state.report_and_reconcile().await;
-        state.ns.join(&topic(&state.host), myself.get_cell());
-        myself.send_interval(state.timing.report_interval, || ComputeMsg::ReportIn);
+        args.ns.join(&compute::topic(&state.host), myself.get_cell());
+        myself.send_interval(args.timing.report_interval, || ComputeMsg::ReportIn);
         Ok(state)
     }
 
@@ -107,29 +86,46 @@ impl Actor for ComputeAgent {
         msg: ComputeMsg,
         state: &mut ComputeState,
     ) -> Result<(), ActorProcessingErr> {
-        nimbus_runtime::introspect::handled(&myself.get_cell());
+        introspect::handled(&myself.get_cell());
+        // Builds and destroys run on their own tasks: one slow spawn does not hold up the others.
         match msg {
-            ComputeMsg::Build(Wire(spec), reply) => {
+            ComputeMsg::Build(Wire(Traced { trace, body: spec }), reply) => {
                 let driver = state.driver.clone();
-                tokio::spawn(async move {
-                    let id = spec.id;
-                    let outcome = match driver.spawn(spec).await {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            // Leave nothing behind for the retry on another host.
-                            let _ = driver.destroy(id).await;
-                            Err(ComputeError::Virt(e.to_string()))
-                        }
-                    };
-                    let _ = reply.send(Wire(outcome));
-                });
+                let span = tracing::info_span!("build", request_id = %trace, actor = %state.name, instance = %spec.id);
+                tokio::spawn(
+                    async move {
+                        let id = spec.id;
+                        let outcome = match driver.spawn(spec).await {
+                            Ok(()) => {
+                                tracing::info!("instance spawned");
+                                Ok(())
+                            }
+                            Err(e) => {
+                                tracing::warn!(cause = %chain(&e), "spawn failed; cleaning up");
+                                // Leave nothing behind for the retry on another host.
+                                let _ = driver.destroy(id).await;
+                                Err(e)
+                            }
+                        };
+                        let _ = reply.send(Wire(outcome));
+                    }
+                    .instrument(span),
+                );
             }
-            ComputeMsg::Destroy(Wire(id), reply) => {
+            ComputeMsg::Destroy(Wire(Traced { trace, body: id }), reply) => {
                 let driver = state.driver.clone();
-                tokio::spawn(async move {
-                    let outcome = driver.destroy(id).await.map_err(|e| ComputeError::Virt(e.to_string()));
-                    let _ = reply.send(Wire(outcome));
-                });
+                let span = tracing::info_span!("destroy", request_id = %trace, actor = %state.name, instance = %id);
+                tokio::spawn(
+                    async move {
+                        let outcome = driver.destroy(id).await;
+                        match &outcome {
+                            Ok(()) => tracing::info!("instance destroyed"),
+                            Err(e) => tracing::warn!(cause = %chain(e), "destroy failed"),
+                        }
+                        let _ = reply.send(Wire(outcome));
+                    }
+                    .instrument(span),
+                );
             }
             ComputeMsg::ReportIn => state.report_and_reconcile().await,
         }
@@ -139,12 +135,9 @@ impl Actor for ComputeAgent {
 
 impl ComputeState {
     fn report(&self) -> HostReport {
-        let capacity = self.driver.capacity();
         HostReport {
             name: self.host.clone(),
-            vcpus: capacity.vcpus,
-            ram_mb: capacity.ram_mb,
-            disk_gb: capacity.disk_gb,
+            capacity: self.driver.capacity(),
             hypervisor_type: self.driver.kind().to_string(),
             host_ip: self.host_ip,
             node: self.node.clone(),
@@ -155,28 +148,26 @@ impl ComputeState {
     /// Reports the host (the scheduler records it and marks it up) and, until it has succeeded once,
     /// reconciles the driver with the instances the cloud places here.
     async fn report_and_reconcile(&mut self) {
-        let report = self.report();
-        let timeout = self.timing.call;
-        let placed =
-            rpc::call_topic(&self.ns, &scheduler::TOPIC, |r| SchedulerMsg::ReportIn(Wire(report), r), timeout).await;
-        match placed {
-            Ok(Wire(Ok(placed))) if !self.reconciled => match self.reconcile(placed).await {
-                Ok(()) => self.reconciled = true,
-                Err(e) => {
-                    tracing::warn!(host = %self.host, cause = %e, "reconcile failed; retrying at the next report")
+        let outcome = match self.scheduler.report_in(self.report()).await {
+            Ok(placed) if !self.reconciled => match self.reconcile(placed).await {
+                Ok(()) => {
+                    self.reconciled = true;
+                    Ok(())
                 }
+                Err(e) => Err(format!("reconcile failed; retrying at the next report: {}", chain(&e))),
             },
-            Ok(Wire(Ok(_))) => {}
-            Ok(Wire(Err(e))) => {
-                tracing::warn!(host = %self.host, cause = %e, "the scheduler could not record this host")
-            }
-            Err(e) => tracing::warn!(host = %self.host, cause = %e, "cannot report to the scheduler; retrying"),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("cannot report to the scheduler; retrying: {}", chain(&e))),
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(host = %self.host, cause = %e, "host report");
         }
+        introspect::reconciled(&self.name, "report", outcome);
     }
 
     /// Makes the hypervisor run the instances active here and nothing the cloud does not place here.
     /// Instances being built here are left to their conductor, which repeats or undoes its step.
-    async fn reconcile(&self, placed: Placement) -> Result<(), virt::VirtError> {
+    async fn reconcile(&self, placed: Placement) -> Result<(), VirtError> {
         for spec in &placed.active {
             self.driver.spawn(spec.clone()).await?;
         }

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nimbus_storage::ids::InstanceId;
-use nimbus_storage::records::NetworkMode;
+use nimbus_protocol::compute::{Addressing, Capacity, InstanceSpec, NicSpec, VirtError};
+use nimbus_protocol::failure::{Failure, chain};
+use nimbus_protocol::ids::InstanceId;
 
-use super::virt::{Capacity, DriverFuture, InstanceSpec, NicSpec, VirtDriver, VirtError};
-use crate::linux::nft::{self, PortFilter};
-use crate::linux::{LinuxError, netlink, netns_path, process, write_executable};
+use super::virt::{DriverFuture, VirtDriver};
+use crate::kernel::nft::{self, PortFilter};
+use crate::kernel::{KernelError, netlink, netns_path, process, write_executable};
 
 #[derive(Clone, Debug)]
 pub struct NetnsConfig {
@@ -47,8 +48,8 @@ esac
 exit 0
 ";
 
-fn spawn_error(id: InstanceId) -> impl Fn(LinuxError) -> VirtError {
-    move |e| VirtError::Spawn { id, reason: e.to_string() }
+fn spawn_error(id: InstanceId) -> impl Fn(KernelError) -> VirtError {
+    move |e| VirtError::Spawn { id, cause: Failure::of(&e) }
 }
 
 /// The host end of an instance's `n`th interface: `nv` + 11 hex digits of its id + `n` (15 characters at
@@ -78,11 +79,7 @@ fn port_filters(spec: &InstanceSpec) -> Vec<PortFilter> {
     spec.interfaces
         .iter()
         .enumerate()
-        .map(|(n, nic)| PortFilter {
-            port: host_port(spec.id, n),
-            mac: nic.port.mac.clone(),
-            address: nic.port.address,
-        })
+        .map(|(n, nic)| PortFilter { port: host_port(spec.id, n), mac: nic.mac.clone(), address: nic.address })
         .collect()
 }
 
@@ -90,10 +87,10 @@ fn port_filters(spec: &InstanceSpec) -> Vec<PortFilter> {
 pub fn interfaces_file(nics: &[NicSpec]) -> String {
     let mut text = String::from("auto lo\niface lo inet loopback\n");
     for (n, nic) in nics.iter().enumerate() {
-        if nic.mode == NetworkMode::Flat {
+        if nic.addressing == Addressing::Injected {
             text.push_str(&format!(
                 "\nauto eth{n}\niface eth{n} inet static\n    address {}/{}\n    gateway {}\n",
-                nic.port.address,
+                nic.address,
                 nic.cidr.prefix(),
                 nic.gateway
             ));
@@ -105,13 +102,13 @@ pub fn interfaces_file(nics: &[NicSpec]) -> String {
 }
 
 impl NetnsDriver {
-    pub fn new(mut config: NetnsConfig) -> Result<NetnsDriver, LinuxError> {
-        crate::linux::check_prerequisites(&["ip", "nft", "busybox"])?;
+    pub fn new(mut config: NetnsConfig) -> Result<NetnsDriver, KernelError> {
+        crate::kernel::check_prerequisites(&["ip", "nft", "busybox"])?;
         let dir = config.state_dir.join("instances");
-        std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(KernelError::io(format!("create {}", dir.display())))?;
         // Processes in instances run with `/` or elsewhere as their directory: paths must be absolute.
         config.state_dir = std::fs::canonicalize(&config.state_dir)
-            .map_err(LinuxError::io(format!("resolve {}", config.state_dir.display())))?;
+            .map_err(KernelError::io(format!("resolve {}", config.state_dir.display())))?;
         write_executable(&config.state_dir.join("udhcpc.script"), UDHCPC_SCRIPT)?;
         let ports = saved_specs(&dir).values().map(|spec| (spec.id, port_filters(spec))).collect();
         Ok(NetnsDriver { config, ports: tokio::sync::Mutex::new(ports) })
@@ -126,7 +123,7 @@ impl NetnsDriver {
     }
 
     /// Records (`Some`) or forgets (`None`) the ports of instance `id`, and replaces the port table.
-    async fn set_ports(&self, id: InstanceId, filters: Option<Vec<PortFilter>>) -> Result<(), LinuxError> {
+    async fn set_ports(&self, id: InstanceId, filters: Option<Vec<PortFilter>>) -> Result<(), KernelError> {
         let mut ports = self.ports.lock().await;
         match filters {
             Some(filters) => ports.insert(id, filters),
@@ -137,15 +134,15 @@ impl NetnsDriver {
         nft::apply(self.config.host_netns.as_deref(), &batch).await
     }
 
-    async fn spawn_instance(&self, spec: InstanceSpec) -> Result<(), LinuxError> {
+    async fn spawn_instance(&self, spec: InstanceSpec) -> Result<(), KernelError> {
         let ns = self.namespace(spec.id);
         let dir = self.instance_dir(spec.id);
         if netns_path(&ns).exists() && dir.join("running").exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&dir).map_err(LinuxError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(KernelError::io(format!("create {}", dir.display())))?;
         let saved = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
-        std::fs::write(dir.join("spec.json"), saved).map_err(LinuxError::io("save the instance spec"))?;
+        std::fs::write(dir.join("spec.json"), saved).map_err(KernelError::io("save the instance spec"))?;
         process::ensure_namespace(&ns).await?;
 
         // Host side: a veth per interface, the host end on the network's bridge, the guest end moved in.
@@ -153,13 +150,13 @@ impl NetnsDriver {
         let target = ns.clone();
         // Ports take their bridge's MTU (a VXLAN segment lowers it), or large packets would be dropped.
         let mtus = netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
-            let netns = std::fs::File::open(netns_path(&target)).map_err(LinuxError::io(format!("open {target}")))?;
+            let netns = std::fs::File::open(netns_path(&target)).map_err(KernelError::io(format!("open {target}")))?;
             let mut mtus = Vec::new();
             for (n, nic) in nics.iter().enumerate() {
                 let bridge = netlink::link(&h, &nic.bridge).await?.ok_or_else(|| {
-                    LinuxError::Unsupported(format!(
+                    KernelError::Unsupported(format!(
                         "bridge {} of network {} does not exist on this host",
-                        nic.bridge, nic.port.network_label
+                        nic.bridge, nic.network_label
                     ))
                 })?;
                 netlink::ensure_veth(&h, &host_port(id, n), &guest_port(id, n)).await?;
@@ -177,21 +174,20 @@ impl NetnsDriver {
 
         // Guest side: eth<n> with the instance's MAC; flat addresses injected.
         let interfaces = interfaces_file(&spec.interfaces);
-        std::fs::write(dir.join("interfaces"), &interfaces).map_err(LinuxError::io("write the interfaces file"))?;
+        std::fs::write(dir.join("interfaces"), &interfaces).map_err(KernelError::io("write the interfaces file"))?;
         let nics = spec.interfaces.clone();
         netlink::in_netns(Some(&ns), move |h| async move {
             netlink::set_up(&h, netlink::index(&h, "lo").await?, "lo").await?;
             for (n, nic) in nics.iter().enumerate() {
                 let eth = format!("eth{n}");
                 if let Some(guest) = netlink::link(&h, &guest_port(id, n)).await? {
-                    netlink::rename_and_set_mac(&h, guest.header.index, &eth, netlink::parse_mac(&nic.port.mac)?)
-                        .await?;
+                    netlink::rename_and_set_mac(&h, guest.header.index, &eth, netlink::parse_mac(&nic.mac)?).await?;
                 }
                 let index = netlink::index(&h, &eth).await?;
                 netlink::set_mtu(&h, index, mtus[n]).await?;
                 netlink::set_up(&h, index, &eth).await?;
-                if nic.mode == NetworkMode::Flat {
-                    netlink::add_address(&h, index, nic.port.address, nic.cidr.prefix(), None).await?;
+                if nic.addressing == Addressing::Injected {
+                    netlink::add_address(&h, index, nic.address, nic.cidr.prefix(), None).await?;
                     netlink::set_default_route(&h, nic.gateway).await?;
                 }
             }
@@ -201,32 +197,32 @@ impl NetnsDriver {
         self.set_ports(spec.id, Some(port_filters(&spec))).await?;
 
         let script = self.config.state_dir.join("udhcpc.script").display().to_string();
-        for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.mode != NetworkMode::Flat) {
+        for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.addressing != Addressing::Injected) {
             let eth = format!("eth{n}");
             let hostname = format!("hostname:{}", nic.hostname);
             // Foreground, retrying forever like a booting guest; -R releases the lease when it is stopped.
             let args =
                 ["udhcpc", "-f", "-R", "-i", &eth, "-s", &script, "-t", "20", "-T", "1", "-A", "1", "-x", &hostname];
             let log = std::fs::File::create(dir.join(format!("udhcpc-{eth}.log")))
-                .map_err(LinuxError::io("create the DHCP client log"))?;
+                .map_err(KernelError::io("create the DHCP client log"))?;
             let mut command = process::command_in(Some(&ns), "busybox", &args);
-            command.stdout(log.try_clone().map_err(LinuxError::io("log"))?).stderr(log);
-            command.spawn().map_err(LinuxError::io("start udhcpc"))?;
+            command.stdout(log.try_clone().map_err(KernelError::io("log"))?).stderr(log);
+            command.spawn().map_err(KernelError::io("start udhcpc"))?;
         }
         if self.config.httpd {
             let www = dir.join("www");
-            std::fs::create_dir_all(&www).map_err(LinuxError::io("create the web root"))?;
+            std::fs::create_dir_all(&www).map_err(KernelError::io("create the web root"))?;
             std::fs::write(www.join("index.html"), format!("{}\n", spec.name))
-                .map_err(LinuxError::io("write the web page"))?;
+                .map_err(KernelError::io("write the web page"))?;
             let root = www.display().to_string();
             process::command_in(Some(&ns), "busybox", &["httpd", "-f", "-p", "80", "-h", &root])
                 .spawn()
-                .map_err(LinuxError::io("start httpd"))?;
+                .map_err(KernelError::io("start httpd"))?;
         }
-        std::fs::write(dir.join("running"), b"").map_err(LinuxError::io("mark the instance running"))
+        std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))
     }
 
-    async fn destroy_instance(&self, id: InstanceId) -> Result<(), LinuxError> {
+    async fn destroy_instance(&self, id: InstanceId) -> Result<(), KernelError> {
         let ns = self.namespace(id);
         if netns_path(&ns).exists() {
             // SIGTERM first: the DHCP client releases its lease, as a guest shutting down does.
@@ -247,7 +243,7 @@ impl NetnsDriver {
         })
         .await?;
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(LinuxError::io(format!("remove {}", dir.display())))?;
+            std::fs::remove_dir_all(&dir).map_err(KernelError::io(format!("remove {}", dir.display())))?;
         }
         self.set_ports(id, None).await
     }
@@ -270,7 +266,7 @@ impl VirtDriver for NetnsDriver {
                 Err(e) => {
                     // Leave nothing half-built behind: the conductor may place the instance elsewhere.
                     if let Err(cleanup) = self.destroy_instance(id).await {
-                        tracing::warn!(instance = %id, cause = %cleanup, "cleaning up a failed spawn failed");
+                        tracing::warn!(instance = %id, cause = %chain(&cleanup), "cleaning up a failed spawn failed");
                     }
                     Err(spawn_error(id)(e))
                 }
@@ -280,7 +276,7 @@ impl VirtDriver for NetnsDriver {
 
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
         Box::pin(async move {
-            self.destroy_instance(id).await.map_err(|e| VirtError::Destroy { id, reason: e.to_string() })
+            self.destroy_instance(id).await.map_err(|e| VirtError::Destroy { id, cause: Failure::of(&e) })
         })
     }
 
@@ -298,7 +294,7 @@ impl VirtDriver for NetnsDriver {
 mod tests {
     use super::*;
     use crate::compute::virt::contract;
-    use crate::linux::TestNetns;
+    use crate::kernel::TestNetns;
 
     #[tokio::test]
     async fn the_netns_driver_keeps_the_contract() {
@@ -318,24 +314,21 @@ mod tests {
 
     #[test]
     fn flat_interfaces_are_static_and_the_others_use_dhcp() {
-        let nic = |mode, address: &str| NicSpec {
-            port: nimbus_storage::records::Interface {
-                id: nimbus_storage::ids::PortId::random(),
-                network: nimbus_storage::ids::NetworkId::random(),
-                network_label: "private".into(),
-                mac: "fa:16:3e:00:00:01".into(),
-                address: address.parse().unwrap(),
-                floating: Vec::new(),
-            },
+        let nic = |addressing, address: &str| NicSpec {
+            port: nimbus_protocol::ids::PortId::random(),
+            network: nimbus_protocol::ids::NetworkId::random(),
+            network_label: "private".into(),
+            mac: "fa:16:3e:00:00:01".into(),
+            address: address.parse().unwrap(),
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            addressing,
             bridge: "br100".into(),
             bridge_interface: None,
             vlan: None,
-            mode,
-            cidr: "10.0.0.0/24".parse().unwrap(),
-            gateway: "10.0.0.1".parse().unwrap(),
             hostname: "vm1".into(),
         };
-        let text = interfaces_file(&[nic(NetworkMode::Flat, "10.0.0.2"), nic(NetworkMode::FlatDhcp, "10.0.0.3")]);
+        let text = interfaces_file(&[nic(Addressing::Injected, "10.0.0.2"), nic(Addressing::Dhcp, "10.0.0.3")]);
         assert!(text.contains("iface eth0 inet static\n    address 10.0.0.2/24\n    gateway 10.0.0.1\n"), "{text}");
         assert!(text.contains("iface eth1 inet dhcp\n"), "{text}");
         assert_eq!(host_port(InstanceId(uuid::Uuid::from_bytes([0xab; 16])), 0), "nvabababababa0");

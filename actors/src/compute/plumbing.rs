@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
-use nimbus_storage::ids::InstanceId;
+use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
+use nimbus_protocol::failure::Failure;
+use nimbus_protocol::ids::InstanceId;
 
-use super::virt::{Capacity, DriverFuture, InstanceSpec, VirtDriver, VirtError};
-use crate::network::dataplane::{Dataplane, HostSegment};
+use super::virt::{DriverFuture, VirtDriver};
+use crate::dataplane::{Dataplane, HostSegment};
 
 pub struct PlumbedDriver {
     pub dataplane: Arc<dyn Dataplane>,
@@ -21,8 +23,7 @@ impl PlumbedDriver {
         spec.interfaces
             .iter()
             .map(|nic| HostSegment {
-                network: nic.port.network,
-                mode: nic.mode,
+                network: nic.network,
                 bridge: nic.bridge.clone(),
                 bridge_interface: nic.bridge_interface.clone(),
                 vlan: nic.vlan,
@@ -43,11 +44,10 @@ impl VirtDriver for PlumbedDriver {
     fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
         Box::pin(async move {
             for segment in PlumbedDriver::segments(&spec) {
-                let bridge = segment.bridge.clone();
-                self.dataplane.ensure_host_segment(segment).await.map_err(|e| VirtError::Spawn {
-                    id: spec.id,
-                    reason: format!("this host's side of network bridge {bridge}: {e}"),
-                })?;
+                self.dataplane
+                    .ensure_host_segment(segment)
+                    .await
+                    .map_err(|e| VirtError::Spawn { id: spec.id, cause: Failure::of(&e) })?;
             }
             self.inner.spawn(spec).await
         })
@@ -66,7 +66,9 @@ impl VirtDriver for PlumbedDriver {
 mod tests {
     use super::*;
     use crate::compute::virt::{FakeHypervisor, contract};
-    use crate::network::dataplane::SimDataplane;
+    use crate::dataplane::SimDataplane;
+    use nimbus_protocol::compute::{Addressing, NicSpec};
+    use nimbus_protocol::ids::{NetworkId, PortId};
 
     #[tokio::test]
     async fn a_plumbed_driver_keeps_the_contract_and_ensures_the_segments_first() {
@@ -76,21 +78,18 @@ mod tests {
         contract::check(&plumbed).await;
 
         let mut spec = contract::spec(7);
-        spec.interfaces.push(crate::compute::virt::NicSpec {
-            port: nimbus_storage::records::Interface {
-                id: nimbus_storage::ids::PortId::random(),
-                network: nimbus_storage::ids::NetworkId::random(),
-                network_label: "tenants_0".into(),
-                mac: "fa:16:3e:00:00:07".into(),
-                address: "10.2.0.3".parse().unwrap(),
-                floating: Vec::new(),
-            },
+        spec.interfaces.push(NicSpec {
+            port: PortId::random(),
+            network: NetworkId::random(),
+            network_label: "tenants_0".into(),
+            mac: "fa:16:3e:00:00:07".into(),
+            address: "10.2.0.3".parse().unwrap(),
+            cidr: "10.2.0.0/24".parse().unwrap(),
+            gateway: "10.2.0.1".parse().unwrap(),
+            addressing: Addressing::Dhcp,
             bridge: "br-vlan100".into(),
             bridge_interface: None,
             vlan: Some(100),
-            mode: nimbus_storage::records::NetworkMode::Vlan,
-            cidr: "10.2.0.0/24".parse().unwrap(),
-            gateway: "10.2.0.1".parse().unwrap(),
             hostname: "vm".into(),
         });
         plumbed.spawn(spec.clone()).await.unwrap();

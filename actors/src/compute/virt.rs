@@ -1,4 +1,5 @@
-//! Virt drivers: the one contract compute agents run instances through, and the `fake` driver.
+//! Virt drivers: the one contract compute agents run instances through, and the `fake` driver. Drivers run
+//! what they are sent ([`InstanceSpec`]s) and know nothing of the store.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -6,94 +7,11 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use std::net::Ipv4Addr;
-
-use ipnetwork::Ipv4Network;
-use nimbus_storage::ids::InstanceId;
-use nimbus_storage::records::{Instance, Interface, NetworkMode};
-use nimbus_storage::schema::NETWORKS;
-use nimbus_storage::{Reads, StoreError};
-
-use crate::network::desired::dhcp_hostname;
-use serde::{Deserialize, Serialize};
+use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
+use nimbus_protocol::failure::Failure;
+use nimbus_protocol::ids::InstanceId;
 
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VirtError>> + Send + 'a>>;
-
-/// What a host offers, as its agent registers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capacity {
-    pub vcpus: u32,
-    pub ram_mb: u64,
-    pub disk_gb: u64,
-}
-
-impl InstanceSpec {
-    /// The spec of `instance`, with what its networks tell about each interface.
-    pub fn of(r: &impl Reads, instance: &Instance) -> Result<InstanceSpec, StoreError> {
-        let mut interfaces = Vec::with_capacity(instance.interfaces.len());
-        for port in &instance.interfaces {
-            // A network deleted under a running instance leaves nothing to plug into.
-            let Some(network) = r.get(&NETWORKS, &port.network)? else { continue };
-            interfaces.push(NicSpec {
-                port: port.clone(),
-                bridge: network.bridge,
-                bridge_interface: network.bridge_interface,
-                vlan: network.vlan,
-                mode: network.mode,
-                cidr: network.cidr,
-                gateway: network.gateway,
-                hostname: dhcp_hostname(&instance.name, instance.id),
-            });
-        }
-        Ok(InstanceSpec {
-            id: instance.id,
-            name: instance.name.clone(),
-            vcpus: instance.flavor.vcpus,
-            ram_mb: instance.flavor.ram_mb,
-            disk_gb: instance.flavor.disk_gb,
-            interfaces,
-        })
-    }
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Capacity { vcpus: 16, ram_mb: 32768, disk_gb: 500 }
-    }
-}
-
-/// Everything a driver needs to run one instance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceSpec {
-    pub id: InstanceId,
-    pub name: String,
-    pub vcpus: u32,
-    pub ram_mb: u64,
-    pub disk_gb: u64,
-    pub interfaces: Vec<NicSpec>,
-}
-
-/// One interface of an instance and the network it plugs into.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicSpec {
-    pub port: Interface,
-    pub bridge: String,
-    pub bridge_interface: Option<String>,
-    pub vlan: Option<u16>,
-    pub mode: NetworkMode,
-    pub cidr: Ipv4Network,
-    pub gateway: Ipv4Addr,
-    /// The name the instance gives its DHCP server.
-    pub hostname: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum VirtError {
-    #[error("the hypervisor refused to spawn {id}: {reason}")]
-    Spawn { id: InstanceId, reason: String },
-    #[error("the hypervisor failed to destroy {id}: {reason}")]
-    Destroy { id: InstanceId, reason: String },
-}
 
 /// The contract of a virt driver. Spawn and destroy are idempotent: spawning a running instance and
 /// destroying a missing one succeed, so a resumed operation can simply do its step again.
@@ -159,7 +77,7 @@ impl VirtDriver for FakeHypervisor {
                 return Ok(());
             }
             if self.take_injected_failure() {
-                return Err(VirtError::Spawn { id: spec.id, reason: "injected failure".into() });
+                return Err(VirtError::Spawn { id: spec.id, cause: Failure::message("injected failure") });
             }
             running.insert(spec.id, spec);
             Ok(())

@@ -1,5 +1,6 @@
-//! The admin API for the debug console (admin role): the live actor tree, recent supervision events,
-//! stopping or killing an actor by name, and the cluster's nodes and hosts. Names are the cloud's own (`scheduler`, `compute/host-0003`).
+//! The admin API for the debug console (admin role): the live actor tree (with each actor's reconcilers),
+//! recent supervision events, stopping or killing an actor by name, and the cluster's nodes and hosts. Names
+//! are the cloud's own (`scheduler`, `compute/host-0003`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,16 +12,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nimbus_runtime::SupervisorMsg;
-use nimbus_runtime::introspect::{self, ActorInfo};
+use nimbus_runtime::introspect;
+use nimbus_runtime::tree::{self, ActorInfo};
 use nimbus_storage::records::{Role, now_ms};
 use ractor::ActorRef;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
 use super::{ApiError, AppState, iso8601};
-use crate::{CloudError, scheduler};
+use crate::app::error::CloudError;
+use crate::app::hosts;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -51,24 +53,31 @@ fn strip(name: &str, prefix: &str) -> String {
 }
 
 fn prefix(s: &AppState) -> String {
-    s.ctx.ns.actor_name("")
+    s.ns().actor_name("")
 }
 
 async fn list_actors(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin(&auth)?;
-    let root_name = s.ctx.ns.actor_name("cloud");
+    let root_name = s.ns().actor_name("cloud");
     let root: ActorRef<SupervisorMsg> = ractor::registry::where_is(root_name)
         .map(ActorRef::from)
         .ok_or_else(|| ApiError::compute(CloudError::Internal("the root supervisor is not running".into())))?;
-    let mut tree = introspect::tree(&root, Duration::from_secs(2)).await;
+    let mut tree = tree::tree(&root, Duration::from_secs(2)).await;
     local_names(&mut tree, &prefix(&s));
-    Ok(Json(json!({
-        "source": "live actors of this node",
-        "node": "local",
-        "mailbox_depth": "not reported (ractor does not expose it)",
-        "tree": tree,
-    }))
-    .into_response())
+    #[derive(Serialize)]
+    struct Body {
+        source: &'static str,
+        node: &'static str,
+        mailbox_depth: &'static str,
+        tree: ActorInfo,
+    }
+    let body = Body {
+        source: "live actors of this node",
+        node: "local",
+        mailbox_depth: "not reported (ractor does not expose it)",
+        tree,
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -78,7 +87,7 @@ struct Target {
 
 fn find(s: &AppState, body: &[u8]) -> Result<(String, ractor::ActorCell), ApiError> {
     let target: Target = parse_json(body).map_err(ApiError::compute)?;
-    let cell = ractor::registry::where_is(s.ctx.ns.actor_name(&target.name)).ok_or_else(|| {
+    let cell = ractor::registry::where_is(s.ns().actor_name(&target.name)).ok_or_else(|| {
         ApiError::compute(CloudError::NotFound(format!("No actor named {} is running.", target.name)))
     })?;
     Ok((target.name, cell))
@@ -89,7 +98,11 @@ async fn kill_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiRe
     let (name, cell) = find(&s, &body)?;
     tracing::warn!(actor = %name, "killed through the admin API");
     cell.kill();
-    Ok((StatusCode::ACCEPTED, Json(json!({"killed": name}))).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        killed: String,
+    }
+    Ok((StatusCode::ACCEPTED, Json(Body { killed: name })).into_response())
 }
 
 async fn stop_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
@@ -97,7 +110,11 @@ async fn stop_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiRe
     let (name, cell) = find(&s, &body)?;
     tracing::warn!(actor = %name, "stopped through the admin API");
     cell.stop(Some("stopped through the admin API".into()));
-    Ok((StatusCode::ACCEPTED, Json(json!({"stopped": name}))).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        stopped: String,
+    }
+    Ok((StatusCode::ACCEPTED, Json(Body { stopped: name })).into_response())
 }
 
 async fn list_events(State(s): State<AppState>, auth: Auth, Query(q): Query<HashMap<String, String>>) -> ApiResult {
@@ -109,36 +126,72 @@ async fn list_events(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
         e.child = strip(&e.child, &prefix);
         e.supervisor = strip(&e.supervisor, &prefix);
     }
-    Ok(Json(json!({"events": events})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        events: Vec<introspect::ActorEvent>,
+    }
+    Ok(Json(Body { events }).into_response())
 }
 
-/// The cluster as the store knows it: this node (which answers), and every compute host with the node that
-/// runs its agent, its last report, whether it counts as up, and the instances placed on it.
+/// The cluster as the hosts reported themselves: this node (which answers), and every compute host with the
+/// node that runs its agent, its last report, whether it counts as up, and the instances placed on it.
 async fn cluster_status(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin(&auth)?;
     let now = now_ms();
-    let (hosts, _) = s.ctx.store.read(scheduler::host_usage).map_err(|e| ApiError::compute(e.into()))?;
+    let (usage, _) = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    #[derive(Serialize)]
+    struct HostView {
+        host: String,
+        node: String,
+        role: &'static str,
+        address: Option<String>,
+        last_report: String,
+        seconds_since_report: u64,
+        state: &'static str,
+        enabled: bool,
+        instances: usize,
+    }
+    #[derive(Serialize)]
+    struct Controller {
+        node: &'static str,
+        role: &'static str,
+        api: String,
+        state: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Body {
+        source: &'static str,
+        controller: Controller,
+        hosts: Vec<HostView>,
+        warnings: Vec<String>,
+    }
     let mut warnings = Vec::new();
-    let views: Vec<serde_json::Value> = hosts
+    let views = usage
         .iter()
         .map(|u| {
             let (h, placed) = (&u.host, u.instances);
-            let up = scheduler::is_up(h, &s.ctx.timing);
+            let up = hosts::is_up(h, s.app.timing());
             if !up && placed > 0 {
                 warnings.push(format!("{placed} instance(s) on {}, which is down: they may not be running", h.name));
             }
-            json!({
-                "host": h.name.0, "node": h.node, "role": "compute", "address": h.node_address,
-                "last_report": iso8601(h.last_seen), "seconds_since_report": now.saturating_sub(h.last_seen) / 1000,
-                "state": if up { "up" } else { "down" }, "enabled": h.enabled, "instances": placed,
-            })
+            HostView {
+                host: h.name.0.clone(),
+                node: h.node.clone(),
+                role: "compute",
+                address: h.node_address.clone(),
+                last_report: iso8601(h.last_seen),
+                seconds_since_report: now.saturating_sub(h.last_seen) / 1000,
+                state: if up { "up" } else { "down" },
+                enabled: h.enabled,
+                instances: placed,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "source": "host reports in the store, as of this node",
-        "controller": {"node": "this node", "role": "controller", "api": s.base_url.as_ref(), "state": "up"},
-        "hosts": views,
-        "warnings": warnings,
-    }))
-    .into_response())
+    let body = Body {
+        source: "host reports, as of this node",
+        controller: Controller { node: "this node", role: "controller", api: s.base_url.to_string(), state: "up" },
+        hosts: views,
+        warnings,
+    };
+    Ok(Json(body).into_response())
 }

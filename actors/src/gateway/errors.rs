@@ -1,12 +1,14 @@
-//! Error bodies as each OpenStack service writes them, and JSON request-body parsing that answers 400.
+//! Errors as each OpenStack service writes them: the HTTP status of every [`CloudError`], the body shapes of
+//! Identity, Compute, Image and Network, and JSON request-body parsing that answers 400.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use nimbus_protocol::failure::chain;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
-use crate::CloudError;
+use crate::app::error::CloudError;
 
 /// Which API an error belongs to; each writes its error body differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +19,18 @@ pub enum Service {
     Network,
 }
 
+impl Service {
+    /// The service a path belongs to.
+    pub fn of_path(path: &str) -> Service {
+        match path {
+            p if p.starts_with("/identity") => Service::Identity,
+            p if p.starts_with("/image") => Service::Image,
+            p if p.starts_with("/network") => Service::Network,
+            _ => Service::Compute,
+        }
+    }
+}
+
 /// A [`CloudError`] on its way out of a handler of `service`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -25,14 +39,34 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn compute(error: CloudError) -> ApiError {
-        ApiError { service: Service::Compute, error }
+    pub fn compute(error: impl Into<CloudError>) -> ApiError {
+        ApiError { service: Service::Compute, error: error.into() }
     }
-    pub fn identity(error: CloudError) -> ApiError {
-        ApiError { service: Service::Identity, error }
+    pub fn identity(error: impl Into<CloudError>) -> ApiError {
+        ApiError { service: Service::Identity, error: error.into() }
     }
-    pub fn image(error: CloudError) -> ApiError {
-        ApiError { service: Service::Image, error }
+    pub fn image(error: impl Into<CloudError>) -> ApiError {
+        ApiError { service: Service::Image, error: error.into() }
+    }
+    pub fn network(error: impl Into<CloudError>) -> ApiError {
+        ApiError { service: Service::Network, error: error.into() }
+    }
+}
+
+/// The HTTP status of an error of `service`.
+fn status(error: &CloudError, service: Service) -> u16 {
+    match error {
+        CloudError::BadRequest(_) => 400,
+        CloudError::Unauthorized(_) => 401,
+        CloudError::Forbidden(_) => 403,
+        CloudError::NotFound(_) => 404,
+        CloudError::NotAcceptable(_) => 406,
+        CloudError::Conflict(_) => 409,
+        // Neutron answers 409 (OverQuota); Nova 403 since 2.1.
+        CloudError::QuotaExceeded(_) if service == Service::Network => 409,
+        CloudError::QuotaExceeded(_) => 403,
+        CloudError::Unavailable { .. } | CloudError::NotApplied(_) => 503,
+        CloudError::Store(_) | CloudError::Internal(_) => 500,
     }
 }
 
@@ -77,25 +111,40 @@ fn title(status: u16) -> &'static str {
     }
 }
 
+/// Identity's `{"error": {…}}`.
+#[derive(Serialize)]
+struct IdentityError<'a> {
+    code: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// Compute's and Image's `{"<fault>": {…}}`.
+#[derive(Serialize)]
+struct ComputeFault<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+/// Neutron's `{"NeutronError": {…}}`.
+#[derive(Serialize)]
+struct NeutronError<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: &'a str,
+    detail: &'a str,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match (&self.error, self.service) {
-            (CloudError::QuotaExceeded(_), Service::Network) => 409,
-            (error, _) => error.status(),
-        };
+        let status = status(&self.error, self.service);
         let message = match &self.error {
             // Infrastructure failures: log the whole chain, tell the user what failed without internals.
             CloudError::Store(_)
             | CloudError::Internal(_)
             | CloudError::Unavailable { .. }
             | CloudError::NotApplied(_) => {
-                let mut chain = self.error.to_string();
-                let mut source = std::error::Error::source(&self.error);
-                while let Some(s) = source {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    source = s.source();
-                }
+                let chain = chain(&self.error);
                 tracing::error!(status, cause = %chain, "request failed");
                 if status == 503 {
                     format!("{chain}. Please try again later.")
@@ -107,13 +156,15 @@ impl IntoResponse for ApiError {
         };
         let body = match self.service {
             Service::Identity => {
-                json!({"error": {"code": status, "title": title(status), "message": message}})
+                let error = IdentityError { code: status, title: title(status), message: &message };
+                serde_json::json!({ "error": error })
             }
             Service::Compute | Service::Image => {
-                json!({compute_fault(status): {"code": status, "message": message}})
+                serde_json::json!({ compute_fault(status): ComputeFault { code: status, message: &message } })
             }
             Service::Network => {
-                json!({"NeutronError": {"type": neutron_type(&self.error), "message": message, "detail": ""}})
+                let error = NeutronError { kind: neutron_type(&self.error), message: &message, detail: "" };
+                serde_json::json!({ "NeutronError": error })
             }
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -134,16 +185,8 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CloudError> {
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    let service = if uri.path().starts_with("/identity") {
-        Service::Identity
-    } else if uri.path().starts_with("/image") {
-        Service::Image
-    } else if uri.path().starts_with("/network") {
-        Service::Network
-    } else {
-        Service::Compute
-    };
-    ApiError { service, error: CloudError::NotFound(format!("The resource {} could not be found.", uri.path())) }
+    let error = CloudError::NotFound(format!("The resource {} could not be found.", uri.path()));
+    ApiError { service: Service::of_path(uri.path()), error }
 }
 
 pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -7,18 +7,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use nimbus_storage::Reads;
-use nimbus_storage::ids::UserId;
 use nimbus_storage::records::{NetworkMode, Project, Role, User};
-use nimbus_storage::schema::{PROJECTS, USERS};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
+use super::views::{MediaType, VersionDoc};
 use super::{ApiError, AppState, iso8601};
-use crate::CloudError;
-use crate::identity::{self, AuthContext};
+use crate::app::error::CloudError;
+use crate::app::identity::{self, AuthContext, LoginUser};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -35,57 +32,141 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/identity/v3/projects/{project}/users/{user}/roles/{role}", put(grant_role))
 }
 
-fn version_doc(base: &str) -> Value {
-    json!({
-        "id": "v3.14",
-        "status": "stable",
-        "updated": "2020-04-07T00:00:00Z",
-        "links": [{"rel": "self", "href": format!("{base}/identity/v3/")}],
-        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
-    })
+fn version_doc(base: &str) -> VersionDoc {
+    VersionDoc {
+        updated: Some("2020-04-07T00:00:00Z"),
+        media_types: Some([MediaType { base: "application/json", kind: "application/vnd.openstack.identity-v3+json" }]),
+        ..VersionDoc::plain("v3.14", "stable", format!("{base}/identity/v3/"))
+    }
+}
+
+#[derive(Serialize)]
+struct Versions {
+    values: [VersionDoc; 1],
 }
 
 async fn versions(State(s): State<AppState>) -> Response {
-    (StatusCode::MULTIPLE_CHOICES, Json(json!({"versions": {"values": [version_doc(&s.base_url)]}}))).into_response()
+    #[derive(Serialize)]
+    struct Body {
+        versions: Versions,
+    }
+    let body = Body { versions: Versions { values: [version_doc(&s.base_url)] } };
+    (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response()
 }
 
 async fn version(State(s): State<AppState>) -> Response {
-    Json(json!({"version": version_doc(&s.base_url)})).into_response()
+    #[derive(Serialize)]
+    struct Body {
+        version: VersionDoc,
+    }
+    Json(Body { version: version_doc(&s.base_url) }).into_response()
 }
 
-const DOMAIN: fn() -> Value = || json!({"id": "default", "name": "Default"});
+#[derive(Serialize)]
+struct Domain {
+    id: &'static str,
+    name: &'static str,
+}
 
-fn catalog(base: &str) -> Value {
-    let entry = |kind: &str, name: &str, path: &str| {
+const DOMAIN: Domain = Domain { id: "default", name: "Default" };
+
+#[derive(Serialize)]
+struct Endpoint {
+    id: String,
+    interface: &'static str,
+    region: &'static str,
+    region_id: &'static str,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct CatalogEntry {
+    id: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'static str,
+    endpoints: Vec<Endpoint>,
+}
+
+fn catalog(base: &str) -> Vec<CatalogEntry> {
+    let entry = |kind, name, path| {
         let url = format!("{base}{path}");
-        let endpoints: Vec<Value> = ["public", "internal", "admin"]
-            .iter()
-            .map(|interface| {
-                json!({"id": format!("{name}-{interface}"), "interface": interface, "region": "RegionOne",
-                       "region_id": "RegionOne", "url": url})
+        let endpoints = ["public", "internal", "admin"]
+            .into_iter()
+            .map(|interface| Endpoint {
+                id: format!("{name}-{interface}"),
+                interface,
+                region: "RegionOne",
+                region_id: "RegionOne",
+                url: url.clone(),
             })
             .collect();
-        json!({"id": name, "type": kind, "name": name, "endpoints": endpoints})
+        CatalogEntry { id: name, kind, name, endpoints }
     };
-    json!([
+    vec![
         entry("identity", "keystone", "/identity"),
         entry("compute", "nova", "/compute/v2.1"),
         entry("image", "glance", "/image"),
         entry("network", "neutron", "/network"),
-    ])
+    ]
 }
 
-fn token_body(ctx: &AuthContext, base: &str) -> Value {
-    json!({"token": {
-        "methods": ["password"],
-        "issued_at": iso8601(ctx.issued_at),
-        "expires_at": iso8601(ctx.expires_at),
-        "audit_ids": [],
-        "user": {"id": ctx.user.to_string(), "name": ctx.user_name, "domain": DOMAIN(), "password_expires_at": null},
-        "project": {"id": ctx.project.to_string(), "name": ctx.project_name, "domain": DOMAIN()},
-        "roles": ctx.roles.iter().map(|r| json!({"id": r.name(), "name": r.name()})).collect::<Vec<_>>(),
-        "catalog": catalog(base),
-    }})
+#[derive(Serialize)]
+struct TokenUser<'a> {
+    id: String,
+    name: &'a str,
+    domain: Domain,
+    password_expires_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenProject<'a> {
+    id: String,
+    name: &'a str,
+    domain: Domain,
+}
+
+#[derive(Serialize)]
+struct RoleRef {
+    id: &'static str,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    methods: [&'static str; 1],
+    issued_at: String,
+    expires_at: String,
+    audit_ids: [String; 0],
+    user: TokenUser<'a>,
+    project: TokenProject<'a>,
+    roles: Vec<RoleRef>,
+    catalog: Vec<CatalogEntry>,
+}
+
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    token: TokenView<'a>,
+}
+
+fn token_body<'a>(ctx: &'a AuthContext, base: &str) -> TokenBody<'a> {
+    TokenBody {
+        token: TokenView {
+            methods: ["password"],
+            issued_at: iso8601(ctx.issued_at),
+            expires_at: iso8601(ctx.expires_at),
+            audit_ids: [],
+            user: TokenUser {
+                id: ctx.user.to_string(),
+                name: &ctx.user_name,
+                domain: DOMAIN,
+                password_expires_at: None,
+            },
+            project: TokenProject { id: ctx.project.to_string(), name: &ctx.project_name, domain: DOMAIN },
+            roles: ctx.roles.iter().map(|r| RoleRef { id: r.name(), name: r.name() }).collect(),
+            catalog: catalog(base),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -133,35 +214,17 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
     let password = identity
         .password
         .ok_or_else(|| ApiError::identity(CloudError::BadRequest("auth.identity.password is required.".into())))?;
-    let store = &s.ctx.store;
-    let user_name = match (password.user.name, password.user.id) {
-        (Some(name), _) => name,
-        (None, Some(id)) => {
-            let user = id
-                .parse::<UserId>()
-                .ok()
-                .map(|id| store.read(|r| r.get(&USERS, &id)))
-                .transpose()
-                .map_err(|e| ApiError::identity(e.into()))?;
-            user.flatten().map(|u| u.name).unwrap_or_default()
-        }
+    let user = match (password.user.name, password.user.id) {
+        (Some(name), _) => LoginUser::Name(name),
+        (None, Some(id)) => LoginUser::Id(id),
         (None, None) => {
             return Err(ApiError::identity(CloudError::BadRequest("A user name or id is required.".into())));
         }
     };
-    let project = match request.auth.scope.and_then(|s| s.project) {
-        Some(NameOrId { name: Some(name), .. }) => name,
-        Some(NameOrId { id: Some(id), .. }) => id,
-        _ => {
-            // Unscoped request: scope to the user's default project.
-            let user = identity::find_user(store, &user_name).map_err(|e| ApiError::identity(e.into()))?;
-            user.and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default()
-        }
-    };
+    // No scope: the user's default project.
+    let project = request.auth.scope.and_then(|s| s.project).and_then(|p| p.name.or(p.id));
     let (secret, ctx) =
-        identity::password_login(store, &user_name, &password.user.password, &project, s.ctx.timing.token_ttl)
-            .await
-            .map_err(ApiError::identity)?;
+        identity::login(&s.app, user, &password.user.password, project).await.map_err(ApiError::identity)?;
     let mut response = (StatusCode::CREATED, Json(token_body(&ctx, &s.base_url))).into_response();
     response.headers_mut().insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
     Ok(response)
@@ -173,22 +236,76 @@ async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::ht
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::identity(CloudError::BadRequest("The X-Subject-Token header is required.".into())))?;
-    let ctx = identity::validate(&s.ctx.store, subject)
+    let ctx = identity::authenticate(&s.app, subject)
         .map_err(|_| ApiError::identity(CloudError::NotFound("Could not find token.".into())))?;
     Ok(Json(token_body(&ctx, &s.base_url)).into_response())
 }
 
-fn project_view(p: &Project, base: &str) -> Value {
-    json!({"id": p.id.to_string(), "name": p.name, "description": p.description, "enabled": p.enabled,
-           "network_mode": p.network_mode.name(),
-           "domain_id": "default", "parent_id": "default", "is_domain": false, "tags": [],
-           "links": {"self": format!("{base}/identity/v3/projects/{}", p.id)}})
+#[derive(Serialize)]
+struct SelfLink {
+    #[serde(rename = "self")]
+    link: String,
 }
 
-fn user_view(u: &User, base: &str) -> Value {
-    json!({"id": u.id.to_string(), "name": u.name, "enabled": u.enabled, "domain_id": "default",
-           "default_project_id": u.default_project.map(|p| p.to_string()), "password_expires_at": null,
-           "links": {"self": format!("{base}/identity/v3/users/{}", u.id)}})
+#[derive(Serialize)]
+struct ProjectView<'a> {
+    id: String,
+    name: &'a str,
+    description: &'a str,
+    enabled: bool,
+    network_mode: &'static str,
+    domain_id: &'static str,
+    parent_id: &'static str,
+    is_domain: bool,
+    tags: [String; 0],
+    links: SelfLink,
+}
+
+fn project_view<'a>(p: &'a Project, base: &str) -> ProjectView<'a> {
+    ProjectView {
+        id: p.id.to_string(),
+        name: &p.name,
+        description: &p.description,
+        enabled: p.enabled,
+        network_mode: p.network_mode.name(),
+        domain_id: "default",
+        parent_id: "default",
+        is_domain: false,
+        tags: [],
+        links: SelfLink { link: format!("{base}/identity/v3/projects/{}", p.id) },
+    }
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: String,
+    name: &'a str,
+    enabled: bool,
+    domain_id: &'static str,
+    default_project_id: Option<String>,
+    password_expires_at: Option<String>,
+    links: SelfLink,
+}
+
+fn user_view<'a>(u: &'a User, base: &str) -> UserView<'a> {
+    UserView {
+        id: u.id.to_string(),
+        name: &u.name,
+        enabled: u.enabled,
+        domain_id: "default",
+        default_project_id: u.default_project.map(|p| p.to_string()),
+        password_expires_at: None,
+        links: SelfLink { link: format!("{base}/identity/v3/users/{}", u.id) },
+    }
+}
+
+/// The paging links of a Keystone list (nimbus lists everything in one page).
+#[derive(Serialize, Default)]
+struct ListLinks {
+    #[serde(rename = "self")]
+    link: Option<String>,
+    next: Option<String>,
+    previous: Option<String>,
 }
 
 fn admin_only(auth: &Auth, action: &str) -> Result<(), ApiError> {
@@ -197,9 +314,15 @@ fn admin_only(auth: &Auth, action: &str) -> Result<(), ApiError> {
 
 async fn list_projects(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_projects")?;
-    let projects = s.ctx.store.read(|r| r.scan(&PROJECTS)).map_err(|e| ApiError::identity(e.into()))?;
-    let views: Vec<Value> = projects.iter().map(|(_, p)| project_view(p, &s.base_url)).collect();
-    Ok(Json(json!({"projects": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
+    let projects = identity::list_projects(&s.app).map_err(ApiError::identity)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        projects: Vec<ProjectView<'a>>,
+        links: ListLinks,
+    }
+    let body =
+        Body { projects: projects.iter().map(|p| project_view(p, &s.base_url)).collect(), links: ListLinks::default() };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -215,6 +338,11 @@ struct NewProject {
     network_mode: Option<String>,
 }
 
+#[derive(Serialize)]
+struct ProjectBody<'a> {
+    project: ProjectView<'a>,
+}
+
 async fn create_project(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     admin_only(&auth, "identity:create_project")?;
     let request: CreateProject = parse_json(&body).map_err(ApiError::identity)?;
@@ -226,17 +354,22 @@ async fn create_project(State(s): State<AppState>, auth: Auth, body: Bytes) -> A
             )))
         })?,
     };
-    let project = identity::create_project(&s.ctx.store, &request.project.name, &request.project.description, mode)
+    let project = identity::create_project(&s.app, &request.project.name, &request.project.description, mode)
         .await
         .map_err(ApiError::identity)?;
-    Ok((StatusCode::CREATED, Json(json!({"project": project_view(&project, &s.base_url)}))).into_response())
+    Ok((StatusCode::CREATED, Json(ProjectBody { project: project_view(&project, &s.base_url) })).into_response())
 }
 
 async fn list_users(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_users")?;
-    let users = s.ctx.store.read(|r| r.scan(&USERS)).map_err(|e| ApiError::identity(e.into()))?;
-    let views: Vec<Value> = users.iter().map(|(_, u)| user_view(u, &s.base_url)).collect();
-    Ok(Json(json!({"users": views, "links": {"self": null, "next": null, "previous": null}})).into_response())
+    let users = identity::list_users(&s.app).map_err(ApiError::identity)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        users: Vec<UserView<'a>>,
+        links: ListLinks,
+    }
+    let body = Body { users: users.iter().map(|u| user_view(u, &s.base_url)).collect(), links: ListLinks::default() };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -255,24 +388,37 @@ async fn create_user(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
     let request: CreateUser = parse_json(&body).map_err(ApiError::identity)?;
     let default_project = match request.user.default_project_id {
         Some(p) => Some(
-            identity::find_project(&s.ctx.store, &p)
-                .map_err(|e| ApiError::identity(e.into()))?
+            identity::find_project(&s.app, &p)
+                .map_err(ApiError::identity)?
                 .ok_or_else(|| ApiError::identity(CloudError::BadRequest(format!("Project {p} could not be found."))))?
                 .id,
         ),
         None => None,
     };
-    let user = identity::create_user(&s.ctx.store, &request.user.name, &request.user.password, default_project)
+    let user = identity::create_user(&s.app, &request.user.name, &request.user.password, default_project)
         .await
         .map_err(ApiError::identity)?;
-    Ok((StatusCode::CREATED, Json(json!({"user": user_view(&user, &s.base_url)}))).into_response())
+    #[derive(Serialize)]
+    struct Body<'a> {
+        user: UserView<'a>,
+    }
+    Ok((StatusCode::CREATED, Json(Body { user: user_view(&user, &s.base_url) })).into_response())
 }
 
 async fn list_roles(auth: Auth) -> ApiResult {
     admin_only(&auth, "identity:list_roles")?;
-    let roles: Vec<Value> =
-        Role::ALL.iter().map(|r| json!({"id": r.name(), "name": r.name(), "domain_id": null})).collect();
-    Ok(Json(json!({"roles": roles})).into_response())
+    #[derive(Serialize)]
+    struct RoleView {
+        id: &'static str,
+        name: &'static str,
+        domain_id: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct Body {
+        roles: Vec<RoleView>,
+    }
+    let roles = Role::ALL.iter().map(|r| RoleView { id: r.name(), name: r.name(), domain_id: None }).collect();
+    Ok(Json(Body { roles }).into_response())
 }
 
 async fn grant_role(
@@ -282,15 +428,12 @@ async fn grant_role(
 ) -> ApiResult {
     admin_only(&auth, "identity:create_grant")?;
     let role = Role::from_name(&role).ok_or_else(|| ApiError::identity(CloudError::not_found("Role", &role)))?;
-    let store = &s.ctx.store;
-    let project = identity::find_project(store, &project)
-        .map_err(|e| ApiError::identity(e.into()))?
+    let project = identity::find_project(&s.app, &project)
+        .map_err(ApiError::identity)?
         .ok_or_else(|| ApiError::identity(CloudError::not_found("Project", &project)))?;
-    let user_id = match user.parse::<UserId>() {
-        Ok(id) => Some(id),
-        Err(_) => identity::find_user(store, &user).map_err(|e| ApiError::identity(e.into()))?.map(|u| u.id),
-    };
-    let user_id = user_id.ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
-    identity::grant(store, user_id, project.id, role).await.map_err(ApiError::identity)?;
+    let user = identity::find_user_by_id_or_name(&s.app, &user)
+        .map_err(ApiError::identity)?
+        .ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
+    identity::grant(&s.app, user.id, project.id, role).await.map_err(ApiError::identity)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

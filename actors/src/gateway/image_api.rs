@@ -1,5 +1,5 @@
 //! Image v2: the version document, image records (list with the filters clients send, show), and
-//! registration of image records by an admin. nimbus keeps image metadata only; no image data is stored.
+//! registration of image records by an admin. nimbus keeps image metadata only; no image data.
 
 use std::collections::HashMap;
 
@@ -9,17 +9,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_storage::ids::ImageId;
-use nimbus_storage::records::{Image, Role, now_ms};
-use nimbus_storage::schema::IMAGES;
-use nimbus_storage::{Reads, StoreError};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use nimbus_storage::records::{Image, Role};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
+use super::views::VersionDoc;
 use super::{ApiError, AppState, iso8601};
-use crate::CloudError;
+use crate::app::error::CloudError;
+use crate::app::images::{self, ImageFilters, NewImage};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -33,56 +31,95 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 async fn versions(State(s): State<AppState>) -> Response {
-    let v = json!({"id": "v2.9", "status": "CURRENT", "links": [{"rel": "self", "href": format!("{}/image/v2/", s.base_url)}]});
-    (StatusCode::MULTIPLE_CHOICES, Json(json!({"versions": [v]}))).into_response()
+    #[derive(Serialize)]
+    struct Body {
+        versions: [VersionDoc; 1],
+    }
+    let version = VersionDoc::plain("v2.9", "CURRENT", format!("{}/image/v2/", s.base_url));
+    (StatusCode::MULTIPLE_CHOICES, Json(Body { versions: [version] })).into_response()
 }
 
-fn image_view(i: &Image) -> Value {
+#[derive(Serialize)]
+struct ImageView<'a> {
+    id: String,
+    name: &'a str,
+    status: &'static str,
+    visibility: &'static str,
+    protected: bool,
+    os_hidden: bool,
+    checksum: Option<String>,
+    os_hash_algo: Option<String>,
+    os_hash_value: Option<String>,
+    owner: Option<String>,
+    size: u64,
+    virtual_size: Option<u64>,
+    min_ram: u64,
+    min_disk: u64,
+    disk_format: &'a str,
+    container_format: &'a str,
+    created_at: String,
+    updated_at: String,
+    tags: [String; 0],
+    #[serde(rename = "self")]
+    link: String,
+    file: String,
+    schema: &'static str,
+}
+
+fn image_view(i: &Image) -> ImageView<'_> {
     let id = i.id.to_string();
-    json!({
-        "id": id, "name": i.name, "status": "active",
-        "visibility": if i.public { "public" } else { "private" },
-        "protected": false, "os_hidden": false, "checksum": null, "os_hash_algo": null, "os_hash_value": null,
-        "owner": i.owner.map(|o| o.to_string()), "size": i.size_bytes, "virtual_size": null,
-        "min_ram": i.min_ram_mb, "min_disk": i.min_disk_gb,
-        "disk_format": i.disk_format, "container_format": i.container_format,
-        "created_at": iso8601(i.created_at), "updated_at": iso8601(i.created_at), "tags": [],
-        "self": format!("/v2/images/{id}"), "file": format!("/v2/images/{id}/file"), "schema": "/v2/schemas/image",
-    })
-}
-
-/// Whether the caller may see (and boot) the image.
-pub(super) fn visible(i: &Image, auth: &Auth) -> bool {
-    i.public || i.owner == Some(auth.0.project) || auth.is_admin()
+    ImageView {
+        name: &i.name,
+        status: "active",
+        visibility: if i.public { "public" } else { "private" },
+        protected: false,
+        os_hidden: false,
+        checksum: None,
+        os_hash_algo: None,
+        os_hash_value: None,
+        owner: i.owner.map(|o| o.to_string()),
+        size: i.size_bytes,
+        virtual_size: None,
+        min_ram: i.min_ram_mb,
+        min_disk: i.min_disk_gb,
+        disk_format: &i.disk_format,
+        container_format: &i.container_format,
+        created_at: iso8601(i.created_at),
+        updated_at: iso8601(i.created_at),
+        tags: [],
+        link: format!("/v2/images/{id}"),
+        file: format!("/v2/images/{id}/file"),
+        schema: "/v2/schemas/image",
+        id,
+    }
 }
 
 async fn list_images(State(s): State<AppState>, auth: Auth, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let all = s.ctx.store.read(|r| r.scan(&IMAGES)).map_err(|e| ApiError::image(e.into()))?;
-    // `id=in:a,b` is how the CLI fetches the images of a server list at once.
-    let ids: Option<Vec<&str>> = q.get("id").map(|v| v.strip_prefix("in:").unwrap_or(v).split(',').collect());
-    let mut images: Vec<&Image> = all
-        .iter()
-        .map(|(_, i)| i)
-        .filter(|i| visible(i, &auth))
-        .filter(|i| q.get("name").is_none_or(|n| &i.name == n))
-        .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id.to_string().as_str())))
-        .filter(|i| q.get("visibility").is_none_or(|v| v == "all" || (v == "public") == i.public))
-        .collect();
-    images.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-    let views: Vec<Value> = images.into_iter().map(image_view).collect();
-    Ok(Json(json!({"images": views, "first": "/v2/images", "schema": "/v2/schemas/images"})).into_response())
+    let filters = ImageFilters {
+        name: q.get("name").cloned(),
+        // `id=in:a,b` is how the CLI fetches the images of a server list at once.
+        ids: q.get("id").map(|v| v.strip_prefix("in:").unwrap_or(v).split(',').map(str::to_string).collect()),
+        visibility: q.get("visibility").cloned(),
+    };
+    let images = images::list(&s.app, &auth.ctx, &filters).map_err(ApiError::image)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        images: Vec<ImageView<'a>>,
+        first: &'static str,
+        schema: &'static str,
+    }
+    let body =
+        Body { images: images.iter().map(image_view).collect(), first: "/v2/images", schema: "/v2/schemas/images" };
+    Ok(Json(body).into_response())
 }
 
 async fn show_image(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let missing = || ApiError::image(CloudError::NotFound(format!("No image found with ID {id}")));
-    let parsed: ImageId = id.parse().map_err(|_| missing())?;
-    let image = s.ctx.store.read(|r| r.get(&IMAGES, &parsed)).map_err(|e| ApiError::image(e.into()))?;
-    let image = image.filter(|i| visible(i, &auth)).ok_or_else(missing)?;
+    let image = images::get(&s.app, &auth.ctx, &id).map_err(ApiError::image)?;
     Ok(Json(image_view(&image)).into_response())
 }
 
 #[derive(Deserialize)]
-struct NewImage {
+struct CreateImage {
     name: String,
     #[serde(default = "default_disk_format")]
     disk_format: String,
@@ -108,10 +145,7 @@ fn default_container_format() -> String {
 
 async fn create_image(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     auth.require(Role::Admin, "add_image").map_err(ApiError::image)?;
-    let new: NewImage = parse_json(&body).map_err(ApiError::image)?;
-    if let Some(problem) = crate::names::name_problem("image", &new.name) {
-        return Err(ApiError::image(CloudError::BadRequest(problem)));
-    }
+    let new: CreateImage = parse_json(&body).map_err(ApiError::image)?;
     let public = match new.visibility.as_deref() {
         None | Some("public") => true,
         Some("private") => false,
@@ -119,23 +153,15 @@ async fn create_image(State(s): State<AppState>, auth: Auth, body: Bytes) -> Api
             return Err(ApiError::image(CloudError::BadRequest(format!("Invalid visibility value: {other}"))));
         }
     };
-    let image = Image {
-        id: ImageId::random(),
+    let new = NewImage {
         name: new.name,
         disk_format: new.disk_format,
         container_format: new.container_format,
-        size_bytes: new.size,
+        public,
         min_disk_gb: new.min_disk,
         min_ram_mb: new.min_ram,
-        owner: Some(auth.0.project),
-        public,
-        created_at: now_ms(),
+        size_bytes: new.size,
     };
-    let record = image.clone();
-    s.ctx
-        .store
-        .write(move |tx| tx.put(&IMAGES, &record.id, &record))
-        .await
-        .map_err(|e: StoreError| ApiError::image(e.into()))?;
+    let image = images::create(&s.app, &auth.ctx, new).await.map_err(ApiError::image)?;
     Ok((StatusCode::CREATED, Json(image_view(&image))).into_response())
 }

@@ -1,10 +1,17 @@
 //! The gateway: one HTTP listener serving the OpenStack-shaped APIs under path prefixes (`/identity/v3`,
-//! `/compute/v2.1`, `/image/v2`, `/network/v2.0`) and the admin API (`/admin`). For each request it authenticates the token, authorizes the role,
-//! validates the input, and then reads the store or persists the intent and hands the work to a worker.
-//! The only module that knows HTTP and the OpenStack JSON shapes.
+//! `/compute/v2.1`, `/image/v2`, `/network/v2.0`) and the admin API (`/admin`), and optionally a second one
+//! serving the Prometheus metrics (`/metrics`). For each request it names the request, authenticates the
+//! token, authorizes the role, parses and validates the input, calls the application layer and renders its
+//! answer as the API's JSON. The only module that knows HTTP and the OpenStack JSON shapes.
 //!
-//! The actor owns the server task: when the actor stops or is killed, the server stops with it (the task is
-//! aborted when the actor's state is dropped), and a restarted gateway serves again on the same socket.
+//! The actor owns the server tasks: when the actor stops or is killed, the servers stop with it (the tasks are
+//! aborted when the actor's state is dropped), and a restarted gateway serves again on the same sockets.
+//!
+//! # Layout
+//! - [`auth`]: the `Auth` extractor and role checks; [`errors`]: statuses and error bodies per service;
+//!   [`views`]: the shapes several APIs share.
+//! - `identity_api`, `compute_api`, `image_api`, `nova_network_api` (the nova-network era compute endpoints),
+//!   `network_api` (Network v2.0), `admin_api`: the routes and typed views of each API.
 
 mod admin_api;
 mod auth;
@@ -14,21 +21,26 @@ mod identity_api;
 mod image_api;
 mod network_api;
 mod nova_network_api;
+mod views;
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use nimbus_protocol::failure::chain;
+use nimbus_runtime::{Namespace, introspect};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use crate::{CloudError, Ctx, identity, network};
+use crate::app::{App, identity};
+use crate::metrics::Metrics;
 pub use errors::{ApiError, Service};
 
 /// The newest compute microversion nimbus implements (and so the only one it advertises).
@@ -36,28 +48,72 @@ pub const COMPUTE_MICROVERSION: &str = "2.1";
 
 #[derive(Clone)]
 pub struct AppState {
-    pub ctx: Ctx,
+    pub app: App,
     /// `http://host:port`, the prefix of every URL the API hands out (catalog, links).
     pub base_url: Arc<str>,
+    pub metrics: Arc<Metrics>,
 }
 
+impl AppState {
+    fn ns(&self) -> &Namespace {
+        self.app.ns()
+    }
+}
+
+/// The id the gateway gives a request (`req-<uuid>`), in the request's extensions for the handlers.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The route a request matched, in the response's extensions for the outer middleware's metrics.
+#[derive(Clone, Debug)]
+struct MatchedRoute(String);
+
 pub struct GatewayArgs {
-    pub ctx: Ctx,
+    pub app: App,
     pub listener: Arc<TcpListener>,
+    /// Where the Prometheus metrics are served, if anywhere.
+    pub metrics_listener: Option<Arc<TcpListener>>,
+    pub metrics: Arc<Metrics>,
     pub base_url: String,
 }
 
 pub enum GatewayMsg {
-    /// Timer: drop expired tokens from the store.
+    /// Timer: drop expired tokens.
     PurgeTokens,
 }
 
 impl ractor::Message for GatewayMsg {}
 
-/// Aborts the server task if the gateway goes away without a graceful stop (a kill).
+/// A server task, stopped gracefully on a stop and aborted if the gateway goes away without one (a kill).
 struct ServerTask {
     task: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+impl ServerTask {
+    fn serve(listener: &TcpListener, app: Router) -> Result<ServerTask, std::io::Error> {
+        let listener = listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(cause = %chain(&e), "HTTP server failed");
+            }
+        });
+        Ok(ServerTask { task, stop: Some(stop) })
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            // In-flight requests get a moment to finish; long-polling clients do not hold the stop up.
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        }
+    }
 }
 
 impl Drop for ServerTask {
@@ -67,8 +123,9 @@ impl Drop for ServerTask {
 }
 
 pub struct GatewayState {
-    ctx: Ctx,
-    server: ServerTask,
+    app: App,
+    name: String,
+    servers: Vec<ServerTask>,
 }
 
 pub struct Gateway;
@@ -83,21 +140,15 @@ impl Actor for Gateway {
         myself: ActorRef<GatewayMsg>,
         args: GatewayArgs,
     ) -> Result<GatewayState, ActorProcessingErr> {
-        let std_listener = args.listener.try_clone()?;
-        std_listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let app = router(AppState { ctx: args.ctx.clone(), base_url: Arc::from(args.base_url.as_str()) });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(cause = %e, "HTTP server failed");
-            }
-        });
+        let state =
+            AppState { app: args.app.clone(), base_url: Arc::from(args.base_url.as_str()), metrics: args.metrics };
+        let mut servers = vec![ServerTask::serve(&args.listener, router(state.clone()))?];
+        if let Some(listener) = &args.metrics_listener {
+            let metrics = Router::new().route("/metrics", axum::routing::get(render_metrics)).with_state(state);
+            servers.push(ServerTask::serve(listener, metrics)?);
+        }
         myself.send_interval(Duration::from_secs(600), || GatewayMsg::PurgeTokens);
-        Ok(GatewayState { ctx: args.ctx, server: ServerTask { task, stop: Some(stop) } })
+        Ok(GatewayState { app: args.app, name: myself.get_name().unwrap_or_default(), servers })
     }
 
     async fn post_stop(
@@ -105,10 +156,8 @@ impl Actor for Gateway {
         _myself: ActorRef<GatewayMsg>,
         state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(stop) = state.server.stop.take() {
-            let _ = stop.send(());
-            // In-flight requests get a moment to finish; long-polling clients do not hold the stop up.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut state.server.task).await;
+        for server in &mut state.servers {
+            server.stop().await;
         }
         Ok(())
     }
@@ -119,13 +168,17 @@ impl Actor for Gateway {
         msg: GatewayMsg,
         state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
-        nimbus_runtime::introspect::handled(&myself.get_cell());
+        introspect::handled(&myself.get_cell());
         match msg {
-            GatewayMsg::PurgeTokens => match identity::purge_expired_tokens(&state.ctx.store).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "expired tokens removed"),
-                Err(e) => tracing::warn!(cause = %e, "purging expired tokens failed"),
-            },
+            GatewayMsg::PurgeTokens => {
+                let purged = identity::purge_expired_tokens(&state.app).await;
+                match &purged {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired tokens removed"),
+                    Err(e) => tracing::warn!(cause = %chain(e), "purging expired tokens failed"),
+                }
+                introspect::reconciled(&state.name, "token purge", purged.map(drop).map_err(|e| chain(&e)));
+            }
         }
         Ok(())
     }
@@ -140,22 +193,43 @@ pub fn router(state: AppState) -> Router {
         .merge(nova_network_api::routes())
         .merge(network_api::routes())
         .merge(admin_api::routes())
+        .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)
-        // Outermost, so the answer to a panicking handler gets its request id too.
+        // Inside the request-id layer, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
-        .layer(middleware::from_fn(request_ids))
+        .layer(middleware::from_fn_with_state(state.clone(), requests))
         .with_state(state)
 }
 
-/// Gives every response a request id (and the compute API's microversion headers).
-async fn request_ids(request: Request, next: Next) -> Response {
+/// Tells the outer layer which route the request matched.
+async fn matched_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(MatchedRoute(route));
+    }
+    response
+}
+
+/// Names every request (a request id, in the response headers and in a span every log line of the request
+/// carries), logs and measures its answer, and adds the compute API's microversion headers.
+async fn requests(State(s): State<AppState>, mut request: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
-    let compute = request.uri().path().starts_with("/compute");
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let compute = path.starts_with("/compute");
+    let started = Instant::now();
     let wanted = compute.then(|| compute_api::requested_microversion(request.headers())).flatten();
     let mut response = match wanted {
-        Some(Err(e)) => axum::response::IntoResponse::into_response(e),
-        _ => next.run(request).await,
+        Some(Err(e)) => e.into_response(),
+        _ => next.run(request).instrument(span.clone()).await,
     };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response.extensions().get::<MatchedRoute>().map_or("unmatched", |r| r.0.as_str());
+    s.metrics.observe_request(method.as_str(), route, status, elapsed);
+    span.in_scope(|| tracing::info!(status, ms = elapsed.as_secs_f64() * 1e3, "answered"));
     let headers = response.headers_mut();
     let id = HeaderValue::from_str(&id).expect("request ids are ASCII");
     headers.insert(HeaderName::from_static("x-openstack-request-id"), id.clone());
@@ -172,18 +246,19 @@ async fn request_ids(request: Request, next: Next) -> Response {
     response
 }
 
-/// Calls the network manager; its errors become API errors, no answer is a 503.
-pub(crate) async fn call_network<T: Send + 'static>(
-    ctx: &Ctx,
-    make: impl FnOnce(ractor::RpcReplyPort<network::Reply<T>>) -> network::NetworkMsg,
-) -> Result<T, CloudError> {
-    match nimbus_runtime::rpc::call_topic(&ctx.ns, &network::TOPIC, make, ctx.timing.call).await {
-        Ok(nimbus_runtime::Wire(outcome)) => outcome.map_err(CloudError::from),
-        Err(source) => Err(CloudError::Unavailable { what: "The network manager did not answer".into(), source }),
+/// `GET /metrics` on the metrics listener: the Prometheus text exposition.
+async fn render_metrics(State(s): State<AppState>) -> Response {
+    let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    match s.metrics.render() {
+        Ok(text) => (content_type, text).into_response(),
+        Err(e) => {
+            tracing::error!(cause = %chain(&e), "rendering the metrics failed");
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{}\n", chain(&e))).into_response()
+        }
     }
 }
 
-/// Formats store milliseconds the way the OpenStack APIs show times.
+/// Formats Unix milliseconds the way the OpenStack APIs show times.
 pub(crate) fn iso8601(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }

@@ -11,20 +11,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_runtime::Wire;
-use nimbus_storage::records::{FloatingIp, FloatingPool, Instance, Interface, Network, NetworkMode, Role};
-use nimbus_storage::schema::{FLOATING_POOLS, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS};
-use nimbus_storage::{Reads, StoreError};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ipnetwork::Ipv4Network;
+use nimbus_storage::records::{FloatingPool, Instance, Interface, Network, NetworkMode, Role};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
-use super::nova_network_api::owned_floating;
-use super::{ApiError, AppState, Service, call_network};
-use crate::CloudError;
-use crate::network::NetworkMsg;
-use crate::network::floating::{self, FloatingOutcome, FloatingRequest};
+use super::views::VersionDoc;
+use super::{ApiError, AppState};
+use crate::app::error::CloudError;
+use crate::app::floating_ips::{self, FloatingView};
+use crate::app::{networks, servers};
 
 type ApiResult = Result<Response, ApiError>;
 type Filters = Query<HashMap<String, String>>;
@@ -43,20 +40,80 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/network/v2.0/floatingips/{id}", get(show_floating).put(update_floating).delete(delete_floating))
 }
 
-/// Neutron writes its errors as `{"NeutronError": {"type", "message", "detail"}}`, with 409 for quota.
 fn neutron(error: impl Into<CloudError>) -> ApiError {
-    ApiError { service: Service::Network, error: error.into() }
+    ApiError::network(error)
 }
 
 async fn versions(State(s): State<AppState>) -> Response {
-    let v = json!({"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": format!("{}/network/v2.0/", s.base_url)}]});
-    Json(json!({"versions": [v]})).into_response()
+    #[derive(Serialize)]
+    struct Body {
+        versions: [VersionDoc; 1],
+    }
+    let version = VersionDoc::plain("v2.0", "CURRENT", format!("{}/network/v2.0/", s.base_url));
+    Json(Body { versions: [version] }).into_response()
+}
+
+/// Whether a list filter `key` (if given) asks for exactly `value`.
+fn matches(filters: &HashMap<String, String>, key: &str, value: &str) -> bool {
+    filters.get(key).is_none_or(|want| want == value)
 }
 
 /// A network of the API: a fixed network or a floating pool.
 enum ApiNetwork {
     Fixed(Network),
     Pool(FloatingPool),
+}
+
+#[derive(Serialize)]
+struct NetworkView {
+    id: String,
+    name: String,
+    status: &'static str,
+    admin_state_up: bool,
+    shared: bool,
+    #[serde(rename = "router:external")]
+    external: bool,
+    subnets: [String; 1],
+    project_id: String,
+    tenant_id: String,
+    #[serde(rename = "provider:network_type")]
+    network_type: &'static str,
+    #[serde(rename = "provider:segmentation_id")]
+    segmentation_id: Option<u16>,
+    #[serde(rename = "provider:physical_network")]
+    physical_network: Option<String>,
+    mtu: u32,
+    availability_zones: [&'static str; 1],
+    tags: [String; 0],
+    description: &'static str,
+    port_security_enabled: bool,
+}
+
+#[derive(Serialize)]
+struct AllocationPool {
+    start: String,
+    end: String,
+}
+
+#[derive(Serialize)]
+struct SubnetView {
+    id: String,
+    name: String,
+    network_id: String,
+    cidr: String,
+    ip_version: u8,
+    gateway_ip: Option<String>,
+    allocation_pools: [AllocationPool; 1],
+    dns_nameservers: Vec<String>,
+    host_routes: [String; 0],
+    enable_dhcp: bool,
+    project_id: String,
+    tenant_id: String,
+    ipv6_address_mode: Option<String>,
+    ipv6_ra_mode: Option<String>,
+    subnetpool_id: Option<String>,
+    tags: [String; 0],
+    description: &'static str,
 }
 
 impl ApiNetwork {
@@ -74,153 +131,211 @@ impl ApiNetwork {
         }
     }
 
-    fn view(&self) -> Value {
-        let (id, name) = (self.id(), self.name().to_string());
-        let (external, shared, project, kind, segment) = match self {
-            ApiNetwork::Fixed(n) => (
-                false,
-                n.project.is_none(),
-                n.project.map(|p| p.to_string()).unwrap_or_default(),
-                if n.mode == NetworkMode::Vlan { "vlan" } else { "flat" },
-                n.vlan,
-            ),
-            ApiNetwork::Pool(_) => (true, true, String::new(), "flat", None),
-        };
-        json!({
-            "id": id, "name": name, "status": "ACTIVE", "admin_state_up": true, "shared": shared,
-            "router:external": external, "subnets": [self.id()], "project_id": project, "tenant_id": project,
-            "provider:network_type": kind, "provider:segmentation_id": segment, "provider:physical_network": null,
-            "mtu": 1500, "availability_zones": ["nova"], "tags": [], "description": "", "port_security_enabled": true,
-        })
+    fn project(&self) -> String {
+        match self {
+            ApiNetwork::Fixed(n) => n.project.map(|p| p.to_string()).unwrap_or_default(),
+            ApiNetwork::Pool(_) => String::new(),
+        }
     }
 
-    fn subnet_view(&self) -> Value {
-        let id = self.id();
-        let (cidr, gateway, first, last, dns, dhcp, project) = match self {
+    fn view(&self) -> NetworkView {
+        let (external, shared, network_type, segmentation_id) = match self {
             ApiNetwork::Fixed(n) => {
-                let first = Ipv4Addr::from(u32::from(n.cidr.network()) + 2);
-                let last = Ipv4Addr::from(u32::from(n.cidr.broadcast()).saturating_sub(1 + n.vpn_clients));
-                let dns: Vec<String> = [n.dns1, n.dns2].into_iter().flatten().map(|a| a.to_string()).collect();
-                let project = n.project.map(|p| p.to_string()).unwrap_or_default();
-                (n.cidr, Some(n.gateway), first, last, dns, n.mode.has_dhcp(), project)
+                (false, n.project.is_none(), if n.mode == NetworkMode::Vlan { "vlan" } else { "flat" }, n.vlan)
             }
-            ApiNetwork::Pool(p) => {
-                let first = Ipv4Addr::from(u32::from(p.range.network()) + 1);
-                let last = Ipv4Addr::from(u32::from(p.range.broadcast()).saturating_sub(1));
-                (p.range, None, first, last, Vec::new(), false, String::new())
-            }
+            ApiNetwork::Pool(_) => (true, true, "flat", None),
         };
-        json!({
-            "id": id, "name": self.name(), "network_id": id, "cidr": cidr.to_string(), "ip_version": 4,
-            "gateway_ip": gateway.map(|g| g.to_string()),
-            "allocation_pools": [{"start": first.to_string(), "end": last.to_string()}],
-            "dns_nameservers": dns, "host_routes": [], "enable_dhcp": dhcp, "project_id": project, "tenant_id": project,
-            "ipv6_address_mode": null, "ipv6_ra_mode": null, "subnetpool_id": null, "tags": [], "description": "",
-        })
+        let project = self.project();
+        NetworkView {
+            id: self.id(),
+            name: self.name().to_string(),
+            status: "ACTIVE",
+            admin_state_up: true,
+            shared,
+            external,
+            subnets: [self.id()],
+            tenant_id: project.clone(),
+            project_id: project,
+            network_type,
+            segmentation_id,
+            physical_network: None,
+            mtu: 1500,
+            availability_zones: ["nova"],
+            tags: [],
+            description: "",
+            port_security_enabled: true,
+        }
+    }
+
+    fn subnet_view(&self) -> SubnetView {
+        let range = |cidr: Ipv4Network, skip: u32, keep: u32| AllocationPool {
+            start: Ipv4Addr::from(u32::from(cidr.network()) + skip).to_string(),
+            end: Ipv4Addr::from(u32::from(cidr.broadcast()).saturating_sub(keep)).to_string(),
+        };
+        let (cidr, gateway, pool, dns, dhcp) = match self {
+            ApiNetwork::Fixed(n) => {
+                let dns = [n.dns1, n.dns2].into_iter().flatten().map(|a| a.to_string()).collect();
+                (n.cidr, Some(n.gateway), range(n.cidr, 2, 1 + n.vpn_clients), dns, n.mode.has_dhcp())
+            }
+            ApiNetwork::Pool(p) => (p.range, None, range(p.range, 1, 1), Vec::new(), false),
+        };
+        let project = self.project();
+        SubnetView {
+            id: self.id(),
+            name: self.name().to_string(),
+            network_id: self.id(),
+            cidr: cidr.to_string(),
+            ip_version: 4,
+            gateway_ip: gateway.map(|g| g.to_string()),
+            allocation_pools: [pool],
+            dns_nameservers: dns,
+            host_routes: [],
+            enable_dhcp: dhcp,
+            tenant_id: project.clone(),
+            project_id: project,
+            ipv6_address_mode: None,
+            ipv6_ra_mode: None,
+            subnetpool_id: None,
+            tags: [],
+            description: "",
+        }
     }
 }
 
 /// The networks the caller sees: every pool; shared fixed networks and its project's (all for an admin).
-fn networks(s: &AppState, auth: &Auth) -> Result<Vec<ApiNetwork>, ApiError> {
-    let (fixed, pools) =
-        s.ctx.store.read(|r| Ok::<_, StoreError>((r.scan(&NETWORKS)?, r.scan(&FLOATING_POOLS)?))).map_err(neutron)?;
+fn api_networks(s: &AppState, auth: &Auth) -> Result<Vec<ApiNetwork>, ApiError> {
     let mut out: Vec<ApiNetwork> =
-        fixed.into_iter().map(|(_, n)| n).filter(|n| auth.sees_network(n)).map(ApiNetwork::Fixed).collect();
-    out.extend(pools.into_iter().map(|(_, p)| ApiNetwork::Pool(p)));
+        networks::list(&s.app, &auth.ctx).map_err(neutron)?.into_iter().map(ApiNetwork::Fixed).collect();
+    out.extend(floating_ips::pools(&s.app).map_err(neutron)?.into_iter().map(ApiNetwork::Pool));
     Ok(out)
 }
 
-fn matches(filters: &HashMap<String, String>, key: &str, value: &str) -> bool {
-    filters.get(key).is_none_or(|want| want == value)
-}
-
 async fn list_networks(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let views: Vec<Value> = networks(&s, &auth)?
-        .into_iter()
-        .map(|n| n.view())
+    let views: Vec<NetworkView> = api_networks(&s, &auth)?
+        .iter()
+        .map(ApiNetwork::view)
         .filter(|v| {
-            matches(&f, "name", v["name"].as_str().unwrap_or_default())
-                && matches(&f, "id", v["id"].as_str().unwrap_or_default())
-                && matches(&f, "router:external", &v["router:external"].to_string().to_ascii_lowercase())
+            matches(&f, "name", &v.name)
+                && matches(&f, "id", &v.id)
+                && matches(&f, "router:external", if v.external { "true" } else { "false" })
         })
         .collect();
-    Ok(Json(json!({"networks": views})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        networks: Vec<NetworkView>,
+    }
+    Ok(Json(Body { networks: views }).into_response())
 }
 
 fn find_network(s: &AppState, auth: &Auth, id: &str) -> Result<ApiNetwork, ApiError> {
-    networks(s, auth)?
+    api_networks(s, auth)?
         .into_iter()
         .find(|n| n.id() == id)
         .ok_or_else(|| neutron(CloudError::NotFound(format!("Network {id} could not be found."))))
 }
 
 async fn show_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(json!({"network": find_network(&s, &auth, &id)?.view()})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        network: NetworkView,
+    }
+    Ok(Json(Body { network: find_network(&s, &auth, &id)?.view() }).into_response())
 }
 
 async fn list_subnets(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let views: Vec<Value> = networks(&s, &auth)?
+    let views: Vec<SubnetView> = api_networks(&s, &auth)?
         .iter()
         .map(ApiNetwork::subnet_view)
-        .filter(|v| matches(&f, "network_id", v["network_id"].as_str().unwrap_or_default()))
-        .filter(|v| matches(&f, "name", v["name"].as_str().unwrap_or_default()))
+        .filter(|v| matches(&f, "network_id", &v.network_id) && matches(&f, "name", &v.name))
         .collect();
-    Ok(Json(json!({"subnets": views})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        subnets: Vec<SubnetView>,
+    }
+    Ok(Json(Body { subnets: views }).into_response())
 }
 
 async fn show_subnet(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    Ok(Json(json!({"subnet": find_network(&s, &auth, &id)?.subnet_view()})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        subnet: SubnetView,
+    }
+    Ok(Json(Body { subnet: find_network(&s, &auth, &id)?.subnet_view() }).into_response())
 }
 
-fn port_view(instance: &Instance, interface: &Interface) -> Value {
+#[derive(Serialize)]
+struct FixedIpRef {
+    subnet_id: String,
+    ip_address: String,
+}
+
+#[derive(Serialize)]
+struct PortView {
+    id: String,
+    name: &'static str,
+    network_id: String,
+    mac_address: String,
+    device_id: String,
+    device_owner: &'static str,
+    fixed_ips: [FixedIpRef; 1],
+    status: &'static str,
+    admin_state_up: bool,
+    project_id: String,
+    tenant_id: String,
+    #[serde(rename = "binding:host_id")]
+    host_id: String,
+    security_groups: [String; 0],
+    allowed_address_pairs: [String; 0],
+    tags: [String; 0],
+    description: &'static str,
+    port_security_enabled: bool,
+}
+
+fn port_view(instance: &Instance, interface: &Interface) -> PortView {
     let project = instance.project.to_string();
-    json!({
-        "id": interface.id.to_string(), "name": "", "network_id": interface.network.to_string(),
-        "mac_address": interface.mac, "device_id": instance.id.to_string(), "device_owner": "compute:nova",
-        "fixed_ips": [{"subnet_id": interface.network.to_string(), "ip_address": interface.address.to_string()}],
-        "status": "ACTIVE", "admin_state_up": true, "project_id": project, "tenant_id": project,
-        "binding:host_id": instance.host.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
-        "security_groups": [], "allowed_address_pairs": [], "tags": [], "description": "",
-        "port_security_enabled": true,
-    })
-}
-
-/// The instances whose ports the caller sees: its project's (all for an admin).
-fn instances(s: &AppState, auth: &Auth) -> Result<Vec<Instance>, ApiError> {
-    s.ctx
-        .store
-        .read(|r| {
-            if auth.is_admin() {
-                return Ok(r.scan(&INSTANCES)?.into_iter().map(|(_, i)| i).collect());
-            }
-            let mut out = Vec::new();
-            for id in r.index_get(&INSTANCES_BY_PROJECT, &auth.0.project)? {
-                out.extend(r.get(&INSTANCES, &id)?);
-            }
-            Ok::<_, StoreError>(out)
-        })
-        .map_err(neutron)
+    PortView {
+        id: interface.id.to_string(),
+        name: "",
+        network_id: interface.network.to_string(),
+        mac_address: interface.mac.clone(),
+        device_id: instance.id.to_string(),
+        device_owner: "compute:nova",
+        fixed_ips: [FixedIpRef { subnet_id: interface.network.to_string(), ip_address: interface.address.to_string() }],
+        status: "ACTIVE",
+        admin_state_up: true,
+        tenant_id: project.clone(),
+        project_id: project,
+        host_id: instance.host.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
+        security_groups: [],
+        allowed_address_pairs: [],
+        tags: [],
+        description: "",
+        port_security_enabled: true,
+    }
 }
 
 async fn list_ports(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let mut views = Vec::new();
-    for instance in instances(&s, &auth)? {
-        for interface in &instance.interfaces {
-            let v = port_view(&instance, interface);
-            if ["device_id", "network_id", "mac_address", "id"]
-                .iter()
-                .all(|k| matches(&f, k, v[*k].as_str().unwrap_or_default()))
-            {
-                views.push(v);
-            }
-        }
+    let instances = servers::visible(&s.app, &auth.ctx).map_err(neutron)?;
+    let views: Vec<PortView> = instances
+        .iter()
+        .flat_map(|instance| instance.interfaces.iter().map(move |interface| port_view(instance, interface)))
+        .filter(|v| {
+            matches(&f, "device_id", &v.device_id)
+                && matches(&f, "network_id", &v.network_id)
+                && matches(&f, "mac_address", &v.mac_address)
+                && matches(&f, "id", &v.id)
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Body {
+        ports: Vec<PortView>,
     }
-    Ok(Json(json!({"ports": views})).into_response())
+    Ok(Json(Body { ports: views }).into_response())
 }
 
 /// The instance and interface behind a port id the caller may see.
 fn find_port(s: &AppState, auth: &Auth, id: &str) -> Result<(Instance, Interface), ApiError> {
-    for instance in instances(s, auth)? {
+    for instance in servers::visible(&s.app, &auth.ctx).map_err(neutron)? {
         if let Some(interface) = instance.interfaces.iter().find(|i| i.id.to_string() == id).cloned() {
             return Ok((instance, interface));
         }
@@ -230,67 +345,84 @@ fn find_port(s: &AppState, auth: &Auth, id: &str) -> Result<(Instance, Interface
 
 async fn show_port(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let (instance, interface) = find_port(&s, &auth, &id)?;
-    Ok(Json(json!({"port": port_view(&instance, &interface)})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        port: PortView,
+    }
+    Ok(Json(Body { port: port_view(&instance, &interface) }).into_response())
 }
 
-/// The port of the instance a floating IP is associated with, found through the instance's interfaces.
-fn floating_view(ip: &FloatingIp, pool: Option<&FloatingPool>, instance: Option<&Instance>) -> Value {
-    let pool_id = pool.map(|p| p.id.to_string()).unwrap_or_default();
-    let port = instance.and_then(|instance| {
+#[derive(Serialize)]
+struct FloatingIpView {
+    id: String,
+    floating_ip_address: String,
+    fixed_ip_address: Option<String>,
+    port_id: Option<String>,
+    floating_network_id: String,
+    project_id: String,
+    tenant_id: String,
+    status: &'static str,
+    router_id: Option<String>,
+    description: &'static str,
+    tags: [String; 0],
+    port_details: Option<String>,
+}
+
+/// The port of the instance a floating IP is associated with is found through the instance's interfaces.
+fn floating_view(view: &FloatingView) -> FloatingIpView {
+    let ip = &view.ip;
+    let port = view.instance.as_ref().and_then(|instance| {
         instance.interfaces.iter().find(|f| f.floating.contains(&ip.address)).map(|f| f.id.to_string())
     });
     let project = ip.project.map(|p| p.to_string()).unwrap_or_default();
-    json!({
-        "id": ip.id.to_string(), "floating_ip_address": ip.address.to_string(),
-        "fixed_ip_address": ip.fixed_address.map(|a| a.to_string()), "port_id": port,
-        "floating_network_id": pool_id, "project_id": project, "tenant_id": project,
-        "status": if ip.instance.is_some() { "ACTIVE" } else { "DOWN" },
-        "router_id": null, "description": "", "tags": [], "port_details": null,
-    })
+    FloatingIpView {
+        id: ip.id.to_string(),
+        floating_ip_address: ip.address.to_string(),
+        fixed_ip_address: ip.fixed_address.map(|a| a.to_string()),
+        port_id: port,
+        floating_network_id: view.pool.as_ref().map(|p| p.id.to_string()).unwrap_or_default(),
+        tenant_id: project.clone(),
+        project_id: project,
+        status: if ip.instance.is_some() { "ACTIVE" } else { "DOWN" },
+        router_id: None,
+        description: "",
+        tags: [],
+        port_details: None,
+    }
 }
 
-/// The views of `ips`, with only their own pool and instance read (in one snapshot).
-fn floating_views(s: &AppState, auth: &Auth, ips: &[FloatingIp]) -> Result<Vec<Value>, ApiError> {
-    s.ctx
-        .store
-        .read(|r| {
-            ips.iter()
-                .map(|ip| {
-                    let pool = r.get(&FLOATING_POOLS, &ip.pool)?;
-                    let instance = match ip.instance {
-                        Some(id) => r.get(&INSTANCES, &id)?.filter(|i| auth.is_admin() || i.project == auth.0.project),
-                        None => None,
-                    };
-                    Ok(floating_view(ip, pool.as_ref(), instance.as_ref()))
-                })
-                .collect::<Result<Vec<Value>, StoreError>>()
-        })
-        .map_err(neutron)
+#[derive(Serialize)]
+struct FloatingBody {
+    floatingip: FloatingIpView,
 }
 
 async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let caller = auth.caller();
-    let ips = s.ctx.store.read(|r| floating::list(r, caller)).map_err(neutron)?;
-    let views: Vec<Value> = floating_views(&s, &auth, &ips)?
-        .into_iter()
+    let ips = floating_ips::list(&s.app, auth.caller()).map_err(neutron)?;
+    let views: Vec<FloatingIpView> = ips
+        .iter()
+        .map(floating_view)
         .filter(|v| {
-            ["floating_ip_address", "floating_network_id", "project_id", "fixed_ip_address"]
-                .iter()
-                .all(|k| matches(&f, k, v[*k].as_str().unwrap_or_default()))
-                && f.get("port_id").is_none_or(|p| v["port_id"].as_str() == Some(p.as_str()))
+            matches(&f, "floating_ip_address", &v.floating_ip_address)
+                && matches(&f, "floating_network_id", &v.floating_network_id)
+                && matches(&f, "project_id", &v.project_id)
+                && matches(&f, "fixed_ip_address", v.fixed_ip_address.as_deref().unwrap_or_default())
+                && f.get("port_id").is_none_or(|p| v.port_id.as_deref() == Some(p.as_str()))
         })
         .collect();
-    Ok(Json(json!({"floatingips": views})).into_response())
+    #[derive(Serialize)]
+    struct Body {
+        floatingips: Vec<FloatingIpView>,
+    }
+    Ok(Json(Body { floatingips: views }).into_response())
 }
 
 async fn show_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let ip = owned_floating(&s, &auth, &id).map_err(neutron)?;
-    let view = floating_views(&s, &auth, &[ip])?.remove(0);
-    Ok(Json(json!({"floatingip": view})).into_response())
+    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
+    Ok(Json(FloatingBody { floatingip: floating_view(&view) }).into_response())
 }
 
 #[derive(Deserialize)]
-struct FloatingBody<T> {
+struct FloatingRequestBody<T> {
     floatingip: T,
 }
 
@@ -300,24 +432,25 @@ struct NewFloating {
     port_id: Option<String>,
 }
 
-async fn associate(s: &AppState, auth: &Auth, ip: &FloatingIp, port: Option<&str>) -> Result<FloatingIp, ApiError> {
+/// Associates the address with the instance of `port`, or (`None`) disassociates it.
+async fn associate(s: &AppState, auth: &Auth, address: Ipv4Addr, port: Option<&Instance>) -> Result<(), ApiError> {
     let caller = auth.caller();
-    let request = match port {
-        Some(port) => {
-            let (instance, _) = find_port(s, auth, port)?;
-            FloatingRequest::Associate { caller, address: ip.address, instance: instance.id }
-        }
-        None => FloatingRequest::Disassociate { caller, address: ip.address },
-    };
-    match call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(neutron)? {
-        FloatingOutcome::Ip(ip) => Ok(ip),
-        FloatingOutcome::Pool(_) => unreachable!("an address operation answers with an address"),
+    match port {
+        Some(instance) => floating_ips::associate(&s.app, &auth.trace, caller, address, instance.id).await.map(drop),
+        None => floating_ips::disassociate(&s.app, &auth.trace, caller, address).await.map(drop),
     }
+    .map_err(neutron)
+}
+
+/// The answer for an address after a change.
+fn floating_answer(s: &AppState, auth: &Auth, address: Ipv4Addr) -> Result<FloatingIpView, ApiError> {
+    let view = floating_ips::find(&s.app, auth.caller(), &address.to_string()).map_err(neutron)?;
+    Ok(floating_view(&view))
 }
 
 async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     auth.require(Role::Member, "create_floatingip").map_err(neutron)?;
-    let request: FloatingBody<NewFloating> = parse_json(&body).map_err(neutron)?;
+    let request: FloatingRequestBody<NewFloating> = parse_json(&body).map_err(neutron)?;
     let pool = match find_network(&s, &auth, &request.floatingip.floating_network_id)? {
         ApiNetwork::Pool(p) => p,
         ApiNetwork::Fixed(n) => {
@@ -327,18 +460,17 @@ async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> 
             ))));
         }
     };
-    let caller = auth.caller();
-    let request_ip = FloatingRequest::Allocate { caller, pool: Some(pool.name) };
-    let FloatingOutcome::Ip(mut ip) =
-        call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request_ip), r)).await.map_err(neutron)?
-    else {
-        unreachable!("allocate answers with an address")
+    // The port is checked before an address is allocated, so a port the caller may not use costs nothing.
+    let port = match request.floatingip.port_id.as_deref() {
+        Some(port) => Some(find_port(&s, &auth, port)?.0),
+        None => None,
     };
-    if let Some(port) = request.floatingip.port_id.as_deref() {
-        ip = associate(&s, &auth, &ip, Some(port)).await?;
+    let ip = floating_ips::allocate(&s.app, auth.caller(), Some(pool.name)).await.map_err(neutron)?;
+    if port.is_some() {
+        associate(&s, &auth, ip.address, port.as_ref()).await?;
     }
-    let view = floating_views(&s, &auth, &[ip])?.remove(0);
-    Ok((StatusCode::CREATED, Json(json!({"floatingip": view}))).into_response())
+    let view = floating_answer(&s, &auth, ip.address)?;
+    Ok((StatusCode::CREATED, Json(FloatingBody { floatingip: view })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -348,22 +480,21 @@ struct UpdateFloating {
 
 async fn update_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     auth.require(Role::Member, "update_floatingip").map_err(neutron)?;
-    let ip = owned_floating(&s, &auth, &id).map_err(neutron)?;
-    let request: FloatingBody<UpdateFloating> = parse_json(&body).map_err(neutron)?;
-    let ip = associate(&s, &auth, &ip, request.floatingip.port_id.as_deref()).await?;
-    let view = floating_views(&s, &auth, &[ip])?.remove(0);
-    Ok(Json(json!({"floatingip": view})).into_response())
+    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
+    let request: FloatingRequestBody<UpdateFloating> = parse_json(&body).map_err(neutron)?;
+    let port = match request.floatingip.port_id.as_deref() {
+        Some(port) => Some(find_port(&s, &auth, port)?.0),
+        None => None,
+    };
+    associate(&s, &auth, view.ip.address, port.as_ref()).await?;
+    let view = floating_answer(&s, &auth, view.ip.address)?;
+    Ok(Json(FloatingBody { floatingip: view }).into_response())
 }
 
 async fn delete_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     auth.require(Role::Member, "delete_floatingip").map_err(neutron)?;
-    let ip = owned_floating(&s, &auth, &id).map_err(neutron)?;
+    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
     // Neutron releases an associated address in one go.
-    if ip.instance.is_some() {
-        associate(&s, &auth, &ip, None).await?;
-    }
-    let caller = auth.caller();
-    let request = FloatingRequest::Release { caller, address: ip.address };
-    call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(neutron)?;
+    floating_ips::release(&s.app, &auth.trace, auth.caller(), view.ip.address).await.map_err(neutron)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -11,22 +11,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nimbus_runtime::Wire;
-use nimbus_storage::Reads;
-use nimbus_storage::ids::{NetworkId, ProjectId};
+use nimbus_protocol::ids::ProjectId;
 use nimbus_storage::records::{FloatingIp, Network, NetworkMode, Quota, Role, Usage};
-use nimbus_storage::schema::{FLOATING_POOLS, NETWORKS, QUOTAS};
-use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Auth;
 use super::errors::parse_json;
-use super::{ApiError, AppState, call_network};
-use crate::network::floating::{self, Caller, FloatingOutcome, FloatingRequest};
-use crate::network::plan::NetworkRequest;
-use crate::network::{self, NetworkMsg};
-use crate::{CloudError, identity, quota};
+use super::{ApiError, AppState};
+use crate::app::error::CloudError;
+use crate::app::floating_ips::{self, Caller};
+use crate::app::quota::{self, QuotaChanges};
+use crate::app::{fixed_ips, identity, networks};
+use crate::network_plan::NetworkRequest;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -50,51 +48,89 @@ fn compute<E: Into<CloudError>>(e: E) -> ApiError {
     ApiError::compute(e.into())
 }
 
-fn network_view(n: &Network, admin: bool) -> Value {
-    let mut v = json!({
-        "id": n.id.to_string(), "label": n.label, "cidr": n.cidr.to_string(), "netmask": n.cidr.mask().to_string(),
-        "gateway": n.gateway.to_string(), "broadcast": n.cidr.broadcast().to_string(),
-        "dns1": n.dns1.map(|a| a.to_string()), "dns2": n.dns2.map(|a| a.to_string()),
-        "cidr_v6": null, "gateway_v6": null, "netmask_v6": null,
-    });
-    if admin {
-        let extra = json!({
-            "bridge": n.bridge, "bridge_interface": n.bridge_interface, "vlan": n.vlan,
-            "dhcp_server": n.dhcp_server.map(|a| a.to_string()), "dhcp_start": null,
-            "vpn_private_address": n.vpn.as_ref().map(|v| v.private_address.to_string()),
-            "vpn_public_address": n.vpn.as_ref().and_then(|v| v.public_address).map(|a| a.to_string()),
-            "vpn_public_port": n.vpn.as_ref().map(|v| v.public_port),
-            "project_id": n.project.map(|p| p.to_string()), "multi_host": n.multi_host,
-            "mode": n.mode.name(), "host": null, "injected": n.mode == NetworkMode::Flat,
-        });
-        v.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
-    }
-    v
+/// What only an admin sees of a network.
+#[derive(Serialize)]
+struct NetworkAdminView<'a> {
+    bridge: &'a str,
+    bridge_interface: Option<&'a str>,
+    vlan: Option<u16>,
+    dhcp_server: Option<String>,
+    dhcp_start: Option<String>,
+    vpn_private_address: Option<String>,
+    vpn_public_address: Option<String>,
+    vpn_public_port: Option<u16>,
+    project_id: Option<String>,
+    multi_host: bool,
+    mode: &'static str,
+    host: Option<String>,
+    injected: bool,
 }
 
-/// The networks a caller sees: all for an admin; the shared ones and its project's own otherwise.
-fn visible_networks(s: &AppState, auth: &Auth) -> Result<Vec<Network>, ApiError> {
-    let mut networks: Vec<Network> =
-        s.ctx.store.read(|r| r.scan(&NETWORKS)).map_err(compute)?.into_iter().map(|(_, n)| n).collect();
-    networks.retain(|n| auth.sees_network(n));
-    networks.sort_by_key(|n| (n.created_at, u32::from(n.cidr.network())));
-    Ok(networks)
+#[derive(Serialize)]
+struct NetworkView<'a> {
+    id: String,
+    label: &'a str,
+    cidr: String,
+    netmask: String,
+    gateway: String,
+    broadcast: String,
+    dns1: Option<String>,
+    dns2: Option<String>,
+    cidr_v6: Option<String>,
+    gateway_v6: Option<String>,
+    netmask_v6: Option<String>,
+    #[serde(flatten)]
+    admin: Option<NetworkAdminView<'a>>,
+}
+
+fn network_view(n: &Network, admin: bool) -> NetworkView<'_> {
+    NetworkView {
+        id: n.id.to_string(),
+        label: &n.label,
+        cidr: n.cidr.to_string(),
+        netmask: n.cidr.mask().to_string(),
+        gateway: n.gateway.to_string(),
+        broadcast: n.cidr.broadcast().to_string(),
+        dns1: n.dns1.map(|a| a.to_string()),
+        dns2: n.dns2.map(|a| a.to_string()),
+        cidr_v6: None,
+        gateway_v6: None,
+        netmask_v6: None,
+        admin: admin.then(|| NetworkAdminView {
+            bridge: &n.bridge,
+            bridge_interface: n.bridge_interface.as_deref(),
+            vlan: n.vlan,
+            dhcp_server: n.dhcp_server.map(|a| a.to_string()),
+            dhcp_start: None,
+            vpn_private_address: n.vpn.as_ref().map(|v| v.private_address.to_string()),
+            vpn_public_address: n.vpn.as_ref().and_then(|v| v.public_address).map(|a| a.to_string()),
+            vpn_public_port: n.vpn.as_ref().map(|v| v.public_port),
+            project_id: n.project.map(|p| p.to_string()),
+            multi_host: n.multi_host,
+            mode: n.mode.name(),
+            host: None,
+            injected: n.mode == NetworkMode::Flat,
+        }),
+    }
 }
 
 async fn list_networks(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    let views: Vec<Value> = visible_networks(&s, &auth)?.iter().map(|n| network_view(n, auth.is_admin())).collect();
-    Ok(Json(json!({"networks": views})).into_response())
+    let all = networks::list(&s.app, &auth.ctx).map_err(compute)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        networks: Vec<NetworkView<'a>>,
+    }
+    Ok(Json(Body { networks: all.iter().map(|n| network_view(n, auth.is_admin())).collect() }).into_response())
 }
 
-fn find_network(s: &AppState, auth: &Auth, id: &str) -> Result<Network, ApiError> {
-    let missing = || ApiError::compute(CloudError::NotFound(format!("Network {id} could not be found.")));
-    let parsed: NetworkId = id.parse().map_err(|_| missing())?;
-    visible_networks(s, auth)?.into_iter().find(|n| n.id == parsed).ok_or_else(missing)
+#[derive(Serialize)]
+struct NetworkBody<'a> {
+    network: NetworkView<'a>,
 }
 
 async fn show_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let network = find_network(&s, &auth, &id)?;
-    Ok(Json(json!({"network": network_view(&network, auth.is_admin())})).into_response())
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    Ok(Json(NetworkBody { network: network_view(&network, auth.is_admin()) }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -125,8 +161,8 @@ struct NewNetwork {
     vpn_public_address: Option<Ipv4Addr>,
 }
 
-/// Parses the admin's network request into the planner's terms.
-fn network_request(s: &AppState, new: NewNetwork) -> Result<NetworkRequest, CloudError> {
+/// The admin's network request in the planner's terms.
+fn network_request(new: NewNetwork) -> Result<(NetworkRequest, Option<String>), CloudError> {
     let bad = CloudError::BadRequest;
     let cidr = new.cidr.parse().map_err(|_| bad(format!("{} is not an IPv4 CIDR.", new.cidr)))?;
     let mode = match new.mode.as_deref() {
@@ -149,31 +185,30 @@ fn network_request(s: &AppState, new: NewNetwork) -> Result<NetworkRequest, Clou
     request.allowed_start = new.allowed_start;
     request.allowed_end = new.allowed_end;
     request.vpn_public_address = new.vpn_public_address;
-    request.project = match new.project_id {
-        Some(p) => Some(
-            identity::find_project(&s.ctx.store, &p)?
-                .ok_or_else(|| bad(format!("Project {p} could not be found.")))?
-                .id,
-        ),
-        None => None,
-    };
-    Ok(request)
+    Ok((request, new.project_id))
 }
 
 async fn create_network(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-networks:create").map_err(compute)?;
     let request: CreateNetwork = parse_json(&body).map_err(compute)?;
-    let request = network_request(&s, request.network).map_err(compute)?;
-    let created = call_network(&s.ctx, |r| NetworkMsg::CreateNetworks(Wire(request), r)).await.map_err(compute)?;
-    let first = created.first().map(|n| network_view(n, true)).unwrap_or(Value::Null);
-    let all: Vec<Value> = created.iter().map(|n| network_view(n, true)).collect();
-    Ok(Json(json!({"network": first, "networks": all})).into_response())
+    let (request, project) = network_request(request.network).map_err(compute)?;
+    let created = networks::create(&s.app, &auth.trace, request, project.as_deref()).await.map_err(compute)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        network: Option<NetworkView<'a>>,
+        networks: Vec<NetworkView<'a>>,
+    }
+    let body = Body {
+        network: created.first().map(|n| network_view(n, true)),
+        networks: created.iter().map(|n| network_view(n, true)).collect(),
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn delete_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-networks:delete").map_err(compute)?;
-    let network = find_network(&s, &auth, &id)?;
-    call_network(&s.ctx, |r| NetworkMsg::DeleteNetwork(Wire(network.id), r)).await.map_err(compute)?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    networks::delete(&s.app, &auth.trace, network.id).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -187,11 +222,9 @@ async fn add_network(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
     auth.require(Role::Admin, "os_compute_api:os-networks:add").map_err(compute)?;
     let request: AddNetwork = parse_json(&body).map_err(compute)?;
     let id = request.id.ok_or_else(|| compute(CloudError::BadRequest("The network id is required.".into())))?;
-    let network = find_network(&s, &auth, &id)?;
-    let project = auth.0.project;
-    call_network(&s.ctx, |r| NetworkMsg::SetNetworkProject(Wire((network.id, Some(project))), r))
-        .await
-        .map_err(compute)?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    let project = auth.ctx.project.to_string();
+    networks::set_project(&s.app, &auth.trace, network.id, Some(&project)).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -205,25 +238,26 @@ enum NetworkAction {
 
 async fn network_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-networks:associate").map_err(compute)?;
-    let network = find_network(&s, &auth, &id)?;
-    let action: NetworkAction = parse_json(&body).map_err(compute)?;
-    let project: Option<ProjectId> = match action {
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    let project = match parse_json::<NetworkAction>(&body).map_err(compute)? {
         NetworkAction::Disassociate(_) | NetworkAction::DisassociateProject(_) => None,
-        NetworkAction::AssociateProject(p) => Some(
-            identity::find_project(&s.ctx.store, &p)
-                .map_err(compute)?
-                .ok_or_else(|| compute(CloudError::BadRequest(format!("Project {p} could not be found."))))?
-                .id,
-        ),
+        NetworkAction::AssociateProject(p) => Some(p),
     };
-    call_network(&s.ctx, |r| NetworkMsg::SetNetworkProject(Wire((network.id, project)), r)).await.map_err(compute)?;
+    networks::set_project(&s.app, &auth.trace, network.id, project.as_deref()).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn list_pools(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    let pools = s.ctx.store.read(|r| r.scan(&FLOATING_POOLS)).map_err(compute)?;
-    let views: Vec<Value> = pools.iter().map(|(name, _)| json!({"name": name})).collect();
-    Ok(Json(json!({"floating_ip_pools": views})).into_response())
+    let pools = floating_ips::pools(&s.app).map_err(compute)?;
+    #[derive(Serialize)]
+    struct PoolName<'a> {
+        name: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        floating_ip_pools: Vec<PoolName<'a>>,
+    }
+    Ok(Json(Body { floating_ip_pools: pools.iter().map(|p| PoolName { name: &p.name }).collect() }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -248,46 +282,61 @@ async fn create_pool(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
         .ip_range
         .parse()
         .map_err(|_| compute(CloudError::BadRequest(format!("{} is not an IPv4 CIDR.", new.ip_range))))?;
-    let request = FloatingRequest::CreatePool {
-        name: new.pool.unwrap_or_else(|| "nova".into()),
-        range,
-        interface: new.interface.unwrap_or_else(|| "eth0".into()),
-    };
-    let FloatingOutcome::Pool(pool) =
-        call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?
-    else {
-        unreachable!("pool creation answers with the pool")
-    };
-    Ok(Json(json!({"floating_ips_bulk_create": {
-        "ip_range": pool.range.to_string(), "pool": pool.name, "interface": pool.interface,
-    }}))
-    .into_response())
+    let name = new.pool.unwrap_or_else(|| "nova".into());
+    let interface = new.interface.unwrap_or_else(|| "eth0".into());
+    let pool = floating_ips::create_pool(&s.app, name, range, interface).await.map_err(compute)?;
+    #[derive(Serialize)]
+    struct Created<'a> {
+        ip_range: String,
+        pool: &'a str,
+        interface: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        floating_ips_bulk_create: Created<'a>,
+    }
+    let created = Created { ip_range: pool.range.to_string(), pool: &pool.name, interface: &pool.interface };
+    Ok(Json(Body { floating_ips_bulk_create: created }).into_response())
 }
 
-fn floating_view(ip: &FloatingIp) -> Value {
-    json!({
-        "id": ip.id.to_string(), "ip": ip.address.to_string(), "pool": ip.pool,
-        "fixed_ip": ip.fixed_address.map(|a| a.to_string()), "instance_id": ip.instance.map(|i| i.to_string()),
-    })
+#[derive(Serialize)]
+struct FloatingView<'a> {
+    id: String,
+    ip: String,
+    pool: &'a str,
+    fixed_ip: Option<String>,
+    instance_id: Option<String>,
+}
+
+fn floating_view(ip: &FloatingIp) -> FloatingView<'_> {
+    FloatingView {
+        id: ip.id.to_string(),
+        ip: ip.address.to_string(),
+        pool: &ip.pool,
+        fixed_ip: ip.fixed_address.map(|a| a.to_string()),
+        instance_id: ip.instance.map(|i| i.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct FloatingBody<'a> {
+    floating_ip: FloatingView<'a>,
 }
 
 async fn list_floating(State(s): State<AppState>, auth: Auth) -> ApiResult {
     // Even an admin sees its own project's addresses here, as nova-network showed them.
-    let mine = Caller { project: auth.0.project, admin: false };
-    let ips = s.ctx.store.read(|r| floating::list(r, mine)).map_err(compute)?;
-    Ok(Json(json!({"floating_ips": ips.iter().map(floating_view).collect::<Vec<_>>()})).into_response())
-}
-
-/// A floating IP of the caller's, by id or address; anything else is a 404.
-pub(super) fn owned_floating(s: &AppState, auth: &Auth, id: &str) -> Result<FloatingIp, CloudError> {
-    let ip = s.ctx.store.read(|r| floating::find(r, id))?;
-    ip.filter(|ip| ip.project.is_some_and(|p| p == auth.0.project || auth.is_admin()))
-        .ok_or_else(|| CloudError::NotFound(format!("Floating IP {id} could not be found.")))
+    let mine = Caller { project: auth.ctx.project, admin: false };
+    let ips = floating_ips::list(&s.app, mine).map_err(compute)?;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        floating_ips: Vec<FloatingView<'a>>,
+    }
+    Ok(Json(Body { floating_ips: ips.iter().map(|v| floating_view(&v.ip)).collect() }).into_response())
 }
 
 async fn show_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let ip = owned_floating(&s, &auth, &id).map_err(compute)?;
-    Ok(Json(json!({"floating_ip": floating_view(&ip)})).into_response())
+    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(compute)?;
+    Ok(Json(FloatingBody { floating_ip: floating_view(&view.ip) }).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -299,23 +348,14 @@ async fn allocate_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -
     auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
     let request: AllocateFloating =
         if body.is_empty() { AllocateFloating::default() } else { parse_json(&body).map_err(compute)? };
-    let request = FloatingRequest::Allocate { caller: auth.caller(), pool: request.pool };
-    let outcome = call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?;
-    let FloatingOutcome::Ip(ip) = outcome else { unreachable!("allocate answers with an address") };
-    Ok(Json(json!({"floating_ip": floating_view(&ip)})).into_response())
+    let ip = floating_ips::allocate(&s.app, auth.caller(), request.pool).await.map_err(compute)?;
+    Ok(Json(FloatingBody { floating_ip: floating_view(&ip) }).into_response())
 }
 
 async fn release_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
-    let ip = owned_floating(&s, &auth, &id).map_err(compute)?;
-    let caller = auth.caller();
-    // Releasing an associated address disassociates it first, as nova-network did.
-    if ip.instance.is_some() {
-        let request = FloatingRequest::Disassociate { caller, address: ip.address };
-        call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?;
-    }
-    let request = FloatingRequest::Release { caller, address: ip.address };
-    call_network(&s.ctx, |r| NetworkMsg::Floating(Wire(request), r)).await.map_err(compute)?;
+    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(compute)?;
+    floating_ips::release(&s.app, &auth.trace, auth.caller(), view.ip.address).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -326,25 +366,34 @@ fn parse_address(address: &str) -> Result<Ipv4Addr, ApiError> {
 async fn show_fixed(State(s): State<AppState>, auth: Auth, Path(address): Path<String>) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(compute)?;
     let ip = parse_address(&address)?;
-    let info = s.ctx.store.read(|r| network::fixed_ip_info(r, ip)).map_err(compute)?;
-    let (net, row) =
-        info.ok_or_else(|| compute(CloudError::NotFound(format!("Fixed IP {address} could not be found."))))?;
-    let instance = row.as_ref().and_then(|r| r.instance);
-    let (hostname, host) = match instance {
-        Some(id) => s
-            .ctx
-            .store
-            .read(|r| r.get(&nimbus_storage::schema::INSTANCES, &id))
-            .map_err(compute)?
-            .map_or((None, None), |i| (Some(i.name), i.host.map(|h| h.0))),
-        None => (None, None),
+    let info = fixed_ips::info(&s.app, ip)
+        .map_err(compute)?
+        .ok_or_else(|| compute(CloudError::NotFound(format!("Fixed IP {address} could not be found."))))?;
+    #[derive(Serialize)]
+    struct FixedView<'a> {
+        address: &'a str,
+        cidr: String,
+        hostname: Option<&'a str>,
+        host: Option<&'a str>,
+        reserved: bool,
+        allocated: bool,
+        leased: bool,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        fixed_ip: FixedView<'a>,
+    }
+    let row = info.row.as_ref();
+    let view = FixedView {
+        address: &address,
+        cidr: info.network.cidr.to_string(),
+        hostname: info.instance.as_ref().map(|i| i.name.as_str()),
+        host: info.instance.as_ref().and_then(|i| i.host.as_ref()).map(|h| h.0.as_str()),
+        reserved: row.is_some_and(|r| r.reserved),
+        allocated: row.is_some_and(|r| r.allocated),
+        leased: row.is_some_and(|r| r.leased),
     };
-    Ok(Json(json!({"fixed_ip": {
-        "address": address, "cidr": net.cidr.to_string(), "hostname": hostname, "host": host,
-        "reserved": row.as_ref().is_some_and(|r| r.reserved),
-        "allocated": row.as_ref().is_some_and(|r| r.allocated), "leased": row.as_ref().is_some_and(|r| r.leased),
-    }}))
-    .into_response())
+    Ok(Json(Body { fixed_ip: view }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -361,37 +410,101 @@ async fn fixed_action(State(s): State<AppState>, auth: Auth, Path(address): Path
         FixedAction::Reserve(_) => true,
         FixedAction::Unreserve(_) => false,
     };
-    call_network(&s.ctx, |r| NetworkMsg::ReserveFixedIp(Wire((ip, reserve)), r)).await.map_err(compute)?;
+    fixed_ips::reserve(&s.app, ip, reserve).await.map_err(compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn limit(v: Option<u64>) -> Value {
-    v.map_or(json!(-1), |n| json!(n))
+/// A limit as the quota APIs write it: -1 for unlimited.
+fn limit(v: Option<u64>) -> i64 {
+    v.map_or(-1, |n| n as i64)
 }
 
-fn quota_view(project: ProjectId, q: &Quota, usage: Option<&Usage>) -> Value {
-    let mut v = json!({
-        "id": project.to_string(), "instances": limit(q.instances), "cores": limit(q.cores), "ram": limit(q.ram_mb),
-        "floating_ips": limit(q.floating_ips), "fixed_ips": limit(q.fixed_ips),
-        "metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
-        "injected_file_path_bytes": 255, "key_pairs": 100, "security_groups": 10, "security_group_rules": 20,
-        "server_groups": 10, "server_group_members": 10,
-    });
-    if let Some(u) = usage {
-        for (key, used) in quota::fields(u) {
-            let limit = v[key].clone();
-            v[key] = json!({"limit": limit, "in_use": used, "reserved": 0});
-        }
+/// A quota field with its usage (`os-quota-sets/{id}/detail`).
+#[derive(Serialize)]
+struct Detailed {
+    limit: i64,
+    in_use: u64,
+    reserved: u64,
+}
+
+/// The limits nimbus does not enforce yet, as Nova's defaults.
+#[derive(Serialize)]
+struct OtherLimits {
+    metadata_items: u32,
+    injected_files: u32,
+    injected_file_content_bytes: u32,
+    injected_file_path_bytes: u32,
+    key_pairs: u32,
+    security_groups: u32,
+    security_group_rules: u32,
+    server_groups: u32,
+    server_group_members: u32,
+}
+
+const OTHER_LIMITS: OtherLimits = OtherLimits {
+    metadata_items: 128,
+    injected_files: 5,
+    injected_file_content_bytes: 10240,
+    injected_file_path_bytes: 255,
+    key_pairs: 100,
+    security_groups: 10,
+    security_group_rules: 20,
+    server_groups: 10,
+    server_group_members: 10,
+};
+
+#[derive(Serialize)]
+struct QuotaView<T> {
+    id: String,
+    instances: T,
+    cores: T,
+    ram: T,
+    floating_ips: T,
+    fixed_ips: T,
+    #[serde(flatten)]
+    other: OtherLimits,
+}
+
+#[derive(Serialize)]
+struct QuotaBody<T> {
+    quota_set: QuotaView<T>,
+}
+
+fn quota_view(project: ProjectId, q: &Quota) -> QuotaBody<i64> {
+    QuotaBody {
+        quota_set: QuotaView {
+            id: project.to_string(),
+            instances: limit(q.instances),
+            cores: limit(q.cores),
+            ram: limit(q.ram_mb),
+            floating_ips: limit(q.floating_ips),
+            fixed_ips: limit(q.fixed_ips),
+            other: OTHER_LIMITS,
+        },
     }
-    v
+}
+
+fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Detailed> {
+    let detailed = |limit_of: Option<u64>, in_use: u64| Detailed { limit: limit(limit_of), in_use, reserved: 0 };
+    QuotaBody {
+        quota_set: QuotaView {
+            id: project.to_string(),
+            instances: detailed(q.instances, u.instances),
+            cores: detailed(q.cores, u.cores),
+            ram: detailed(q.ram_mb, u.ram_mb),
+            floating_ips: detailed(q.floating_ips, u.floating_ips),
+            fixed_ips: detailed(q.fixed_ips, u.fixed_ips),
+            other: OTHER_LIMITS,
+        },
+    }
 }
 
 /// The project a quota request names: the caller's own, or (admin) any.
 fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiError> {
-    let project = identity::find_project(&s.ctx.store, id)
+    let project = identity::find_project(&s.app, id)
         .map_err(compute)?
         .ok_or_else(|| compute(CloudError::NotFound(format!("Project {id} could not be found."))))?;
-    if project.id != auth.0.project && !auth.is_admin() {
+    if project.id != auth.ctx.project && !auth.is_admin() {
         return Err(compute(CloudError::Forbidden(
             "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".into(),
         )));
@@ -401,18 +514,14 @@ fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiEr
 
 async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
-    let q = s.ctx.store.read(|r| quota::quota(r, project)).map_err(compute)?;
-    Ok(Json(json!({"quota_set": quota_view(project, &q, None)})).into_response())
+    let (q, _) = quota::show(&s.app, project).map_err(compute)?;
+    Ok(Json(quota_view(project, &q)).into_response())
 }
 
 async fn show_quota_detail(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
-    let (q, u) = s
-        .ctx
-        .store
-        .read(|r| Ok::<_, nimbus_storage::StoreError>((quota::quota(r, project)?, quota::usage(r, project)?)))
-        .map_err(compute)?;
-    Ok(Json(json!({"quota_set": quota_view(project, &q, Some(&u))})).into_response())
+    let (q, u) = quota::show(&s.app, project).map_err(compute)?;
+    Ok(Json(quota_detail_view(project, &q, &u)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -438,22 +547,13 @@ async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
             },
         }
     };
-    let changes = [parse("instances")?, parse("cores")?, parse("ram")?, parse("floating_ips")?, parse("fixed_ips")?];
-    let q = s
-        .ctx
-        .store
-        .write(move |tx| {
-            let mut q = quota::quota(tx, project)?;
-            let fields = [&mut q.instances, &mut q.cores, &mut q.ram_mb, &mut q.floating_ips, &mut q.fixed_ips];
-            for (field, change) in fields.into_iter().zip(changes) {
-                if let Some(new) = change {
-                    *field = new;
-                }
-            }
-            tx.put(&QUOTAS, &project, &q)?;
-            Ok::<_, nimbus_storage::StoreError>(q)
-        })
-        .await
-        .map_err(compute)?;
-    Ok(Json(json!({"quota_set": quota_view(project, &q, None)})).into_response())
+    let changes = QuotaChanges([
+        parse("instances")?,
+        parse("cores")?,
+        parse("ram")?,
+        parse("floating_ips")?,
+        parse("fixed_ips")?,
+    ]);
+    let q = quota::update(&s.app, project, changes).await.map_err(compute)?;
+    Ok(Json(quota_view(project, &q)).into_response())
 }

@@ -1,60 +1,49 @@
-//! The VLAN supervisor of one project (`vlan/<project>`, topic `vlan.<project>`): owns the dataplane of the
-//! project's VLAN network — its segment, bridge and DHCP server — and its VPN endpoint. It starts with the
-//! project's supervisor, rebuilds everything from the store when it (re)starts, and re-applies on request
-//! and on a timer.
+//! The VLAN reconcilers: one per project with a VLAN network (`vlan/<project>`, topic `vlan.<project>`),
+//! under the `vlans` supervisor, which makes them on demand (the network manager asks for one when a
+//! project's VLAN network is first used) and, on every start, for each project with a VLAN network bound.
+//! A reconciler owns its project's segment, bridge, DHCP server and VPN forward: it rebuilds them from the
+//! store when it (re)starts, and re-applies them on request and on a timer.
 
-use nimbus_runtime::{Topic, Wire};
-use nimbus_storage::ids::{NetworkId, ProjectId};
-use nimbus_storage::schema::NETWORKS;
-use nimbus_storage::{Reads, StoreError};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
+use nimbus_protocol::failure::chain;
+use nimbus_protocol::ids::ProjectId;
+use nimbus_protocol::network::{self, NetworkError, VlanMsg};
+use nimbus_runtime::supervisor::ChildTemplate;
+use nimbus_runtime::{ChildSpec, Supervisor, SupervisorArgs, Wire, introspect};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
-use super::{NetworkError, Reply, desired};
-use crate::Ctx;
-
-pub const ROLE: &str = "vlan";
-
-pub fn topic(project: &ProjectId) -> Topic {
-    Topic::keyed(ROLE, project)
-}
-
-#[derive(RactorClusterMessage)]
-pub enum VlanMsg {
-    /// Re-applies the project's segment, DHCP server and VPN endpoint from the store.
-    #[rpc]
-    Refresh(RpcReplyPort<Reply<()>>),
-    /// Timer: the same, to repair drift.
-    Tick,
-}
+use super::apply::Applier;
+use crate::app::projects;
 
 pub struct VlanArgs {
-    pub ctx: Ctx,
+    pub applier: Applier,
     pub project: ProjectId,
 }
 
 pub struct VlanState {
-    ctx: Ctx,
+    applier: Applier,
     project: ProjectId,
+    name: String,
 }
 
-pub struct VlanSupervisor;
+pub struct VlanReconciler;
 
-impl Actor for VlanSupervisor {
+impl Actor for VlanReconciler {
     type Msg = VlanMsg;
     type State = VlanState;
     type Arguments = VlanArgs;
 
     async fn pre_start(&self, myself: ActorRef<VlanMsg>, args: VlanArgs) -> Result<VlanState, ActorProcessingErr> {
-        let state = VlanState { ctx: args.ctx, project: args.project };
-        match state.apply().await {
-            Err(NetworkError::Dataplane(e)) => {
-                tracing::warn!(project = %state.project, cause = %e, "the project's dataplane is not in line with the store")
-            }
-            other => other?,
+        let state =
+            VlanState { applier: args.applier, project: args.project, name: myself.get_name().unwrap_or_default() };
+        let applied = state.applier.apply_project(state.project).await;
+        if let Err(e @ NetworkError::Store(_)) = &applied {
+            return Err(e.clone().into());
         }
-        state.ctx.ns.join(&topic(&state.project), myself.get_cell());
-        myself.send_interval(state.ctx.timing.reconcile_interval, || VlanMsg::Tick);
+        state.reconciled(applied);
+        let app = state.applier.app();
+        app.ns().join(&network::vlan_topic(&state.project), myself.get_cell());
+        myself.send_interval(app.timing().reconcile_interval, || VlanMsg::Tick);
         Ok(state)
     }
 
@@ -64,15 +53,24 @@ impl Actor for VlanSupervisor {
         msg: VlanMsg,
         state: &mut VlanState,
     ) -> Result<(), ActorProcessingErr> {
-        nimbus_runtime::introspect::handled(&myself.get_cell());
+        introspect::handled(&myself.get_cell());
         match msg {
-            VlanMsg::Refresh(reply) => {
-                let _ = reply.send(Wire(state.apply().await));
+            VlanMsg::Refresh(Wire(trace), reply) => {
+                let span =
+                    tracing::info_span!("refresh", request_id = %trace, actor = %state.name, project = %state.project);
+                let outcome = state.applier.apply_project(state.project).instrument(span.clone()).await;
+                span.in_scope(|| match &outcome {
+                    Ok(()) => tracing::info!("project network in line"),
+                    Err(e) => tracing::warn!(cause = %chain(e), "project network not in line"),
+                });
+                let _ = reply.send(Wire(outcome));
             }
             VlanMsg::Tick => {
-                if let Err(e) = state.apply().await {
-                    tracing::warn!(project = %state.project, cause = %e, "VLAN reconcile failed; retrying at the next pass");
+                let applied = state.applier.apply_project(state.project).await;
+                if let Err(e) = &applied {
+                    tracing::warn!(project = %state.project, cause = %chain(e), "VLAN reconcile failed; retrying at the next pass");
                 }
+                state.reconciled(applied);
             }
         }
         Ok(())
@@ -80,21 +78,32 @@ impl Actor for VlanSupervisor {
 }
 
 impl VlanState {
-    async fn apply(&self) -> Result<(), NetworkError> {
-        let project = self.project;
-        let (networks, vpn) = self.ctx.store.read(|r| {
-            let networks: Vec<NetworkId> = r
-                .scan(&NETWORKS)?
-                .into_iter()
-                .filter(|(_, n)| !desired::owned_by_network_manager(n) && n.project == Some(project))
-                .map(|(id, _)| id)
-                .collect();
-            Ok::<_, StoreError>((networks, desired::vpn(r, project)?))
-        })?;
-        for network in networks {
-            super::apply_network(&self.ctx, network).await?;
-        }
-        let vpn = self.ctx.dataplane.ensure_vpn(project, vpn).await;
-        vpn.map_err(|e| NetworkError::Dataplane(e.to_string()))
+    fn reconciled(&self, outcome: Result<(), NetworkError>) {
+        introspect::reconciled(&self.name, "dataplane", outcome.map_err(|e| chain(&e)));
     }
+}
+
+/// The spec of the `vlans` supervisor: a reconciler per project with a VLAN network bound (computed at every
+/// (re)start from the store), and more on demand.
+pub fn vlans_spec(applier: &Applier) -> ChildSpec {
+    let applier = applier.clone();
+    let ns = applier.app().ns().clone();
+    ChildSpec::new(ns.actor_name(network::VLANS), move || {
+        let reconciler = |applier: &Applier, project: ProjectId| {
+            let applier = applier.clone();
+            let name = applier.app().ns().actor_name(&format!("vlan/{project}"));
+            ChildSpec::new(name, move || (VlanReconciler, VlanArgs { applier: applier.clone(), project }))
+        };
+        let bound = projects::with_vlan_networks(applier.app()).unwrap_or_else(|e| {
+            tracing::error!(cause = %chain(&e), "cannot list projects with VLAN networks; their reconcilers start on demand");
+            Default::default()
+        });
+        let children = bound.into_iter().map(|p| reconciler(&applier, p)).collect();
+        let on_demand = applier.clone();
+        let template: ChildTemplate = std::sync::Arc::new(move |key: &str| {
+            let project = key.parse().map_err(|_| "VLAN reconcilers are made for project ids".to_string())?;
+            Ok(reconciler(&on_demand, project))
+        });
+        (Supervisor, SupervisorArgs::one_for_one(children).with_template(template))
+    })
 }

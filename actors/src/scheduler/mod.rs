@@ -2,108 +2,62 @@
 //! records the hosts compute agents report.
 //!
 //! It keeps a view of the hosts (capacity, usage, up/down) read from the store and reused for a short,
-//! bounded time, and records its own placements as claims at once, so a burst of requests spreads over the
-//! hosts instead of piling onto the one that looked emptiest when the view was read. A claim is dropped when
-//! the store shows the instance on its host (it is then counted from the store) or after a timeout.
+//! bounded time, plus its own placements as claims ([`claims`]) until the store shows them; a "no valid
+//! host" is always re-checked against a fresh view.
+//!
+//! # Layout
+//! - [`placement`]: the pure filters and weigher; [`claims`]: the pure claim rules.
 
+pub mod claims;
 pub mod placement;
 
-use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use nimbus_runtime::{Topic, Wire};
-use nimbus_storage::ids::{HostId, InstanceId};
-use nimbus_storage::records::{Host, VmState, now_ms};
-use nimbus_storage::schema::{HOSTS, INSTANCES, INSTANCES_BY_HOST};
-use nimbus_storage::{Reads, StoreError};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
-use serde::{Deserialize, Serialize};
+use nimbus_protocol::failure::{Failure, chain};
+use nimbus_protocol::ids::HostId;
+use nimbus_protocol::scheduler::{self, PlaceRequest, SchedulerError, SchedulerMsg};
+use nimbus_protocol::trace::Traced;
+use nimbus_runtime::{Wire, introspect};
+use nimbus_storage::StoreError;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use crate::Ctx;
-use crate::compute::virt::InstanceSpec;
-use crate::context::Timing;
-use placement::{Demand, HostState, NoValidHost, Ratios};
-
-pub const TOPIC: Topic = Topic::Role("scheduler");
+use crate::app::{App, hosts};
+use claims::{Claim, Claims};
+use placement::{HostState, Ratios};
 
 /// How long a view of the hosts read from the store is reused.
 const VIEW_TTL: Duration = Duration::from_millis(500);
-/// How long a claim counts while the store does not show its instance on a host yet.
-const CLAIM_TTL: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlaceRequest {
-    pub instance: InstanceId,
-    pub demand: Demand,
-}
-
-pub type PlaceReply = Wire<Result<HostId, NoValidHost>>;
-
-/// What a compute agent reports about its host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostReport {
-    pub name: HostId,
-    pub vcpus: u32,
-    pub ram_mb: u64,
-    pub disk_gb: u64,
-    pub hypervisor_type: String,
-    pub host_ip: Ipv4Addr,
-    /// The cluster node the agent runs on, and its cluster address.
-    pub node: String,
-    pub node_address: Option<String>,
-}
-
-/// What the cloud places on a host, for its agent to reconcile with: instances that must run, and instances
-/// being built there (their conductor finishes or undoes them; the agent leaves them alone).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    pub active: Vec<InstanceSpec>,
-    pub building: Vec<InstanceId>,
-}
-
-pub type ReportReply = Wire<Result<Placement, String>>;
-
-#[derive(RactorClusterMessage)]
-pub enum SchedulerMsg {
-    #[rpc]
-    Place(Wire<PlaceRequest>, RpcReplyPort<PlaceReply>),
-    /// A compute agent reports in: the host is recorded (kept number and enabled flag) and marked up.
-    #[rpc]
-    ReportIn(Wire<HostReport>, RpcReplyPort<ReportReply>),
-}
-
-struct Claim {
-    host: HostId,
-    demand: Demand,
-    at: Instant,
-}
 
 /// The hosts with the usage the store shows, and where each instance is, as read at `read_at`.
 struct StoreView {
     hosts: Vec<HostState>,
-    placed: Placements,
+    placed: hosts::Placements,
     read_at: Instant,
 }
 
 pub struct SchedulerState {
-    ctx: Ctx,
+    app: App,
+    name: String,
     ratios: Ratios,
     view: Option<StoreView>,
-    claims: HashMap<InstanceId, Claim>,
+    claims: Claims,
 }
 
 pub struct Scheduler;
 
+fn store_failure(e: StoreError) -> SchedulerError {
+    SchedulerError::Store(Failure::of(&e))
+}
+
 impl Actor for Scheduler {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
-    type Arguments = Ctx;
+    type Arguments = App;
 
-    async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, ctx: Ctx) -> Result<SchedulerState, ActorProcessingErr> {
-        ctx.ns.join(&TOPIC, myself.get_cell());
-        Ok(SchedulerState { ctx, ratios: Ratios::default(), view: None, claims: HashMap::new() })
+    async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, app: App) -> Result<SchedulerState, ActorProcessingErr> {
+        app.ns().join(&scheduler::TOPIC, myself.get_cell());
+        let name = myself.get_name().unwrap_or_default();
+        Ok(SchedulerState { app, name, ratios: Ratios::default(), view: None, claims: Claims::default() })
     }
 
     async fn handle(
@@ -112,15 +66,21 @@ impl Actor for Scheduler {
         msg: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        nimbus_runtime::introspect::handled(&myself.get_cell());
+        introspect::handled(&myself.get_cell());
         match msg {
-            SchedulerMsg::Place(Wire(request), reply) => {
-                let outcome = state.place(request)?;
+            SchedulerMsg::Place(Wire(Traced { trace, body: request }), reply) => {
+                let span = tracing::info_span!("place", request_id = %trace, actor = %state.name, instance = %request.instance);
+                let _entered = span.enter();
+                let outcome = state.place(request);
+                match &outcome {
+                    Ok(host) => tracing::info!(%host, "placed"),
+                    Err(e) => tracing::warn!(cause = %chain(e), "no host"),
+                }
                 let _ = reply.send(Wire(outcome));
             }
             SchedulerMsg::ReportIn(Wire(report), reply) => {
                 let host = report.name.clone();
-                let outcome = record_host(&state.ctx, report).await.map_err(|e| e.to_string());
+                let outcome = hosts::record_report(&state.app, report).await.map_err(store_failure);
                 if outcome.is_ok() && state.view.as_ref().is_some_and(|v| !v.hosts.iter().any(|h| h.name == host)) {
                     // A new host: let the next placement see it at once.
                     state.view = None;
@@ -132,102 +92,19 @@ impl Actor for Scheduler {
     }
 }
 
-/// A host and what the instances placed on it use of it, as the store shows them.
-#[derive(Clone, Debug)]
-pub struct HostUsage {
-    pub host: Host,
-    pub vcpus: u32,
-    pub ram_mb: u64,
-    pub disk_gb: u64,
-    pub instances: usize,
-}
-
-/// Whether the host reported recently enough to count as up.
-pub fn is_up(host: &Host, timing: &Timing) -> bool {
-    now_ms().saturating_sub(host.last_seen) <= timing.service_down_after.as_millis() as u64
-}
-
-/// Where each instance is placed (`None`: not on a host yet).
-pub type Placements = HashMap<InstanceId, Option<HostId>>;
-
-/// Every host with its usage (in host-number order), and where each instance is placed.
-pub fn host_usage(r: &impl Reads) -> Result<(Vec<HostUsage>, Placements), StoreError> {
-    let mut hosts: Vec<HostUsage> = r
-        .scan(&HOSTS)?
-        .into_iter()
-        .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, instances: 0 })
-        .collect();
-    hosts.sort_by_key(|u| u.host.number);
-    let mut placed = HashMap::new();
-    for (id, instance) in r.scan(&INSTANCES)? {
-        if let Some(u) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|u| &u.host.name == name)) {
-            u.vcpus += instance.flavor.vcpus;
-            u.ram_mb += instance.flavor.ram_mb;
-            u.disk_gb += instance.flavor.disk_gb;
-            u.instances += 1;
-        }
-        placed.insert(id, instance.host);
-    }
-    Ok((hosts, placed))
-}
-
-/// Creates or refreshes the host's record, keeping its number and the operator's enabled flag; returns what
-/// the cloud places on it.
-async fn record_host(ctx: &Ctx, report: HostReport) -> Result<Placement, StoreError> {
-    let name = report.name.clone();
-    ctx.store
-        .write(move |tx| {
-            let hosts = tx.scan(&HOSTS)?;
-            let existing = hosts.iter().find(|(n, _)| *n == report.name).map(|(_, h)| h.clone());
-            let number = existing
-                .as_ref()
-                .map_or_else(|| hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1, |h| h.number);
-            let record = Host {
-                name: report.name.clone(),
-                number,
-                vcpus: report.vcpus,
-                ram_mb: report.ram_mb,
-                disk_gb: report.disk_gb,
-                hypervisor_type: report.hypervisor_type,
-                host_ip: report.host_ip,
-                node: report.node,
-                node_address: report.node_address,
-                enabled: existing.is_none_or(|h| h.enabled),
-                last_seen: now_ms(),
-            };
-            tx.put(&HOSTS, &report.name, &record)
-        })
-        .await?;
-    ctx.store.read(|r| {
-        let mut placement = Placement::default();
-        for id in r.index_get(&INSTANCES_BY_HOST, &name)? {
-            match r.get(&INSTANCES, &id)? {
-                Some(i) if i.vm_state == VmState::Active && i.task_state.is_none() => {
-                    placement.active.push(InstanceSpec::of(r, &i)?)
-                }
-                Some(i) => placement.building.push(i.id),
-                None => {}
-            }
-        }
-        Ok(placement)
-    })
-}
-
 impl SchedulerState {
-    fn place(&mut self, request: PlaceRequest) -> Result<Result<HostId, NoValidHost>, StoreError> {
-        let hosts = self.hosts()?;
+    fn place(&mut self, request: PlaceRequest) -> Result<HostId, SchedulerError> {
+        let hosts = self.hosts().map_err(store_failure)?;
         let mut chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
         if chosen.is_err() {
             // A "no" must not come from a cached view: capacity may have been freed since it was read.
             self.view = None;
-            let hosts = self.hosts()?;
+            let hosts = self.hosts().map_err(store_failure)?;
             chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
         }
-        if let Ok(host) = &chosen {
-            self.claims
-                .insert(request.instance, Claim { host: host.clone(), demand: request.demand, at: Instant::now() });
-        }
-        Ok(chosen)
+        let host = chosen.map_err(SchedulerError::NoValidHost)?;
+        self.claims.claim(request.instance, Claim { host: host.clone(), demand: request.demand, at: Instant::now() });
+        Ok(host)
     }
 
     /// The current host view: the store's (reused for `VIEW_TTL`) plus the claims it does not show yet.
@@ -237,30 +114,17 @@ impl SchedulerState {
         }
         let StoreView { hosts, placed, read_at } = self.view.as_ref().expect("view was just loaded");
         let mut hosts = hosts.clone();
-        self.claims.retain(|id, claim| match placed.get(id) {
-            // The store counts it now: on its host, or (a view newer than the claim) wherever it went since.
-            // A view older than the claim may still show the host of an earlier attempt; the claim stays.
-            Some(Some(host)) if *host == claim.host || *read_at > claim.at => false,
-            // Gone from a view read after the claim: deleted meanwhile; its resources are free again.
-            None if *read_at > claim.at => false,
-            _ => claim.at.elapsed() < CLAIM_TTL,
-        });
-        for claim in self.claims.values() {
-            if let Some(h) = hosts.iter_mut().find(|h| h.name == claim.host) {
-                h.used_vcpus += claim.demand.vcpus;
-                h.used_ram_mb += claim.demand.ram_mb;
-                h.used_disk_gb += claim.demand.disk_gb;
-            }
-        }
+        self.claims.settle(placed, *read_at, Instant::now());
+        self.claims.add_to(&mut hosts);
         Ok(hosts)
     }
 
     fn read_view(&self) -> Result<StoreView, StoreError> {
-        let (usage, placed) = self.ctx.store.read(host_usage)?;
+        let (usage, placed) = hosts::usage(&self.app)?;
         let hosts = usage
             .into_iter()
             .map(|u| HostState {
-                up: is_up(&u.host, &self.ctx.timing),
+                up: hosts::is_up(&u.host, self.app.timing()),
                 enabled: u.host.enabled,
                 name: u.host.name,
                 vcpus: u.host.vcpus,

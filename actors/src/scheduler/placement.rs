@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use nimbus_storage::ids::HostId;
-use serde::{Deserialize, Serialize};
+use nimbus_protocol::ids::HostId;
+use nimbus_protocol::scheduler::{Demand, NoValidHost};
 
 /// What the scheduler knows of one host: capacity, what is claimed on it, and its service state.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,15 +31,6 @@ impl Default for Ratios {
     fn default() -> Self {
         Ratios { cpu: 16.0, ram: 1.5, disk: 1.0 }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Demand {
-    pub vcpus: u32,
-    pub ram_mb: u64,
-    pub disk_gb: u64,
-    /// Hosts this instance's build already failed on (the retry filter).
-    pub tried: Vec<HostId>,
 }
 
 /// Why a filter ruled a host out.
@@ -96,12 +87,6 @@ pub fn filter(host: &HostState, demand: &Demand, ratios: Ratios) -> Result<(), R
 /// The RAM weigher, spreading: the host with the most free (allocatable) RAM first.
 pub fn weigh(host: &HostState, ratios: Ratios) -> f64 {
     host.ram_mb as f64 * ratios.ram - host.used_ram_mb as f64
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("No valid host was found. {detail}")]
-pub struct NoValidHost {
-    pub detail: String,
 }
 
 /// Picks the best host for `demand`: filters, then the highest weight (ties go to the lower name, so the

@@ -1,0 +1,98 @@
+//! Compute hosts: the reports their agents send, what each host has in use, and whether it counts as up. The
+//! one place host usage and liveness are derived (the scheduler, the hypervisor and service APIs and the
+//! cluster status all use it).
+
+use std::collections::HashMap;
+
+use nimbus_protocol::ids::{HostId, InstanceId};
+use nimbus_protocol::scheduler::{HostReport, Placement};
+use nimbus_storage::records::{Host, VmState, now_ms};
+use nimbus_storage::schema::{HOSTS, INSTANCES, INSTANCES_BY_HOST};
+use nimbus_storage::{Reads, StoreError};
+
+use crate::app::App;
+use crate::app::specs::instance_spec;
+use crate::timing::Timing;
+
+/// A host and what the instances placed on it use of it, as the store shows them.
+#[derive(Clone, Debug)]
+pub struct HostUsage {
+    pub host: Host,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub instances: usize,
+}
+
+/// Whether the host reported recently enough to count as up.
+pub fn is_up(host: &Host, timing: &Timing) -> bool {
+    now_ms().saturating_sub(host.last_seen) <= timing.service_down_after.as_millis() as u64
+}
+
+/// Where each instance is placed (`None`: not on a host yet).
+pub type Placements = HashMap<InstanceId, Option<HostId>>;
+
+/// Every host with its usage (in host-number order), and where each instance is placed, from one snapshot.
+pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
+    app.store.read(|r| {
+        let mut hosts: Vec<HostUsage> = r
+            .scan(&HOSTS)?
+            .into_iter()
+            .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, instances: 0 })
+            .collect();
+        hosts.sort_by_key(|u| u.host.number);
+        let mut placed = HashMap::new();
+        for (id, instance) in r.scan(&INSTANCES)? {
+            if let Some(u) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|u| &u.host.name == name)) {
+                u.vcpus += instance.flavor.vcpus;
+                u.ram_mb += instance.flavor.ram_mb;
+                u.disk_gb += instance.flavor.disk_gb;
+                u.instances += 1;
+            }
+            placed.insert(id, instance.host);
+        }
+        Ok((hosts, placed))
+    })
+}
+
+/// Records a host's report: creates or refreshes its record, keeping its number and the operator's enabled
+/// flag, and marks it up. Returns what the cloud places on it.
+pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, StoreError> {
+    let name = report.name.clone();
+    app.store
+        .write(move |tx| {
+            let hosts = tx.scan(&HOSTS)?;
+            let existing = hosts.iter().find(|(n, _)| *n == report.name).map(|(_, h)| h.clone());
+            let number = existing
+                .as_ref()
+                .map_or_else(|| hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1, |h| h.number);
+            let record = Host {
+                name: report.name.clone(),
+                number,
+                vcpus: report.capacity.vcpus,
+                ram_mb: report.capacity.ram_mb,
+                disk_gb: report.capacity.disk_gb,
+                hypervisor_type: report.hypervisor_type,
+                host_ip: report.host_ip,
+                node: report.node,
+                node_address: report.node_address,
+                enabled: existing.is_none_or(|h| h.enabled),
+                last_seen: now_ms(),
+            };
+            tx.put(&HOSTS, &report.name, &record)
+        })
+        .await?;
+    app.store.read(|r| {
+        let mut placement = Placement::default();
+        for id in r.index_get(&INSTANCES_BY_HOST, &name)? {
+            match r.get(&INSTANCES, &id)? {
+                Some(i) if i.vm_state == VmState::Active && i.task_state.is_none() => {
+                    placement.active.push(instance_spec(r, &i)?)
+                }
+                Some(i) => placement.building.push(i.id),
+                None => {}
+            }
+        }
+        Ok(placement)
+    })
+}

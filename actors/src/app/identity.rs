@@ -1,0 +1,325 @@
+//! Identity: users, projects and role assignments as Keystone has them, password hashing, and tokens.
+//!
+//! Passwords are stored as argon2id hashes. Tokens are random 256-bit secrets; the store keeps only their
+//! SHA-256, so a copy of the data file does not hand out working tokens.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use nimbus_protocol::ids::{ProjectId, UserId};
+use nimbus_storage::records::{Assignment, Millis, NetworkMode, Project, Role, Token, User, now_ms};
+use nimbus_storage::schema::{ASSIGNMENTS, PROJECT_NAMES, PROJECTS, TOKENS, USER_NAMES, USERS};
+use nimbus_storage::{Pair, Reads, StoreError};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::app::error::CloudError;
+
+/// Who is asking, as established from a valid token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthContext {
+    pub user: UserId,
+    pub user_name: String,
+    pub project: ProjectId,
+    pub project_name: String,
+    pub roles: Vec<Role>,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl AuthContext {
+    /// Roles are ordered: admin includes member, member includes reader.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r >= role)
+    }
+}
+
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
+}
+
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+fn token_key(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn validate_name(kind: &str, name: &str) -> Result<(), CloudError> {
+    crate::names::name_problem(kind, name).map_or(Ok(()), |problem| Err(CloudError::BadRequest(problem)))
+}
+
+pub async fn create_project(
+    app: &App,
+    name: &str,
+    description: &str,
+    network_mode: NetworkMode,
+) -> Result<Project, CloudError> {
+    validate_name("project", name)?;
+    let project = Project {
+        id: ProjectId::random(),
+        name: name.to_string(),
+        description: description.to_string(),
+        enabled: true,
+        network_mode,
+        created_at: now_ms(),
+    };
+    let record = project.clone();
+    app.store
+        .write(move |tx| {
+            if tx.get(&PROJECT_NAMES, &record.name)?.is_some() {
+                return Err(CloudError::Conflict(format!("A project named {} already exists.", record.name)));
+            }
+            tx.put(&PROJECTS, &record.id, &record)?;
+            tx.put(&PROJECT_NAMES, &record.name, &record.id)?;
+            Ok(())
+        })
+        .await?;
+    Ok(project)
+}
+
+pub async fn create_user(
+    app: &App,
+    name: &str,
+    password: &str,
+    default_project: Option<ProjectId>,
+) -> Result<User, CloudError> {
+    validate_name("user", name)?;
+    if password.is_empty() {
+        return Err(CloudError::BadRequest("A password must not be empty.".into()));
+    }
+    let password = password.to_string();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| CloudError::Internal(format!("password hashing failed: {e}")))?;
+    let user = User {
+        id: UserId::random(),
+        name: name.to_string(),
+        password_hash,
+        default_project,
+        enabled: true,
+        created_at: now_ms(),
+    };
+    let record = user.clone();
+    app.store
+        .write(move |tx| {
+            if tx.get(&USER_NAMES, &record.name)?.is_some() {
+                return Err(CloudError::Conflict(format!("A user named {} already exists.", record.name)));
+            }
+            if let Some(p) = record.default_project {
+                tx.get(&PROJECTS, &p)?.ok_or_else(|| CloudError::not_found("Project", p))?;
+            }
+            tx.put(&USERS, &record.id, &record)?;
+            tx.put(&USER_NAMES, &record.name, &record.id)?;
+            Ok(())
+        })
+        .await?;
+    Ok(user)
+}
+
+/// Gives `user` the `role` on `project` (idempotent).
+pub async fn grant(app: &App, user: UserId, project: ProjectId, role: Role) -> Result<(), CloudError> {
+    app.store
+        .write(move |tx| {
+            tx.get(&USERS, &user)?.ok_or_else(|| CloudError::not_found("User", user))?;
+            tx.get(&PROJECTS, &project)?.ok_or_else(|| CloudError::not_found("Project", project))?;
+            let key = Pair(user, project);
+            let mut assignment = tx.get(&ASSIGNMENTS, &key)?.unwrap_or(Assignment { roles: Vec::new() });
+            if !assignment.roles.contains(&role) {
+                assignment.roles.push(role);
+                assignment.roles.sort();
+                tx.put(&ASSIGNMENTS, &key, &assignment)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+pub fn find_user(app: &App, name: &str) -> Result<Option<User>, StoreError> {
+    app.store.read(|r| match r.get(&USER_NAMES, &name.to_string())? {
+        Some(id) => r.get(&USERS, &id),
+        None => Ok(None),
+    })
+}
+
+pub fn find_project(app: &App, name_or_id: &str) -> Result<Option<Project>, StoreError> {
+    app.store.read(|r| {
+        if let Ok(id) = name_or_id.parse::<ProjectId>()
+            && let Some(p) = r.get(&PROJECTS, &id)?
+        {
+            return Ok(Some(p));
+        }
+        match r.get(&PROJECT_NAMES, &name_or_id.to_string())? {
+            Some(id) => r.get(&PROJECTS, &id),
+            None => Ok(None),
+        }
+    })
+}
+
+/// Password authentication scoped to a project. Every failure gives the same answer, so the API does not tell
+/// which part was wrong.
+pub async fn password_login(
+    app: &App,
+    user_name: &str,
+    password: &str,
+    project_name: &str,
+) -> Result<(String, AuthContext), CloudError> {
+    let ttl = app.timing.token_ttl;
+    let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
+    // An unknown or disabled user is checked against a stand-in hash, so the answer takes as long as for a
+    // wrong password and its timing does not tell which user names exist.
+    static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such user"));
+    let user = find_user(app, user_name)?.filter(|u| u.enabled);
+    let hash = user.as_ref().map_or_else(|| STAND_IN.clone(), |u| u.password_hash.clone());
+    let pw = password.to_string();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+        .await
+        .map_err(|e| CloudError::Internal(format!("password check failed: {e}")))?;
+    let user = user.filter(|_| ok).ok_or_else(denied)?;
+    let project = find_project(app, project_name)?.filter(|p| p.enabled).ok_or_else(denied)?;
+    let roles =
+        app.store.read(|r| r.get(&ASSIGNMENTS, &Pair(user.id, project.id)))?.map(|a| a.roles).unwrap_or_default();
+    if roles.is_empty() {
+        return Err(denied());
+    }
+    let mut secret_bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret_bytes);
+    let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let issued_at = now_ms();
+    let expires_at = issued_at + ttl.as_millis() as u64;
+    let token = Token { user: user.id, project: project.id, roles: roles.clone(), issued_at, expires_at };
+    let key = token_key(&secret);
+    app.store.write(move |tx| tx.put(&TOKENS, &key, &token)).await?;
+    let context = AuthContext {
+        user: user.id,
+        user_name: user.name,
+        project: project.id,
+        project_name: project.name,
+        roles,
+        issued_at,
+        expires_at,
+    };
+    Ok((secret, context))
+}
+
+/// Checks a token and tells whose it is.
+pub fn authenticate(app: &App, secret: &str) -> Result<AuthContext, CloudError> {
+    let denied =
+        |why: &str| CloudError::Unauthorized(format!("The request you have made requires authentication: {why}."));
+    let key = token_key(secret);
+    app.store.read(|r| {
+        let token = r.get(&TOKENS, &key)?.ok_or_else(|| denied("the token is not valid"))?;
+        if token.expires_at <= now_ms() {
+            return Err(denied("the token has expired"));
+        }
+        let user = r.get(&USERS, &token.user)?.filter(|u| u.enabled).ok_or_else(|| denied("the user is disabled"))?;
+        let project =
+            r.get(&PROJECTS, &token.project)?.filter(|p| p.enabled).ok_or_else(|| denied("the project is disabled"))?;
+        Ok(AuthContext {
+            user: user.id,
+            user_name: user.name,
+            project: project.id,
+            project_name: project.name,
+            roles: token.roles,
+            issued_at: token.issued_at,
+            expires_at: token.expires_at,
+        })
+    })
+}
+
+/// Removes expired tokens; returns how many.
+pub async fn purge_expired_tokens(app: &App) -> Result<usize, StoreError> {
+    app.store
+        .write(|tx| {
+            let now = now_ms();
+            let expired: Vec<String> =
+                tx.scan(&TOKENS)?.into_iter().filter(|(_, t)| t.expires_at <= now).map(|(k, _)| k).collect();
+            for key in &expired {
+                tx.delete(&TOKENS, key)?;
+            }
+            Ok(expired.len())
+        })
+        .await
+}
+
+/// Who logs in with a password (Identity v3's `auth.identity.password.user`): by name, or by id.
+pub enum LoginUser {
+    Name(String),
+    Id(String),
+}
+
+/// A password login as the Identity API receives it: the user by name or id, the project by name or id, or
+/// (no scope) the user's default project.
+pub async fn login(
+    app: &App,
+    user: LoginUser,
+    password: &str,
+    project: Option<String>,
+) -> Result<(String, AuthContext), CloudError> {
+    let user_name = match user {
+        LoginUser::Name(name) => name,
+        // An unknown id logs in as nobody: the same answer as a wrong password.
+        LoginUser::Id(id) => match id.parse::<UserId>() {
+            Ok(id) => app.store.read(|r| r.get(&USERS, &id))?.map(|u| u.name).unwrap_or_default(),
+            Err(_) => String::new(),
+        },
+    };
+    let project = match project {
+        Some(project) => project,
+        None => find_user(app, &user_name)?.and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default(),
+    };
+    password_login(app, &user_name, password, &project).await
+}
+
+pub fn list_projects(app: &App) -> Result<Vec<Project>, StoreError> {
+    Ok(app.store.read(|r| r.scan(&PROJECTS))?.into_iter().map(|(_, p)| p).collect())
+}
+
+pub fn list_users(app: &App) -> Result<Vec<User>, StoreError> {
+    Ok(app.store.read(|r| r.scan(&USERS))?.into_iter().map(|(_, u)| u).collect())
+}
+
+/// A user by id or name.
+pub fn find_user_by_id_or_name(app: &App, id_or_name: &str) -> Result<Option<User>, StoreError> {
+    if let Ok(id) = id_or_name.parse::<UserId>()
+        && let Some(user) = app.store.read(|r| r.get(&USERS, &id))?
+    {
+        return Ok(Some(user));
+    }
+    find_user(app, id_or_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_themselves() {
+        let hash = hash_password("s3cret");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password(&hash, "s3cret"));
+        assert!(!verify_password(&hash, "s3cre"));
+        assert!(!verify_password("not a hash", "s3cret"));
+    }
+
+    #[test]
+    fn roles_include_the_lesser_ones() {
+        let ctx = |roles: Vec<Role>| AuthContext {
+            user: UserId::random(),
+            user_name: "u".into(),
+            project: ProjectId::random(),
+            project_name: "p".into(),
+            roles,
+            issued_at: 0,
+            expires_at: 0,
+        };
+        assert!(ctx(vec![Role::Admin]).has(Role::Reader));
+        assert!(ctx(vec![Role::Member]).has(Role::Member));
+        assert!(!ctx(vec![Role::Reader]).has(Role::Member));
+        assert!(!ctx(vec![]).has(Role::Reader));
+    }
+}

@@ -1,0 +1,120 @@
+//! Guarded transitions of instance records inside a transaction, and their removal: what the server API and
+//! the conductor's steps share.
+
+use nimbus_protocol::ids::{HostId, ImageId, InstanceId, ProjectId, UserId};
+use nimbus_storage::records::{Flavor, FlavorSnapshot, Instance, Millis, now_ms};
+use nimbus_storage::schema::{INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT, OPERATIONS};
+use nimbus_storage::{Reads, StoreError, WriteTx};
+
+use crate::app::quota;
+use crate::instance_state::{Event, InvalidTransition, Lifecycle, apply};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("instance {0} no longer exists")]
+    Gone(InstanceId),
+    #[error("instance {0} has moved on: {1}")]
+    Superseded(InstanceId, String),
+    #[error("instance {id} cannot make this step")]
+    Invalid { id: InstanceId, source: InvalidTransition },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TransitionError {
+    /// For a step whose instance may have been deleted or moved on meanwhile: only a store failure is an
+    /// error; the step that superseded this one takes the instance from here.
+    pub fn only_store(self) -> Result<(), StoreError> {
+        match self {
+            TransitionError::Store(e) => Err(e),
+            TransitionError::Gone(_) | TransitionError::Invalid { .. } | TransitionError::Superseded(..) => Ok(()),
+        }
+    }
+}
+
+/// A new instance as the API accepts it: building, waiting for the scheduler.
+pub fn new_instance(
+    name: String,
+    project: ProjectId,
+    user: UserId,
+    flavor: &Flavor,
+    image: ImageId,
+    now: Millis,
+) -> Instance {
+    let Lifecycle { vm, task, power } = Lifecycle::NEW;
+    Instance {
+        id: InstanceId::random(),
+        name,
+        project,
+        user,
+        flavor: FlavorSnapshot {
+            id: flavor.id.clone(),
+            name: flavor.name.clone(),
+            vcpus: flavor.vcpus,
+            ram_mb: flavor.ram_mb,
+            disk_gb: flavor.disk_gb,
+        },
+        image,
+        host: None,
+        vm_state: vm,
+        task_state: task,
+        power_state: power,
+        interfaces: Vec::new(),
+        fault: None,
+        tried_hosts: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        launched_at: None,
+    }
+}
+
+pub fn lifecycle(instance: &Instance) -> Lifecycle {
+    Lifecycle { vm: instance.vm_state, task: instance.task_state, power: instance.power_state }
+}
+
+/// Applies `event` to the instance if `still_ours` holds for it (e.g. "it is still on this host"), lets
+/// `edit` change other fields, and writes it back. All in the caller's transaction.
+pub fn transition_in(
+    tx: &mut WriteTx<'_>,
+    id: InstanceId,
+    event: Event,
+    still_ours: impl FnOnce(&Instance) -> Result<(), String>,
+    edit: impl FnOnce(&mut Instance),
+) -> Result<Instance, TransitionError> {
+    let mut instance = tx.get(&INSTANCES, &id)?.ok_or(TransitionError::Gone(id))?;
+    still_ours(&instance).map_err(|why| TransitionError::Superseded(id, why))?;
+    let next = apply(lifecycle(&instance), event).map_err(|source| TransitionError::Invalid { id, source })?;
+    instance.vm_state = next.vm;
+    instance.task_state = next.task;
+    instance.power_state = next.power;
+    instance.updated_at = now_ms();
+    edit(&mut instance);
+    tx.put(&INSTANCES, &id, &instance)?;
+    Ok(instance)
+}
+
+/// Moves the instance to `host` (or off any host), keeping the host index in step.
+pub fn set_host_in(tx: &mut WriteTx<'_>, instance: &mut Instance, host: Option<HostId>) -> Result<(), StoreError> {
+    if let Some(old) = &instance.host {
+        tx.index_remove(&INSTANCES_BY_HOST, old, &instance.id)?;
+    }
+    if let Some(new) = &host {
+        tx.index_add(&INSTANCES_BY_HOST, new, &instance.id)?;
+    }
+    instance.host = host;
+    tx.put(&INSTANCES, &instance.id, instance)
+}
+
+/// Removes an instance and everything that points at it (indexes, its operation, its quota usage). Its fixed
+/// and floating IPs must have been released first.
+pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
+    if let Some(instance) = tx.delete(&INSTANCES, &id)? {
+        quota::refund_in(tx, instance.project, quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb))?;
+        tx.index_remove(&INSTANCES_BY_PROJECT, &instance.project, &id)?;
+        if let Some(host) = &instance.host {
+            tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;
+        }
+    }
+    tx.delete(&OPERATIONS, &id)?;
+    Ok(())
+}

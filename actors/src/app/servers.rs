@@ -1,0 +1,242 @@
+//! Servers as the Compute API has them: create (the intent is logged and the project's conductor told),
+//! delete (logged the same way), show and list what the caller may see, and the nova-network era floating-IP
+//! actions.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId};
+use nimbus_protocol::trace::Trace;
+use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, now_ms};
+use nimbus_storage::schema::{FLAVORS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
+use nimbus_storage::{Reads, StoreError};
+
+use crate::app::App;
+use crate::app::error::CloudError;
+use crate::app::floating_ips::{self, Caller};
+use crate::app::identity::AuthContext;
+use crate::app::instances::{TransitionError, new_instance, transition_in};
+use crate::app::{images, networks, quota};
+use crate::instance_state::{Event, api_status};
+
+/// A create request, checked for its shape by the gateway.
+#[derive(Clone, Debug)]
+pub struct NewServers {
+    pub name: String,
+    pub image: String,
+    pub flavor: String,
+    /// Networks asked for by id: each must exist and be visible to the caller. They are checked, not
+    /// honoured: an instance gets one interface, on the network its project's mode gives it.
+    pub networks: Vec<NetworkId>,
+    /// How many to create (`max_count`; `min_count` is not lower).
+    pub count: u32,
+}
+
+/// Who asks, for the floating-IP operations.
+pub fn caller(auth: &AuthContext) -> Caller {
+    Caller { project: auth.project, admin: auth.has(Role::Admin) }
+}
+
+/// Logs the intent (the instances, building, and their build operations) in one transaction, charging the
+/// quota, and tells the project's conductor. Servers of a multi-create are named `name-1`, `name-2`, ….
+pub async fn create(
+    app: &App,
+    trace: &Trace,
+    auth: &AuthContext,
+    new: NewServers,
+) -> Result<Vec<Instance>, CloudError> {
+    let bad = CloudError::BadRequest;
+    if let Some(problem) = crate::names::name_problem("server", &new.name) {
+        return Err(bad(format!("Invalid input for field/attribute name: {problem}")));
+    }
+    let (image, flavor, requested) = app.store.read(|r| {
+        let image = match new.image.parse::<ImageId>() {
+            Ok(id) => r.get(&IMAGES, &id)?,
+            Err(_) => None,
+        };
+        let flavor = r.get(&FLAVORS, &FlavorId(new.flavor.clone()))?;
+        let requested = new.networks.iter().map(|id| r.get(&NETWORKS, id)).collect::<Result<Vec<_>, _>>()?;
+        Ok::<_, StoreError>((image, flavor, requested))
+    })?;
+    let image = image
+        .filter(|i| images::visible(auth, i))
+        .ok_or_else(|| bad(format!("Image {} could not be found.", new.image)))?;
+    let flavor = flavor.ok_or_else(|| bad(format!("Flavor {} could not be found.", new.flavor)))?;
+    for (id, network) in new.networks.iter().zip(requested) {
+        if !network.is_some_and(|n| networks::visible(auth, &n)) {
+            return Err(bad(format!("Network {id} could not be found.")));
+        }
+    }
+
+    let now = now_ms();
+    let instances: Vec<Instance> = (1..=new.count)
+        .map(|n| {
+            let name = if new.count > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
+            new_instance(name, auth.project, auth.user, &flavor, image.id, now)
+        })
+        .collect();
+    let records = instances.clone();
+    let request_id = trace.request_id.clone();
+    app.store
+        .write(move |tx| {
+            for instance in &records {
+                let usage = quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb);
+                quota::charge_in(tx, instance.project, usage)?;
+                tx.put(&INSTANCES, &instance.id, instance)?;
+                tx.index_add(&INSTANCES_BY_PROJECT, &instance.project, &instance.id)?;
+                let op = Operation {
+                    instance: instance.id,
+                    project: instance.project,
+                    kind: OperationKind::Build,
+                    started_at: now,
+                    request_id: request_id.clone(),
+                };
+                tx.put(&OPERATIONS, &instance.id, &op)?;
+            }
+            Ok::<_, CloudError>(())
+        })
+        .await?;
+    for instance in &instances {
+        tracing::info!(instance = %instance.id, project = %instance.project, name = %instance.name, "build logged");
+        app.notify_conductor(trace, instance.project, instance.id);
+    }
+    Ok(instances)
+}
+
+/// The instance if the caller may see it: their project's, or any for an admin. Anything else is "not
+/// found", so another project's ids are not even confirmed to exist.
+pub fn get(app: &App, auth: &AuthContext, id: &str) -> Result<Instance, CloudError> {
+    let missing = || CloudError::NotFound(format!("Instance {id} could not be found."));
+    let parsed: InstanceId = id.parse().map_err(|_| missing())?;
+    let instance = app.store.read(|r| r.get(&INSTANCES, &parsed))?.ok_or_else(missing)?;
+    if instance.project != auth.project && !auth.has(Role::Admin) {
+        return Err(missing());
+    }
+    Ok(instance)
+}
+
+/// Logs the delete of an instance the caller sees (it supersedes any build in flight; the conductor notices
+/// when its step returns) and tells the project's conductor.
+pub async fn delete(app: &App, trace: &Trace, instance: &Instance) -> Result<(), CloudError> {
+    let (instance_id, project) = (instance.id, instance.project);
+    let request_id = trace.request_id.clone();
+    let logged = app
+        .store
+        .write(move |tx| {
+            let current = tx.get(&INSTANCES, &instance_id)?.ok_or(TransitionError::Gone(instance_id))?;
+            if current.task_state != Some(TaskState::Deleting) {
+                transition_in(tx, instance_id, Event::DeleteRequested, |_| Ok(()), |_| {})?;
+            }
+            let op = Operation {
+                instance: instance_id,
+                project,
+                kind: OperationKind::Delete,
+                started_at: now_ms(),
+                request_id,
+            };
+            tx.put(&OPERATIONS, &instance_id, &op)?;
+            Ok::<_, TransitionError>(())
+        })
+        .await;
+    match logged {
+        Ok(()) => {}
+        Err(TransitionError::Gone(_)) => return Err(CloudError::not_found("Instance", instance_id)),
+        Err(TransitionError::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(CloudError::Conflict(nimbus_protocol::failure::chain(&e))),
+    }
+    tracing::info!(instance = %instance_id, %project, "delete logged");
+    app.notify_conductor(trace, project, instance_id);
+    Ok(())
+}
+
+/// Which servers a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ServerFilters {
+    /// Servers whose name contains this.
+    pub name: Option<String>,
+    /// The API status (`ACTIVE`, `BUILD`, …), in any case.
+    pub status: Option<String>,
+    /// Every project's servers (admin only; the gateway checks the policy).
+    pub all_projects: bool,
+    pub project: Option<String>,
+    pub limit: Option<usize>,
+    /// Only the servers after this one.
+    pub marker: Option<String>,
+}
+
+/// The servers the caller sees that pass `filters`, newest first (as Nova sorts by default).
+pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Vec<Instance>, CloudError> {
+    let mut instances: Vec<Instance> = app.store.read(|r| {
+        if filters.all_projects {
+            Ok(r.scan(&INSTANCES)?.into_iter().map(|(_, i)| i).collect())
+        } else {
+            let ids = r.index_get(&INSTANCES_BY_PROJECT, &auth.project)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(r.get(&INSTANCES, &id)?);
+            }
+            Ok::<_, StoreError>(out)
+        }
+    })?;
+    instances.retain(|i| {
+        filters.name.as_deref().is_none_or(|n| i.name.contains(n))
+            && filters.status.as_deref().is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
+            && filters.project.as_deref().is_none_or(|p| i.project.to_string() == p)
+    });
+    instances.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    if let Some(marker) = &filters.marker {
+        let at = instances
+            .iter()
+            .position(|i| i.id.to_string() == *marker)
+            .ok_or_else(|| CloudError::BadRequest(format!("marker [{marker}] not found")))?;
+        instances.drain(..=at);
+    }
+    if let Some(limit) = filters.limit {
+        instances.truncate(limit);
+    }
+    Ok(instances)
+}
+
+/// Every server of every project, for the ports of the Network API: the caller's project's (every one for an
+/// admin).
+pub fn visible(app: &App, auth: &AuthContext) -> Result<Vec<Instance>, CloudError> {
+    let filters = ServerFilters { all_projects: auth.has(Role::Admin), ..ServerFilters::default() };
+    list(app, auth, &filters)
+}
+
+/// `addFloatingIp`: associates one of the caller's floating IPs with the server (one `get` gave the caller).
+pub async fn add_floating_ip(
+    app: &App,
+    trace: &Trace,
+    auth: &AuthContext,
+    instance: &Instance,
+    address: Ipv4Addr,
+) -> Result<(), CloudError> {
+    floating_ips::associate(app, trace, caller(auth), address, instance.id).await.map(drop)
+}
+
+/// `removeFloatingIp`: takes one of the server's floating IPs off it.
+pub async fn remove_floating_ip(
+    app: &App,
+    trace: &Trace,
+    auth: &AuthContext,
+    instance: &Instance,
+    address: Ipv4Addr,
+) -> Result<(), CloudError> {
+    if !instance.interfaces.iter().any(|i| i.floating.contains(&address)) {
+        return Err(CloudError::NotFound(format!(
+            "Floating IP {address} is not associated with instance {}.",
+            instance.id
+        )));
+    }
+    floating_ips::disassociate(app, trace, caller(auth), address).await.map(drop)
+}
+
+/// How many instances there are in each API status (`ACTIVE`, `BUILD`, …), for the metrics.
+pub fn count_by_status(app: &App) -> Result<BTreeMap<&'static str, u64>, StoreError> {
+    let mut counts = BTreeMap::new();
+    for (_, instance) in app.store.read(|r| r.scan(&INSTANCES))? {
+        *counts.entry(api_status(instance.vm_state)).or_default() += 1;
+    }
+    Ok(counts)
+}

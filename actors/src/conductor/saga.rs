@@ -1,0 +1,372 @@
+//! The build and delete sagas of one instance, as omicron runs its sagas: every step is persisted before the
+//! next starts, every step is idempotent, and a failure unwinds what the attempt did (nothing of it stays on
+//! the host, its addresses are released) before the build goes to another host or ends in ERROR.
+//!
+//! [`drive`] runs an instance's logged operation to its end, reading the store before every step, so it
+//! resumes after a crash exactly where the store says the operation is. The effects it has (the store's
+//! steps and the workers' calls) come through [`Effects`], so the tests inject a failure at every step and
+//! run every step twice.
+
+use std::future::Future;
+
+use nimbus_protocol::compute::{ComputeClient, ComputeError, InstanceSpec};
+use nimbus_protocol::failure::chain;
+use nimbus_protocol::ids::{HostId, InstanceId};
+use nimbus_protocol::network::{NetworkClient, NetworkError};
+use nimbus_protocol::scheduler::{PlaceRequest, SchedulerClient, SchedulerError};
+use nimbus_protocol::trace::Trace;
+use nimbus_storage::StoreError;
+use nimbus_storage::records::{Instance, Operation};
+use tracing::Instrument;
+
+use super::steps::{self, MAX_ATTEMPTS, MAX_TRANSIENT_RETRIES, Step, next_step};
+use crate::app::error::CloudError;
+use crate::app::instances::TransitionError;
+use crate::app::{App, builds, fixed_ips};
+
+/// Why a worker's step did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepFailure {
+    /// The worker answered that it failed (and cleaned up after itself).
+    Failed(String),
+    /// The worker did not answer; what it did is unknown.
+    Lost(String),
+}
+
+impl StepFailure {
+    fn reason(&self) -> &str {
+        match self {
+            StepFailure::Failed(r) | StepFailure::Lost(r) => r,
+        }
+    }
+}
+
+/// How long a destroy may take: a delete waits as long as a build may take; the cleanup of an attempt whose
+/// host did not answer waits only as long as a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    Call,
+    Build,
+}
+
+/// What a saga does to the world: the store's steps and the workers' calls.
+pub trait Effects: Send + Sync {
+    fn load(
+        &self,
+        id: InstanceId,
+    ) -> impl Future<Output = Result<(Option<Operation>, Option<Instance>), StoreError>> + Send;
+    fn record_placed(&self, id: InstanceId, host: HostId) -> impl Future<Output = Result<(), TransitionError>> + Send;
+    fn record_network_ready(
+        &self,
+        id: InstanceId,
+        host: HostId,
+    ) -> impl Future<Output = Result<InstanceSpec, TransitionError>> + Send;
+    fn record_spawned(&self, id: InstanceId, host: HostId) -> impl Future<Output = Result<(), TransitionError>> + Send;
+    fn reschedule(
+        &self,
+        id: InstanceId,
+        host: HostId,
+    ) -> impl Future<Output = Result<Option<usize>, TransitionError>> + Send;
+    fn fail_build(&self, id: InstanceId, message: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn close_build(&self, id: InstanceId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn remove(&self, id: InstanceId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn place(
+        &self,
+        trace: &Trace,
+        request: PlaceRequest,
+    ) -> impl Future<Output = Result<HostId, SchedulerError>> + Send;
+    fn allocate(&self, trace: &Trace, id: InstanceId) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    fn deallocate(&self, trace: &Trace, id: InstanceId) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    fn spawn(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        spec: InstanceSpec,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    fn destroy(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
+        patience: Patience,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    /// Waits before the `attempt`th repetition of a step whose worker did not answer.
+    fn pause(&self, attempt: u32) -> impl Future<Output = ()> + Send;
+}
+
+/// A store step overtaken by a delete changed nothing: the loop reads the store again and goes on with the
+/// delete. Only a store failure is an error.
+fn unless_superseded<T>(outcome: Result<T, TransitionError>) -> Result<Option<T>, StoreError> {
+    match outcome {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => e.only_store().map(|()| None),
+    }
+}
+
+/// Runs the logged operation of `id` until it has finished (or there is none). A store failure ends the run
+/// with `Err`; the operation stays logged and a later run resumes it.
+pub async fn drive(fx: &impl Effects, id: InstanceId) -> Result<(), StoreError> {
+    let mut retries = 0u32;
+    let mut last_failure: Option<String> = None;
+    loop {
+        let (op, instance) = fx.load(id).await?;
+        let trace = Trace { request_id: op.as_ref().and_then(|op| op.request_id.clone()) };
+        let span = tracing::info_span!("step", request_id = %trace, instance = %id);
+        let step = next_step(op.as_ref(), instance.as_ref());
+        let finished = run_step(fx, &trace, id, step, &mut retries, &mut last_failure).instrument(span).await?;
+        if finished {
+            return Ok(());
+        }
+    }
+}
+
+/// Does one step; `true` when the operation is over.
+async fn run_step(
+    fx: &impl Effects,
+    trace: &Trace,
+    id: InstanceId,
+    step: Step,
+    retries: &mut u32,
+    last_failure: &mut Option<String>,
+) -> Result<bool, StoreError> {
+    match step {
+        Step::Done => return Ok(true),
+        Step::RemoveRecords => {
+            fx.remove(id).await?;
+            return Ok(true);
+        }
+        Step::CloseBuild => {
+            // `false`: a delete replaced the build since it was read; the next pass does the delete.
+            if fx.close_build(id).await? {
+                tracing::info!("build finished");
+                return Ok(true);
+            }
+        }
+        Step::Place(demand) => match fx.place(trace, PlaceRequest { instance: id, demand }).await {
+            Ok(host) => {
+                *retries = 0;
+                if unless_superseded(fx.record_placed(id, host.clone()).await)?.is_some() {
+                    tracing::info!(%host, "placed");
+                }
+            }
+            Err(SchedulerError::NoValidHost(no_host)) => {
+                let fault = steps::no_valid_host_fault(&no_host, last_failure.as_deref());
+                tracing::warn!(%fault, "build failed");
+                fx.fail_build(id, fault).await?;
+            }
+            Err(e) => {
+                *retries += 1;
+                if *retries > MAX_TRANSIENT_RETRIES {
+                    fx.fail_build(id, steps::scheduler_silent_fault(&chain(&e))).await?;
+                } else {
+                    tracing::warn!(cause = %chain(&e), "scheduler unreachable; retrying");
+                    fx.pause(*retries).await;
+                }
+            }
+        },
+        Step::BuildOn(host) => {
+            if let Err(failure) = build_on_host(fx, trace, id, &host).await? {
+                tracing::warn!(%host, cause = %failure.reason(), "build failed on host; rescheduling");
+                unwind_attempt(fx, trace, id, &host, &failure).await;
+                let reason = failure.reason().to_string();
+                let tried = unless_superseded(fx.reschedule(id, host).await)?.flatten();
+                if tried.is_some_and(|tried| tried >= MAX_ATTEMPTS) {
+                    let fault = steps::attempts_exceeded_fault(id, &reason);
+                    tracing::warn!(%fault, "build failed");
+                    fx.fail_build(id, fault).await?;
+                }
+                *last_failure = Some(reason);
+            } else {
+                *retries = 0;
+            }
+        }
+        Step::Delete(host) => {
+            delete(fx, trace, id, host).await?;
+            return Ok(true);
+        }
+        Step::Interrupted { vm, task } => {
+            tracing::error!(?vm, ?task, "build operation in an unexpected state; failing it");
+            fx.fail_build(id, format!("Build interrupted in state {vm:?}/{task:?}")).await?;
+        }
+    }
+    Ok(false)
+}
+
+/// The host part of a build: the instance's network, the spawn, ACTIVE; each recorded before the next. A
+/// store step a delete overtook ends the attempt without a failure: the delete takes it from there.
+async fn build_on_host(
+    fx: &impl Effects,
+    trace: &Trace,
+    id: InstanceId,
+    host: &HostId,
+) -> Result<Result<(), StepFailure>, StoreError> {
+    if let Err(failure) = fx.allocate(trace, id).await {
+        return Ok(Err(failure));
+    }
+    let Some(spec) = unless_superseded(fx.record_network_ready(id, host.clone()).await)? else { return Ok(Ok(())) };
+    tracing::info!(%host, "network ready; spawning");
+    if let Err(failure) = fx.spawn(trace, host, spec).await {
+        return Ok(Err(failure));
+    }
+    if unless_superseded(fx.record_spawned(id, host.clone()).await)?.is_some() {
+        tracing::info!(%host, "active");
+    }
+    Ok(Ok(()))
+}
+
+/// Leaves nothing of a failed attempt: if the host did not answer, whatever it made is destroyed (if it is
+/// unreachable, its own reconcile removes what is left when it comes back); the addresses are released.
+async fn unwind_attempt(fx: &impl Effects, trace: &Trace, id: InstanceId, host: &HostId, failure: &StepFailure) {
+    if matches!(failure, StepFailure::Lost(_))
+        && let Err(e) = fx.destroy(trace, host, id, Patience::Call).await
+    {
+        tracing::warn!(%host, cause = %e.reason(), "could not clean up the attempt on its host; it reconciles later");
+    }
+    release_network(fx, trace, id).await;
+}
+
+/// Releases the instance's addresses. Never given up: the addresses must come back; failures only pace the
+/// retries.
+async fn release_network(fx: &impl Effects, trace: &Trace, id: InstanceId) {
+    let mut attempt = 0;
+    while let Err(failure) = fx.deallocate(trace, id).await {
+        attempt += 1;
+        tracing::warn!(cause = %failure.reason(), "releasing the instance's network failed; retrying");
+        fx.pause(attempt).await;
+    }
+}
+
+/// The delete: destroyed on its host (given up after repeated failures: the host removes what is left when it
+/// reconciles), its addresses released, its records removed.
+async fn delete(fx: &impl Effects, trace: &Trace, id: InstanceId, host: Option<HostId>) -> Result<(), StoreError> {
+    if let Some(host) = host {
+        let mut attempt = 0;
+        while let Err(failure) = fx.destroy(trace, &host, id, Patience::Build).await {
+            attempt += 1;
+            if attempt > MAX_TRANSIENT_RETRIES {
+                tracing::error!(%host, cause = %failure.reason(), "giving up on destroying the instance on its host; removing its records (the host removes what is left when it reconciles)");
+                break;
+            }
+            tracing::warn!(%host, cause = %failure.reason(), "destroy did not complete; retrying");
+            fx.pause(attempt).await;
+        }
+    }
+    release_network(fx, trace, id).await;
+    fx.remove(id).await?;
+    tracing::info!("deleted");
+    Ok(())
+}
+
+/// The effects of a running cloud: the application layer's steps, and the workers through their clients.
+pub struct CloudEffects {
+    app: App,
+    scheduler: SchedulerClient,
+    network: NetworkClient,
+}
+
+impl CloudEffects {
+    pub fn new(app: App) -> CloudEffects {
+        let call = app.timing().call;
+        let scheduler = SchedulerClient::new(app.ns(), call);
+        let network = NetworkClient::new(app.ns(), call);
+        CloudEffects { app, scheduler, network }
+    }
+
+    fn compute(&self, host: &HostId) -> ComputeClient {
+        ComputeClient::new(self.app.ns(), host)
+    }
+
+    /// The network side's answer: its own failure is `Failed`, no answer is `Lost`.
+    fn network_outcome(outcome: Result<(), NetworkError>) -> Result<(), StepFailure> {
+        outcome.map_err(|e| match e {
+            NetworkError::NoAnswer(_) => StepFailure::Lost(chain(&e)),
+            other => StepFailure::Failed(chain(&other)),
+        })
+    }
+}
+
+/// A compute agent's own failure is `Failed`; no answer is `Lost`.
+fn compute_outcome(outcome: Result<(), ComputeError>) -> Result<(), StepFailure> {
+    outcome.map_err(|e| match e {
+        ComputeError::Virt { .. } => StepFailure::Failed(chain(&e)),
+        ComputeError::NoAnswer { .. } => StepFailure::Lost(chain(&e)),
+    })
+}
+
+impl Effects for CloudEffects {
+    async fn load(&self, id: InstanceId) -> Result<(Option<Operation>, Option<Instance>), StoreError> {
+        builds::load(&self.app, id)
+    }
+
+    async fn record_placed(&self, id: InstanceId, host: HostId) -> Result<(), TransitionError> {
+        builds::record_placed(&self.app, id, host).await
+    }
+
+    async fn record_network_ready(&self, id: InstanceId, host: HostId) -> Result<InstanceSpec, TransitionError> {
+        builds::record_network_ready(&self.app, id, host).await
+    }
+
+    async fn record_spawned(&self, id: InstanceId, host: HostId) -> Result<(), TransitionError> {
+        builds::record_spawned(&self.app, id, host).await
+    }
+
+    async fn reschedule(&self, id: InstanceId, host: HostId) -> Result<Option<usize>, TransitionError> {
+        builds::reschedule(&self.app, id, host).await
+    }
+
+    async fn fail_build(&self, id: InstanceId, message: String) -> Result<(), StoreError> {
+        builds::fail_build(&self.app, id, message).await
+    }
+
+    async fn close_build(&self, id: InstanceId) -> Result<bool, StoreError> {
+        builds::close_build(&self.app, id).await
+    }
+
+    async fn remove(&self, id: InstanceId) -> Result<(), StoreError> {
+        builds::remove(&self.app, id).await
+    }
+
+    async fn place(&self, trace: &Trace, request: PlaceRequest) -> Result<HostId, SchedulerError> {
+        self.scheduler.place(trace, request).await
+    }
+
+    async fn allocate(&self, trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
+        let changes = match fixed_ips::allocate(&self.app, id).await {
+            Ok(changes) => changes,
+            Err(CloudError::Store(e)) => return Err(StepFailure::Lost(chain(&e))),
+            Err(e) => return Err(StepFailure::Failed(format!("network allocation failed: {}", chain(&e)))),
+        };
+        Self::network_outcome(self.network.apply(trace, changes).await)
+    }
+
+    async fn deallocate(&self, trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
+        let changes = fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Lost(chain(&e)))?;
+        Self::network_outcome(self.network.apply(trace, changes).await)
+    }
+
+    async fn spawn(&self, trace: &Trace, host: &HostId, spec: InstanceSpec) -> Result<(), StepFailure> {
+        compute_outcome(self.compute(host).build(trace, spec, self.app.timing().build).await)
+    }
+
+    async fn destroy(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
+        patience: Patience,
+    ) -> Result<(), StepFailure> {
+        let timing = self.app.timing();
+        let timeout = match patience {
+            Patience::Call => timing.call,
+            Patience::Build => timing.build,
+        };
+        compute_outcome(self.compute(host).destroy(trace, id, timeout).await)
+    }
+
+    async fn pause(&self, attempt: u32) {
+        tokio::time::sleep(steps::retry_delay(attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

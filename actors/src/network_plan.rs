@@ -1,0 +1,312 @@
+//! Network planning: validating an operator's request and carving its range into networks, as
+//! `nova-manage network create` did. Pure code, driven by tests.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use nimbus_protocol::ids::{NetworkId, ProjectId};
+use nimbus_storage::records::{Millis, Network, NetworkMode, VpnEndpoint};
+use serde::{Deserialize, Serialize};
+
+/// The highest usable 802.1Q VLAN id.
+pub const MAX_VLAN: u32 = 4094;
+/// Addresses kept for VPN clients at the top of each VLAN network (nova's `cnt_vpn_clients`).
+pub const VPN_CLIENTS: u32 = 4;
+
+/// What the operator asks for. Defaults follow nova-network's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub label: String,
+    pub mode: NetworkMode,
+    pub fixed_range: Ipv4Network,
+    pub num_networks: u32,
+    pub network_size: u32,
+    pub vlan_start: u32,
+    pub vpn_start: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub bridge: Option<String>,
+    pub bridge_interface: Option<String>,
+    pub dns1: Option<Ipv4Addr>,
+    pub dns2: Option<Ipv4Addr>,
+    pub multi_host: bool,
+    pub allowed_start: Option<Ipv4Addr>,
+    pub allowed_end: Option<Ipv4Addr>,
+    pub project: Option<ProjectId>,
+    pub vpn_public_address: Option<Ipv4Addr>,
+}
+
+impl NetworkRequest {
+    pub fn new(label: &str, mode: NetworkMode, fixed_range: Ipv4Network) -> NetworkRequest {
+        NetworkRequest {
+            label: label.to_string(),
+            mode,
+            fixed_range,
+            num_networks: 1,
+            network_size: fixed_range.size().min(256),
+            vlan_start: 100,
+            vpn_start: 1000,
+            gateway: None,
+            bridge: None,
+            bridge_interface: None,
+            dns1: None,
+            dns2: None,
+            multi_host: false,
+            allowed_start: None,
+            allowed_end: None,
+            project: None,
+            vpn_public_address: None,
+        }
+    }
+}
+
+/// Why a request cannot be carried out; the text is what the operator reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn invalid(message: String) -> PlanError {
+    PlanError::Invalid(message)
+}
+
+/// Why `range` is not written as a network (`10.0.0.5/24` for `10.0.0.0/24`), if it is not.
+pub fn network_address_problem(range: Ipv4Network) -> Option<String> {
+    (range.ip() != range.network())
+        .then(|| format!("{range} is not a network address; did you mean {}/{}?", range.network(), range.prefix()))
+}
+
+/// The networks a request makes, checked against the networks that exist.
+pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Result<Vec<Network>, PlanError> {
+    let r = request;
+    if let Some(problem) =
+        crate::names::name_problem("network", &r.label).or_else(|| network_address_problem(r.fixed_range))
+    {
+        return Err(invalid(problem));
+    }
+    if r.num_networks == 0 {
+        return Err(invalid("num_networks must be at least 1.".into()));
+    }
+    if !r.network_size.is_power_of_two() || r.network_size < 4 {
+        return Err(invalid(format!("network_size must be a power of two of at least 4, not {}.", r.network_size)));
+    }
+    let wanted = u64::from(r.num_networks) * u64::from(r.network_size);
+    if wanted > u64::from(r.fixed_range.size()) {
+        return Err(invalid(format!(
+            "The range {} holds {} addresses, too few for {} network(s) of {}.",
+            r.fixed_range,
+            r.fixed_range.size(),
+            r.num_networks,
+            r.network_size
+        )));
+    }
+    if r.num_networks > 1 && r.gateway.is_some() {
+        return Err(invalid("A gateway can be given only when creating one network.".into()));
+    }
+    let vlan = r.mode == NetworkMode::Vlan;
+    if vlan && (r.vlan_start == 0 || r.vlan_start + r.num_networks - 1 > MAX_VLAN) {
+        return Err(invalid(format!(
+            "VLAN ids {}..{} are out of range; they must lie within 1..{MAX_VLAN}.",
+            r.vlan_start,
+            r.vlan_start + r.num_networks - 1
+        )));
+    }
+    if vlan && r.bridge.is_some() && r.num_networks > 1 {
+        return Err(invalid("VLAN networks get one bridge each (br-vlan<id>); do not name one for several.".into()));
+    }
+
+    let prefix = 32 - r.network_size.trailing_zeros() as u8;
+    let base = u32::from(r.fixed_range.network());
+    let mut planned = Vec::new();
+    for i in 0..r.num_networks {
+        let cidr = Ipv4Network::new(Ipv4Addr::from(base + i * r.network_size), prefix).expect("prefix is at most 30");
+        let gateway = r.gateway.unwrap_or(Ipv4Addr::from(u32::from(cidr.network()) + 1));
+        if !cidr.contains(gateway) || gateway == cidr.network() || gateway == cidr.broadcast() {
+            return Err(invalid(format!("The gateway {gateway} is not a host address of {cidr}.")));
+        }
+        for bound in [r.allowed_start, r.allowed_end].into_iter().flatten() {
+            if !cidr.contains(bound) {
+                return Err(invalid(format!("{bound} is outside {cidr}.")));
+            }
+        }
+        let vlan_id = vlan.then(|| r.vlan_start + i);
+        let bridge = match (&r.bridge, vlan_id) {
+            (Some(b), _) => b.clone(),
+            (None, Some(v)) => format!("br-vlan{v}"),
+            (None, None) => "br100".to_string(),
+        };
+        let label = if r.num_networks > 1 { format!("{}_{i}", r.label) } else { r.label.clone() };
+        planned.push(Network {
+            id: NetworkId::random(),
+            label,
+            mode: r.mode,
+            cidr,
+            gateway,
+            bridge,
+            bridge_interface: r.bridge_interface.clone(),
+            vlan: vlan_id.map(|v| v as u16),
+            dhcp_server: r.mode.has_dhcp().then_some(gateway),
+            vpn: vlan.then(|| VpnEndpoint {
+                public_address: r.vpn_public_address,
+                public_port: (r.vpn_start + i) as u16,
+                private_address: Ipv4Addr::from(u32::from(cidr.network()) + 2),
+            }),
+            vpn_clients: if vlan { VPN_CLIENTS } else { 0 },
+            dns1: r.dns1,
+            dns2: r.dns2,
+            multi_host: r.multi_host,
+            allowed_start: r.allowed_start,
+            allowed_end: r.allowed_end,
+            project: r.project,
+            created_at: now,
+        });
+    }
+    check_conflicts(&planned, existing)?;
+    Ok(planned)
+}
+
+/// Whether two ranges share an address.
+pub fn overlaps(a: Ipv4Network, b: Ipv4Network) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
+}
+
+fn check_conflicts(planned: &[Network], existing: &[Network]) -> Result<(), PlanError> {
+    for new in planned {
+        for old in existing {
+            if overlaps(new.cidr, old.cidr) {
+                return Err(PlanError::Conflict(format!(
+                    "The range {} overlaps network {} ({}).",
+                    new.cidr, old.label, old.cidr
+                )));
+            }
+            if new.vlan.is_some() && new.vlan == old.vlan {
+                return Err(PlanError::Conflict(format!(
+                    "VLAN {} is already used by network {}.",
+                    new.vlan.unwrap_or_default(),
+                    old.label
+                )));
+            }
+            // Flat networks may share the operator's bridge; a VLAN network's bridge is its own.
+            let shared_flat = new.mode != NetworkMode::Vlan && old.mode != NetworkMode::Vlan && new.mode == old.mode;
+            if new.bridge == old.bridge && !shared_flat {
+                return Err(PlanError::Conflict(format!(
+                    "The bridge {} is already used by network {}.",
+                    new.bridge, old.label
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(spec: &str) -> NetworkRequest {
+        // "label mode cidr key=value…"
+        let mut parts = spec.split_whitespace();
+        let label = parts.next().unwrap();
+        let mode = NetworkMode::from_name(parts.next().unwrap()).unwrap();
+        let mut r = NetworkRequest::new(label, mode, parts.next().unwrap().parse().unwrap());
+        for part in parts {
+            let (k, v) = part.split_once('=').unwrap();
+            match k {
+                "n" => r.num_networks = v.parse().unwrap(),
+                "size" => r.network_size = v.parse().unwrap(),
+                "vlan" => r.vlan_start = v.parse().unwrap(),
+                "gw" => r.gateway = Some(v.parse().unwrap()),
+                "bridge" => r.bridge = Some(v.into()),
+                other => panic!("unknown key {other}"),
+            }
+        }
+        r
+    }
+
+    /// `check(existing, request, expected)`: expected lists "label cidr bridge vlan dhcp vpn" per network, or
+    /// the error text.
+    fn check(existing: &[&str], spec: &str, expected: &str) {
+        let mut networks = Vec::new();
+        for e in existing {
+            networks.extend(plan(&request(e), &networks, 0).unwrap());
+        }
+        let got = match plan(&request(spec), &networks, 0) {
+            Ok(planned) => planned
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} {} {} {} {} {}",
+                        n.label,
+                        n.cidr,
+                        n.bridge,
+                        n.vlan.map_or("-".into(), |v| v.to_string()),
+                        n.dhcp_server.map_or("-".into(), |a| a.to_string()),
+                        n.vpn.as_ref().map_or("-".into(), |v| format!("{}:{}", v.private_address, v.public_port)),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(got, expected, "{spec}");
+    }
+
+    #[test]
+    fn flat_networks_use_the_operator_bridge() {
+        check(&[], "private flat 10.0.0.0/24", "private 10.0.0.0/24 br100 - - -");
+        check(&[], "dhcp flat_dhcp 10.1.0.0/24 bridge=br101", "dhcp 10.1.0.0/24 br101 - 10.1.0.1 -");
+    }
+
+    #[test]
+    fn vlan_ranges_are_carved_into_numbered_networks() {
+        check(
+            &[],
+            "proj vlan 10.2.0.0/16 n=3 size=64 vlan=200",
+            "proj_0 10.2.0.0/26 br-vlan200 200 10.2.0.1 10.2.0.2:1000\n\
+             proj_1 10.2.0.64/26 br-vlan201 201 10.2.0.65 10.2.0.66:1001\n\
+             proj_2 10.2.0.128/26 br-vlan202 202 10.2.0.129 10.2.0.130:1002",
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        check(&[], "x flat 10.0.0.5/24", "10.0.0.5/24 is not a network address; did you mean 10.0.0.0/24?");
+        check(
+            &[],
+            "x vlan 10.0.0.0/16 n=3 size=256 vlan=4093",
+            "VLAN ids 4093..4095 are out of range; they must lie within 1..4094.",
+        );
+        check(
+            &[],
+            "x vlan 10.0.0.0/24 n=2 size=256",
+            "The range 10.0.0.0/24 holds 256 addresses, too few for 2 network(s) of 256.",
+        );
+        check(&[], "x flat 10.0.0.0/24 size=100", "network_size must be a power of two of at least 4, not 100.");
+        check(&[], "x flat 10.0.0.0/24 n=0", "num_networks must be at least 1.");
+        check(&[], "x flat 10.0.0.0/24 gw=10.0.1.1", "The gateway 10.0.1.1 is not a host address of 10.0.0.0/24.");
+    }
+
+    #[test]
+    fn conflicts_with_existing_networks_are_refused() {
+        check(
+            &["a flat 10.0.0.0/24"],
+            "b flat 10.0.0.128/25",
+            "The range 10.0.0.128/25 overlaps network a (10.0.0.0/24).",
+        );
+        check(
+            &["a vlan 10.1.0.0/24 vlan=100"],
+            "b vlan 10.2.0.0/24 vlan=100",
+            "VLAN 100 is already used by network a.",
+        );
+        check(
+            &["a flat_dhcp 10.1.0.0/24 bridge=br5"],
+            "b vlan 10.2.0.0/24 bridge=br5",
+            "The bridge br5 is already used by network a.",
+        );
+        check(&["a flat 10.1.0.0/24"], "b flat 10.2.0.0/24", "b 10.2.0.0/24 br100 - - -");
+        // VLAN bridges are named apart from the operator's flat bridge, so the defaults coexist.
+        check(&["a flat 10.1.0.0/24"], "v vlan 10.3.0.0/24", "v 10.3.0.0/24 br-vlan100 100 10.3.0.1 10.3.0.2:1000");
+    }
+}

@@ -1,0 +1,134 @@
+//! Claims: the placements the scheduler made that the store may not show yet. Each placement is claimed at
+//! once, so a burst of requests spreads over the hosts instead of piling onto the one that looked emptiest
+//! when the view was read; a claim is dropped once a view shows its instance counted. Pure code, driven by
+//! tests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nimbus_protocol::ids::{HostId, InstanceId};
+use nimbus_protocol::scheduler::Demand;
+
+use super::placement::HostState;
+
+/// How long a claim counts while the store does not show its instance on a host yet.
+pub const CLAIM_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub host: HostId,
+    pub demand: Demand,
+    pub at: Instant,
+}
+
+/// Whether a claim still counts, given where a view read at `read_at` shows its instance (`None`: the view
+/// does not have it; `Some(None)`: not on a host).
+pub fn still_counts(claim: &Claim, shown: Option<&Option<HostId>>, read_at: Instant, now: Instant) -> bool {
+    match shown {
+        // The store counts it now: on its host, or (a view newer than the claim) wherever it went since. A
+        // view older than the claim may still show the host of an earlier attempt; the claim stays.
+        Some(Some(host)) if *host == claim.host || read_at > claim.at => false,
+        // Gone from a view read after the claim: deleted meanwhile; its resources are free again.
+        None if read_at > claim.at => false,
+        _ => now.duration_since(claim.at) < CLAIM_TTL,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Claims {
+    claims: HashMap<InstanceId, Claim>,
+}
+
+impl Claims {
+    pub fn claim(&mut self, instance: InstanceId, claim: Claim) {
+        self.claims.insert(instance, claim);
+    }
+
+    /// Drops the claims a view read at `read_at` counts already (see [`still_counts`]).
+    pub fn settle(&mut self, shown: &HashMap<InstanceId, Option<HostId>>, read_at: Instant, now: Instant) {
+        self.claims.retain(|id, claim| still_counts(claim, shown.get(id), read_at, now));
+    }
+
+    /// Adds what the claims use to the hosts they are on.
+    pub fn add_to(&self, hosts: &mut [HostState]) {
+        for claim in self.claims.values() {
+            if let Some(h) = hosts.iter_mut().find(|h| h.name == claim.host) {
+                h.used_vcpus += claim.demand.vcpus;
+                h.used_ram_mb += claim.demand.ram_mb;
+                h.used_disk_gb += claim.demand.disk_gb;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check(claimed on, claimed at, view shows, view read at, now, expected)`; times in seconds after a base
+    /// instant; "shows" is `-` (not in the view), `none` (not on a host) or a host name.
+    fn check(host: &str, at: u64, shows: &str, read_at: u64, now: u64, expected: bool) {
+        let base = Instant::now();
+        let t = |s: u64| base + Duration::from_secs(s);
+        let claim = Claim {
+            host: HostId(host.into()),
+            demand: Demand { vcpus: 1, ram_mb: 512, disk_gb: 1, tried: Vec::new() },
+            at: t(at),
+        };
+        let shown = match shows {
+            "-" => None,
+            "none" => Some(None),
+            h => Some(Some(HostId(h.into()))),
+        };
+        let got = still_counts(&claim, shown.as_ref(), t(read_at), t(now));
+        assert_eq!(got, expected, "claim on {host} at {at}, view shows {shows} at {read_at}, now {now}");
+    }
+
+    #[test]
+    fn a_claim_goes_once_a_view_counts_its_instance() {
+        check("a", 10, "a", 5, 11, false);
+        check("a", 10, "a", 15, 16, false);
+        check("a", 10, "b", 15, 16, false);
+    }
+
+    #[test]
+    fn an_older_view_showing_an_earlier_attempt_keeps_the_claim() {
+        check("a", 10, "b", 5, 11, true);
+        check("a", 10, "none", 5, 11, true);
+        check("a", 10, "-", 5, 11, true);
+    }
+
+    #[test]
+    fn an_instance_gone_from_a_newer_view_was_deleted() {
+        check("a", 10, "-", 15, 16, false);
+        check("a", 10, "none", 15, 16, true);
+    }
+
+    #[test]
+    fn a_claim_the_store_never_shows_expires() {
+        check("a", 10, "none", 15, 10 + CLAIM_TTL.as_secs() - 1, true);
+        check("a", 10, "none", 15, 10 + CLAIM_TTL.as_secs(), false);
+    }
+
+    #[test]
+    fn claims_add_their_demand_to_their_host() {
+        let mut claims = Claims::default();
+        let demand = Demand { vcpus: 2, ram_mb: 1024, disk_gb: 10, tried: Vec::new() };
+        claims.claim(InstanceId::random(), Claim { host: HostId("a".into()), demand, at: Instant::now() });
+        let host = |name: &str| HostState {
+            name: HostId(name.into()),
+            vcpus: 8,
+            ram_mb: 8192,
+            disk_gb: 100,
+            used_vcpus: 0,
+            used_ram_mb: 0,
+            used_disk_gb: 0,
+            enabled: true,
+            up: true,
+        };
+        let mut hosts = vec![host("a"), host("b")];
+        claims.add_to(&mut hosts);
+        assert_eq!((hosts[0].used_vcpus, hosts[0].used_ram_mb, hosts[0].used_disk_gb), (2, 1024, 10));
+        assert_eq!(hosts[1].used_ram_mb, 0);
+    }
+}
