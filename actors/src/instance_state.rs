@@ -1,8 +1,8 @@
 //! The instance state machine: Nova's vm_state / task_state / power_state and the events that move them.
 //!
-//! Pure code: every new state is computed through [`apply`] (by the conductor and the gateway, through
-//! [`crate::app::instances`]), inside the store transaction that persists it, so an impossible transition is refused
-//! instead of written.
+//! Pure code: every new state is computed through [`apply`] (by the application layer's guarded transitions,
+//! for the server API and the conductor's steps), inside the store transaction that persists it, so an
+//! impossible transition is refused instead of written.
 
 use nimbus_storage::records::{PowerState, TaskState, VmState};
 

@@ -412,14 +412,26 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
     accepted.sort();
     active.sort();
 
+    // The deletes go in as the boots did, `concurrency` at a time.
     let deleting = Instant::now();
-    for id in &ids {
-        client.delete(&format!("/compute/v2.1/servers/{id}")).await?;
-    }
+    let ids = Arc::new(ids);
+    let (deleter, to_delete) = (client.clone(), ids.clone());
+    run_concurrently(ids.len(), args.concurrency, move |i| {
+        let (client, path) = (deleter.clone(), format!("/compute/v2.1/servers/{}", to_delete[i]));
+        async move {
+            client.delete(&path).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let deleted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
     let deadline = Instant::now() + PATIENCE;
     loop {
         let listed = client.get("/compute/v2.1/servers").await?;
-        if listed["servers"].as_array().is_some_and(|s| s.iter().all(|s| !ids.iter().any(|id| s["id"] == **id))) {
+        let remaining = listed["servers"]
+            .as_array()
+            .map(|s| s.iter().filter(|s| s["id"].as_str().is_some_and(|id| deleted.contains(id))).count());
+        if remaining == Some(0) {
             break;
         }
         if Instant::now() > deadline {
@@ -448,8 +460,9 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         percentile(&active, 99.0).as_secs_f64() * 1e3
     );
     println!(
-        "delete: {:>8.1} servers/s  (all gone in {:.2} s)",
+        "delete: {:>8.1} servers/s  ({} at a time, all gone in {:.2} s)",
         n / delete_time.as_secs_f64(),
+        args.concurrency,
         delete_time.as_secs_f64()
     );
     if let Some(cloud) = cloud {

@@ -206,7 +206,7 @@ pub enum EnsureError {
     #[error("the supervisor {0} is not running")]
     NoSupervisor(String),
     #[error("the supervisor did not answer")]
-    NoAnswer(#[source] crate::CallError),
+    NoAnswer(#[source] crate::rpc::CallError),
     #[error("the supervisor could not start the child")]
     Refused(#[source] SupervisorError),
 }
@@ -477,7 +477,7 @@ pub fn find(name: &str) -> Result<ActorRef<SupervisorMsg>, EnsureError> {
 pub async fn children(
     supervisor: &ActorRef<SupervisorMsg>,
     timeout: Duration,
-) -> Result<Vec<ChildReport>, crate::CallError> {
+) -> Result<Vec<ChildReport>, crate::rpc::CallError> {
     crate::rpc::call(supervisor, SupervisorMsg::Children, timeout).await
 }
 

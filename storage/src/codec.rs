@@ -2,7 +2,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// A key: encoded so that byte order is the order range scans should follow.
 pub trait KeyCodec: Sized {

@@ -46,7 +46,7 @@ string_keys!(FlavorId, HostId);
 pub struct Pair<A, B>(pub A, pub B);
 
 impl<A: KeyCodec, B> Pair<A, B> {
-    /// The encoded prefix shared by every pair whose first part is `a`, for [`crate::Reads::scan_prefix`].
+    /// The encoded prefix shared by every pair whose first part is `a`, for [`crate::table::Reads::scan_prefix`].
     pub fn prefix(a: &A) -> Vec<u8> {
         let a = a.encode_key();
         let len = u16::try_from(a.len()).expect("key parts are short");

@@ -6,12 +6,13 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
+use crate::error::StoreError;
 use crate::keys::Pair;
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation,
     Project, Quota, Token, Usage, User,
 };
-use crate::{Index, StoreError, Table};
+use crate::table::{Index, Table};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
 /// [`prepare`] to migrate from the previous one.

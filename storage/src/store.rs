@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableDatabase};
 
+use crate::error::StoreError;
+use crate::schema;
 use crate::table::{ReadTx, WriteTx};
-use crate::{StoreError, schema};
 
 /// How many queued writes one commit may take at most; bounds the latency a large batch adds.
 const MAX_BATCH: usize = 512;
@@ -258,7 +259,7 @@ mod tests {
     use crate::keys::Pair;
     use crate::records::Project;
     use crate::schema::{INSTANCES_BY_PROJECT, PROJECT_NAMES, PROJECTS};
-    use crate::{Reads, Table};
+    use crate::table::{Reads, Table};
     use nimbus_protocol::ids::{InstanceId, ProjectId};
 
     fn project(name: &str) -> Project {

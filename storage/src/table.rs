@@ -4,8 +4,8 @@ use std::marker::PhantomData;
 
 use redb::{MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition};
 
-use crate::StoreError;
 use crate::codec::{KeyCodec, Record, decode_record, encode_record};
+use crate::error::StoreError;
 
 type Raw = &'static [u8];
 
@@ -132,7 +132,7 @@ fn index_get_in<K: KeyCodec, V: KeyCodec>(
 pub trait Reads {
     fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError>;
     fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError>;
-    /// The entries whose encoded key starts with `prefix` (see [`crate::Pair::prefix`]), in key order.
+    /// The entries whose encoded key starts with `prefix` (see [`crate::keys::Pair::prefix`]), in key order.
     fn scan_prefix<K: KeyCodec, V: Record>(
         &self,
         table: &Table<K, V>,

@@ -32,7 +32,8 @@ pub fn is_up(host: &Host, timing: &Timing) -> bool {
 /// Where each instance is placed (`None`: not on a host yet).
 pub type Placements = HashMap<InstanceId, Option<HostId>>;
 
-/// Every host with its usage (in host-number order), and where each instance is placed, from one snapshot.
+/// Every host with its usage (in host-number order), and where each instance is placed (nothing when there is
+/// no host), from one snapshot.
 pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
     app.store.read(|r| {
         let mut hosts: Vec<HostUsage> = r
@@ -42,6 +43,10 @@ pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
             .collect();
         hosts.sort_by_key(|u| u.host.number);
         let mut placed = HashMap::new();
+        if hosts.is_empty() {
+            // Nothing to count instances on (a controller before its compute nodes join).
+            return Ok((hosts, placed));
+        }
         for (id, instance) in r.scan(&INSTANCES)? {
             if let Some(u) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|u| &u.host.name == name)) {
                 u.vcpus += instance.flavor.vcpus;

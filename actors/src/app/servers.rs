@@ -197,8 +197,7 @@ pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Ve
     Ok(instances)
 }
 
-/// Every server of every project, for the ports of the Network API: the caller's project's (every one for an
-/// admin).
+/// The servers whose ports the Network API shows the caller: its project's (every project's for an admin).
 pub fn visible(app: &App, auth: &AuthContext) -> Result<Vec<Instance>, CloudError> {
     let filters = ServerFilters { all_projects: auth.has(Role::Admin), ..ServerFilters::default() };
     list(app, auth, &filters)

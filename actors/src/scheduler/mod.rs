@@ -74,7 +74,8 @@ impl Actor for Scheduler {
                 let outcome = state.place(request);
                 match &outcome {
                     Ok(host) => tracing::info!(%host, "placed"),
-                    Err(e) => tracing::warn!(cause = %chain(e), "no host"),
+                    // The conductor warns about the build it fails.
+                    Err(e) => tracing::info!(cause = %chain(e), "no host"),
                 }
                 let _ = reply.send(Wire(outcome));
             }
