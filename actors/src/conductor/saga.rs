@@ -19,7 +19,7 @@ use nimbus_storage::StoreError;
 use nimbus_storage::records::{Instance, Operation};
 use tracing::Instrument;
 
-use super::steps::{self, MAX_ATTEMPTS, MAX_TRANSIENT_RETRIES, Step, next_step};
+use super::steps::{self, MAX_ATTEMPTS, MAX_STEPS_PER_RUN, MAX_TRANSIENT_RETRIES, Step, next_step};
 use crate::app::error::CloudError;
 use crate::app::instances::TransitionError;
 use crate::app::{App, builds, fixed_ips};
@@ -108,7 +108,7 @@ fn unless_superseded<T>(outcome: Result<T, TransitionError>) -> Result<Option<T>
 pub async fn drive(fx: &impl Effects, id: InstanceId) -> Result<(), StoreError> {
     let mut retries = 0u32;
     let mut last_failure: Option<String> = None;
-    loop {
+    for _ in 0..MAX_STEPS_PER_RUN {
         let (op, instance) = fx.load(id).await?;
         let trace = Trace { request_id: op.as_ref().and_then(|op| op.request_id.clone()) };
         let span = tracing::info_span!("step", request_id = %trace, instance = %id);
@@ -118,6 +118,8 @@ pub async fn drive(fx: &impl Effects, id: InstanceId) -> Result<(), StoreError> 
             return Ok(());
         }
     }
+    tracing::error!(instance = %id, steps = MAX_STEPS_PER_RUN, "the operation made no end in this run; the sweep resumes it");
+    Ok(())
 }
 
 /// Does one step; `true` when the operation is over.
@@ -187,6 +189,8 @@ async fn run_step(
         Step::Interrupted { vm, task } => {
             tracing::error!(?vm, ?task, "build operation in an unexpected state; failing it");
             fx.fail_build(id, format!("Build interrupted in state {vm:?}/{task:?}")).await?;
+            // Whatever the store says now is for the next run (a delete, or the sweep).
+            return Ok(true);
         }
     }
     Ok(false)

@@ -12,6 +12,10 @@ use nimbus_storage::records::{Instance, Operation, OperationKind, TaskState, VmS
 pub const MAX_ATTEMPTS: usize = 3;
 /// How often a step whose worker did not answer is repeated before the operation gives up on it.
 pub const MAX_TRANSIENT_RETRIES: u32 = 20;
+/// How many steps one run of a saga takes at most (a build on every host it may try, with every retry, takes
+/// fewer); past it the run stops and the conductor's sweep resumes the operation later, so a step that keeps
+/// changing nothing cannot spin.
+pub const MAX_STEPS_PER_RUN: u32 = 200;
 
 /// What to do next for one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]

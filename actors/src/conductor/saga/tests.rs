@@ -345,3 +345,15 @@ async fn every_step_run_twice_changes_nothing() {
     run_to_end(&fx, id).await;
     assert_eq!(outcome(&fx, id).as_deref(), Ok("deleted"));
 }
+
+#[tokio::test]
+async fn a_build_in_a_state_no_step_leads_to_ends_in_error() {
+    let (_dir, fx, id) = setup(false).await;
+    // Networking without a host: no step of a build leaves an instance so.
+    let mut instance = builds::load(&fx.app, id).unwrap().1.unwrap();
+    instance.task_state = Some(nimbus_storage::records::TaskState::Networking);
+    let record = instance.clone();
+    fx.app.store().write(move |tx| tx.put(&nimbus_storage::schema::INSTANCES, &record.id, &record)).await.unwrap();
+    run_to_end(&fx, id).await;
+    assert_eq!(outcome(&fx, id).as_deref(), Ok("error: Build interrupted in state Building/Some(Networking)"));
+}
