@@ -142,7 +142,7 @@ async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_on
     let network = listed["tree"]["children"].as_array().unwrap().iter().find(|c| c["name"] == "network").unwrap();
     assert!(network["reconcilers"]["dataplane"]["runs"].as_u64().unwrap() >= 1, "{network}");
     let table = tokio::task::block_in_place(|| nimbus(&t, &["actors", "ls"]));
-    assert!(table.lines().any(|l| l.trim_start().starts_with("↳ dataplane: ") && l.contains("runs")), "{table}");
+    assert!(table.lines().any(|l| l.trim_start().starts_with("↳ dataplane: ") && l.contains(" run")), "{table}");
     assert!(table.lines().any(|l| l.trim_start().starts_with("↳ sweep: ")), "the conductor's sweep: {table}");
 
     let scheduler = t.cloud.app.ns().actor_name("scheduler");
