@@ -465,12 +465,14 @@ pub async fn ensure_child(
         .map_err(EnsureError::Refused)
 }
 
-/// The supervisor registered under `name` in this process (ractor's registry holds local actors only).
-pub fn find(name: &str) -> Result<ActorRef<SupervisorMsg>, EnsureError> {
-    ractor::registry::where_is(name)
+/// [`ensure_child`] of the supervisor registered under `name` in this process (ractor's registry holds local
+/// actors only).
+pub async fn ensure_child_of(name: &str, key: &str, timeout: Duration) -> Result<(), EnsureError> {
+    let supervisor = ractor::registry::where_is(name)
         .filter(|c| c.is_message_type_of::<SupervisorMsg>() == Some(true))
         .map(ActorRef::from)
-        .ok_or_else(|| EnsureError::NoSupervisor(name.to_string()))
+        .ok_or_else(|| EnsureError::NoSupervisor(name.to_string()))?;
+    ensure_child(&supervisor, key, timeout).await
 }
 
 /// Lists a supervisor's children, for the console and the tests.
@@ -585,7 +587,7 @@ mod tests {
         let args = SupervisorArgs::one_for_one(Vec::new()).with_template(template);
         let (sup, handle) = Actor::spawn(Some("t5/sup".into()), Supervisor, args).await.unwrap();
         for _ in 0..2 {
-            ensure_child(&find("t5/sup").unwrap(), "a", Duration::from_secs(1)).await.unwrap();
+            ensure_child_of("t5/sup", "a", Duration::from_secs(1)).await.unwrap();
         }
         ensure_child(&sup, "b", Duration::from_secs(1)).await.unwrap();
         let bad = ensure_child(&sup, "bad", Duration::from_secs(1)).await.unwrap_err();
@@ -598,7 +600,8 @@ mod tests {
         let (other, other_handle) = Actor::spawn(Some("t5/plain".into()), Supervisor, plain).await.unwrap();
         let refused = ensure_child(&other, "a", Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(refused, EnsureError::Refused(SupervisorError::NoTemplate { .. })), "{refused}");
-        assert!(matches!(find("t5/nobody"), Err(EnsureError::NoSupervisor(_))));
+        let nobody = ensure_child_of("t5/nobody", "a", Duration::from_secs(1)).await;
+        assert!(matches!(nobody, Err(EnsureError::NoSupervisor(_))));
         for (s, h) in [(sup, handle), (other, other_handle)] {
             s.stop(None);
             h.await.unwrap();

@@ -218,6 +218,16 @@ async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     for _ in 0..10 {
         alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
     }
+    // Releasing one given at boot refunds nothing, so the quota stays full.
+    let second = boot_active(&alice, "auto-2").await;
+    let given = floating_of(&second);
+    let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
+    let id = mine.iter().find(|f| f["ip"] == given[0]).unwrap()["id"].as_str().unwrap().to_string();
+    alice.delete(&format!("/compute/v2.1/os-floating-ips/{id}")).await.unwrap();
+    let (status, body) = alice.raw(Method::POST, "/compute/v2.1/os-floating-ips", Some(&json!({}))).await.unwrap();
+    assert_eq!(status.as_u16(), 403, "ten allocated addresses still fill the quota: {body}");
+    alice.delete(&format!("/compute/v2.1/servers/{}", second["id"].as_str().unwrap())).await.unwrap();
+    wait_for_gone(&alice, second["id"].as_str().unwrap()).await;
     alice.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&alice, vm["id"].as_str().unwrap()).await;
     assert!(t.cloud.sim().state().nat.floating.is_empty());

@@ -63,12 +63,9 @@ impl ConductorClient {
     pub async fn kick(&self, trace: &Trace, instance: InstanceId) -> Result<(), ConductorError> {
         let project = self.project;
         if self.ns.members(&topic(&project)).is_empty() {
-            let not_started =
-                |e: &supervisor::EnsureError| ConductorError::NotStarted { project, source: Failure::of(e) };
-            let projects = supervisor::find(&self.ns.actor_name(PROJECTS)).map_err(|e| not_started(&e))?;
-            supervisor::ensure_child(&projects, &project.to_string(), self.timeout)
+            supervisor::ensure_child_of(&self.ns.actor_name(PROJECTS), &project.to_string(), self.timeout)
                 .await
-                .map_err(|e| not_started(&e))?;
+                .map_err(|e| ConductorError::NotStarted { project, source: Failure::of(&e) })?;
         }
         rpc::cast_topic(&self.ns, &topic(&project), ConductorMsg::Kick(Wire(Traced::new(trace, instance))))
             .map_err(|source| ConductorError::Unreachable { project, source })

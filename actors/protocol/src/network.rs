@@ -180,8 +180,7 @@ impl VlanClient {
     pub async fn refresh(&self, trace: &Trace) -> Result<(), NetworkError> {
         let unavailable = |source: Failure| NetworkError::VlanUnavailable { project: self.project, source };
         if self.ns.members(&vlan_topic(&self.project)).is_empty() {
-            let vlans = supervisor::find(&self.ns.actor_name(VLANS)).map_err(|e| unavailable(Failure::of(&e)))?;
-            supervisor::ensure_child(&vlans, &self.project.to_string(), self.timeout)
+            supervisor::ensure_child_of(&self.ns.actor_name(VLANS), &self.project.to_string(), self.timeout)
                 .await
                 .map_err(|e| unavailable(Failure::of(&e)))?;
         }

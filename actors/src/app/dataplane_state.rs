@@ -35,26 +35,35 @@ pub fn manager_networks(app: &App) -> Result<Vec<NetworkId>, StoreError> {
     Ok(networks.into_iter().filter(|(_, n)| owned_by_network_manager(n)).map(|(id, _)| id).collect())
 }
 
-/// The VLAN networks bound to `project`, and its VPN forward.
-pub fn project_vlan(app: &App, project: ProjectId) -> Result<(Vec<NetworkId>, Option<VpnForward>), StoreError> {
-    app.store.read(|r| {
-        let networks = r.scan(&NETWORKS)?;
-        let own: Vec<&Network> = networks
-            .iter()
-            .map(|(_, n)| n)
-            .filter(|n| !owned_by_network_manager(n) && n.project == Some(project))
-            .collect();
-        let vpn = own.iter().find_map(|n| {
-            n.vpn.as_ref().map(|v| VpnForward {
-                project,
-                network: n.id,
-                public_address: v.public_address,
-                public_port: v.public_port,
-                private_address: v.private_address,
-            })
-        });
-        Ok((own.iter().map(|n| n.id).collect(), vpn))
-    })
+/// The VLAN networks bound to `project`, oldest first.
+fn vlan_networks_of(r: &impl Reads, project: ProjectId) -> Result<Vec<Network>, StoreError> {
+    let mut own: Vec<Network> = r
+        .scan(&NETWORKS)?
+        .into_iter()
+        .map(|(_, n)| n)
+        .filter(|n| !owned_by_network_manager(n) && n.project == Some(project))
+        .collect();
+    own.sort_by_key(|n| n.created_at);
+    Ok(own)
+}
+
+/// The VLAN networks bound to `project`.
+pub fn project_vlan_networks(app: &App, project: ProjectId) -> Result<Vec<NetworkId>, StoreError> {
+    Ok(app.store.read(|r| vlan_networks_of(r, project))?.into_iter().map(|n| n.id).collect())
+}
+
+/// The project's VPN forward: the endpoint of its VLAN network, if it has one.
+pub fn project_vpn(app: &App, project: ProjectId) -> Result<Option<VpnForward>, StoreError> {
+    let networks = app.store.read(|r| vlan_networks_of(r, project))?;
+    Ok(networks.into_iter().find_map(|n| {
+        n.vpn.map(|v| VpnForward {
+            project,
+            network: n.id,
+            public_address: v.public_address,
+            public_port: v.public_port,
+            private_address: v.private_address,
+        })
+    }))
 }
 
 /// The segment network `id` should have now: none when the network is gone, or is a VLAN network bound to

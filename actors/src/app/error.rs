@@ -1,7 +1,6 @@
 //! `CloudError`: the error every operation of the application layer returns. Only the gateway turns it into
 //! an HTTP status and an OpenStack error body.
 
-use nimbus_protocol::conductor::ConductorError;
 use nimbus_protocol::failure::Failure;
 use nimbus_protocol::network::NetworkError;
 use nimbus_storage::StoreError;
@@ -57,12 +56,6 @@ impl From<NetworkError> for CloudError {
             NetworkError::VlanUnavailable { .. } => CloudError::NotApplied(Failure::of(&e)),
             NetworkError::Store(_) => CloudError::Internal(nimbus_protocol::failure::chain(&e)),
         }
-    }
-}
-
-impl From<ConductorError> for CloudError {
-    fn from(e: ConductorError) -> Self {
-        CloudError::Unavailable { what: "The project's conductor is not available".into(), source: Failure::of(&e) }
     }
 }
 

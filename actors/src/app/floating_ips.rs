@@ -27,6 +27,18 @@ pub struct Caller {
     pub admin: bool,
 }
 
+impl Caller {
+    /// Whether the caller may see and use the address: its project holds it (an admin: any project).
+    fn holds(&self, ip: &FloatingIp) -> bool {
+        ip.project.is_some_and(|p| p == self.project || self.admin)
+    }
+
+    /// Whether the caller may see the instance.
+    fn sees(&self, instance: &Instance) -> bool {
+        self.admin || instance.project == self.project
+    }
+}
+
 /// Creates a pool of floating addresses (`nova-manage floating create`); pools need no dataplane until an
 /// address is associated.
 pub async fn create_pool(
@@ -92,12 +104,8 @@ pub fn pools(app: &App) -> Result<Vec<FloatingPool>, StoreError> {
 /// if associated, its instance (only one the caller may see), read in one snapshot.
 pub fn list(app: &App, caller: Caller) -> Result<Vec<FloatingView>, StoreError> {
     app.store.read(|r| {
-        let ips: Vec<FloatingIp> = r
-            .scan(&FLOATING_IPS)?
-            .into_iter()
-            .map(|(_, ip)| ip)
-            .filter(|ip| ip.project.is_some_and(|p| p == caller.project || caller.admin))
-            .collect();
+        let ips: Vec<FloatingIp> =
+            r.scan(&FLOATING_IPS)?.into_iter().map(|(_, ip)| ip).filter(|ip| caller.holds(ip)).collect();
         ips.into_iter().map(|ip| view_of(r, caller, ip)).collect()
     })
 }
@@ -113,7 +121,7 @@ pub struct FloatingView {
 fn view_of(r: &impl Reads, caller: Caller, ip: FloatingIp) -> Result<FloatingView, StoreError> {
     let pool = r.get(&FLOATING_POOLS, &ip.pool)?;
     let instance = match ip.instance {
-        Some(id) => r.get(&INSTANCES, &id)?.filter(|i| caller.admin || i.project == caller.project),
+        Some(id) => r.get(&INSTANCES, &id)?.filter(|i| caller.sees(i)),
         None => None,
     };
     Ok(FloatingView { ip, pool, instance })
@@ -133,8 +141,7 @@ pub fn find(app: &App, caller: Caller, id_or_address: &str) -> Result<FloatingVi
             Some(k) => r.get(&FLOATING_IPS, &k)?,
             None => None,
         };
-        let ip = ip.filter(|ip| ip.project.is_some_and(|p| p == caller.project || caller.admin));
-        ip.map(|ip| view_of(r, caller, ip)).transpose()
+        ip.filter(|ip| caller.holds(ip)).map(|ip| view_of(r, caller, ip)).transpose()
     })?;
     view.ok_or_else(not_found)
 }
@@ -260,11 +267,7 @@ fn take_free_in(
 /// other projects are not even confirmed to exist.
 fn owned(tx: &WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result<FloatingIp, CloudError> {
     let not_found = || CloudError::NotFound(format!("Floating IP {address} could not be found."));
-    let ip = tx.get(&FLOATING_IPS, &u32::from(address))?.ok_or_else(not_found)?;
-    match ip.project {
-        Some(p) if p == caller.project || caller.admin => Ok(ip),
-        _ => Err(not_found()),
-    }
+    tx.get(&FLOATING_IPS, &u32::from(address))?.filter(|ip| caller.holds(ip)).ok_or_else(not_found)
 }
 
 fn associate_in(
@@ -335,10 +338,12 @@ fn release_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result
     let was_associated = ip.instance.is_some();
     detach_in(tx, &mut ip)?;
     let project = ip.project.take().expect("owned() checked the project");
-    ip.auto_assigned = false;
+    // An address given at boot was never counted against the quota.
+    if !std::mem::take(&mut ip.auto_assigned) {
+        quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
+    }
     tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
     rewind_pool_cursor_in(tx, &ip.pool, u32::from(address))?;
-    quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
     Ok(was_associated)
 }
 

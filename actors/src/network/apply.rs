@@ -65,12 +65,12 @@ impl Applier {
 
     /// Applies the project's VLAN networks and its VPN forward.
     pub async fn apply_project(&self, project: ProjectId) -> Result<(), NetworkError> {
-        let (networks, _) = dataplane_state::project_vlan(&self.app, project).map_err(store_failure)?;
-        for network in networks {
+        for network in dataplane_state::project_vlan_networks(&self.app, project).map_err(store_failure)? {
             self.apply_network(network).await?;
         }
+        // Read under the lock, as every apply: an older view never replaces a newer one.
         let _latest = self.locks.nat.lock().await;
-        let (_, vpn) = dataplane_state::project_vlan(&self.app, project).map_err(store_failure)?;
+        let vpn = dataplane_state::project_vpn(&self.app, project).map_err(store_failure)?;
         self.dataplane.ensure_vpn(project, vpn).await.map_err(NetworkError::Dataplane)
     }
 
