@@ -1,6 +1,6 @@
 //! The `projects` supervisor: a conductor per project (`conductor/<project>`), made on demand when the
 //! project's first operation is logged (see `ConductorClient::kick`), and at every (re)start for each project
-//! with instances or logged operations in the store.
+//! with logged operations in the store (the conductor resumes them).
 
 use nimbus_protocol::conductor::PROJECTS;
 use nimbus_protocol::failure::chain;
@@ -21,8 +21,8 @@ fn conductor_spec(app: &App, project: ProjectId) -> ChildSpec {
 pub fn projects_spec(app: &App) -> ChildSpec {
     let app = app.clone();
     ChildSpec::new(app.ns().actor_name(PROJECTS), move || {
-        let active = projects::with_instances(&app).unwrap_or_else(|e| {
-            tracing::error!(cause = %chain(&e), "cannot list projects with instances; their conductors start on demand");
+        let active = projects::with_operations(&app).unwrap_or_else(|e| {
+            tracing::error!(cause = %chain(&e), "cannot list projects with logged operations; their conductors start on demand");
             Default::default()
         });
         let children = active.into_iter().map(|p| conductor_spec(&app, p)).collect();

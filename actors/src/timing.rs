@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Timeouts and intervals. Defaults suit a real cloud; tests shorten them.
 #[derive(Clone, Debug)]
 pub struct Timing {
-    /// Timeout of a call between actors that should answer at once (placement, network allocation).
+    /// Timeout of a call between actors that should answer at once (placement, a network apply).
     pub call: Duration,
     /// Timeout of a compute agent's build or destroy of one instance.
     pub build: Duration,

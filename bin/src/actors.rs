@@ -109,8 +109,12 @@ fn print_tree(root: &Value) {
             text(&node["messages"]),
             text(&node["uptime_secs"]),
         );
-        for line in reconciler_lines(node) {
-            println!("{}  ↳ {line}", "  ".repeat(depth));
+        let indent = "  ".repeat(depth);
+        for reconciler in reconciler_lines(node) {
+            println!("{indent}  ↳ {}", reconciler.summary);
+            if let Some(error) = reconciler.last_error {
+                println!("{indent}      last error: {error}");
+            }
         }
         for child in node["children"].as_array().into_iter().flatten() {
             walk(child, depth + 1);

@@ -110,7 +110,8 @@ pub struct CloudArgs {
     /// The public interface the addresses of the pool `public` are bound to (for a new cloud).
     #[arg(long, default_value = "eth0")]
     pub public_interface: String,
-    /// Give every new instance a floating IP from the default pool, released with it.
+    /// Give every new instance a floating IP from the default pool, not counted against the quota; it stays
+    /// with the instance (it cannot be disassociated or released) and goes back to the pool when it is deleted.
     #[arg(long)]
     pub auto_assign_floating_ip: bool,
     /// Serve the Prometheus metrics (`GET /metrics`, no token needed) on this address; off when not given.

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use nimbus_protocol::failure::chain;
 use ratatui::Frame;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
 use ratatui::layout::{Constraint, Layout};
@@ -14,7 +15,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use serde_json::Value;
 
 use crate::args::ApiArgs;
-use crate::output::{reconciler_lines, text};
+use crate::output::{ReconcilerLine, reconciler_lines, text};
 
 /// One actor, flattened out of the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub struct ActorRow {
     pub messages: u64,
     pub uptime_secs: u64,
     pub last_error: String,
-    /// How its reconcilers are doing, a line each.
-    pub reconcilers: Vec<String>,
+    /// How its reconcilers are doing.
+    pub reconcilers: Vec<ReconcilerLine>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,9 +267,12 @@ impl Console {
                     )),
                     Line::from(format!("last error: {}", if r.last_error.is_empty() { "none" } else { &r.last_error })),
                 ];
-                // Each reconciler's line, its last error (indented) under it.
-                let prefix = |line: &str| if line.starts_with(' ') { "         " } else { "reconciler " };
-                lines.extend(r.reconcilers.iter().map(|line| Line::from(format!("{}{line}", prefix(line)))));
+                for reconciler in &r.reconcilers {
+                    lines.push(Line::from(format!("reconciler {}", reconciler.summary)));
+                    if let Some(error) = &reconciler.last_error {
+                        lines.push(Line::from(format!("           last error: {error}")));
+                    }
+                }
                 lines.push(Line::from(format!("source: {}", self.source)));
                 lines
             }
@@ -301,7 +305,7 @@ pub async fn run(api: ApiArgs) -> anyhow::Result<()> {
             if refreshed.elapsed() >= Duration::from_secs(1) {
                 match client.get("/admin/actors").await {
                     Ok(listed) => console.set_actors(&listed),
-                    Err(e) => console.status = format!("refresh failed: {e}"),
+                    Err(e) => console.status = format!("refresh failed: {}", chain(&e)),
                 }
                 if let Ok(events) = client.get(&format!("/admin/events?after={after}")).await {
                     after = events["events"]
@@ -325,7 +329,7 @@ pub async fn run(api: ApiArgs) -> anyhow::Result<()> {
                         console.status =
                             match client.post("/admin/actors/kill", &serde_json::json!({"name": name})).await {
                                 Ok(_) => format!("killed {name}"),
-                                Err(e) => format!("kill failed: {e}"),
+                                Err(e) => format!("kill failed: {}", chain(&e)),
                             };
                         refreshed = Instant::now() - Duration::from_secs(10);
                     }

@@ -18,7 +18,7 @@ use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
 use nimbus_actors::timing::Timing;
 use nimbus_protocol::compute::Capacity;
 use nimbus_protocol::ids::HostId;
-use nimbus_protocol::scheduler::SchedulerClient;
+use nimbus_protocol::scheduler;
 use nimbus_runtime::{ChildSpec, Namespace, Supervisor, SupervisorArgs};
 use ractor::Actor;
 use ractor_cluster::NodeServer;
@@ -206,8 +206,9 @@ async fn stay_joined(
     }
 }
 
+/// Whether a controller's scheduler is in reach: the compute node has joined it.
 fn joined() -> bool {
-    SchedulerClient::new(&Namespace::default(), Duration::ZERO).reachable()
+    !Namespace::default().members(&scheduler::TOPIC).is_empty()
 }
 
 /// Connects and waits for the controller's workers to appear. A TCP connection is not a join: the session

@@ -24,26 +24,33 @@ pub fn print_table(rows: &Value, columns: &[&str]) {
     }
 }
 
-/// The reconcilers of one actor of `GET /admin/actors`: `dataplane: 12 runs, 1 error (0 in a row), last run
-/// 2 s ago`, and under it, for one that ever failed, `  last error: …`.
-pub fn reconciler_lines(actor: &Value) -> Vec<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+/// How one reconciler of an actor is doing: `dataplane: 12 runs, 1 error (0 in a row), last run 2 s ago`, and
+/// its last error if it ever failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcilerLine {
+    pub summary: String,
+    pub last_error: Option<String>,
+}
+
+/// The reconcilers of one actor of `GET /admin/actors`.
+pub fn reconciler_lines(actor: &Value) -> Vec<ReconcilerLine> {
+    let now = nimbus_storage::records::now_ms();
     let Some(reconcilers) = actor["reconcilers"].as_object() else { return Vec::new() };
     reconcilers
         .iter()
-        .flat_map(|(kind, s)| {
+        .map(|(kind, s)| {
             let count = |key: &str| s[key].as_u64().unwrap_or(0);
             let plural = |n: u64, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
             let ago = s["last_run_ms"]
                 .as_u64()
                 .map_or("never run".into(), |at| format!("last run {} s ago", now.saturating_sub(at) / 1000));
-            let line = format!(
+            let summary = format!(
                 "{kind}: {}, {} ({} in a row), {ago}",
                 plural(count("runs"), "run"),
                 plural(count("errors"), "error"),
                 count("consecutive_errors")
             );
-            std::iter::once(line).chain(s["last_error"].as_str().map(|error| format!("  last error: {error}")))
+            ReconcilerLine { summary, last_error: s["last_error"].as_str().map(String::from) }
         })
         .collect()
 }

@@ -13,7 +13,8 @@ use std::time::SystemTime;
 use ractor::{ActorCell, ActorId};
 use serde::{Deserialize, Serialize};
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, the runtime's one clock for what it reports.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -33,6 +34,8 @@ pub(crate) fn forget(cell: &ActorCell) {
     MESSAGES.lock().expect("introspection lock").remove(&cell.get_id());
 }
 
+/// Restarts by actor name since the process started. The supervisor's own count (`children`) starts over
+/// when the supervisor does; this one never goes down, as a Prometheus counter must not.
 static RESTARTS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 pub(crate) fn count_restart(child: &str) {

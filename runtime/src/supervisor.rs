@@ -19,7 +19,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent};
 
@@ -209,10 +209,6 @@ pub enum EnsureError {
     NoAnswer(#[source] crate::rpc::CallError),
     #[error("the supervisor could not start the child")]
     Refused(#[source] SupervisorError),
-}
-
-fn epoch_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl SupervisorState {
@@ -422,7 +418,7 @@ impl Actor for Supervisor {
         let name = child.spec.name.clone();
         if let Some(reason) = &failure {
             introspect::record(EventKind::Failed, &crate::rpc::describe(&myself), &name, reason.clone());
-            child.last_error = Some((epoch_secs(), reason.clone()));
+            child.last_error = Some((introspect::now_ms() / 1000, reason.clone()));
             tracing::warn!(supervisor = ?myself.get_name(), child = %name, cause = %reason, "child ended abnormally");
         }
         state.note_restart(&crate::rpc::describe(&myself), &name)?;

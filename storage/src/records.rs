@@ -269,8 +269,8 @@ pub struct Network {
     pub bridge: String,
     /// The host interface the bridge is attached to (the uplink), if any.
     pub bridge_interface: Option<String>,
-    /// VLAN mode: the segment id (an 802.1Q VLAN id, or the VNI of a VXLAN segment where the kernel has no
-    /// 802.1Q support).
+    /// The segment id of a VLAN-mode network (an 802.1Q VLAN id, or the VNI of a VXLAN segment where the
+    /// kernel has no 802.1Q support); `None` in the other modes.
     pub vlan: Option<u16>,
     /// FlatDHCP / VLAN: the DHCP server's address on the bridge.
     pub dhcp_server: Option<Ipv4Addr>,

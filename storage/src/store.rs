@@ -195,6 +195,7 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
         }
         let (delivered, rolled_back, result) = commit_batch(db, batch);
         counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
+        // Counted before the writers hear, so a write that has returned is in the stats.
         if result.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.writes.fetch_add(delivered.len() as u64, Ordering::Relaxed);

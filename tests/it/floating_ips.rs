@@ -218,16 +218,19 @@ async fn auto_assigned_floating_ips_come_and_go_with_their_instances() {
     for _ in 0..10 {
         alice.post("/compute/v2.1/os-floating-ips", &json!({})).await.unwrap();
     }
-    // Releasing one given at boot refunds nothing, so the quota stays full.
-    let second = boot_active(&alice, "auto-2").await;
-    let given = floating_of(&second);
-    let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
-    let id = mine.iter().find(|f| f["ip"] == given[0]).unwrap()["id"].as_str().unwrap().to_string();
-    alice.delete(&format!("/compute/v2.1/os-floating-ips/{id}")).await.unwrap();
     let (status, body) = alice.raw(Method::POST, "/compute/v2.1/os-floating-ips", Some(&json!({}))).await.unwrap();
-    assert_eq!(status.as_u16(), 403, "ten allocated addresses still fill the quota: {body}");
-    alice.delete(&format!("/compute/v2.1/servers/{}", second["id"].as_str().unwrap())).await.unwrap();
-    wait_for_gone(&alice, second["id"].as_str().unwrap()).await;
+    assert_eq!(status.as_u16(), 403, "ten allocated addresses fill the quota: {body}");
+    // One given at boot stays with its instance: the project cannot keep it outside its quota.
+    let mine = alice.get("/compute/v2.1/os-floating-ips").await.unwrap()["floating_ips"].as_array().unwrap().clone();
+    let id = mine.iter().find(|f| f["ip"] == floating[0]).unwrap()["id"].as_str().unwrap().to_string();
+    let remove = json!({"removeFloatingIp": {"address": floating[0]}});
+    let action = format!("/compute/v2.1/servers/{}/action", vm["id"].as_str().unwrap());
+    let (status, body) = alice.raw(Method::POST, &action, Some(&remove)).await.unwrap();
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(body.to_string().contains("Cannot disassociate auto assigned floating IP"), "{body}");
+    let (status, _) = alice.raw(Method::DELETE, &format!("/compute/v2.1/os-floating-ips/{id}"), None).await.unwrap();
+    assert_eq!(status.as_u16(), 403, "releasing it would disassociate it");
+    assert_eq!(t.cloud.sim().state().nat.floating.len(), 1, "still forwarded");
     alice.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&alice, vm["id"].as_str().unwrap()).await;
     assert!(t.cloud.sim().state().nat.floating.is_empty());
@@ -289,6 +292,7 @@ async fn quotas_are_shown_with_their_use_and_can_be_raised_by_an_admin() {
     alice.post("/compute/v2.1/servers", &eleven).await.unwrap();
     let (status, body) = alice.raw(Method::POST, "/compute/v2.1/servers", Some(&eleven)).await.unwrap();
     assert_eq!(status.as_u16(), 403, "12 is the new limit: {body}");
+    assert!(body.to_string().contains("requested 11, but already used 12 of 12"), "the whole request: {body}");
     let (status, body) = t
         .admin
         .raw(Method::PUT, &format!("/compute/v2.1/os-quota-sets/{project}"), Some(&json!({"quota_set": {"cores": -5}})))

@@ -76,3 +76,23 @@ async fn a_child_that_keeps_crashing_escalates_to_its_supervisor() {
     wait_for_status(&t.admin, &id, "ACTIVE").await;
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_host_destroys_what_the_cloud_does_not_place_there_at_its_next_report() {
+    use nimbus_actors::compute::virt::VirtDriver;
+    let t = TestCloud::start().await;
+    let id = create_server(&t.admin, "placed").await;
+    wait_for_status(&t.admin, &id, "ACTIVE").await;
+    let (host, hypervisor) = t.cloud.hypervisors.iter().find(|(_, h)| !h.running().is_empty()).unwrap();
+    // What a cleanup that failed leaves: an instance the host runs and the store does not know of.
+    let mut leftover = hypervisor.running()[0].clone();
+    leftover.id = nimbus_protocol::ids::InstanceId::random();
+    hypervisor.spawn(leftover.clone()).await.unwrap();
+    wait_until(&format!("{host} to destroy the leftover"), Duration::from_secs(10), || async {
+        hypervisor.running().iter().all(|s| s.id != leftover.id)
+    })
+    .await;
+    let running: Vec<String> = hypervisor.running().iter().map(|s| s.id.to_string()).collect();
+    assert_eq!(running, vec![id], "the placed instance still runs");
+    t.shutdown().await;
+}

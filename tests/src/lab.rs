@@ -38,13 +38,11 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Lab {
-    /// A new lab named `name`, or `None` (with the reason printed) when this machine cannot run one: the
-    /// real dataplane needs root and iproute2, nftables, dnsmasq and busybox. Under CI (`CI=true`), where
-    /// `.ci/run` installs them and runs as root, a missing prerequisite fails the test instead.
+    /// A new lab named `name`, or `None` when this machine cannot run one (`kernel::skip_unless_ci`): the
+    /// real dataplane needs root and iproute2, nftables, dnsmasq and busybox.
     pub fn new(name: &str) -> Option<Lab> {
         if let Err(why) = kernel::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"]) {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run lab {name}, but {why}");
-            eprintln!("SKIPPED (lab {name}): {why}");
+            kernel::skip_unless_ci(&format!("lab {name}"), &why.to_string());
             return None;
         }
         let prefix = format!("nlab-{name}-");
@@ -192,7 +190,7 @@ impl Lab {
 
 /// An HTTP GET of `/` on `to:80` from namespace `ns`: the body, or why not.
 pub async fn http_get(ns: &str, to: Ipv4Addr) -> Result<String, String> {
-    kernel::http_get(Some(ns), SocketAddr::from((to, 80))).await.map_err(|e| e.to_string())
+    kernel::http_get(Some(ns), SocketAddr::from((to, 80))).await.map_err(|e| nimbus_protocol::failure::chain(&e))
 }
 
 impl Drop for Lab {

@@ -89,8 +89,6 @@ pub enum VirtError {
         #[source]
         cause: Failure,
     },
-    #[error("the hypervisor cannot list its instances")]
-    List(#[source] Failure),
 }
 
 /// Why a call to a compute agent did not succeed.

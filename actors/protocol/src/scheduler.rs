@@ -48,14 +48,17 @@ pub struct HostReport {
     /// The cluster node the agent runs on, and its cluster address.
     pub node: String,
     pub node_address: Option<String>,
+    /// The agent has not run its active instances again since it started: the answer carries their specs.
+    pub restoring: bool,
 }
 
-/// What the cloud places on a host, for its agent to reconcile with: instances that must run, and instances
-/// being built there (their conductor finishes or undoes them; the agent leaves them alone).
+/// What the cloud places on a host, for its agent to reconcile with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
-    pub active: Vec<InstanceSpec>,
-    pub building: Vec<InstanceId>,
+    /// Every instance placed there, in any state (those being built are their conductor's to finish or undo).
+    pub instances: Vec<InstanceId>,
+    /// The active ones, to run again: only for an agent that is restoring.
+    pub restore: Vec<InstanceSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -106,10 +109,5 @@ impl SchedulerClient {
             .await
             .map_err(SchedulerError::NoAnswer)?;
         reply
-    }
-
-    /// Whether a scheduler is reachable now (a compute node has joined a controller).
-    pub fn reachable(&self) -> bool {
-        !self.ns.members(&TOPIC).is_empty()
     }
 }

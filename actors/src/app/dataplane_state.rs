@@ -70,7 +70,7 @@ pub fn project_vpn(app: &App, project: ProjectId) -> Result<Option<VpnForward>, 
 /// no project (it has no dataplane until its first use).
 pub fn segment_of(app: &App, id: NetworkId) -> Result<Option<Segment>, StoreError> {
     app.store.read(|r| match r.get(&NETWORKS, &id)? {
-        Some(n) if n.mode != NetworkMode::Vlan || n.project.is_some() => segment(r, &n).map(Some),
+        Some(n) if owned_by_network_manager(&n) || n.project.is_some() => segment(r, &n).map(Some),
         _ => Ok(None),
     })
 }
@@ -96,7 +96,7 @@ fn segment(r: &impl Reads, network: &Network) -> Result<Segment, StoreError> {
         label: network.label.clone(),
         bridge: network.bridge.clone(),
         bridge_interface: network.bridge_interface.clone(),
-        vlan: network.vlan.filter(|_| network.mode == NetworkMode::Vlan),
+        vlan: network.vlan,
         cidr: network.cidr,
         gateway: network.gateway,
         dhcp,

@@ -2,6 +2,7 @@
 //! instances (NAT), disassociation, release. Each operation is one transaction; one that changes the NAT table
 //! then has the network host apply it.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -68,20 +69,23 @@ pub async fn associate(
     Ok(ip)
 }
 
-/// Takes the caller's address off its instance, and applies the NAT table.
+/// Takes the caller's address off its instance (when `from` is given: only if it is on that one), and applies
+/// the NAT table.
 pub async fn disassociate(
     app: &App,
     trace: &Trace,
     caller: Caller,
     address: Ipv4Addr,
+    from: Option<InstanceId>,
 ) -> Result<FloatingIp, CloudError> {
-    let ip = app.store.write(move |tx| disassociate_in(tx, caller, address)).await?;
+    let ip = app.store.write(move |tx| disassociate_in(tx, caller, address, from)).await?;
     apply_nat(app, trace).await?;
     Ok(ip)
 }
 
 /// Gives the caller's address back to its pool (refunding the quota), disassociating it first in the same
-/// transaction if it is associated, as both nova-network and Neutron do.
+/// transaction if it is associated, as both nova-network and Neutron do. An address given at boot is refused:
+/// it stays with its instance.
 pub async fn release(app: &App, trace: &Trace, caller: Caller, address: Ipv4Addr) -> Result<(), CloudError> {
     let was_associated = app.store.write(move |tx| release_in(tx, caller, address)).await?;
     if was_associated {
@@ -100,17 +104,17 @@ pub fn pools(app: &App) -> Result<Vec<FloatingPool>, StoreError> {
     Ok(app.store.read(|r| r.scan(&FLOATING_POOLS))?.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The floating IPs a caller sees: its project's (an admin sees all allocated ones), each with its pool and,
-/// if associated, its instance (only one the caller may see), read in one snapshot.
-pub fn list(app: &App, caller: Caller) -> Result<Vec<FloatingView>, StoreError> {
-    app.store.read(|r| {
-        let ips: Vec<FloatingIp> =
-            r.scan(&FLOATING_IPS)?.into_iter().map(|(_, ip)| ip).filter(|ip| caller.holds(ip)).collect();
-        ips.into_iter().map(|ip| view_of(r, caller, ip)).collect()
-    })
+/// The floating IPs a caller sees: its project's (an admin sees all allocated ones).
+pub fn list(app: &App, caller: Caller) -> Result<Vec<FloatingIp>, StoreError> {
+    app.store.read(|r| held_by(r, caller))
 }
 
-/// A floating IP with what its views show besides: its pool, and the instance it is associated with.
+fn held_by(r: &impl Reads, caller: Caller) -> Result<Vec<FloatingIp>, StoreError> {
+    Ok(r.scan(&FLOATING_IPS)?.into_iter().map(|(_, ip)| ip).filter(|ip| caller.holds(ip)).collect())
+}
+
+/// A floating IP with what the Network API shows besides: its pool, and the instance it is associated with
+/// (only one the caller may see).
 #[derive(Clone, Debug)]
 pub struct FloatingView {
     pub ip: FloatingIp,
@@ -118,20 +122,36 @@ pub struct FloatingView {
     pub instance: Option<Instance>,
 }
 
-fn view_of(r: &impl Reads, caller: Caller, ip: FloatingIp) -> Result<FloatingView, StoreError> {
-    let pool = r.get(&FLOATING_POOLS, &ip.pool)?;
-    let instance = match ip.instance {
-        Some(id) => r.get(&INSTANCES, &id)?.filter(|i| caller.sees(i)),
-        None => None,
-    };
-    Ok(FloatingView { ip, pool, instance })
+/// [`list`] with each address's view, read in one snapshot (the pools once).
+pub fn list_views(app: &App, caller: Caller) -> Result<Vec<FloatingView>, StoreError> {
+    app.store.read(|r| {
+        let pools: BTreeMap<String, FloatingPool> = r.scan(&FLOATING_POOLS)?.into_iter().collect();
+        held_by(r, caller)?
+            .into_iter()
+            .map(|ip| Ok(FloatingView { pool: pools.get(&ip.pool).cloned(), instance: seen(r, caller, &ip)?, ip }))
+            .collect()
+    })
+}
+
+/// The view of one address the caller holds.
+pub fn view(app: &App, caller: Caller, ip: FloatingIp) -> Result<FloatingView, StoreError> {
+    app.store
+        .read(|r| Ok(FloatingView { pool: r.get(&FLOATING_POOLS, &ip.pool)?, instance: seen(r, caller, &ip)?, ip }))
+}
+
+/// The instance the address is associated with, if the caller may see it.
+fn seen(r: &impl Reads, caller: Caller, ip: &FloatingIp) -> Result<Option<Instance>, StoreError> {
+    match ip.instance {
+        Some(id) => Ok(r.get(&INSTANCES, &id)?.filter(|i| caller.sees(i))),
+        None => Ok(None),
+    }
 }
 
 /// The caller's floating IP by id or address; anyone else's is "not found", so addresses of other projects
 /// are not even confirmed to exist.
-pub fn find(app: &App, caller: Caller, id_or_address: &str) -> Result<FloatingView, CloudError> {
+pub fn find(app: &App, caller: Caller, id_or_address: &str) -> Result<FloatingIp, CloudError> {
     let not_found = || CloudError::NotFound(format!("Floating IP {id_or_address} could not be found."));
-    let view = app.store.read(|r| {
+    let ip = app.store.read(|r| {
         let key = match (id_or_address.parse::<FloatingIpId>(), id_or_address.parse::<Ipv4Addr>()) {
             (Ok(id), _) => r.index_get(&FLOATING_BY_ID, &id)?.into_iter().next(),
             (_, Ok(address)) => Some(u32::from(address)),
@@ -141,9 +161,9 @@ pub fn find(app: &App, caller: Caller, id_or_address: &str) -> Result<FloatingVi
             Some(k) => r.get(&FLOATING_IPS, &k)?,
             None => None,
         };
-        ip.filter(|ip| caller.holds(ip)).map(|ip| view_of(r, caller, ip)).transpose()
+        Ok::<_, StoreError>(ip.filter(|ip| caller.holds(ip)))
     })?;
-    view.ok_or_else(not_found)
+    ip.ok_or_else(not_found)
 }
 
 fn create_pool_in(
@@ -325,8 +345,30 @@ fn rewind_pool_cursor_in(tx: &mut WriteTx<'_>, pool: &str, address: u32) -> Resu
     Ok(())
 }
 
-fn disassociate_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result<FloatingIp, CloudError> {
-    let mut ip = owned(tx, caller, address)?;
+/// An address given to an instance at boot stays with it until the instance is deleted (as in nova-network):
+/// it was never counted against the project's quota, so the project may not keep it.
+fn unless_auto_assigned(ip: FloatingIp) -> Result<FloatingIp, CloudError> {
+    match ip.instance.filter(|_| ip.auto_assigned) {
+        Some(instance) => Err(CloudError::Forbidden(format!(
+            "Cannot disassociate auto assigned floating IP {}: it stays with instance {instance} until the \
+             instance is deleted.",
+            ip.address
+        ))),
+        None => Ok(ip),
+    }
+}
+
+fn disassociate_in(
+    tx: &mut WriteTx<'_>,
+    caller: Caller,
+    address: Ipv4Addr,
+    from: Option<InstanceId>,
+) -> Result<FloatingIp, CloudError> {
+    let ip = owned(tx, caller, address)?;
+    if let Some(id) = from.filter(|id| ip.instance != Some(*id)) {
+        return Err(CloudError::NotFound(format!("Floating IP {address} is not associated with instance {id}.")));
+    }
+    let mut ip = unless_auto_assigned(ip)?;
     detach_in(tx, &mut ip)?;
     tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
     Ok(ip)
@@ -334,16 +376,13 @@ fn disassociate_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> R
 
 /// Returns whether the address was associated (the NAT table changed).
 fn release_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result<bool, CloudError> {
-    let mut ip = owned(tx, caller, address)?;
+    let mut ip = unless_auto_assigned(owned(tx, caller, address)?)?;
     let was_associated = ip.instance.is_some();
     detach_in(tx, &mut ip)?;
     let project = ip.project.take().expect("owned() checked the project");
-    // An address given at boot was never counted against the quota.
-    if !std::mem::take(&mut ip.auto_assigned) {
-        quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
-    }
     tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
     rewind_pool_cursor_in(tx, &ip.pool, u32::from(address))?;
+    quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
     Ok(was_associated)
 }
 

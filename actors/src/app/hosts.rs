@@ -63,14 +63,15 @@ pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
 /// Records a host's report: creates or refreshes its record, keeping its number and the operator's enabled
 /// flag, and marks it up. Returns what the cloud places on it.
 pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, StoreError> {
-    let name = report.name.clone();
+    let (name, restoring) = (report.name.clone(), report.restoring);
     app.store
         .write(move |tx| {
-            let hosts = tx.scan(&HOSTS)?;
-            let existing = hosts.iter().find(|(n, _)| *n == report.name).map(|(_, h)| h.clone());
-            let number = existing
-                .as_ref()
-                .map_or_else(|| hosts.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1, |h| h.number);
+            let existing = tx.get(&HOSTS, &report.name)?;
+            let number = match &existing {
+                Some(host) => host.number,
+                // Only a new host reads them all, for the next number.
+                None => tx.scan(&HOSTS)?.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1,
+            };
             let record = Host {
                 name: report.name.clone(),
                 number,
@@ -88,16 +89,16 @@ pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, S
         })
         .await?;
     app.store.read(|r| {
-        let mut placement = Placement::default();
-        for id in r.index_get(&INSTANCES_BY_HOST, &name)? {
-            match r.get(&INSTANCES, &id)? {
-                Some(i) if i.vm_state == VmState::Active && i.task_state.is_none() => {
-                    placement.active.push(instance_spec(r, &i)?)
+        let instances = r.index_get(&INSTANCES_BY_HOST, &name)?;
+        let mut restore = Vec::new();
+        if restoring {
+            for id in &instances {
+                let active = r.get(&INSTANCES, id)?.filter(|i| i.vm_state == VmState::Active && i.task_state.is_none());
+                if let Some(instance) = active {
+                    restore.push(instance_spec(r, &instance)?);
                 }
-                Some(i) => placement.building.push(i.id),
-                None => {}
             }
         }
-        Ok(placement)
+        Ok(Placement { instances, restore })
     })
 }

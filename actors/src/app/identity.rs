@@ -146,6 +146,13 @@ pub fn find_user(app: &App, name: &str) -> Result<Option<User>, StoreError> {
     })
 }
 
+/// The project a request body names (by name or id); an unknown one is a bad request.
+pub fn named_project(app: &App, name_or_id: &str) -> Result<ProjectId, CloudError> {
+    find_project(app, name_or_id)?
+        .map(|p| p.id)
+        .ok_or_else(|| CloudError::BadRequest(format!("Project {name_or_id} could not be found.")))
+}
+
 pub fn find_project(app: &App, name_or_id: &str) -> Result<Option<Project>, StoreError> {
     app.store.read(|r| {
         if let Ok(id) = name_or_id.parse::<ProjectId>()
@@ -168,12 +175,23 @@ pub async fn password_login(
     password: &str,
     project_name: &str,
 ) -> Result<(String, AuthContext), CloudError> {
+    let user = find_user(app, user_name)?;
+    login_as(app, user, password, project_name).await
+}
+
+/// [`password_login`] of a user already looked up (`None`: no such user).
+async fn login_as(
+    app: &App,
+    user: Option<User>,
+    password: &str,
+    project_name: &str,
+) -> Result<(String, AuthContext), CloudError> {
     let ttl = app.timing.token_ttl;
     let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
     // An unknown or disabled user is checked against a stand-in hash, so the answer takes as long as for a
     // wrong password and its timing does not tell which user names exist.
     static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such user"));
-    let user = find_user(app, user_name)?.filter(|u| u.enabled);
+    let user = user.filter(|u| u.enabled);
     let hash = user.as_ref().map_or_else(|| STAND_IN.clone(), |u| u.password_hash.clone());
     let pw = password.to_string();
     let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
@@ -260,19 +278,19 @@ pub async fn login(
     password: &str,
     project: Option<String>,
 ) -> Result<(String, AuthContext), CloudError> {
-    let user_name = match user {
-        LoginUser::Name(name) => name,
+    let user = match user {
+        LoginUser::Name(name) => find_user(app, &name)?,
         // An unknown id logs in as nobody: the same answer as a wrong password.
         LoginUser::Id(id) => match id.parse::<UserId>() {
-            Ok(id) => app.store.read(|r| r.get(&USERS, &id))?.map(|u| u.name).unwrap_or_default(),
-            Err(_) => String::new(),
+            Ok(id) => app.store.read(|r| r.get(&USERS, &id))?,
+            Err(_) => None,
         },
     };
     let project = match project {
         Some(project) => project,
-        None => find_user(app, &user_name)?.and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default(),
+        None => user.as_ref().and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default(),
     };
-    password_login(app, &user_name, password, &project).await
+    login_as(app, user, password, &project).await
 }
 
 pub fn list_projects(app: &App) -> Result<Vec<Project>, StoreError> {

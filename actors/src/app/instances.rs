@@ -109,7 +109,11 @@ pub fn set_host_in(tx: &mut WriteTx<'_>, instance: &mut Instance, host: Option<H
 /// and floating IPs must have been released first.
 pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
     if let Some(instance) = tx.delete(&INSTANCES, &id)? {
-        quota::refund_in(tx, instance.project, quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb))?;
+        quota::refund_in(
+            tx,
+            instance.project,
+            quota::instances_usage(1, instance.flavor.vcpus, instance.flavor.ram_mb),
+        )?;
         tx.index_remove(&INSTANCES_BY_PROJECT, &instance.project, &id)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;

@@ -2,11 +2,11 @@
 //! ([`crate::network_plan`]), deleted when no instance uses them, bound to and unbound from projects, and who
 //! sees which.
 
-use nimbus_protocol::ids::{NetworkId, ProjectId};
+use nimbus_protocol::ids::NetworkId;
 use nimbus_protocol::network::NetworkChanges;
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{Network, NetworkMode, Role, now_ms};
-use nimbus_storage::schema::{ALLOCATION_CURSORS, FIXED_IPS, NETWORKS, PROJECTS};
+use nimbus_storage::schema::{ALLOCATION_CURSORS, FIXED_IPS, NETWORKS};
 use nimbus_storage::{Pair, Reads, StoreError};
 
 use crate::app::App;
@@ -38,13 +38,6 @@ pub fn get(app: &App, auth: &AuthContext, id: &str) -> Result<Network, CloudErro
     network.filter(|n| visible(auth, n)).ok_or_else(missing)
 }
 
-/// The project a request names (by name or id); an unknown one is a bad request.
-fn named_project(app: &App, name_or_id: &str) -> Result<ProjectId, CloudError> {
-    identity::find_project(app, name_or_id)?
-        .map(|p| p.id)
-        .ok_or_else(|| CloudError::BadRequest(format!("Project {name_or_id} could not be found.")))
-}
-
 /// Creates the networks `request` describes, bound to `project` (by name or id) if one is named.
 pub async fn create(
     app: &App,
@@ -52,7 +45,7 @@ pub async fn create(
     mut request: NetworkRequest,
     project: Option<&str>,
 ) -> Result<Vec<Network>, CloudError> {
-    request.project = project.map(|p| named_project(app, p)).transpose()?;
+    request.project = project.map(|p| identity::named_project(app, p)).transpose()?;
     let created = app
         .store
         .write(move |tx| {
@@ -114,15 +107,12 @@ pub async fn set_project(
     id: NetworkId,
     project: Option<&str>,
 ) -> Result<Network, CloudError> {
-    let project = project.map(|p| named_project(app, p)).transpose()?;
+    let project = project.map(|p| identity::named_project(app, p)).transpose()?;
     let (before, after) = app
         .store
         .write(move |tx| {
             let mut network = tx.get(&NETWORKS, &id)?.ok_or_else(|| CloudError::not_found("Network", id))?;
             let before = network.clone();
-            if let Some(p) = project {
-                tx.get(&PROJECTS, &p)?.ok_or_else(|| CloudError::not_found("Project", p))?;
-            }
             if project.is_none() {
                 let used = tx.scan_prefix(&FIXED_IPS, &Pair::<_, u32>::prefix(&id))?;
                 if used.iter().any(|(_, row)| row.instance.is_some()) {
@@ -137,13 +127,10 @@ pub async fn set_project(
             Ok::<_, CloudError>((before, network))
         })
         .await?;
-    // Removed if it is unbound now. VPN forwards follow the binding: the VLAN reconcilers of the previous and
-    // the new project re-apply theirs.
-    let mut changes = NetworkChanges { networks: vec![id], ..NetworkChanges::default() };
-    if !owned_by_network_manager(&after) {
-        changes.vlan_projects.extend(before.project.into_iter().chain(after.project));
-        changes.vlan_projects.dedup();
-    }
+    // Its owner before and after re-apply it (the previous one removes its segment), and VPN forwards follow
+    // the binding.
+    let mut changes = changes_of(&before);
+    changes.merge(changes_of(&after));
     app.network().apply(trace, changes).await?;
     Ok(after)
 }

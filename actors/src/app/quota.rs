@@ -75,11 +75,13 @@ pub fn refund_in(tx: &mut WriteTx<'_>, project: ProjectId, delta: Usage) -> Resu
     tx.put(&USAGE, &project, &total)
 }
 
-pub fn instance_usage(vcpus: u32, ram_mb: u64) -> Usage {
-    Usage { instances: 1, cores: u64::from(vcpus), ram_mb, ..Usage::default() }
+/// What `count` instances of a flavor use.
+pub fn instances_usage(count: u32, vcpus: u32, ram_mb: u64) -> Usage {
+    let count = u64::from(count);
+    Usage { instances: count, cores: count * u64::from(vcpus), ram_mb: count * ram_mb, ..Usage::default() }
 }
 
-/// A project's limits and, if asked, its usage (`os-quota-sets`).
+/// A project's limits and its usage (`os-quota-sets`).
 pub fn show(app: &App, project: ProjectId) -> Result<(Quota, Usage), StoreError> {
     app.store.read(|r| Ok((quota(r, project)?, usage(r, project)?)))
 }
@@ -89,10 +91,16 @@ pub async fn update(app: &App, project: ProjectId, changes: QuotaChanges) -> Res
     app.store
         .write(move |tx| {
             let mut q = quota(tx, project)?;
-            let fields = [&mut q.instances, &mut q.cores, &mut q.ram_mb, &mut q.floating_ips, &mut q.fixed_ips];
-            for (field, change) in fields.into_iter().zip(changes.0) {
+            let QuotaChanges { instances, cores, ram_mb, floating_ips, fixed_ips } = changes;
+            for (limit, change) in [
+                (&mut q.instances, instances),
+                (&mut q.cores, cores),
+                (&mut q.ram_mb, ram_mb),
+                (&mut q.floating_ips, floating_ips),
+                (&mut q.fixed_ips, fixed_ips),
+            ] {
                 if let Some(new) = change {
-                    *field = new;
+                    *limit = new;
                 }
             }
             tx.put(&QUOTAS, &project, &q)?;
@@ -101,9 +109,15 @@ pub async fn update(app: &App, project: ProjectId, changes: QuotaChanges) -> Res
         .await
 }
 
-/// New limits for instances, cores, RAM, floating and fixed IPs, in that order (see [`update`]).
+/// New limits (see [`update`]): `None` leaves a limit as it is; `Some(None)` is unlimited.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct QuotaChanges(pub [Option<Option<u64>>; 5]);
+pub struct QuotaChanges {
+    pub instances: Option<Option<u64>>,
+    pub cores: Option<Option<u64>>,
+    pub ram_mb: Option<Option<u64>>,
+    pub floating_ips: Option<Option<u64>>,
+    pub fixed_ips: Option<Option<u64>>,
+}
 
 /// Makes the project's quota unlimited (the operator's own project).
 pub async fn set_unlimited(app: &App, project: ProjectId) -> Result<(), StoreError> {

@@ -77,11 +77,13 @@ pub async fn create(
         .collect();
     let records = instances.clone();
     let request_id = trace.request_id.clone();
+    // Charged at once, so an over-quota answer names the whole request.
+    let usage = quota::instances_usage(new.count, flavor.vcpus, flavor.ram_mb);
+    let project = auth.project;
     app.store
         .write(move |tx| {
+            quota::charge_in(tx, project, usage)?;
             for instance in &records {
-                let usage = quota::instance_usage(instance.flavor.vcpus, instance.flavor.ram_mb);
-                quota::charge_in(tx, instance.project, usage)?;
                 tx.put(&INSTANCES, &instance.id, instance)?;
                 tx.index_add(&INSTANCES_BY_PROJECT, &instance.project, &instance.id)?;
                 let op = Operation {
@@ -222,13 +224,7 @@ pub async fn remove_floating_ip(
     instance: &Instance,
     address: Ipv4Addr,
 ) -> Result<(), CloudError> {
-    if !instance.interfaces.iter().any(|i| i.floating.contains(&address)) {
-        return Err(CloudError::NotFound(format!(
-            "Floating IP {address} is not associated with instance {}.",
-            instance.id
-        )));
-    }
-    floating_ips::disassociate(app, trace, caller(auth), address).await.map(drop)
+    floating_ips::disassociate(app, trace, caller(auth), address, Some(instance.id)).await.map(drop)
 }
 
 /// How many instances there are in each API status (`ACTIVE`, `BUILD`, …), for the metrics.

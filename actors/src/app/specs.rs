@@ -2,7 +2,7 @@
 //! need nothing of the store.
 
 use nimbus_protocol::compute::{Addressing, InstanceSpec, NicSpec};
-use nimbus_storage::records::{Instance, NetworkMode};
+use nimbus_storage::records::Instance;
 use nimbus_storage::schema::NETWORKS;
 use nimbus_storage::{Reads, StoreError};
 
@@ -22,13 +22,10 @@ pub fn instance_spec(r: &impl Reads, instance: &Instance) -> Result<InstanceSpec
             address: port.address,
             cidr: network.cidr,
             gateway: network.gateway,
-            addressing: match network.mode {
-                NetworkMode::Flat => Addressing::Injected,
-                NetworkMode::FlatDhcp | NetworkMode::Vlan => Addressing::Dhcp,
-            },
+            addressing: if network.mode.has_dhcp() { Addressing::Dhcp } else { Addressing::Injected },
             bridge: network.bridge,
             bridge_interface: network.bridge_interface,
-            vlan: network.vlan.filter(|_| network.mode == NetworkMode::Vlan),
+            vlan: network.vlan,
             hostname: dhcp_hostname(&instance.name, instance.id),
         });
     }

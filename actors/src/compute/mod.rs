@@ -1,6 +1,7 @@
 //! The compute agent: one per host (`compute/host-0003`, topic `compute.host-0003`). It runs and destroys
-//! instances through its virt driver, reports its host to the scheduler at an interval, and on every start
-//! reconciles the driver with what the cloud says runs here (those instances run; nothing else does).
+//! instances through its virt driver and reports its host to the scheduler at an interval; with every report
+//! it reconciles the driver with what the cloud places here: on start it runs the active instances again,
+//! and every time it destroys what the cloud does not place here (what a cleanup that failed left).
 //!
 //! It knows nothing of the store: everything it needs arrives in messages (the protocol's wire types) and
 //! everything it knows leaves in them, so an agent can run on a host of its own, away from the controllers.
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use nimbus_protocol::compute::{self, ComputeMsg, VirtError};
 use nimbus_protocol::failure::chain;
-use nimbus_protocol::ids::HostId;
+use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement, SchedulerClient};
 use nimbus_protocol::trace::Traced;
 use nimbus_runtime::{Namespace, Wire, introspect};
@@ -47,7 +48,8 @@ pub struct ComputeState {
     host: HostId,
     host_ip: Ipv4Addr,
     driver: Arc<dyn VirtDriver>,
-    reconciled: bool,
+    /// The active instances run again since the agent started.
+    restored: bool,
 }
 
 pub struct ComputeAgent;
@@ -70,7 +72,7 @@ impl Actor for ComputeAgent {
             host: args.host,
             host_ip: args.host_ip,
             driver: args.driver,
-            reconciled: false,
+            restored: false,
         };
         // Registered and reconciled before it takes work; if the scheduler cannot be reached now, the timer
         // tries again.
@@ -94,19 +96,12 @@ impl Actor for ComputeAgent {
                 let span = tracing::info_span!("build", request_id = %trace, actor = %state.name, instance = %spec.id);
                 tokio::spawn(
                     async move {
-                        let id = spec.id;
-                        let outcome = match driver.spawn(spec).await {
-                            Ok(()) => {
-                                tracing::info!("instance spawned");
-                                Ok(())
-                            }
-                            Err(e) => {
-                                tracing::warn!(cause = %chain(&e), "spawn failed; cleaning up");
-                                // Leave nothing behind for the retry on another host.
-                                let _ = driver.destroy(id).await;
-                                Err(e)
-                            }
-                        };
+                        // A failed spawn leaves nothing behind (the driver contract), ready for another host.
+                        let outcome = driver.spawn(spec).await;
+                        match &outcome {
+                            Ok(()) => tracing::info!("instance spawned"),
+                            Err(e) => tracing::warn!(cause = %chain(e), "spawn failed"),
+                        }
                         let _ = reply.send(Wire(outcome));
                     }
                     .instrument(span),
@@ -142,40 +137,47 @@ impl ComputeState {
             host_ip: self.host_ip,
             node: self.node.clone(),
             node_address: self.node_address.clone(),
+            restoring: !self.restored,
         }
     }
 
-    /// Reports the host (the scheduler records it and marks it up) and, until it has succeeded once,
-    /// reconciles the driver with the instances the cloud places here.
+    /// Reports the host (the scheduler records it and marks it up), then reconciles the driver with what the
+    /// cloud places here.
     async fn report_and_reconcile(&mut self) {
-        let outcome = match self.scheduler.report_in(self.report()).await {
-            Ok(placed) if !self.reconciled => match self.reconcile(placed).await {
-                Ok(()) => {
-                    self.reconciled = true;
-                    Ok(())
-                }
-                Err(e) => Err(format!("reconcile failed; retrying at the next report: {}", chain(&e))),
-            },
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot report to the scheduler; retrying: {}", chain(&e))),
-        };
+        let outcome = self.try_report_and_reconcile().await;
         if let Err(e) = &outcome {
             tracing::warn!(host = %self.host, cause = %e, "host report");
         }
         introspect::reconciled(&self.name, "report", outcome);
     }
 
-    /// Makes the hypervisor run the instances active here and nothing the cloud does not place here.
-    /// Instances being built here are left to their conductor, which repeats or undoes its step.
-    async fn reconcile(&self, placed: Placement) -> Result<(), VirtError> {
-        for spec in &placed.active {
+    async fn try_report_and_reconcile(&mut self) -> Result<(), String> {
+        // Listed before the report: all that runs by then was placed here before the answer was read, so a
+        // build that starts meanwhile is never taken for a leftover.
+        let running = self.driver.list().await;
+        let placed = self
+            .scheduler
+            .report_in(self.report())
+            .await
+            .map_err(|e| format!("cannot report to the scheduler; retrying: {}", chain(&e)))?;
+        let running = running.map_err(|e| format!("cannot list the instances; retrying: {}", chain(&e)))?;
+        self.reconcile(running, placed)
+            .await
+            .map_err(|e| format!("reconcile failed; retrying at the next report: {}", chain(&e)))
+    }
+
+    /// Runs the active instances again if the answer carries them, and destroys what ran before the report
+    /// but the cloud does not place here. Instances being built here are left to their conductor, which
+    /// repeats or undoes its step; one deleted meanwhile is destroyed by its delete as well (destroy is
+    /// idempotent).
+    async fn reconcile(&mut self, running: Vec<InstanceId>, placed: Placement) -> Result<(), VirtError> {
+        for spec in &placed.restore {
             self.driver.spawn(spec.clone()).await?;
         }
-        for id in self.driver.list().await? {
-            if !placed.active.iter().any(|s| s.id == id) && !placed.building.contains(&id) {
-                tracing::info!(host = %self.host, instance = %id, "destroying an instance the cloud does not place here");
-                self.driver.destroy(id).await?;
-            }
+        self.restored = true;
+        for id in running.into_iter().filter(|id| !placed.instances.contains(id)) {
+            tracing::info!(host = %self.host, instance = %id, "destroying an instance the cloud does not place here");
+            self.driver.destroy(id).await?;
         }
         Ok(())
     }

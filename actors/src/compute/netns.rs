@@ -309,12 +309,15 @@ mod tests {
         })
         .unwrap();
         contract::check(&driver).await;
+        // A port on a bridge the host does not have fails after the namespace is made.
+        let mut failing = contract::spec(5);
+        failing.interfaces.push(NicSpec { bridge: "nobr0".into(), ..nic(Addressing::Injected, "10.0.0.5") });
+        contract::check_failed_spawn(&driver, failing).await;
         assert!(process::namespaces_with_prefix(&format!("{}-i-", host.name)).is_empty(), "no namespace is left");
     }
 
-    #[test]
-    fn flat_interfaces_are_static_and_the_others_use_dhcp() {
-        let nic = |addressing, address: &str| NicSpec {
+    fn nic(addressing: Addressing, address: &str) -> NicSpec {
+        NicSpec {
             port: nimbus_protocol::ids::PortId::random(),
             network: nimbus_protocol::ids::NetworkId::random(),
             network_label: "private".into(),
@@ -327,7 +330,11 @@ mod tests {
             bridge_interface: None,
             vlan: None,
             hostname: "vm1".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn flat_interfaces_are_static_and_the_others_use_dhcp() {
         let text = interfaces_file(&[nic(Addressing::Injected, "10.0.0.2"), nic(Addressing::Dhcp, "10.0.0.3")]);
         assert!(text.contains("iface eth0 inet static\n    address 10.0.0.2/24\n    gateway 10.0.0.1\n"), "{text}");
         assert!(text.contains("iface eth1 inet dhcp\n"), "{text}");

@@ -14,7 +14,8 @@ use nimbus_protocol::ids::InstanceId;
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VirtError>> + Send + 'a>>;
 
 /// The contract of a virt driver. Spawn and destroy are idempotent: spawning a running instance and
-/// destroying a missing one succeed, so a resumed operation can simply do its step again.
+/// destroying a missing one succeed, so a resumed operation can simply do its step again. A spawn that fails
+/// leaves nothing of the instance: the conductor may place it elsewhere.
 pub trait VirtDriver: Send + Sync + 'static {
     /// `fake`, `netns`, …: what `os-hypervisors` shows as the hypervisor type.
     fn kind(&self) -> &'static str;
@@ -127,9 +128,18 @@ pub(crate) mod contract {
         assert!(driver.list().await.unwrap().is_empty());
     }
 
+    /// `failing` is a spawn the driver cannot do.
+    pub async fn check_failed_spawn(driver: &dyn VirtDriver, failing: InstanceSpec) {
+        assert!(driver.spawn(failing.clone()).await.is_err(), "the spawn fails");
+        assert!(!driver.list().await.unwrap().contains(&failing.id), "nothing of the failed spawn is left");
+    }
+
     #[tokio::test]
     async fn the_fake_driver_keeps_the_contract() {
-        check(&FakeHypervisor::new(Capacity::default())).await;
+        let fake = FakeHypervisor::new(Capacity::default());
+        check(&fake).await;
+        fake.fail_next_spawns(1);
+        check_failed_spawn(&fake, spec(5)).await;
     }
 
     #[tokio::test]

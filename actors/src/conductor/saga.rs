@@ -12,7 +12,7 @@ use std::future::Future;
 use nimbus_protocol::compute::{ComputeClient, ComputeError, InstanceSpec};
 use nimbus_protocol::failure::chain;
 use nimbus_protocol::ids::{HostId, InstanceId};
-use nimbus_protocol::network::{NetworkClient, NetworkError};
+use nimbus_protocol::network::{NetworkChanges, NetworkClient, NetworkError};
 use nimbus_protocol::scheduler::{PlaceRequest, SchedulerClient, SchedulerError};
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::StoreError;
@@ -75,8 +75,16 @@ pub trait Effects: Send + Sync {
         trace: &Trace,
         request: PlaceRequest,
     ) -> impl Future<Output = Result<HostId, SchedulerError>> + Send;
-    fn allocate(&self, trace: &Trace, id: InstanceId) -> impl Future<Output = Result<(), StepFailure>> + Send;
-    fn deallocate(&self, trace: &Trace, id: InstanceId) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    /// Gives the instance its addresses (a store step); returns what that asks of the network host.
+    fn allocate(&self, id: InstanceId) -> impl Future<Output = Result<NetworkChanges, StepFailure>> + Send;
+    /// Releases the instance's addresses (a store step); returns what that asks of the network host.
+    fn deallocate(&self, id: InstanceId) -> impl Future<Output = Result<NetworkChanges, StepFailure>> + Send;
+    /// Has the network host apply what an allocation or a release changed.
+    fn apply_network(
+        &self,
+        trace: &Trace,
+        changes: &NetworkChanges,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
     fn spawn(
         &self,
         trace: &Trace,
@@ -204,7 +212,11 @@ async fn build_on_host(
     id: InstanceId,
     host: &HostId,
 ) -> Result<Result<(), StepFailure>, StoreError> {
-    if let Err(failure) = fx.allocate(trace, id).await {
+    let changes = match fx.allocate(id).await {
+        Ok(changes) => changes,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    if let Err(failure) = fx.apply_network(trace, &changes).await {
         return Ok(Err(failure));
     }
     let Some(spec) = unless_superseded(fx.record_network_ready(id, host.clone()).await)? else { return Ok(Ok(())) };
@@ -218,37 +230,58 @@ async fn build_on_host(
     Ok(Ok(()))
 }
 
-/// Leaves nothing of a failed attempt: if the host did not answer, whatever it made is destroyed (if it is
-/// unreachable, its own reconcile removes what is left when it comes back); the addresses are released.
+/// Leaves nothing of a failed attempt: if the host did not answer, whatever it made is destroyed (if that
+/// fails too, the host's agent destroys what is left at its next report); the addresses are released.
 async fn unwind_attempt(fx: &impl Effects, trace: &Trace, id: InstanceId, host: &HostId, failure: &StepFailure) {
     if matches!(failure, StepFailure::Lost(_))
         && let Err(e) = fx.destroy(trace, host, id, Patience::Call).await
     {
-        tracing::warn!(%host, cause = %e.reason(), "could not clean up the attempt on its host; it reconciles later");
+        tracing::warn!(%host, cause = %e.reason(), "could not clean up the attempt on its host; its agent does at its next report");
     }
     release_network(fx, trace, id).await;
 }
 
-/// Releases the instance's addresses. Never given up: the addresses must come back; failures only pace the
-/// retries.
+/// Releases the instance's addresses, then has the network host apply what the release changed: the same
+/// changes until it answers (a second release finds nothing left to release, so it cannot stand in for them).
+/// An answer that it failed ends the step: the network host has the news, and its reconcilers bring the kernel
+/// in line from the store. Never given up: the addresses must come back; failures only pace the retries.
 async fn release_network(fx: &impl Effects, trace: &Trace, id: InstanceId) {
     let mut attempt = 0;
-    while let Err(failure) = fx.deallocate(trace, id).await {
-        attempt += 1;
-        tracing::warn!(cause = %failure.reason(), "releasing the instance's network failed; retrying");
-        fx.pause(attempt).await;
+    let changes = loop {
+        match fx.deallocate(id).await {
+            Ok(changes) => break changes,
+            Err(failure) => {
+                attempt += 1;
+                tracing::warn!(cause = %failure.reason(), "releasing the instance's addresses failed; retrying");
+                fx.pause(attempt).await;
+            }
+        }
+    };
+    loop {
+        match fx.apply_network(trace, &changes).await {
+            Ok(()) => return,
+            Err(StepFailure::Failed(cause)) => {
+                tracing::warn!(%cause, "the network host could not apply the released addresses; its reconcilers retry");
+                return;
+            }
+            Err(StepFailure::Lost(cause)) => {
+                attempt += 1;
+                tracing::warn!(%cause, "the network host did not answer for the released addresses; retrying");
+                fx.pause(attempt).await;
+            }
+        }
     }
 }
 
-/// The delete: destroyed on its host (given up after repeated failures: the host removes what is left when it
-/// reconciles), its addresses released, its records removed.
+/// The delete: destroyed on its host (given up after repeated failures: the host's agent destroys what is
+/// left at its first report after the records are gone), its addresses released, its records removed.
 async fn delete(fx: &impl Effects, trace: &Trace, id: InstanceId, host: Option<HostId>) -> Result<(), StoreError> {
     if let Some(host) = host {
         let mut attempt = 0;
         while let Err(failure) = fx.destroy(trace, &host, id, Patience::Build).await {
             attempt += 1;
             if attempt > MAX_TRANSIENT_RETRIES {
-                tracing::error!(%host, cause = %failure.reason(), "giving up on destroying the instance on its host; removing its records (the host removes what is left when it reconciles)");
+                tracing::error!(%host, cause = %failure.reason(), "giving up on destroying the instance on its host; removing its records (the host's agent destroys what is left when it next reports)");
                 break;
             }
             tracing::warn!(%host, cause = %failure.reason(), "destroy did not complete; retrying");
@@ -278,14 +311,6 @@ impl CloudEffects {
 
     fn compute(&self, host: &HostId) -> ComputeClient {
         ComputeClient::new(self.app.ns(), host)
-    }
-
-    /// The network side's answer: its own failure is `Failed`, no answer is `Lost`.
-    fn network_outcome(outcome: Result<(), NetworkError>) -> Result<(), StepFailure> {
-        outcome.map_err(|e| match e {
-            NetworkError::NoAnswer(_) => StepFailure::Lost(chain(&e)),
-            other => StepFailure::Failed(chain(&other)),
-        })
     }
 }
 
@@ -334,18 +359,23 @@ impl Effects for CloudEffects {
         self.scheduler.place(trace, request).await
     }
 
-    async fn allocate(&self, trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
-        let changes = match fixed_ips::allocate(&self.app, id).await {
-            Ok(changes) => changes,
-            Err(CloudError::Store(e)) => return Err(StepFailure::Lost(chain(&e))),
-            Err(e) => return Err(StepFailure::Failed(format!("network allocation failed: {}", chain(&e)))),
-        };
-        Self::network_outcome(self.network.apply(trace, changes).await)
+    async fn allocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
+        fixed_ips::allocate(&self.app, id).await.map_err(|e| match e {
+            CloudError::Store(e) => StepFailure::Lost(chain(&e)),
+            e => StepFailure::Failed(format!("network allocation failed: {}", chain(&e))),
+        })
     }
 
-    async fn deallocate(&self, trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
-        let changes = fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Lost(chain(&e)))?;
-        Self::network_outcome(self.network.apply(trace, changes).await)
+    async fn deallocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
+        fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Lost(chain(&e)))
+    }
+
+    /// The network side's own failure is `Failed`; no answer is `Lost`.
+    async fn apply_network(&self, trace: &Trace, changes: &NetworkChanges) -> Result<(), StepFailure> {
+        self.network.apply(trace, changes.clone()).await.map_err(|e| match e {
+            NetworkError::NoAnswer(_) => StepFailure::Lost(chain(&e)),
+            other => StepFailure::Failed(chain(&other)),
+        })
     }
 
     async fn spawn(&self, trace: &Trace, host: &HostId, spec: InstanceSpec) -> Result<(), StepFailure> {

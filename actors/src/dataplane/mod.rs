@@ -7,8 +7,6 @@
 //! (`app::dataplane_state`), so the same call both applies a change and repairs drift. Drivers know nothing of
 //! the store.
 
-pub mod dhcp_release;
-pub mod dnsmasq;
 pub mod linux;
 
 use std::collections::{BTreeMap, BTreeSet};

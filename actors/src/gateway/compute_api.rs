@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha224};
 
 use super::auth::Auth;
-use super::errors::parse_json;
+use super::errors::{parse_address, parse_json};
 use super::views::{Link, MediaType, VersionDoc};
 use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
 use crate::app::error::CloudError;
@@ -348,10 +348,6 @@ enum ServerAction {
     RemoveFloatingIp { address: String },
 }
 
-fn parse_address(a: &str) -> Result<Ipv4Addr, ApiError> {
-    a.parse::<Ipv4Addr>().map_err(|_| ApiError::compute(CloudError::BadRequest(format!("{a} is not an IPv4 address."))))
-}
-
 /// `POST /servers/{id}/action`: the nova-network era floating IP actions.
 async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
@@ -366,10 +362,12 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
     })?;
     match action {
         ServerAction::AddFloatingIp { address } => {
-            servers::add_floating_ip(&s.app, &auth.trace, &auth.ctx, &instance, parse_address(&address)?).await
+            let address = parse_address(&address).map_err(ApiError::compute)?;
+            servers::add_floating_ip(&s.app, &auth.trace, &auth.ctx, &instance, address).await
         }
         ServerAction::RemoveFloatingIp { address } => {
-            servers::remove_floating_ip(&s.app, &auth.trace, &auth.ctx, &instance, parse_address(&address)?).await
+            let address = parse_address(&address).map_err(ApiError::compute)?;
+            servers::remove_floating_ip(&s.app, &auth.trace, &auth.ctx, &instance, address).await
         }
     }
     .map_err(ApiError::compute)?;

@@ -184,6 +184,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, CloudError> {
     })
 }
 
+/// Parses an IPv4 address a request names; anything else is a 400.
+pub fn parse_address(address: &str) -> Result<std::net::Ipv4Addr, CloudError> {
+    address.parse().map_err(|_| CloudError::BadRequest(format!("{address} is not an IPv4 address.")))
+}
+
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     let error = CloudError::NotFound(format!("The resource {} could not be found.", uri.path()));
     ApiError { service: Service::of_path(uri.path()), error }

@@ -387,12 +387,7 @@ async fn create_user(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
     admin_only(&auth, "identity:create_user")?;
     let request: CreateUser = parse_json(&body).map_err(ApiError::identity)?;
     let default_project = match request.user.default_project_id {
-        Some(p) => Some(
-            identity::find_project(&s.app, &p)
-                .map_err(ApiError::identity)?
-                .ok_or_else(|| ApiError::identity(CloudError::BadRequest(format!("Project {p} could not be found."))))?
-                .id,
-        ),
+        Some(p) => Some(identity::named_project(&s.app, &p).map_err(ApiError::identity)?),
         None => None,
     };
     let user = identity::create_user(&s.app, &request.user.name, &request.user.password, default_project)

@@ -64,10 +64,6 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// The route a request matched, in the response's extensions for the outer middleware's metrics.
-#[derive(Clone, Debug)]
-struct MatchedRoute(String);
-
 pub struct GatewayArgs {
     pub app: App,
     pub listener: Arc<TcpListener>,
@@ -107,11 +103,17 @@ impl ServerTask {
         Ok(ServerTask { task, stop: Some(stop) })
     }
 
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-            // In-flight requests get a moment to finish; long-polling clients do not hold the stop up.
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    /// Stops every server at once. In-flight requests get five seconds in all to finish; long-polling
+    /// clients do not hold the stop up.
+    async fn stop_all(servers: &mut [ServerTask]) {
+        for server in servers.iter_mut() {
+            if let Some(stop) = server.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for server in servers {
+            let _ = tokio::time::timeout_at(deadline, &mut server.task).await;
         }
     }
 }
@@ -156,9 +158,7 @@ impl Actor for Gateway {
         _myself: ActorRef<GatewayMsg>,
         state: &mut GatewayState,
     ) -> Result<(), ActorProcessingErr> {
-        for server in &mut state.servers {
-            server.stop().await;
-        }
+        ServerTask::stop_all(&mut state.servers).await;
         Ok(())
     }
 
@@ -201,12 +201,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Tells the outer layer which route the request matched.
+/// Tells the outer layer which route the request matched (in the response's extensions, for the metrics).
 async fn matched_route(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
     if let Some(route) = route {
-        response.extensions_mut().insert(MatchedRoute(route));
+        response.extensions_mut().insert(route);
     }
     response
 }
@@ -227,7 +227,7 @@ async fn requests(State(s): State<AppState>, mut request: Request, next: Next) -
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let route = response.extensions().get::<MatchedRoute>().map_or("unmatched", |r| r.0.as_str());
+    let route = response.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
     s.metrics.observe_request(method.as_str(), route, status, elapsed);
     span.in_scope(|| tracing::info!(status, ms = elapsed.as_secs_f64() * 1e3, "answered"));
     let headers = response.headers_mut();

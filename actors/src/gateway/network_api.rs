@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ipnetwork::Ipv4Network;
-use nimbus_storage::records::{FloatingPool, Instance, Interface, Network, NetworkMode, Role};
+use nimbus_storage::records::{FloatingIp, FloatingPool, Instance, Interface, Network, NetworkMode, Role};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
@@ -38,10 +38,6 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/network/v2.0/ports/{id}", get(show_port))
         .route("/network/v2.0/floatingips", get(list_floating).post(create_floating))
         .route("/network/v2.0/floatingips/{id}", get(show_floating).put(update_floating).delete(delete_floating))
-}
-
-fn neutron(error: impl Into<CloudError>) -> ApiError {
-    ApiError::network(error)
 }
 
 async fn versions(State(s): State<AppState>) -> Response {
@@ -205,8 +201,8 @@ impl ApiNetwork {
 /// The networks the caller sees: every pool; shared fixed networks and its project's (all for an admin).
 fn api_networks(s: &AppState, auth: &Auth) -> Result<Vec<ApiNetwork>, ApiError> {
     let mut out: Vec<ApiNetwork> =
-        networks::list(&s.app, &auth.ctx).map_err(neutron)?.into_iter().map(ApiNetwork::Fixed).collect();
-    out.extend(floating_ips::pools(&s.app).map_err(neutron)?.into_iter().map(ApiNetwork::Pool));
+        networks::list(&s.app, &auth.ctx).map_err(ApiError::network)?.into_iter().map(ApiNetwork::Fixed).collect();
+    out.extend(floating_ips::pools(&s.app).map_err(ApiError::network)?.into_iter().map(ApiNetwork::Pool));
     Ok(out)
 }
 
@@ -231,7 +227,7 @@ fn find_network(s: &AppState, auth: &Auth, id: &str) -> Result<ApiNetwork, ApiEr
     api_networks(s, auth)?
         .into_iter()
         .find(|n| n.id() == id)
-        .ok_or_else(|| neutron(CloudError::NotFound(format!("Network {id} could not be found."))))
+        .ok_or_else(|| ApiError::network(CloudError::NotFound(format!("Network {id} could not be found."))))
 }
 
 async fn show_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -315,7 +311,7 @@ fn port_view(instance: &Instance, interface: &Interface) -> PortView {
 }
 
 async fn list_ports(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let instances = servers::visible(&s.app, &auth.ctx).map_err(neutron)?;
+    let instances = servers::visible(&s.app, &auth.ctx).map_err(ApiError::network)?;
     let views: Vec<PortView> = instances
         .iter()
         .flat_map(|instance| instance.interfaces.iter().map(move |interface| port_view(instance, interface)))
@@ -335,12 +331,12 @@ async fn list_ports(State(s): State<AppState>, auth: Auth, Query(f): Filters) ->
 
 /// The instance and interface behind a port id the caller may see.
 fn find_port(s: &AppState, auth: &Auth, id: &str) -> Result<(Instance, Interface), ApiError> {
-    for instance in servers::visible(&s.app, &auth.ctx).map_err(neutron)? {
+    for instance in servers::visible(&s.app, &auth.ctx).map_err(ApiError::network)? {
         if let Some(interface) = instance.interfaces.iter().find(|i| i.id.to_string() == id).cloned() {
             return Ok((instance, interface));
         }
     }
-    Err(neutron(CloudError::NotFound(format!("Port {id} could not be found."))))
+    Err(ApiError::network(CloudError::NotFound(format!("Port {id} could not be found."))))
 }
 
 async fn show_port(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -397,7 +393,7 @@ struct FloatingBody {
 }
 
 async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
-    let ips = floating_ips::list(&s.app, auth.caller()).map_err(neutron)?;
+    let ips = floating_ips::list_views(&s.app, auth.caller()).map_err(ApiError::network)?;
     let views: Vec<FloatingIpView> = ips
         .iter()
         .map(floating_view)
@@ -417,8 +413,8 @@ async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters)
 }
 
 async fn show_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
-    Ok(Json(FloatingBody { floatingip: floating_view(&view) }).into_response())
+    let ip = floating_ips::find(&s.app, auth.caller(), &id).map_err(ApiError::network)?;
+    Ok(Json(FloatingBody { floatingip: floating_answer(&s, &auth, ip)? }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -432,29 +428,18 @@ struct NewFloating {
     port_id: Option<String>,
 }
 
-/// Associates the address with the instance of `port`, or (`None`) disassociates it.
-async fn associate(s: &AppState, auth: &Auth, address: Ipv4Addr, port: Option<&Instance>) -> Result<(), ApiError> {
-    let caller = auth.caller();
-    match port {
-        Some(instance) => floating_ips::associate(&s.app, &auth.trace, caller, address, instance.id).await.map(drop),
-        None => floating_ips::disassociate(&s.app, &auth.trace, caller, address).await.map(drop),
-    }
-    .map_err(neutron)
-}
-
-/// The answer for an address after a change.
-fn floating_answer(s: &AppState, auth: &Auth, address: Ipv4Addr) -> Result<FloatingIpView, ApiError> {
-    let view = floating_ips::find(&s.app, auth.caller(), &address.to_string()).map_err(neutron)?;
-    Ok(floating_view(&view))
+/// The answer for an address the caller holds.
+fn floating_answer(s: &AppState, auth: &Auth, ip: FloatingIp) -> Result<FloatingIpView, ApiError> {
+    Ok(floating_view(&floating_ips::view(&s.app, auth.caller(), ip).map_err(ApiError::network)?))
 }
 
 async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "create_floatingip").map_err(neutron)?;
-    let request: FloatingRequestBody<NewFloating> = parse_json(&body).map_err(neutron)?;
+    auth.require(Role::Member, "create_floatingip").map_err(ApiError::network)?;
+    let request: FloatingRequestBody<NewFloating> = parse_json(&body).map_err(ApiError::network)?;
     let pool = match find_network(&s, &auth, &request.floatingip.floating_network_id)? {
         ApiNetwork::Pool(p) => p,
         ApiNetwork::Fixed(n) => {
-            return Err(neutron(CloudError::BadRequest(format!(
+            return Err(ApiError::network(CloudError::BadRequest(format!(
                 "Network {} is not an external network; floating IPs come from external networks.",
                 n.label
             ))));
@@ -465,11 +450,13 @@ async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> 
         Some(port) => Some(find_port(&s, &auth, port)?.0),
         None => None,
     };
-    let ip = floating_ips::allocate(&s.app, auth.caller(), Some(pool.name)).await.map_err(neutron)?;
-    if port.is_some() {
-        associate(&s, &auth, ip.address, port.as_ref()).await?;
+    let mut ip = floating_ips::allocate(&s.app, auth.caller(), Some(pool.name)).await.map_err(ApiError::network)?;
+    if let Some(instance) = port {
+        ip = floating_ips::associate(&s.app, &auth.trace, auth.caller(), ip.address, instance.id)
+            .await
+            .map_err(ApiError::network)?;
     }
-    let view = floating_answer(&s, &auth, ip.address)?;
+    let view = floating_answer(&s, &auth, ip)?;
     Ok((StatusCode::CREATED, Json(FloatingBody { floatingip: view })).into_response())
 }
 
@@ -479,22 +466,26 @@ struct UpdateFloating {
 }
 
 async fn update_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "update_floatingip").map_err(neutron)?;
-    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
-    let request: FloatingRequestBody<UpdateFloating> = parse_json(&body).map_err(neutron)?;
-    let port = match request.floatingip.port_id.as_deref() {
-        Some(port) => Some(find_port(&s, &auth, port)?.0),
-        None => None,
-    };
-    associate(&s, &auth, view.ip.address, port.as_ref()).await?;
-    let view = floating_answer(&s, &auth, view.ip.address)?;
-    Ok(Json(FloatingBody { floatingip: view }).into_response())
+    auth.require(Role::Member, "update_floatingip").map_err(ApiError::network)?;
+    let ip = floating_ips::find(&s.app, auth.caller(), &id).map_err(ApiError::network)?;
+    let request: FloatingRequestBody<UpdateFloating> = parse_json(&body).map_err(ApiError::network)?;
+    let (caller, trace) = (auth.caller(), &auth.trace);
+    // A port associates the address with its instance; none (`null`) disassociates it.
+    let ip = match request.floatingip.port_id.as_deref() {
+        Some(port) => {
+            let instance = find_port(&s, &auth, port)?.0;
+            floating_ips::associate(&s.app, trace, caller, ip.address, instance.id).await
+        }
+        None => floating_ips::disassociate(&s.app, trace, caller, ip.address, None).await,
+    }
+    .map_err(ApiError::network)?;
+    Ok(Json(FloatingBody { floatingip: floating_answer(&s, &auth, ip)? }).into_response())
 }
 
 async fn delete_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    auth.require(Role::Member, "delete_floatingip").map_err(neutron)?;
-    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(neutron)?;
+    auth.require(Role::Member, "delete_floatingip").map_err(ApiError::network)?;
+    let ip = floating_ips::find(&s.app, auth.caller(), &id).map_err(ApiError::network)?;
     // Neutron releases an associated address in one go.
-    floating_ips::release(&s.app, &auth.trace, auth.caller(), view.ip.address).await.map_err(neutron)?;
+    floating_ips::release(&s.app, &auth.trace, auth.caller(), ip.address).await.map_err(ApiError::network)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

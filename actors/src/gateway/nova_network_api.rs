@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Auth;
-use super::errors::parse_json;
+use super::errors::{parse_address, parse_json};
 use super::{ApiError, AppState};
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
@@ -42,10 +42,6 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/os-fixed-ips/{address}/action", post(fixed_action))
         .route("/compute/v2.1/os-quota-sets/{project}", get(show_quota).put(update_quota))
         .route("/compute/v2.1/os-quota-sets/{project}/detail", get(show_quota_detail))
-}
-
-fn compute<E: Into<CloudError>>(e: E) -> ApiError {
-    ApiError::compute(e.into())
 }
 
 /// What only an admin sees of a network.
@@ -115,7 +111,7 @@ fn network_view(n: &Network, admin: bool) -> NetworkView<'_> {
 }
 
 async fn list_networks(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    let all = networks::list(&s.app, &auth.ctx).map_err(compute)?;
+    let all = networks::list(&s.app, &auth.ctx).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         networks: Vec<NetworkView<'a>>,
@@ -129,7 +125,7 @@ struct NetworkBody<'a> {
 }
 
 async fn show_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     Ok(Json(NetworkBody { network: network_view(&network, auth.is_admin()) }).into_response())
 }
 
@@ -189,10 +185,11 @@ fn network_request(new: NewNetwork) -> Result<(NetworkRequest, Option<String>), 
 }
 
 async fn create_network(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-networks:create").map_err(compute)?;
-    let request: CreateNetwork = parse_json(&body).map_err(compute)?;
-    let (request, project) = network_request(request.network).map_err(compute)?;
-    let created = networks::create(&s.app, &auth.trace, request, project.as_deref()).await.map_err(compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-networks:create").map_err(ApiError::compute)?;
+    let request: CreateNetwork = parse_json(&body).map_err(ApiError::compute)?;
+    let (request, project) = network_request(request.network).map_err(ApiError::compute)?;
+    let created =
+        networks::create(&s.app, &auth.trace, request, project.as_deref()).await.map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         network: Option<NetworkView<'a>>,
@@ -206,9 +203,9 @@ async fn create_network(State(s): State<AppState>, auth: Auth, body: Bytes) -> A
 }
 
 async fn delete_network(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-networks:delete").map_err(compute)?;
-    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
-    networks::delete(&s.app, &auth.trace, network.id).await.map_err(compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-networks:delete").map_err(ApiError::compute)?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    networks::delete(&s.app, &auth.trace, network.id).await.map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -219,12 +216,13 @@ struct AddNetwork {
 
 /// `POST /os-networks/add {"id": …}`: binds the network to the caller's project (nova's associate).
 async fn add_network(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-networks:add").map_err(compute)?;
-    let request: AddNetwork = parse_json(&body).map_err(compute)?;
-    let id = request.id.ok_or_else(|| compute(CloudError::BadRequest("The network id is required.".into())))?;
-    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-networks:add").map_err(ApiError::compute)?;
+    let request: AddNetwork = parse_json(&body).map_err(ApiError::compute)?;
+    let id =
+        request.id.ok_or_else(|| ApiError::compute(CloudError::BadRequest("The network id is required.".into())))?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     let project = auth.ctx.project.to_string();
-    networks::set_project(&s.app, &auth.trace, network.id, Some(&project)).await.map_err(compute)?;
+    networks::set_project(&s.app, &auth.trace, network.id, Some(&project)).await.map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -237,18 +235,18 @@ enum NetworkAction {
 }
 
 async fn network_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-networks:associate").map_err(compute)?;
-    let network = networks::get(&s.app, &auth.ctx, &id).map_err(compute)?;
-    let project = match parse_json::<NetworkAction>(&body).map_err(compute)? {
+    auth.require(Role::Admin, "os_compute_api:os-networks:associate").map_err(ApiError::compute)?;
+    let network = networks::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    let project = match parse_json::<NetworkAction>(&body).map_err(ApiError::compute)? {
         NetworkAction::Disassociate(_) | NetworkAction::DisassociateProject(_) => None,
         NetworkAction::AssociateProject(p) => Some(p),
     };
-    networks::set_project(&s.app, &auth.trace, network.id, project.as_deref()).await.map_err(compute)?;
+    networks::set_project(&s.app, &auth.trace, network.id, project.as_deref()).await.map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn list_pools(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    let pools = floating_ips::pools(&s.app).map_err(compute)?;
+    let pools = floating_ips::pools(&s.app).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct PoolName<'a> {
         name: &'a str,
@@ -275,16 +273,16 @@ struct NewPool {
 /// `POST /os-floating-ips-bulk` (admin): creates a pool of floating addresses, as `nova-manage floating
 /// create` did.
 async fn create_pool(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-floating-ips-bulk").map_err(compute)?;
-    let request: BulkCreate = parse_json(&body).map_err(compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-floating-ips-bulk").map_err(ApiError::compute)?;
+    let request: BulkCreate = parse_json(&body).map_err(ApiError::compute)?;
     let new = request.floating_ips_bulk_create;
     let range = new
         .ip_range
         .parse()
-        .map_err(|_| compute(CloudError::BadRequest(format!("{} is not an IPv4 CIDR.", new.ip_range))))?;
+        .map_err(|_| ApiError::compute(CloudError::BadRequest(format!("{} is not an IPv4 CIDR.", new.ip_range))))?;
     let name = new.pool.unwrap_or_else(|| "nova".into());
     let interface = new.interface.unwrap_or_else(|| "eth0".into());
-    let pool = floating_ips::create_pool(&s.app, name, range, interface).await.map_err(compute)?;
+    let pool = floating_ips::create_pool(&s.app, name, range, interface).await.map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Created<'a> {
         ip_range: String,
@@ -326,17 +324,17 @@ struct FloatingBody<'a> {
 async fn list_floating(State(s): State<AppState>, auth: Auth) -> ApiResult {
     // Even an admin sees its own project's addresses here, as nova-network showed them.
     let mine = Caller { project: auth.ctx.project, admin: false };
-    let ips = floating_ips::list(&s.app, mine).map_err(compute)?;
+    let ips = floating_ips::list(&s.app, mine).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         floating_ips: Vec<FloatingView<'a>>,
     }
-    Ok(Json(Body { floating_ips: ips.iter().map(|v| floating_view(&v.ip)).collect() }).into_response())
+    Ok(Json(Body { floating_ips: ips.iter().map(floating_view).collect() }).into_response())
 }
 
 async fn show_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(compute)?;
-    Ok(Json(FloatingBody { floating_ip: floating_view(&view.ip) }).into_response())
+    let ip = floating_ips::find(&s.app, auth.caller(), &id).map_err(ApiError::compute)?;
+    Ok(Json(FloatingBody { floating_ip: floating_view(&ip) }).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -345,30 +343,26 @@ struct AllocateFloating {
 }
 
 async fn allocate_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
+    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(ApiError::compute)?;
     let request: AllocateFloating =
-        if body.is_empty() { AllocateFloating::default() } else { parse_json(&body).map_err(compute)? };
-    let ip = floating_ips::allocate(&s.app, auth.caller(), request.pool).await.map_err(compute)?;
+        if body.is_empty() { AllocateFloating::default() } else { parse_json(&body).map_err(ApiError::compute)? };
+    let ip = floating_ips::allocate(&s.app, auth.caller(), request.pool).await.map_err(ApiError::compute)?;
     Ok(Json(FloatingBody { floating_ip: floating_view(&ip) }).into_response())
 }
 
 async fn release_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(compute)?;
-    let view = floating_ips::find(&s.app, auth.caller(), &id).map_err(compute)?;
-    floating_ips::release(&s.app, &auth.trace, auth.caller(), view.ip.address).await.map_err(compute)?;
+    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(ApiError::compute)?;
+    let ip = floating_ips::find(&s.app, auth.caller(), &id).map_err(ApiError::compute)?;
+    floating_ips::release(&s.app, &auth.trace, auth.caller(), ip.address).await.map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn parse_address(address: &str) -> Result<Ipv4Addr, ApiError> {
-    address.parse().map_err(|_| compute(CloudError::BadRequest(format!("{address} is not an IPv4 address."))))
-}
-
 async fn show_fixed(State(s): State<AppState>, auth: Auth, Path(address): Path<String>) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(compute)?;
-    let ip = parse_address(&address)?;
+    auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(ApiError::compute)?;
+    let ip = parse_address(&address).map_err(ApiError::compute)?;
     let info = fixed_ips::info(&s.app, ip)
-        .map_err(compute)?
-        .ok_or_else(|| compute(CloudError::NotFound(format!("Fixed IP {address} could not be found."))))?;
+        .map_err(ApiError::compute)?
+        .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("Fixed IP {address} could not be found."))))?;
     #[derive(Serialize)]
     struct FixedView<'a> {
         address: &'a str,
@@ -404,13 +398,13 @@ enum FixedAction {
 }
 
 async fn fixed_action(State(s): State<AppState>, auth: Auth, Path(address): Path<String>, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(compute)?;
-    let ip = parse_address(&address)?;
-    let reserve = match parse_json::<FixedAction>(&body).map_err(compute)? {
+    auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(ApiError::compute)?;
+    let ip = parse_address(&address).map_err(ApiError::compute)?;
+    let reserve = match parse_json::<FixedAction>(&body).map_err(ApiError::compute)? {
         FixedAction::Reserve(_) => true,
         FixedAction::Unreserve(_) => false,
     };
-    fixed_ips::reserve(&s.app, ip, reserve).await.map_err(compute)?;
+    fixed_ips::reserve(&s.app, ip, reserve).await.map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -502,10 +496,10 @@ fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Deta
 /// The project a quota request names: the caller's own, or (admin) any.
 fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiError> {
     let project = identity::find_project(&s.app, id)
-        .map_err(compute)?
-        .ok_or_else(|| compute(CloudError::NotFound(format!("Project {id} could not be found."))))?;
+        .map_err(ApiError::compute)?
+        .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("Project {id} could not be found."))))?;
     if project.id != auth.ctx.project && !auth.is_admin() {
-        return Err(compute(CloudError::Forbidden(
+        return Err(ApiError::compute(CloudError::Forbidden(
             "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".into(),
         )));
     }
@@ -514,13 +508,13 @@ fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiEr
 
 async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
-    let (q, _) = quota::show(&s.app, project).map_err(compute)?;
+    let (q, _) = quota::show(&s.app, project).map_err(ApiError::compute)?;
     Ok(Json(quota_view(project, &q)).into_response())
 }
 
 async fn show_quota_detail(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
-    let (q, u) = quota::show(&s.app, project).map_err(compute)?;
+    let (q, u) = quota::show(&s.app, project).map_err(ApiError::compute)?;
     Ok(Json(quota_detail_view(project, &q, &u)).into_response())
 }
 
@@ -532,28 +526,28 @@ struct UpdateQuota {
 /// `PUT /os-quota-sets/{project}` (admin): sets limits; -1 is unlimited. Limits nimbus does not enforce are
 /// accepted and ignored, as clients send them all.
 async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-quota-sets:update").map_err(compute)?;
+    auth.require(Role::Admin, "os_compute_api:os-quota-sets:update").map_err(ApiError::compute)?;
     let project = quota_project(&s, &auth, &id)?;
-    let request: UpdateQuota = parse_json(&body).map_err(compute)?;
+    let request: UpdateQuota = parse_json(&body).map_err(ApiError::compute)?;
     let parse = |key: &str| -> Result<Option<Option<u64>>, ApiError> {
         match request.quota_set.get(key) {
             None => Ok(None),
             Some(v) => match v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())) {
                 Some(-1) => Ok(Some(None)),
                 Some(n) if n >= 0 => Ok(Some(Some(n as u64))),
-                _ => Err(compute(CloudError::BadRequest(format!(
+                _ => Err(ApiError::compute(CloudError::BadRequest(format!(
                     "Quota limit {key} must be -1 or a non-negative integer, not {v}."
                 )))),
             },
         }
     };
-    let changes = QuotaChanges([
-        parse("instances")?,
-        parse("cores")?,
-        parse("ram")?,
-        parse("floating_ips")?,
-        parse("fixed_ips")?,
-    ]);
-    let q = quota::update(&s.app, project, changes).await.map_err(compute)?;
+    let changes = QuotaChanges {
+        instances: parse("instances")?,
+        cores: parse("cores")?,
+        ram_mb: parse("ram")?,
+        floating_ips: parse("floating_ips")?,
+        fixed_ips: parse("fixed_ips")?,
+    };
+    let q = quota::update(&s.app, project, changes).await.map_err(ApiError::compute)?;
     Ok(Json(quota_view(project, &q)).into_response())
 }

@@ -125,7 +125,15 @@ pub fn check_prerequisites(tools: &[&str]) -> Result<(), KernelError> {
     )))
 }
 
-/// A network namespace for the drivers' own tests, removed with everything running in it when dropped.
+/// What a test does when this machine lacks what it needs: under CI (`CI=true`), where `.ci/run` installs the
+/// packages and runs as root, it fails; elsewhere it prints why it skips.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run {test}, but {why}");
+    eprintln!("SKIPPED ({test}): {why}");
+}
+
+/// A network namespace for the drivers' own tests, removed with everything running in it when dropped, and
+/// with the namespaces the test named after it (`<name>-…`, an instance driver's), even when the test failed.
 #[cfg(test)]
 pub(crate) struct TestNetns {
     pub name: String,
@@ -133,13 +141,10 @@ pub(crate) struct TestNetns {
 
 #[cfg(test)]
 impl TestNetns {
-    /// A fresh namespace, or `None` (with the reason printed) where the kernel tools or root are missing.
-    /// Under CI (`CI=true`), where `.ci/run` installs the tools and runs as root, a missing prerequisite fails
-    /// the test instead.
+    /// A fresh namespace, or `None` where the kernel tools or root are missing ([`skip_unless_ci`]).
     pub fn new(tag: &str, tools: &[&str]) -> Option<TestNetns> {
         if let Err(why) = check_prerequisites(tools) {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must run this test, but {why}");
-            eprintln!("SKIPPED: {why}");
+            skip_unless_ci(&format!("the {tag} test"), &why.to_string());
             return None;
         }
         let name = format!("nimbus-unit-{}-{tag}", std::process::id());
@@ -158,6 +163,9 @@ impl TestNetns {
 #[cfg(test)]
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        for netns in process::namespaces_with_prefix(&format!("{}-", self.name)) {
+            process::remove_namespace_now(&netns);
+        }
         process::remove_namespace_now(&self.name);
     }
 }

@@ -87,9 +87,12 @@ impl Applier {
 
     /// Applies every network the network manager owns, and the NAT table.
     pub async fn apply_manager_networks(&self) -> Result<(), NetworkError> {
+        // One network that cannot be applied does not keep the others, or the NAT table, out of line.
+        let mut outcomes = Vec::new();
         for network in dataplane_state::manager_networks(&self.app).map_err(store_failure)? {
-            self.apply_network(network).await?;
+            outcomes.push(self.apply_network(network).await);
         }
-        self.apply_nat().await
+        outcomes.push(self.apply_nat().await);
+        outcomes.into_iter().collect()
     }
 }

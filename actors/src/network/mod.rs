@@ -75,7 +75,7 @@ impl Actor for NetworkManager {
         introspect::handled(&myself.get_cell());
         match msg {
             NetworkMsg::Apply(Wire(Traced { trace, body: changes }), reply) => {
-                // On its own task, so concurrent requests share group commits and dataplane passes.
+                // On its own task: lease events and other applies are taken while this one waits on the kernel.
                 let applier = state.applier.clone();
                 let span = tracing::info_span!("apply", request_id = %trace, actor = %state.name);
                 tokio::spawn(
@@ -119,18 +119,21 @@ impl NetworkState {
 }
 
 /// Applies what a committed change asks: the manager's networks and the NAT table itself, each project's VLAN
-/// network through its reconciler (started on first use), then the ends of leases.
+/// network through its reconciler (started on first use), then the ends of leases. Every part is applied even
+/// when one fails (a VLAN refresh that fails must not leave a floating IP forwarding to a released address);
+/// the first failure is the answer.
 async fn apply(applier: &Applier, trace: &Trace, changes: NetworkChanges) -> Result<(), NetworkError> {
+    let mut outcomes = Vec::new();
     for network in changes.networks {
-        applier.apply_network(network).await?;
+        outcomes.push(applier.apply_network(network).await);
     }
     let app = applier.app();
     for project in changes.vlan_projects {
-        VlanClient::new(app.ns(), project, app.timing().call).refresh(trace).await?;
+        outcomes.push(VlanClient::new(app.ns(), project, app.timing().call).refresh(trace).await);
     }
-    applier.end_leases(changes.leases).await?;
+    outcomes.push(applier.end_leases(changes.leases).await);
     if changes.nat {
-        applier.apply_nat().await?;
+        outcomes.push(applier.apply_nat().await);
     }
-    Ok(())
+    outcomes.into_iter().collect()
 }

@@ -95,10 +95,11 @@ impl Actor for Scheduler {
 
 impl SchedulerState {
     fn place(&mut self, request: PlaceRequest) -> Result<HostId, SchedulerError> {
+        let asked = Instant::now();
         let hosts = self.hosts().map_err(store_failure)?;
         let mut chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
-        if chosen.is_err() {
-            // A "no" must not come from a cached view: capacity may have been freed since it was read.
+        if chosen.is_err() && self.view.as_ref().is_some_and(|v| v.read_at < asked) {
+            // A "no" must not come from a view read before the request: capacity may have been freed since.
             self.view = None;
             let hosts = self.hosts().map_err(store_failure)?;
             chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nimbus_protocol::compute::InstanceSpec;
 use nimbus_protocol::failure::chain;
 use nimbus_protocol::ids::{HostId, InstanceId};
+use nimbus_protocol::network::NetworkChanges;
 use nimbus_protocol::scheduler::{NoValidHost, PlaceRequest, SchedulerError};
 use nimbus_protocol::trace::Trace;
 use nimbus_runtime::{CallError, Namespace};
@@ -42,6 +43,8 @@ struct TestEffects {
     fault: Mutex<Option<(usize, Fault)>>,
     twice: bool,
     calls: AtomicUsize,
+    /// What the store steps the saga was told of changed, and no network apply has covered yet.
+    owed: Mutex<NetworkChanges>,
 }
 
 fn store_fault() -> StoreError {
@@ -128,19 +131,39 @@ impl Effects for TestEffects {
         .await
     }
 
-    /// A network side without a dataplane: the allocation transaction alone.
-    async fn allocate(&self, _trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
-        self.step(worker_failure, || async {
-            fixed_ips::allocate(&self.app, id).await.map(drop).map_err(|e| StepFailure::Failed(chain(&e)))
-        })
-        .await
+    async fn allocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
+        let changes = self
+            .step(worker_failure, || async {
+                fixed_ips::allocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
+            })
+            .await?;
+        self.owed.lock().unwrap().merge(changes.clone());
+        Ok(changes)
     }
 
-    async fn deallocate(&self, _trace: &Trace, id: InstanceId) -> Result<(), StepFailure> {
-        self.step(worker_failure, || async {
-            fixed_ips::deallocate(&self.app, id).await.map(drop).map_err(|e| StepFailure::Failed(chain(&e)))
-        })
-        .await
+    async fn deallocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
+        let changes = self
+            .step(worker_failure, || async {
+                fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
+            })
+            .await?;
+        self.owed.lock().unwrap().merge(changes.clone());
+        Ok(changes)
+    }
+
+    /// A network host without a dataplane. Changes it answered for are settled, even when it answered that
+    /// it failed (its reconcilers then take over from the store): a network or a project applied covers every
+    /// earlier change of it, as the real one reads the store; an ended lease is one event.
+    async fn apply_network(&self, _trace: &Trace, changes: &NetworkChanges) -> Result<(), StepFailure> {
+        let outcome = self.step(worker_failure, || async { Ok(()) }).await;
+        if !matches!(outcome, Err(StepFailure::Lost(_))) {
+            let mut owed = self.owed.lock().unwrap();
+            owed.networks.retain(|n| !changes.networks.contains(n));
+            owed.vlan_projects.retain(|p| !changes.vlan_projects.contains(p));
+            owed.nat &= !changes.nat;
+            owed.leases.retain(|l| !changes.leases.contains(l));
+        }
+        outcome
     }
 
     async fn spawn(&self, _trace: &Trace, host: &HostId, spec: InstanceSpec) -> Result<(), StepFailure> {
@@ -199,7 +222,14 @@ async fn setup(twice: bool) -> (tempfile::TempDir, TestEffects, InstanceId) {
         NewServers { name: "vm".into(), image: image.to_string(), flavor: "1".into(), networks: Vec::new(), count: 1 };
     let id = servers::create(&app, &Trace::none(), &auth, new).await.unwrap()[0].id;
     let hosts = (1..=3).map(|n| (HostId(format!("h{n}")), FakeHypervisor::new(Default::default()))).collect();
-    let fx = TestEffects { app, hosts, fault: Mutex::new(None), twice, calls: AtomicUsize::new(0) };
+    let fx = TestEffects {
+        app,
+        hosts,
+        fault: Mutex::new(None),
+        twice,
+        calls: AtomicUsize::new(0),
+        owed: Mutex::new(NetworkChanges::default()),
+    };
     (dir, fx, id)
 }
 
@@ -230,6 +260,10 @@ fn outcome(fx: &TestEffects, id: InstanceId) -> Result<String, String> {
     let macs = fx.app.store().read(|r| r.scan(&MACS)).unwrap().len();
     if let Some(op) = op {
         return Err(format!("the {:?} is still logged", op.kind));
+    }
+    let owed = fx.owed.lock().unwrap().clone();
+    if !owed.is_empty() {
+        return Err(format!("the network host was never asked to apply {owed:?}"));
     }
     let project = identity::find_project(&fx.app, "admin").unwrap().unwrap().id;
     let (_, usage) = quota::show(&fx.app, project).unwrap();
@@ -283,7 +317,7 @@ async fn start_delete(fx: &TestEffects, id: InstanceId) {
 #[tokio::test]
 async fn a_failure_at_any_step_of_a_build_leaves_it_active_or_in_error_with_nothing_behind() {
     let (steps, _) = happy_path().await;
-    assert!(steps >= 8, "load, place, record, allocate, record, spawn, record, close: {steps}");
+    assert!(steps >= 9, "load, place, record, allocate, apply, record, spawn, record, close: {steps}");
     for at in 0..steps {
         for fault in [Fault::Refused, Fault::Lost] {
             let (_dir, fx, id) = setup(false).await;
@@ -322,7 +356,7 @@ async fn a_build_failing_on_every_host_ends_in_error_after_three_hosts() {
 #[tokio::test]
 async fn a_failure_at_any_step_of_a_delete_still_removes_everything() {
     let (_, steps) = happy_path().await;
-    assert!(steps >= 4, "load, destroy, deallocate, remove: {steps}");
+    assert!(steps >= 5, "load, destroy, deallocate, apply, remove: {steps}");
     for at in 0..steps {
         for fault in [Fault::Refused, Fault::Lost] {
             let (_dir, fx, id) = setup(false).await;

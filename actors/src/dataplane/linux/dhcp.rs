@@ -10,7 +10,7 @@ use nimbus_protocol::ids::NetworkId;
 use nix::sys::signal::Signal;
 
 use super::Inner;
-use crate::dataplane::dnsmasq::{self, DhcpFiles};
+use super::dnsmasq::{self, DhcpFiles};
 use crate::dataplane::{DhcpHost, Segment};
 use crate::kernel::{KernelError, process, write_atomically, write_executable};
 

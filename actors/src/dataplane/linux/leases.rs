@@ -8,7 +8,7 @@ use nimbus_protocol::network::LeaseEvent;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use crate::dataplane::dnsmasq::{self, DhcpFiles};
+use super::dnsmasq::{self, DhcpFiles};
 use crate::kernel::KernelError;
 
 /// A lease-event file this large, fully read, is started afresh (every renewal appends a line).
@@ -26,7 +26,7 @@ impl Inner {
             dhcp.get(&network).map(|s| (s.server, s.segment.bridge.clone()))
         };
         let Some((server, _)) = server else { return Ok(()) };
-        crate::dataplane::dhcp_release::send(self.netns(), server, mac, address).await
+        super::dhcp_release::send(self.netns(), server, mac, address).await
     }
 
     /// Reads what the lease scripts appended since the last pass and hands it to the subscriber.

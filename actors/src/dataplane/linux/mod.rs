@@ -8,10 +8,13 @@
 //! restarted network manager re-applies the same state without tearing anything down.
 //!
 //! # Layout
-//! - [`segments`]: bridges, segment links and uplinks; [`dhcp`]: the dnsmasq processes; [`leases`]: their
-//!   lease events and DHCP releases; [`nat`]: the NAT table and the floating addresses.
+//! - [`segments`]: bridges, segment links and uplinks; [`dhcp`]: the dnsmasq processes, and [`dnsmasq`]
+//!   their files and arguments (pure); [`leases`]: their lease events, and [`dhcp_release`] the DHCPRELEASE
+//!   packets that end a lease; [`nat`]: the NAT table and the floating addresses.
 
 mod dhcp;
+mod dhcp_release;
+mod dnsmasq;
 mod leases;
 mod nat;
 mod segments;

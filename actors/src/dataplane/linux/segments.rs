@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use nimbus_protocol::ids::NetworkId;
 
+use super::dnsmasq::DhcpFiles;
 use super::{Inner, SegmentKind};
-use crate::dataplane::dnsmasq::DhcpFiles;
 use crate::dataplane::{HostSegment, Segment};
 use crate::kernel::{KernelError, netlink, write_atomically};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nimbus_protocol::ids::NetworkId;
 use nimbus_protocol::network::{LeaseAction, LeaseEvent};
 
-use super::{DhcpHost, Segment};
+use crate::dataplane::{DhcpHost, Segment};
 
 /// How long a lease lasts; clients renew at half of it, so a lease the network manager missed is reported
 /// again (`old`) within this time.
