@@ -29,14 +29,14 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::app::bootstrap::{self, ADMIN_PASSWORD_FILE};
+use crate::app::bootstrap;
 use crate::app::error::CloudError;
 use crate::compute::netns::{NetnsConfig, NetnsDriver};
 use crate::compute::virt::{FakeHypervisor, VirtDriver};
 use crate::compute::{ComputeAgent, ComputeArgs};
 use crate::dataplane::linux::{LinuxConfig, LinuxDataplane, SegmentKind};
 use crate::dataplane::{Dataplane, SimDataplane};
-use crate::gateway::{Gateway, GatewayArgs};
+use crate::gateway::{Gateway, GatewayArgs, ServerLimits};
 use crate::metrics::Metrics;
 use crate::network::NetworkManager;
 use crate::network::apply::Applier;
@@ -46,7 +46,7 @@ use crate::scheduler::Scheduler;
 use crate::timing::Timing;
 
 pub const STORE_FILE: &str = "nimbus.redb";
-pub const CLOUDS_YAML: &str = "clouds.yaml";
+pub use crate::app::bootstrap::CLOUDS_YAML;
 
 #[derive(Clone, Debug)]
 pub struct CloudConfig {
@@ -57,19 +57,24 @@ pub struct CloudConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub fake_hosts: u32,
     pub fake_capacity: Capacity,
-    /// The range of the default network of a fresh cloud.
-    pub fixed_range: Ipv4Network,
-    /// The range of the default floating pool (`public`) of a fresh cloud, and its public interface.
-    pub floating_range: Ipv4Network,
-    pub public_interface: String,
+    /// The range of the default network of a new cloud (10.0.0.0/24 if `None`). Given for an existing
+    /// cloud, it must be what the cloud has: the start is refused otherwise. So are the next three.
+    pub fixed_range: Option<Ipv4Network>,
+    /// The range of the default floating pool (`public`) of a new cloud (203.0.113.0/24), and its public
+    /// interface (eth0).
+    pub floating_range: Option<Ipv4Network>,
+    pub public_interface: Option<String>,
     /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
     /// released with the instance and not counted against the project's quota.
     pub auto_assign_floating_ip: bool,
-    /// The admin password for a fresh cloud; generated if `None`.
+    /// The admin password of a new cloud (generated if `None`); given for an existing cloud, it must be the
+    /// admin's password.
     pub admin_password: Option<String>,
     pub namespace: Namespace,
     pub timing: Timing,
     pub drivers: Drivers,
+    /// The API server's connection cap and timeouts.
+    pub server_limits: ServerLimits,
 }
 
 /// Which dataplane and virt drivers a cloud runs, and their settings.
@@ -148,11 +153,6 @@ impl Drivers {
     }
 }
 
-/// Where the real drivers keep their files in a data directory.
-pub fn dataplane_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("dataplane")
-}
-
 /// This machine's host name, as a compute host is named by default.
 pub fn machine_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -170,14 +170,15 @@ impl CloudConfig {
             metrics_listen: None,
             fake_hosts: 4,
             fake_capacity: Capacity::default(),
-            fixed_range: "10.0.0.0/24".parse().expect("a valid CIDR"),
-            floating_range: "203.0.113.0/24".parse().expect("a valid CIDR"),
-            public_interface: "eth0".into(),
+            fixed_range: None,
+            floating_range: None,
+            public_interface: None,
             auto_assign_floating_ip: false,
             admin_password: None,
             namespace: Namespace::default(),
             timing: Timing::default(),
             drivers: Drivers::default(),
+            server_limits: ServerLimits::for_this_process(),
         }
     }
 }
@@ -243,7 +244,20 @@ impl Cloud {
         if !tools.is_empty() {
             crate::kernel::check_prerequisites(&tools).map_err(|e| CloudError::Internal(chain(&e)))?;
         }
+        let private = |e: std::io::Error| {
+            CloudError::Internal(format!("cannot make the data directory {} private: {e}", config.data_dir.display()))
+        };
+        let state_dir = crate::data_dir::dataplane_dir(&config.data_dir);
+        if drivers.dataplane == DataplaneKind::Linux || drivers.virt == VirtKind::Netns {
+            // Before the data directory is closed: an older cloud's dataplane files move out of it first.
+            crate::data_dir::prepare_dataplane_dir(&config.data_dir).map_err(|e| {
+                CloudError::Internal(format!("cannot prepare the dataplane directory {}: {e}", state_dir.display()))
+            })?;
+        }
+        crate::data_dir::make_private(&config.data_dir).map_err(private)?;
         let store = Store::open(config.data_dir.join(STORE_FILE))?;
+        // A new store file gets the process's umask; it holds the password hashes.
+        crate::data_dir::make_private(&config.data_dir).map_err(private)?;
         let app =
             App::new(store.clone(), config.namespace.clone(), config.timing.clone(), config.auto_assign_floating_ip);
         let metrics = Arc::new(
@@ -256,18 +270,23 @@ impl Cloud {
             floating_range: config.floating_range,
             public_interface: config.public_interface.clone(),
         };
-        let generated = bootstrap::ensure_defaults(&app, &config.data_dir, &defaults).await?;
+        let bootstrapped = bootstrap::ensure_defaults(&app, &config.data_dir, &defaults).await?;
         let url = format!("http://{addr}");
-        let password = config.admin_password.clone().or_else(|| generated.clone()).or_else(|| {
-            std::fs::read_to_string(config.data_dir.join(ADMIN_PASSWORD_FILE)).ok().map(|p| p.trim().to_string())
-        });
-        if let Some(password) = &password {
-            let path = config.data_dir.join(CLOUDS_YAML);
-            bootstrap::write_private(&path, &bootstrap::clouds_yaml(&url, password))
-                .map_err(bootstrap::cannot_write(&path))?;
+        let clouds_yaml = config.data_dir.join(CLOUDS_YAML);
+        match &bootstrapped.working_password {
+            Some(password) => bootstrap::write_private(&clouds_yaml, &bootstrap::clouds_yaml(&url, password))
+                .map_err(bootstrap::cannot_write(&clouds_yaml))?,
+            None => {
+                // A clouds.yaml with a password that no longer works would only mislead.
+                let _ = std::fs::remove_file(&clouds_yaml);
+                tracing::warn!(
+                    "nimbus knows no working admin password (it was given at creation, or changed through the \
+                     API since), so {CLOUDS_YAML} is not written; start with NIMBUS_ADMIN_PASSWORD set to the \
+                     admin's password to have it written"
+                );
+            }
         }
 
-        let state_dir = dataplane_dir(&config.data_dir);
         let (sim, linux, dataplane): (_, _, Arc<dyn Dataplane>) = match drivers.dataplane {
             DataplaneKind::Sim => {
                 let sim = Arc::new(SimDataplane::new());
@@ -328,7 +347,8 @@ impl Cloud {
             ChildSpec::new(ns.actor_name("compute"), move || (Supervisor, SupervisorArgs::one_for_one(agents.clone()))),
             projects_spec(&app),
             {
-                let (app, url, metrics) = (app.clone(), url.clone(), metrics.clone());
+                let (app, url, metrics, limits) =
+                    (app.clone(), url.clone(), metrics.clone(), config.server_limits.clone());
                 ChildSpec::new(ns.actor_name("gateway"), move || {
                     let args = GatewayArgs {
                         app: app.clone(),
@@ -336,6 +356,7 @@ impl Cloud {
                         metrics_listener: metrics_listener.clone(),
                         metrics: metrics.clone(),
                         base_url: url.clone(),
+                        limits: limits.clone(),
                     };
                     (Gateway, args)
                 })
@@ -356,7 +377,7 @@ impl Cloud {
             sim,
             linux,
             netns,
-            generated_admin_password: generated,
+            generated_admin_password: bootstrapped.generated_password,
             root,
             root_task,
         })

@@ -15,12 +15,14 @@
 //! - Pure cores: [`instance_state`] (vm_state / task_state / power_state), [`ipam`] (fixed-IP allocation,
 //!   lease rules, MACs), [`network_plan`] (carving ranges into networks), [`names`]; the scheduler's
 //!   placement and claims and the conductor's steps live in their actors' modules.
-//! - [`metrics`]: the Prometheus metrics of a cloud; [`timing`]: its timeouts and intervals.
+//! - [`metrics`]: the Prometheus metrics of a cloud; [`timing`]: its timeouts and intervals; [`data_dir`]:
+//!   the data directory kept private.
 
 pub mod app;
 pub mod cloud;
 pub mod compute;
 pub mod conductor;
+pub mod data_dir;
 pub mod dataplane;
 pub mod gateway;
 pub mod instance_state;

@@ -72,10 +72,27 @@ fn invalid(message: String) -> PlanError {
     PlanError::Invalid(message)
 }
 
-/// Why `range` is not written as a network (`10.0.0.5/24` for `10.0.0.0/24`), if it is not.
+/// The blocks that can never hold an instance's (or a floating) address: packets to them are never routed to
+/// a host's interface.
+const NEVER_INSTANCE_ADDRESSES: [(&str, &str); 5] = [
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+];
+
+/// Why `range` cannot be a network of instance addresses, if it cannot: it is not written as a network
+/// (`10.0.0.5/24` for `10.0.0.0/24`), or it overlaps a block no instance address can come from.
 pub fn network_address_problem(range: Ipv4Network) -> Option<String> {
-    (range.ip() != range.network())
-        .then(|| format!("{range} is not a network address; did you mean {}/{}?", range.network(), range.prefix()))
+    if range.ip() != range.network() {
+        return Some(format!("{range} is not a network address; did you mean {}/{}?", range.network(), range.prefix()));
+    }
+    NEVER_INSTANCE_ADDRESSES.iter().find_map(|(block, what)| {
+        let block: Ipv4Network = block.parse().expect("a valid CIDR");
+        overlaps(block, range)
+            .then(|| format!("{range} overlaps {block} ({what}), which can never hold instance addresses."))
+    })
 }
 
 /// The networks a request makes, checked against the networks that exist.
@@ -286,6 +303,25 @@ mod tests {
         check(&[], "x flat 10.0.0.0/24 size=100", "network_size must be a power of two of at least 4, not 100.");
         check(&[], "x flat 10.0.0.0/24 n=0", "num_networks must be at least 1.");
         check(&[], "x flat 10.0.0.0/24 gw=10.0.1.1", "The gateway 10.0.1.1 is not a host address of 10.0.0.0/24.");
+    }
+
+    #[test]
+    fn ranges_that_can_never_hold_instance_addresses_are_refused() {
+        for (spec, block) in [
+            ("x flat 0.0.0.0/0", "0.0.0.0/8 (\"this network\")"),
+            ("x flat 0.0.0.0/8", "0.0.0.0/8 (\"this network\")"),
+            ("x flat 127.0.0.0/24", "127.0.0.0/8 (loopback)"),
+            ("x flat 169.254.169.0/24", "169.254.0.0/16 (link-local)"),
+            ("x flat 224.0.0.0/24", "224.0.0.0/4 (multicast)"),
+            ("x flat 239.255.255.0/24", "224.0.0.0/4 (multicast)"),
+            ("x flat 255.255.255.0/24", "240.0.0.0/4 (reserved)"),
+            ("x vlan 96.0.0.0/3 n=2 size=256", "127.0.0.0/8 (loopback)"),
+        ] {
+            let range = spec.split(' ').nth(2).unwrap();
+            check(&[], spec, &format!("{range} overlaps {block}, which can never hold instance addresses."));
+        }
+        check(&[], "x flat 126.255.255.0/24", "x 126.255.255.0/24 br100 - - -");
+        check(&[], "x flat 128.0.0.0/24", "x 128.0.0.0/24 br100 - - -");
     }
 
     #[test]

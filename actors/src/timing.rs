@@ -21,6 +21,8 @@ pub struct Timing {
     pub fixed_ip_reclaim_after: Duration,
     /// How often the network side re-applies the dataplane state the store implies.
     pub reconcile_interval: Duration,
+    /// How failed logins are slowed down and locked out.
+    pub login: LoginPolicy,
 }
 
 impl Default for Timing {
@@ -34,6 +36,41 @@ impl Default for Timing {
             token_ttl: Duration::from_secs(12 * 3600),
             fixed_ip_reclaim_after: Duration::from_secs(600),
             reconcile_interval: Duration::from_secs(30),
+            login: LoginPolicy::default(),
+        }
+    }
+}
+
+/// How failed logins are answered.
+#[derive(Clone, Debug)]
+pub struct LoginPolicy {
+    /// Consecutive failed logins of one user after which the user is locked (Keystone's
+    /// `lockout_failure_attempts`).
+    pub lockout_failure_attempts: u32,
+    /// How long a locked user stays locked, whatever password is given (Keystone's `lockout_duration`).
+    pub lockout_duration: Duration,
+    /// Failed logins one source address may make before each further attempt must wait.
+    pub free_failures_per_source: u32,
+    /// The first wait of a source beyond its free failures; each further failure doubles it.
+    pub first_delay: Duration,
+    /// The longest wait.
+    pub max_delay: Duration,
+    /// A user or source with no failure for this long starts afresh.
+    pub forget_after: Duration,
+    /// The most users and sources tracked at once.
+    pub max_tracked: usize,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
+        LoginPolicy {
+            lockout_failure_attempts: 6,
+            lockout_duration: Duration::from_secs(300),
+            free_failures_per_source: 5,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            forget_after: Duration::from_secs(900),
+            max_tracked: 100_000,
         }
     }
 }

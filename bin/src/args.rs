@@ -101,15 +101,16 @@ pub struct CloudArgs {
     /// Address of the API listener.
     #[arg(long, default_value = "127.0.0.1:8774")]
     pub listen: SocketAddr,
-    /// The range of the default network `private` of a new cloud (ignored when the cloud exists).
-    #[arg(long, default_value = "10.0.0.0/24")]
-    pub fixed_range: ipnetwork::Ipv4Network,
-    /// The range of the floating pool `public` of a new cloud (ignored when the cloud exists).
-    #[arg(long, default_value = "203.0.113.0/24")]
-    pub floating_range: ipnetwork::Ipv4Network,
-    /// The public interface the addresses of the pool `public` are bound to (for a new cloud).
-    #[arg(long, default_value = "eth0")]
-    pub public_interface: String,
+    /// The range of the default network `private` of a new cloud [default: 10.0.0.0/24]. For an existing
+    /// cloud it must be the one it has (the start is refused otherwise); so must the next three.
+    #[arg(long)]
+    pub fixed_range: Option<ipnetwork::Ipv4Network>,
+    /// The range of the floating pool `public` of a new cloud [default: 203.0.113.0/24].
+    #[arg(long)]
+    pub floating_range: Option<ipnetwork::Ipv4Network>,
+    /// The public interface the addresses of the pool `public` are bound to [default: eth0].
+    #[arg(long)]
+    pub public_interface: Option<String>,
     /// Give every new instance a floating IP from the default pool, not counted against the quota; it stays
     /// with the instance (it cannot be disassociated or released) and goes back to the pool when it is deleted.
     #[arg(long)]
@@ -117,7 +118,8 @@ pub struct CloudArgs {
     /// Serve the Prometheus metrics (`GET /metrics`, no token needed) on this address; off when not given.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
-    /// The admin password of a new cloud (ignored when the cloud exists). Generated if not given.
+    /// The admin password of a new cloud (generated if not given). For an existing cloud it must be the
+    /// admin's password; `clouds.yaml` is written with it.
     #[arg(long, env = "NIMBUS_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
 }

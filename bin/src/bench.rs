@@ -1,6 +1,7 @@
 //! Benchmarks. `nimbus bench boot` boots servers through the API as fast as it can and reports throughput
 //! and time-to-ACTIVE percentiles, against an in-process cloud (the default) or a running one (`--against`, with
-//! `--url` and the login options). `bench ips` measures IP allocations; `bench netns` boots real netns instances.
+//! `--url` and the login options). `bench ips` measures IP allocations; `bench netns` boots real netns instances;
+//! `bench auth` attacks the API with wrong passwords and idle sockets and measures what it costs other clients.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,25 @@ pub enum BenchCommand {
     Ips(IpsArgs),
     /// Boot netns instances on the real dataplane until each answers HTTP on its fixed IP (root).
     Netns(NetnsArgs),
+    /// Wrong-password logins from many clients at once, then a flood of idle connections, against an
+    /// in-process cloud: its memory, and the latency another client sees meanwhile.
+    Auth(AuthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuthArgs {
+    /// Clients sending wrong-password logins at once.
+    #[arg(long, default_value_t = 64)]
+    pub attackers: usize,
+    /// How long they keep at it, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Idle connections opened at once afterwards.
+    #[arg(long, default_value_t = 2000)]
+    pub idle: usize,
+    /// Print one JSON object with the results as the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +102,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Boot(args) => boot(args).await,
         BenchCommand::Ips(args) => ips(args).await,
         BenchCommand::Netns(args) => netns(args).await,
+        BenchCommand::Auth(args) => auth(args).await,
     }
 }
 
@@ -121,12 +142,13 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
     config.fake_hosts = 0;
     config.admin_password = Some("bench".into());
     config.namespace = Namespace::new("bench-ips");
-    config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
-    config.floating_range = "198.18.0.0/16".parse().expect("a valid CIDR");
+    config.fixed_range = Some("10.0.0.0/16".parse().expect("a valid CIDR"));
+    config.floating_range = Some("198.18.0.0/16".parse().expect("a valid CIDR"));
     let cloud = Cloud::start(config).await?;
     let app = cloud.app.clone();
     let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
-    let (_, auth) = identity::password_login(&app, "admin", "bench", "admin").await?;
+    let (_, auth) =
+        identity::password_login(&app, "admin", "bench", "admin", std::net::Ipv4Addr::LOCALHOST.into()).await?;
     let image = admin.get("/image/v2/images").await?["images"][0]["id"].as_str().context("an image")?.to_string();
 
     // The instances to give addresses to, created as the API creates them (quota charged); with no host to
@@ -232,7 +254,7 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
     config.listen = "127.0.0.1:0".parse().expect("an address");
     config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
     config.admin_password = Some("bench".into());
-    config.fixed_range = "10.0.0.0/20".parse().expect("a valid CIDR");
+    config.fixed_range = Some("10.0.0.0/20".parse().expect("a valid CIDR"));
     config.namespace = Namespace::new("bench-netns");
     config.drivers = Drivers {
         dataplane: DataplaneKind::Linux,
@@ -355,6 +377,118 @@ async fn wait_active(client: &Client, id: &str) -> anyhow::Result<serde_json::Va
     }
 }
 
+/// This process's resident memory, in MiB (the in-process cloud and the benchmark's clients).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
+
+async fn auth(args: AuthArgs) -> anyhow::Result<()> {
+    let limit = nimbus_actors::gateway::server::raise_open_file_limit().context("raising the open-file limit")?;
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let mut config = CloudConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    config.admin_password = Some("bench".into());
+    config.namespace = Namespace::new("bench-auth");
+    let cap = config.server_limits.max_connections;
+    let cloud = Cloud::start(config).await?;
+    let url = cloud.url.clone();
+    let admin = Client::login(&url, "admin", "bench", "admin").await?;
+    let rss_before = rss_mib();
+    println!(
+        "{} clients send wrong passwords for {} s; another client lists servers meanwhile (open files {limit}, \
+         connection cap {cap}) …",
+        args.attackers, args.seconds
+    );
+    let until = Instant::now() + Duration::from_secs(args.seconds);
+    let attackers: Vec<_> = (0..args.attackers)
+        .map(|n| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+                    "name": if n % 2 == 0 { "admin".to_string() } else { format!("nobody-{n}") }, "password": "wrong"}}},
+                    "scope": {"project": {"name": "admin"}}}});
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                while Instant::now() < until {
+                    let status = match http.post(format!("{url}/identity/v3/auth/tokens")).json(&body).send().await {
+                        Ok(r) => r.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    *statuses.entry(status).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut rss_peak = rss_before;
+    while Instant::now() < until {
+        let started = Instant::now();
+        admin.get("/compute/v2.1/servers").await.context("the other client's request failed")?;
+        latencies.push(started.elapsed());
+        rss_peak = rss_peak.max(rss_mib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut logins = std::collections::BTreeMap::<u16, usize>::new();
+    for attacker in attackers {
+        for (status, n) in attacker.await? {
+            *logins.entry(status).or_default() += n;
+        }
+    }
+    rss_peak = rss_peak.max(rss_mib());
+    latencies.sort();
+    let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+
+    println!("opening {} idle connections at once …", args.idle);
+    let mut idle = Vec::with_capacity(args.idle);
+    for _ in 0..args.idle {
+        match tokio::net::TcpStream::connect(cloud.addr).await {
+            Ok(stream) => idle.push(stream),
+            Err(e) => bail!("opening idle connection {} failed: {e}", idle.len() + 1),
+        }
+    }
+    // A new connection (a new HTTP client), with the token the other client got before the attack: logins
+    // from this address are throttled by now, as they should be.
+    let started = Instant::now();
+    let fresh = reqwest::Client::new()
+        .get(format!("{url}/compute/v2.1/servers"))
+        .header("x-auth-token", admin.token())
+        .send()
+        .await
+        .context("another client got no answer while the idle connections were open")?;
+    let answered_in = started.elapsed();
+    if !fresh.status().is_success() {
+        bail!("another client was answered {} while the idle connections were open", fresh.status());
+    }
+    drop(idle);
+    cloud.shutdown().await;
+
+    let total: usize = logins.values().sum();
+    println!();
+    println!("  wrong-password logins  {total} in {} s, answers {logins:?}", args.seconds);
+    println!("  resident memory        {rss_before:.0} MiB before, {rss_peak:.0} MiB at most");
+    println!("  other client           {} requests, p50 {:.1} ms, p99 {:.1} ms", latencies.len(), ms(p50), ms(p99));
+    println!("  with {} idle sockets  another client was answered after {:.1} ms", args.idle, ms(answered_in));
+    if args.json {
+        let result = json!({
+            "attackers": args.attackers, "seconds": args.seconds, "logins": total,
+            "login_statuses": logins.iter().map(|(s, n)| (s.to_string(), n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "rss_mib_before": rss_before, "rss_mib_peak": rss_peak,
+            "other_requests": latencies.len(), "other_p50_ms": ms(p50), "other_p99_ms": ms(p99),
+            "idle_connections": args.idle, "connection_cap": cap, "answered_with_idle_ms": ms(answered_in),
+        });
+        println!("{result}");
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -374,7 +508,7 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
         // Room for the whole run on the fake hosts.
         config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
         config.admin_password = Some("bench".into());
-        config.fixed_range = "10.0.0.0/16".parse().expect("a valid CIDR");
+        config.fixed_range = Some("10.0.0.0/16".parse().expect("a valid CIDR"));
         config.namespace = Namespace::new("bench");
         let cloud = Cloud::start(config).await?;
         let client = Client::login(&cloud.url, "admin", "bench", "admin").await?;

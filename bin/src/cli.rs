@@ -258,8 +258,14 @@ async fn network_command(command: NetworkCommand) -> anyhow::Result<()> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(args) => up(args).await,
-        Command::Node(args) => crate::node::run(args).await,
+        Command::Up(args) => {
+            serving_process();
+            up(args).await
+        }
+        Command::Node(args) => {
+            serving_process();
+            crate::node::run(args).await
+        }
         Command::Cluster(ClusterCommand::Certs { dir, nodes }) => {
             crate::tls::make_certs(&dir, &nodes)?;
             println!("wrote ca.pem and certificates for {} into {}", nodes.join(", "), dir.display());
@@ -344,6 +350,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Actors(command) => crate::actors::run(command).await,
         Command::Console { api } => crate::console::run(api).await,
         Command::Bench(command) => bench::run(command).await,
+    }
+}
+
+/// What a process that serves a cloud sets first: it may hold as many connections as the system lets it
+/// (the API's connection cap is sized from that).
+fn serving_process() {
+    if let Err(e) = nimbus_actors::gateway::server::raise_open_file_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit; the API's connection cap stays low");
     }
 }
 

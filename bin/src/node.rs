@@ -1,8 +1,9 @@
 //! `nimbus node`: one node of a multi-process cloud. A controller runs the store, the API and the workers
 //! that need the store; a compute node runs compute agents for its host and joins a controller over
 //! ractor_cluster (cookie-authenticated, listening on the configured address only). Topics are process
-//! groups, so the controller's conductors reach `compute.<host>` on whichever node runs it. With `--tls-dir`
-//! every link is mutual TLS with the cluster's own certificate authority (see [`crate::tls`]).
+//! groups, so the controller's conductors reach `compute.<host>` on whichever node runs it. Every link is
+//! mutual TLS with the cluster's own certificate authority (`--tls-dir`, see [`crate::tls`]) unless the
+//! operator asks for `--insecure-plaintext`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use nimbus_actors::cloud::{Cloud, DataplaneKind, Drivers, VirtKind, dataplane_dir};
+use nimbus_actors::cloud::{Cloud, DataplaneKind, Drivers, VirtKind};
 use nimbus_actors::compute::plumbing::PlumbedDriver;
 use nimbus_actors::compute::virt::{FakeHypervisor, VirtDriver};
 use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
@@ -53,6 +54,10 @@ pub struct NodeArgs {
     /// `<name>.pem` / `<name>.key` for this node's `--name`), as made by `nimbus cluster certs`.
     #[arg(long, requires = "name")]
     pub tls_dir: Option<PathBuf>,
+    /// Let node links travel unencrypted (the cookie still authenticates them, but anyone on the path reads
+    /// and can hijack them): only on loopback or a network nobody else is on.
+    #[arg(long, conflicts_with = "tls_dir")]
+    pub insecure_plaintext: bool,
     /// Controller: where it keeps its state, serves its API, and what a new cloud is created with.
     #[command(flatten)]
     pub cloud: crate::args::CloudArgs,
@@ -104,7 +109,15 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             let (connector, server_name) = crate::tls::connector(dir, &name)?;
             (Some(ractor_cluster::IncomingEncryptionMode::Tls(acceptor)), Transport::Tls(connector, server_name))
         }
-        None => (None, Transport::Plain),
+        None if args.insecure_plaintext => {
+            tracing::warn!("node links are unencrypted (--insecure-plaintext)");
+            (None, Transport::Plain)
+        }
+        None => bail!(
+            "node links are encrypted by default: give --name and --tls-dir DIR with this cluster's certificates \
+             (make them once with `nimbus cluster certs --dir DIR --node <name> ...`), or --insecure-plaintext to \
+             run without encryption on a network nobody else is on"
+        ),
     };
     let server = NodeServer::new(args.cluster_listen.port(), cookie, name.clone(), "localhost".into(), incoming, None)
         .with_listen_addr(args.cluster_listen.ip());
@@ -132,7 +145,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             connect(&node, join, &transport).await?;
             tokio::spawn(stay_joined(node.clone(), join, transport));
         }
-        let state_dir = dataplane_dir(&args.cloud.data_dir);
+        let state_dir = nimbus_actors::data_dir::prepare_dataplane_dir(&args.cloud.data_dir)
+            .with_context(|| format!("preparing the dataplane directory of {}", args.cloud.data_dir.display()))?;
         let virt: Arc<dyn VirtDriver> = match drivers.virt {
             VirtKind::Fake => Arc::new(FakeHypervisor::new(Capacity::default())),
             VirtKind::Netns => Arc::new(drivers.netns_driver(&state_dir, Capacity::default())?),

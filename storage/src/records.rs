@@ -50,8 +50,53 @@ pub struct User {
     pub default_project: Option<ProjectId>,
     pub enabled: bool,
     pub created_at: Millis,
+    /// Tokens are valid only while they carry this number: a password change or a disable raises it, which
+    /// revokes every token the user holds at once.
+    pub token_epoch: u32,
 }
-record!(User, "user", 1);
+
+impl Record for User {
+    const KIND: &'static str = "user";
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        /// Version 1 had no token epoch.
+        #[derive(Deserialize)]
+        struct V1 {
+            id: UserId,
+            name: String,
+            password_hash: String,
+            default_project: Option<ProjectId>,
+            enabled: bool,
+            created_at: Millis,
+        }
+        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        Ok(User {
+            id: v1.id,
+            name: v1.name,
+            password_hash: v1.password_hash,
+            default_project: v1.default_project,
+            enabled: v1.enabled,
+            created_at: v1.created_at,
+            token_epoch: 0,
+        })
+    }
+}
+
+/// Decodes `bytes` as the older version `expected` of a record, for [`Record::upgrade`].
+fn decode_version<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    expected: u8,
+    found: u8,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    if found != expected {
+        return Err(StoreError::UnknownRecordVersion { kind, found });
+    }
+    let (old, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map_err(|source| StoreError::Decode { kind, source })?;
+    Ok(old)
+}
 
 /// The roles nimbus knows, as Keystone's default roles: each includes the ones below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -84,16 +129,42 @@ pub struct Assignment {
 }
 record!(Assignment, "assignment", 1);
 
-/// An issued token, stored under the SHA-256 of its secret.
+/// An issued token, stored under the SHA-256 of its secret. It names whom it stands for, not what they may
+/// do: the roles are read from the assignments at every request, so a removed role is gone at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     pub user: UserId,
     pub project: ProjectId,
-    pub roles: Vec<Role>,
+    /// The user's `token_epoch` when the token was issued.
+    pub user_epoch: u32,
     pub issued_at: Millis,
     pub expires_at: Millis,
 }
-record!(Token, "token", 1);
+
+impl Record for Token {
+    const KIND: &'static str = "token";
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        /// Version 1 carried the roles of its issue and no epoch.
+        #[derive(Deserialize)]
+        struct V1 {
+            user: UserId,
+            project: ProjectId,
+            _roles: Vec<Role>,
+            issued_at: Millis,
+            expires_at: Millis,
+        }
+        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        Ok(Token {
+            user: v1.user,
+            project: v1.project,
+            user_epoch: 0,
+            issued_at: v1.issued_at,
+            expires_at: v1.expires_at,
+        })
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flavor {
@@ -334,11 +405,7 @@ impl Record for Operation {
             kind: OperationKind,
             started_at: Millis,
         }
-        if version != 1 {
-            return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found: version });
-        }
-        let (v1, _): (V1, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|source| StoreError::Decode { kind: Self::KIND, source })?;
+        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
         Ok(Operation {
             instance: v1.instance,
             project: v1.project,
@@ -423,6 +490,49 @@ record!(AllocationCursor, "allocation_cursor", 1);
 mod tests {
     use super::*;
     use crate::codec::{decode_record, encode_record};
+
+    #[test]
+    fn a_user_and_a_token_of_an_older_nimbus_are_read_with_epoch_zero() {
+        #[derive(Serialize, Deserialize)]
+        struct UserV1 {
+            id: UserId,
+            name: String,
+            password_hash: String,
+            default_project: Option<ProjectId>,
+            enabled: bool,
+            created_at: Millis,
+        }
+        impl Record for UserV1 {
+            const KIND: &'static str = "user";
+            const VERSION: u8 = 1;
+        }
+        #[derive(Serialize, Deserialize)]
+        struct TokenV1 {
+            user: UserId,
+            project: ProjectId,
+            roles: Vec<Role>,
+            issued_at: Millis,
+            expires_at: Millis,
+        }
+        impl Record for TokenV1 {
+            const KIND: &'static str = "token";
+            const VERSION: u8 = 1;
+        }
+        let (id, project) = (UserId::random(), ProjectId::random());
+        let old = UserV1 {
+            id,
+            name: "alice".into(),
+            password_hash: "$argon2id$x".into(),
+            default_project: Some(project),
+            enabled: true,
+            created_at: 5,
+        };
+        let read: User = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!((read.name.as_str(), read.default_project, read.token_epoch), ("alice", Some(project), 0));
+        let old = TokenV1 { user: id, project, roles: vec![Role::Admin], issued_at: 1, expires_at: 9 };
+        let read: Token = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!(read, Token { user: id, project, user_epoch: 0, issued_at: 1, expires_at: 9 });
+    }
 
     #[test]
     fn an_operation_logged_by_an_older_nimbus_is_read_without_a_request_id() {

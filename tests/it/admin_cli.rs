@@ -169,6 +169,21 @@ async fn the_console_commands_list_the_tree_and_kill_actors_that_come_back_at_on
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 404);
+    for (verb, name, reason) in [
+        ("kill", "cloud", "supervision root"),
+        ("stop", "cloud", "supervision root"),
+        ("kill", "store", "not an actor"),
+    ] {
+        let (status, body) = t
+            .admin
+            .raw(reqwest::Method::POST, &format!("/admin/actors/{verb}"), Some(&serde_json::json!({"name": name})))
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), 409, "{verb} {name}: {body}");
+        assert!(body.to_string().contains(reason), "{verb} {name}: {body}");
+    }
+    let (status, _) = t.admin.raw(reqwest::Method::GET, "/admin/actors", None).await.unwrap();
+    assert_eq!(status.as_u16(), 200, "the cloud still answers");
     let member = t.user_with_role("member").await;
     let (status, _) = member.raw(reqwest::Method::GET, "/admin/actors", None).await.unwrap();
     assert_eq!(status.as_u16(), 403);

@@ -10,9 +10,12 @@ use nimbus_tests::*;
 const PASSWORD: &str = "cluster-secret";
 const COOKIE: &str = "a-test-cookie-of-enough-length";
 
-/// `--name NAME --tls-dir DIR` when the cluster uses TLS.
+/// `--name NAME --tls-dir DIR` when the cluster uses TLS, else `--insecure-plaintext`.
 fn tls_args(name: &str, tls: Option<&str>) -> Vec<String> {
-    tls.map(|dir| vec!["--name".into(), name.into(), "--tls-dir".into(), dir.into()]).unwrap_or_default()
+    match tls {
+        Some(dir) => vec!["--name".into(), name.into(), "--tls-dir".into(), dir.into()],
+        None => vec!["--insecure-plaintext".into()],
+    }
 }
 
 /// A controller keeping its data in `dir/data`; `log` names its log file (a restart gets a new one).
@@ -150,7 +153,7 @@ async fn a_node_with_a_wrong_cookie_is_refused_and_nothing_of_it_joins() {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(nimbus_tests::process::nimbus_binary())
             .args(["node", "--role", "compute", "--host", "intruder", "--join", &format!("127.0.0.1:{cluster}")])
-            .args(["--cluster-listen", &own])
+            .args(["--cluster-listen", &own, "--insecure-plaintext"])
             .env("NIMBUS_COOKIE", "not-the-cluster-cookie-at-all")
             .output()
             .unwrap()
@@ -197,7 +200,7 @@ async fn nodes_with_certificates_of_the_cluster_talk_over_mutual_tls() {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(nimbus_tests::process::nimbus_binary())
             .args(["node", "--role", "compute", "--host", "plain-1", "--join", &format!("127.0.0.1:{cluster}")])
-            .args(["--cluster-listen", &plain])
+            .args(["--cluster-listen", &plain, "--insecure-plaintext"])
             .env("NIMBUS_COOKIE", COOKIE)
             .output()
             .unwrap()
@@ -209,4 +212,16 @@ async fn nodes_with_certificates_of_the_cluster_talk_over_mutual_tls() {
     assert!(stderr.contains("could not join the controller"), "refused at the join, not for another reason: {stderr}");
     assert_eq!(hosts_up(&admin).await, vec!["tls-1".to_string()], "nothing of the plain node joined");
     drop((node, ctl));
+}
+
+#[test]
+fn a_node_without_certificates_is_refused_unless_plaintext_is_asked_for() {
+    let output = std::process::Command::new(nimbus_tests::process::nimbus_binary())
+        .args(["node", "--role", "compute", "--host", "h", "--join", "127.0.0.1:1", "--cluster-listen", "127.0.0.1:0"])
+        .env("NIMBUS_COOKIE", COOKIE)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("encrypted by default") && stderr.contains("nimbus cluster certs"), "{stderr}");
 }

@@ -280,7 +280,9 @@ mod multi_host {
     fn node(dir: &std::path::Path, name: &str, args: &[&str], ready: &str) -> NimbusProcess {
         let data = dir.join(name).display().to_string();
         let mut all: Vec<String> =
-            ["node", "--data-dir", data.as_str(), "--report-interval-ms", "200"].map(String::from).to_vec();
+            ["node", "--data-dir", data.as_str(), "--report-interval-ms", "200", "--insecure-plaintext"]
+                .map(String::from)
+                .to_vec();
         all.extend(args.iter().map(|a| a.to_string()));
         all.extend(VXLAN.map(String::from));
         let env = [("NIMBUS_COOKIE", COOKIE), ("NIMBUS_ADMIN_PASSWORD", PASSWORD)];

@@ -6,6 +6,8 @@ mod chaos;
 mod cluster;
 mod dataplane;
 mod floating_ips;
+mod fuzz;
+mod hardening;
 mod networks;
 mod observability;
 mod openstack_cli;

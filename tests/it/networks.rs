@@ -136,6 +136,8 @@ async fn bad_network_requests_are_refused_clearly() {
     let cases = [
         (json!({"label": "x", "cidr": "10.0.0.0/25"}), 409, "overlaps network private"),
         (json!({"label": "x", "cidr": "10.9.0.5/24"}), 400, "not a network address"),
+        (json!({"label": "x", "cidr": "0.0.0.0/0"}), 400, "can never hold instance addresses"),
+        (json!({"label": "x", "cidr": "127.0.0.0/24"}), 400, "127.0.0.0/8 (loopback)"),
         (
             json!({"label": "x", "cidr": "10.9.0.0/16", "mode": "vlan", "num_networks": 3, "vlan_start": 4093}),
             400,

@@ -6,7 +6,7 @@ use nimbus_tests::*;
 #[tokio::test]
 async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     let t = TestCloud::start().await;
-    let clouds = t.dir.path().join("clouds.yaml");
+    let clouds = t.data_dir().join("clouds.yaml");
     assert!(clouds.exists(), "the cloud wrote clouds.yaml");
     let run = |args: &'static [&'static str]| {
         let clouds = clouds.clone();
@@ -56,7 +56,7 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
 #[tokio::test]
 async fn the_stock_openstack_cli_manages_floating_ips() {
     let t = TestCloud::start().await;
-    let clouds = t.dir.path().join("clouds.yaml");
+    let clouds = t.data_dir().join("clouds.yaml");
     let run = |args: Vec<String>| {
         let clouds = clouds.clone();
         tokio::task::spawn_blocking(move || {
@@ -87,5 +87,49 @@ async fn the_stock_openstack_cli_manages_floating_ips() {
     run(args(&format!("floating ip delete {address}"))).await.unwrap();
     let listed = run(args("floating ip list -f value")).await.unwrap();
     assert_eq!(listed.trim(), "");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stock_openstack_cli_takes_access_away() {
+    let t = TestCloud::start().await;
+    let clouds = t.data_dir().join("clouds.yaml");
+    let run = |line: String| {
+        let clouds = clouds.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            openstack::run(&clouds, &args)
+        })
+    };
+    run("project create cli-demo".into()).await.unwrap();
+    run("user create --project cli-demo --password pw cli-alice".into()).await.unwrap();
+    run("role add --user cli-alice --project cli-demo member".into()).await.unwrap();
+    let alice = nimbus::client::Client::login(t.url(), "cli-alice", "pw", "cli-demo").await.unwrap();
+    let servers = "/compute/v2.1/servers";
+    assert_eq!(alice.raw(reqwest::Method::GET, servers, None).await.unwrap().0, 200);
+
+    run("role remove --user cli-alice --project cli-demo member".into()).await.unwrap();
+    assert_eq!(alice.raw(reqwest::Method::GET, servers, None).await.unwrap().0, 401, "the role is gone at once");
+    run("role add --user cli-alice --project cli-demo member".into()).await.unwrap();
+    run("user set --disable cli-alice".into()).await.unwrap();
+    assert_eq!(alice.raw(reqwest::Method::GET, servers, None).await.unwrap().0, 401, "a disabled user's token");
+    run("user set --enable --password pw2 cli-alice".into()).await.unwrap();
+    let shown = run("user show cli-alice -f value -c enabled".into()).await.unwrap();
+    assert_eq!(shown.trim(), "True");
+    let alice = nimbus::client::Client::login(t.url(), "cli-alice", "pw2", "cli-demo").await.unwrap();
+
+    let token = run("token issue -f value -c id".into()).await.unwrap();
+    run(format!("token revoke {}", token.trim())).await.unwrap();
+    let (status, _) = reqwest::Client::new()
+        .get(format!("{}{servers}", t.url()))
+        .header("x-auth-token", token.trim())
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 401, "a revoked token");
+
+    run("user delete cli-alice".into()).await.unwrap();
+    assert_eq!(alice.raw(reqwest::Method::GET, servers, None).await.unwrap().0, 401, "a deleted user's token");
     t.shutdown().await;
 }

@@ -23,7 +23,8 @@ use ipnetwork::Ipv4Network;
 use nimbus::client::Client;
 use nimbus_actors::cloud::Drivers;
 use nimbus_actors::cloud::{Cloud, CloudConfig};
-use nimbus_actors::timing::Timing;
+use nimbus_actors::gateway::ServerLimits;
+use nimbus_actors::timing::{LoginPolicy, Timing};
 use nimbus_protocol::compute::Capacity;
 use nimbus_runtime::Namespace;
 use serde_json::{Value, json};
@@ -41,6 +42,7 @@ pub fn test_timing() -> Timing {
         token_ttl: Duration::from_secs(3600),
         fixed_ip_reclaim_after: Duration::from_secs(2),
         reconcile_interval: Duration::from_millis(500),
+        login: LoginPolicy::default(),
     }
 }
 
@@ -75,6 +77,7 @@ pub struct Options {
     pub floating_range: Option<(Ipv4Network, String)>,
     /// Serve the Prometheus metrics on a port of their own (`Cloud::metrics_addr`).
     pub metrics: bool,
+    pub server_limits: ServerLimits,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Default for Options {
             drivers: Drivers::default(),
             floating_range: None,
             metrics: false,
+            server_limits: ServerLimits::for_this_process(),
         }
     }
 }
@@ -101,7 +105,7 @@ impl TestCloud {
     pub async fn start_with(options: Options) -> TestCloud {
         nimbus_runtime::telemetry::init("warn");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config = TestCloud::config(dir.path(), &options);
+        let config = TestCloud::config(&dir.path().join("data"), &options);
         let cloud = Cloud::start(config).await.expect("the cloud starts");
         let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin").await.expect("admin logs in");
         TestCloud { cloud, admin, dir }
@@ -118,12 +122,13 @@ impl TestCloud {
         config.timing = options.timing.clone();
         config.auto_assign_floating_ip = options.auto_assign_floating_ip;
         config.drivers = options.drivers.clone();
+        config.server_limits = options.server_limits.clone();
         if options.metrics {
             config.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
         }
         if let Some((range, interface)) = &options.floating_range {
-            config.floating_range = *range;
-            config.public_interface = interface.clone();
+            config.floating_range = Some(*range);
+            config.public_interface = Some(interface.clone());
         }
         config
     }
@@ -132,13 +137,19 @@ impl TestCloud {
     pub async fn restart(self, options: Options) -> TestCloud {
         let TestCloud { cloud, dir, .. } = self;
         cloud.shutdown().await;
-        let cloud = Cloud::start(TestCloud::config(dir.path(), &options)).await.expect("the cloud restarts");
+        let cloud =
+            Cloud::start(TestCloud::config(&dir.path().join("data"), &options)).await.expect("the cloud restarts");
         let admin = Client::login(&cloud.url, "admin", ADMIN_PASSWORD, "admin").await.expect("admin logs in");
         TestCloud { cloud, admin, dir }
     }
 
     pub fn url(&self) -> &str {
         &self.cloud.url
+    }
+
+    /// The cloud's data directory (inside `dir`, so the dataplane directory beside it is removed with it).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     /// A new project with a user holding `role` on it; returns that user's client.

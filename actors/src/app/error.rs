@@ -23,6 +23,12 @@ pub enum CloudError {
     Conflict(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The caller must slow down (429, with Retry-After).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    /// nimbus is at a limit it keeps to stay up (503, with Retry-After); retrying soon may work.
+    #[error("{message}")]
+    Busy { message: String, retry_after_secs: u64 },
     /// A component needed for the request did not answer in time; retrying later may work.
     #[error("{what}")]
     Unavailable {

@@ -56,6 +56,25 @@ pub async fn allocate(app: &App, caller: Caller, pool: Option<String>) -> Result
     app.store.write(move |tx| allocate_in(tx, caller, pool)).await
 }
 
+/// [`allocate`] and [`associate`] in one transaction, so an association that is refused allocates nothing.
+pub async fn allocate_associated(
+    app: &App,
+    trace: &Trace,
+    caller: Caller,
+    pool: Option<String>,
+    instance: InstanceId,
+) -> Result<FloatingIp, CloudError> {
+    let ip = app
+        .store
+        .write(move |tx| {
+            let ip = allocate_in(tx, caller, pool)?;
+            associate_in(tx, caller, ip.address, instance)
+        })
+        .await?;
+    apply_nat(app, trace).await?;
+    Ok(ip)
+}
+
 /// Associates the caller's address with one of its project's instances, and applies the NAT table.
 pub async fn associate(
     app: &App,

@@ -3,6 +3,8 @@
 //! Passwords are stored as argon2id hashes. Tokens are random 256-bit secrets; the store keeps only their
 //! SHA-256, so a copy of the data file does not hand out working tokens.
 
+use std::net::IpAddr;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use nimbus_protocol::ids::{ProjectId, UserId};
@@ -14,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::app::error::CloudError;
+use crate::app::login_guard::Subject;
 
 /// Who is asking, as established from a valid token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,13 +92,7 @@ pub async fn create_user(
     default_project: Option<ProjectId>,
 ) -> Result<User, CloudError> {
     validate_name("user", name)?;
-    if password.is_empty() {
-        return Err(CloudError::BadRequest("A password must not be empty.".into()));
-    }
-    let password = password.to_string();
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| CloudError::Internal(format!("password hashing failed: {e}")))?;
+    let password_hash = hash_in_pool(app, password).await?;
     let user = User {
         id: UserId::random(),
         name: name.to_string(),
@@ -103,6 +100,7 @@ pub async fn create_user(
         default_project,
         enabled: true,
         created_at: now_ms(),
+        token_epoch: 0,
     };
     let record = user.clone();
     app.store
@@ -119,6 +117,15 @@ pub async fn create_user(
         })
         .await?;
     Ok(user)
+}
+
+/// Hashes a new password on the login guard's pool, like every other argon2 run.
+async fn hash_in_pool(app: &App, password: &str) -> Result<String, CloudError> {
+    if password.is_empty() {
+        return Err(CloudError::BadRequest("A password must not be empty.".into()));
+    }
+    let password = password.to_string();
+    app.login_guard().pool.run(move || hash_password(&password)).await
 }
 
 /// Gives `user` the `role` on `project` (idempotent).
@@ -167,49 +174,73 @@ pub fn find_project(app: &App, name_or_id: &str) -> Result<Option<Project>, Stor
     })
 }
 
-/// Password authentication scoped to a project. Every failure gives the same answer, so the API does not tell
-/// which part was wrong.
+/// Password authentication scoped to a project, from `source`. Every failure gives the same answer, so the
+/// API does not tell which part was wrong; each is logged with the user, the source and the reason (never the
+/// password), and counts towards the lockout of the user and the throttling of the source.
 pub async fn password_login(
     app: &App,
     user_name: &str,
     password: &str,
     project_name: &str,
+    source: IpAddr,
 ) -> Result<(String, AuthContext), CloudError> {
     let user = find_user(app, user_name)?;
-    login_as(app, user, password, project_name).await
+    login_as(app, LoginAttempt { given: user_name, user, source }, password, project_name).await
 }
 
-/// [`password_login`] of a user already looked up (`None`: no such user).
+/// Who tries to log in: the user as given, and as found (`None`: no such user).
+struct LoginAttempt<'a> {
+    given: &'a str,
+    user: Option<User>,
+    source: IpAddr,
+}
+
 async fn login_as(
     app: &App,
-    user: Option<User>,
+    attempt: LoginAttempt<'_>,
     password: &str,
     project_name: &str,
 ) -> Result<(String, AuthContext), CloudError> {
-    let ttl = app.timing.token_ttl;
+    let LoginAttempt { given, user, source } = attempt;
+    let guard = app.login_guard();
+    let subject = Subject::User(user.as_ref().map_or_else(|| given.to_string(), |u| u.id.to_string()));
+    let from = Subject::Source(source);
+    let refused = |reason: &str| tracing::warn!(user = %given, %source, reason, "login refused");
+    if let Err(refusal) = guard.check(&subject, &from) {
+        refused(refusal.reason());
+        return Err(refusal.into_error());
+    }
     let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
     // An unknown or disabled user is checked against a stand-in hash, so the answer takes as long as for a
     // wrong password and its timing does not tell which user names exist.
     static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such user"));
-    let user = user.filter(|u| u.enabled);
-    let hash = user.as_ref().map_or_else(|| STAND_IN.clone(), |u| u.password_hash.clone());
+    let hash = user.as_ref().filter(|u| u.enabled).map(|u| u.password_hash.clone());
     let pw = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-        .await
-        .map_err(|e| CloudError::Internal(format!("password check failed: {e}")))?;
-    let user = user.filter(|_| ok).ok_or_else(denied)?;
-    let project = find_project(app, project_name)?.filter(|p| p.enabled).ok_or_else(denied)?;
-    let roles =
-        app.store.read(|r| r.get(&ASSIGNMENTS, &Pair(user.id, project.id)))?.map(|a| a.roles).unwrap_or_default();
+    let ok = guard.pool.run(move || verify_password(hash.as_deref().unwrap_or(&STAND_IN), &pw)).await?;
+    let failed = |reason: &str| {
+        refused(reason);
+        guard.failed(subject.clone(), from.clone());
+        denied()
+    };
+    let user = match user {
+        None => return Err(failed("no such user")),
+        Some(u) if !u.enabled => return Err(failed("the user is disabled")),
+        Some(_) if !ok => return Err(failed("wrong password")),
+        Some(u) => u,
+    };
+    let project = find_project(app, project_name)?.filter(|p| p.enabled);
+    let Some(project) = project else { return Err(failed("no such project, or it is disabled")) };
+    let roles = roles_of(app, user.id, project.id)?;
     if roles.is_empty() {
-        return Err(denied());
+        return Err(failed("no role on the project"));
     }
+    guard.succeeded(&subject);
     let mut secret_bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut secret_bytes);
     let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let issued_at = now_ms();
-    let expires_at = issued_at + ttl.as_millis() as u64;
-    let token = Token { user: user.id, project: project.id, roles: roles.clone(), issued_at, expires_at };
+    let expires_at = issued_at + app.timing.token_ttl.as_millis() as u64;
+    let token = Token { user: user.id, project: project.id, user_epoch: user.token_epoch, issued_at, expires_at };
     let key = token_key(&secret);
     app.store.write(move |tx| tx.put(&TOKENS, &key, &token)).await?;
     let context = AuthContext {
@@ -224,7 +255,13 @@ async fn login_as(
     Ok((secret, context))
 }
 
-/// Checks a token and tells whose it is.
+fn roles_of(app: &App, user: UserId, project: ProjectId) -> Result<Vec<Role>, StoreError> {
+    Ok(app.store.read(|r| r.get(&ASSIGNMENTS, &Pair(user, project)))?.map(|a| a.roles).unwrap_or_default())
+}
+
+/// Checks a token and tells whose it is. Everything it relies on is read now, so a revoked token, a disabled
+/// or deleted user, a changed password, a disabled project and a removed role all take effect at the next
+/// request.
 pub fn authenticate(app: &App, secret: &str) -> Result<AuthContext, CloudError> {
     let denied =
         |why: &str| CloudError::Unauthorized(format!("The request you have made requires authentication: {why}."));
@@ -235,18 +272,151 @@ pub fn authenticate(app: &App, secret: &str) -> Result<AuthContext, CloudError> 
             return Err(denied("the token has expired"));
         }
         let user = r.get(&USERS, &token.user)?.filter(|u| u.enabled).ok_or_else(|| denied("the user is disabled"))?;
+        if user.token_epoch != token.user_epoch {
+            return Err(denied("the token was revoked"));
+        }
         let project =
             r.get(&PROJECTS, &token.project)?.filter(|p| p.enabled).ok_or_else(|| denied("the project is disabled"))?;
+        let roles = r.get(&ASSIGNMENTS, &Pair(user.id, project.id))?.map(|a| a.roles).unwrap_or_default();
+        if roles.is_empty() {
+            return Err(denied("the user has no role on the project any more"));
+        }
         Ok(AuthContext {
             user: user.id,
             user_name: user.name,
             project: project.id,
             project_name: project.name,
-            roles: token.roles,
+            roles,
             issued_at: token.issued_at,
             expires_at: token.expires_at,
         })
     })
+}
+
+/// Revokes one token (`DELETE /auth/tokens`): the caller's own, or (admin) anyone's.
+pub async fn revoke_token(app: &App, caller: &AuthContext, subject: &str) -> Result<(), CloudError> {
+    let key = token_key(subject);
+    let (me, admin) = (caller.user, caller.has(Role::Admin));
+    app.store
+        .write(move |tx| {
+            let not_found = || CloudError::NotFound("Could not find token.".into());
+            let token = tx.get(&TOKENS, &key)?.ok_or_else(not_found)?;
+            if token.user != me && !admin {
+                return Err(not_found());
+            }
+            tx.delete(&TOKENS, &key)?;
+            Ok(())
+        })
+        .await
+}
+
+/// What an update of a user changes (`PATCH /users/{id}`); `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub enabled: Option<bool>,
+    pub default_project: Option<Option<ProjectId>>,
+}
+
+/// Updates a user. A new password or a disable revokes every token the user holds.
+pub async fn update_user(app: &App, id: UserId, changes: UserChanges) -> Result<User, CloudError> {
+    if let Some(name) = &changes.name {
+        validate_name("user", name)?;
+    }
+    let password_hash = match &changes.password {
+        Some(p) => Some(hash_in_pool(app, p).await?),
+        None => None,
+    };
+    app.store
+        .write(move |tx| {
+            let mut user = tx.get(&USERS, &id)?.ok_or_else(|| CloudError::not_found("User", id))?;
+            if let Some(name) = changes.name.filter(|n| *n != user.name) {
+                if tx.get(&USER_NAMES, &name)?.is_some() {
+                    return Err(CloudError::Conflict(format!("A user named {name} already exists.")));
+                }
+                tx.delete(&USER_NAMES, &user.name)?;
+                tx.put(&USER_NAMES, &name, &id)?;
+                user.name = name;
+            }
+            if let Some(project) = changes.default_project {
+                if let Some(p) = project {
+                    tx.get(&PROJECTS, &p)?.ok_or_else(|| CloudError::not_found("Project", p))?;
+                }
+                user.default_project = project;
+            }
+            let disabling = changes.enabled == Some(false) && user.enabled;
+            if let Some(enabled) = changes.enabled {
+                user.enabled = enabled;
+            }
+            if let Some(hash) = password_hash.clone() {
+                user.password_hash = hash;
+            }
+            if disabling || password_hash.is_some() {
+                user.token_epoch = user.token_epoch.wrapping_add(1);
+            }
+            tx.put(&USERS, &id, &user)?;
+            Ok(user)
+        })
+        .await
+}
+
+/// A user changes their own password (`POST /users/{id}/password`), proving the old one; every token they
+/// hold is revoked, the one of this request too.
+pub async fn change_password(
+    app: &App,
+    caller: &AuthContext,
+    id: UserId,
+    original: &str,
+    new: &str,
+) -> Result<(), CloudError> {
+    if caller.user != id {
+        return Err(CloudError::Forbidden("Users may change only their own password.".into()));
+    }
+    let user = app.store.read(|r| r.get(&USERS, &id))?.ok_or_else(|| CloudError::not_found("User", id))?;
+    let (hash, original) = (user.password_hash, original.to_string());
+    if !app.login_guard().pool.run(move || verify_password(&hash, &original)).await? {
+        return Err(CloudError::Unauthorized("The original password is not correct.".into()));
+    }
+    update_user(app, id, UserChanges { password: Some(new.to_string()), ..UserChanges::default() }).await?;
+    Ok(())
+}
+
+/// Deletes a user with their role assignments; their tokens stop working at once (they name a user that no
+/// longer exists) and are purged when they expire.
+pub async fn delete_user(app: &App, id: UserId) -> Result<(), CloudError> {
+    app.store
+        .write(move |tx| {
+            let user = tx.delete(&USERS, &id)?.ok_or_else(|| CloudError::not_found("User", id))?;
+            tx.delete(&USER_NAMES, &user.name)?;
+            for (key, _) in tx.scan_prefix(&ASSIGNMENTS, &Pair::<UserId, ProjectId>::prefix(&id))? {
+                tx.delete(&ASSIGNMENTS, &key)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Takes `role` on `project` away from `user`; their tokens lose it at their next request.
+pub async fn revoke_role(app: &App, user: UserId, project: ProjectId, role: Role) -> Result<(), CloudError> {
+    app.store
+        .write(move |tx| {
+            let key = Pair(user, project);
+            let not_held =
+                || CloudError::NotFound(format!("User {user} has no role {} on project {project}.", role.name()));
+            let mut assignment = tx.get(&ASSIGNMENTS, &key)?.ok_or_else(not_held)?;
+            if !assignment.roles.contains(&role) {
+                return Err(not_held());
+            }
+            assignment.roles.retain(|r| *r != role);
+            if assignment.roles.is_empty() {
+                tx.delete(&ASSIGNMENTS, &key)?;
+            } else {
+                tx.put(&ASSIGNMENTS, &key, &assignment)?;
+            }
+            Ok(())
+        })
+        .await
 }
 
 /// Removes expired tokens; returns how many.
@@ -277,20 +447,21 @@ pub async fn login(
     user: LoginUser,
     password: &str,
     project: Option<String>,
+    source: IpAddr,
 ) -> Result<(String, AuthContext), CloudError> {
-    let user = match user {
-        LoginUser::Name(name) => find_user(app, &name)?,
+    let (given, found) = match &user {
+        LoginUser::Name(name) => (name, find_user(app, name)?),
         // An unknown id logs in as nobody: the same answer as a wrong password.
         LoginUser::Id(id) => match id.parse::<UserId>() {
-            Ok(id) => app.store.read(|r| r.get(&USERS, &id))?,
-            Err(_) => None,
+            Ok(parsed) => (id, app.store.read(|r| r.get(&USERS, &parsed))?),
+            Err(_) => (id, None),
         },
     };
     let project = match project {
         Some(project) => project,
-        None => user.as_ref().and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default(),
+        None => found.as_ref().and_then(|u| u.default_project).map(|p| p.to_string()).unwrap_or_default(),
     };
-    login_as(app, user, password, &project).await
+    login_as(app, LoginAttempt { given, user: found, source }, password, &project).await
 }
 
 pub fn list_projects(app: &App) -> Result<Vec<Project>, StoreError> {

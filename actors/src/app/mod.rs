@@ -5,7 +5,8 @@
 //! touches the store.
 //!
 //! # Layout
-//! - [`identity`]: users, projects, roles, password logins and tokens; [`quota`]: limits and usage.
+//! - [`identity`]: users, projects, roles, password logins and tokens; [`login_guard`]: the bounded hashing
+//!   pool and the failed-login record; [`quota`]: limits and usage.
 //! - [`flavors`], [`images`]: the catalog.
 //! - [`servers`]: what the Compute API does to servers; [`instances`]: guarded transitions of instance
 //!   records; [`builds`]: the steps a conductor persists; [`specs`]: the wire specs agents are sent.
@@ -26,11 +27,14 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod instances;
+pub mod login_guard;
 pub mod networks;
 pub mod projects;
 pub mod quota;
 pub mod servers;
 pub mod specs;
+
+use std::sync::Arc;
 
 use nimbus_protocol::conductor::ConductorClient;
 use nimbus_protocol::ids::{InstanceId, ProjectId};
@@ -39,6 +43,7 @@ use nimbus_protocol::trace::Trace;
 use nimbus_runtime::Namespace;
 use nimbus_storage::{Store, StoreStats};
 
+use crate::app::login_guard::LoginGuard;
 use crate::timing::Timing;
 
 /// The application layer of one cloud: its store, and how to reach its workers. Cheap to clone.
@@ -50,11 +55,18 @@ pub struct App {
     /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
     /// released with the instance and not counted against the project's quota.
     auto_assign_floating_ip: bool,
+    login_guard: Arc<LoginGuard>,
 }
 
 impl App {
     pub fn new(store: Store, ns: Namespace, timing: Timing, auto_assign_floating_ip: bool) -> App {
-        App { store, ns, timing, auto_assign_floating_ip }
+        let login_guard = Arc::new(LoginGuard::new(timing.login.clone()));
+        App { store, ns, timing, auto_assign_floating_ip, login_guard }
+    }
+
+    /// The hashing pool and the failed-login record every password check goes through.
+    pub fn login_guard(&self) -> &LoginGuard {
+        &self.login_guard
     }
 
     pub fn ns(&self) -> &Namespace {

@@ -58,11 +58,7 @@ fn prefix(s: &AppState) -> String {
 
 async fn list_actors(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin(&auth)?;
-    let root_name = s.ns().actor_name("cloud");
-    let root: ActorRef<SupervisorMsg> = ractor::registry::where_is(root_name)
-        .map(ActorRef::from)
-        .ok_or_else(|| ApiError::compute(CloudError::Internal("the root supervisor is not running".into())))?;
-    let mut tree = tree::tree(&root, Duration::from_secs(2)).await;
+    let mut tree = tree::tree(&root(&s)?, Duration::from_secs(2)).await;
     local_names(&mut tree, &prefix(&s));
     #[derive(Serialize)]
     struct Body {
@@ -85,17 +81,51 @@ struct Target {
     name: String,
 }
 
-fn find(s: &AppState, body: &[u8]) -> Result<(String, ractor::ActorCell), ApiError> {
+/// The actor a kill or stop names. Only actors a supervisor restarts may be ended this way: the supervision
+/// root (ending it ends nimbus), actors outside the tree (the cluster listener) and the store (not an actor,
+/// but the state every actor reads) are refused with the reason.
+async fn find(s: &AppState, body: &[u8]) -> Result<(String, ractor::ActorCell), ApiError> {
     let target: Target = parse_json(body).map_err(ApiError::compute)?;
-    let cell = ractor::registry::where_is(s.ns().actor_name(&target.name)).ok_or_else(|| {
+    let refuse = |why: String| Err(ApiError::compute(CloudError::Conflict(why)));
+    if target.name == "store" {
+        return refuse(
+            "The store is not an actor: it is the cloud's state, written by one thread every actor depends on; \
+             it ends only with nimbus."
+                .into(),
+        );
+    }
+    let full_name = s.ns().actor_name(&target.name);
+    let cell = ractor::registry::where_is(full_name.clone()).ok_or_else(|| {
         ApiError::compute(CloudError::NotFound(format!("No actor named {} is running.", target.name)))
     })?;
+    let root = root(s)?;
+    if cell.get_id() == root.get_id() {
+        return refuse(format!(
+            "{} is the supervision root: nothing would restart it, and ending it ends nimbus. Stop the process \
+             instead (SIGTERM).",
+            target.name
+        ));
+    }
+    if !supervised(&tree::tree(&root, Duration::from_secs(2)).await, &full_name) {
+        return refuse(format!("{} has no supervisor to restart it, so it cannot be ended here.", target.name));
+    }
     Ok((target.name, cell))
+}
+
+/// Whether `name` is below `info` in the supervision tree.
+fn supervised(info: &ActorInfo, name: &str) -> bool {
+    info.children.iter().any(|child| child.name == name || supervised(child, name))
+}
+
+fn root(s: &AppState) -> Result<ActorRef<SupervisorMsg>, ApiError> {
+    ractor::registry::where_is(s.ns().actor_name("cloud"))
+        .map(ActorRef::from)
+        .ok_or_else(|| ApiError::compute(CloudError::Internal("the root supervisor is not running".into())))
 }
 
 async fn kill_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     admin(&auth)?;
-    let (name, cell) = find(&s, &body)?;
+    let (name, cell) = find(&s, &body).await?;
     tracing::warn!(actor = %name, "killed through the admin API");
     cell.kill();
     #[derive(Serialize)]
@@ -107,7 +137,7 @@ async fn kill_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiRe
 
 async fn stop_actor(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
     admin(&auth)?;
-    let (name, cell) = find(&s, &body)?;
+    let (name, cell) = find(&s, &body).await?;
     tracing::warn!(actor = %name, "stopped through the admin API");
     cell.stop(Some("stopped through the admin API".into()));
     #[derive(Serialize)]

@@ -65,7 +65,8 @@ fn status(error: &CloudError, service: Service) -> u16 {
         // Neutron answers 409 (OverQuota); Nova 403 since 2.1.
         CloudError::QuotaExceeded(_) if service == Service::Network => 409,
         CloudError::QuotaExceeded(_) => 403,
-        CloudError::Unavailable { .. } | CloudError::NotApplied(_) => 503,
+        CloudError::TooManyRequests { .. } => 429,
+        CloudError::Busy { .. } | CloudError::Unavailable { .. } | CloudError::NotApplied(_) => 503,
         CloudError::Store(_) | CloudError::Internal(_) => 500,
     }
 }
@@ -78,7 +79,7 @@ fn compute_fault(status: u16) -> &'static str {
         404 => "itemNotFound",
         406 => "notAcceptable",
         409 => "conflictingRequest",
-        413 => "overLimit",
+        413 | 429 => "overLimit",
         503 => "serviceUnavailable",
         _ => "computeFault",
     }
@@ -93,7 +94,8 @@ fn neutron_type(error: &CloudError) -> &'static str {
         CloudError::Conflict(_) => "Conflict",
         CloudError::QuotaExceeded(_) => "OverQuota",
         CloudError::NotAcceptable(_) => "NotAcceptable",
-        CloudError::Unavailable { .. } | CloudError::NotApplied(_) => "ServiceUnavailable",
+        CloudError::TooManyRequests { .. } => "TooManyRequests",
+        CloudError::Busy { .. } | CloudError::Unavailable { .. } | CloudError::NotApplied(_) => "ServiceUnavailable",
         CloudError::Store(_) | CloudError::Internal(_) => "InternalServerError",
     }
 }
@@ -106,6 +108,7 @@ fn title(status: u16) -> &'static str {
         404 => "Not Found",
         406 => "Not Acceptable",
         409 => "Conflict",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
@@ -168,7 +171,13 @@ impl IntoResponse for ApiError {
             }
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let CloudError::TooManyRequests { retry_after_secs, .. } | CloudError::Busy { retry_after_secs, .. } =
+            &self.error
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 

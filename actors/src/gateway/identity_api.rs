@@ -1,35 +1,43 @@
 //! Identity v3: version documents, password tokens with a service catalog, and the admin endpoints for
 //! projects, users and role assignments.
 
-use axum::Json;
+use std::net::IpAddr;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use nimbus_storage::records::{NetworkMode, Project, Role, User};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
 use super::views::{MediaType, VersionDoc};
-use super::{ApiError, AppState, iso8601};
+use super::{ApiError, AppState, ClientAddr, iso8601};
 use crate::app::error::CloudError;
 use crate::app::identity::{self, AuthContext, LoginUser};
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn routes() -> axum::Router<AppState> {
+/// `max_login_body`: the body limit of the token route, which anyone may call without a token.
+pub fn routes(max_login_body: usize) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/identity", get(versions))
         .route("/identity/", get(versions))
         .route("/identity/v3", get(version))
         .route("/identity/v3/", get(version))
-        .route("/identity/v3/auth/tokens", post(issue_token).get(check_token))
+        .route(
+            "/identity/v3/auth/tokens",
+            post(issue_token).layer(DefaultBodyLimit::max(max_login_body)).get(check_token).delete(revoke_token),
+        )
         .route("/identity/v3/projects", get(list_projects).post(create_project))
         .route("/identity/v3/users", get(list_users).post(create_user))
+        .route("/identity/v3/users/{user}", get(show_user).patch(update_user).delete(delete_user))
+        .route("/identity/v3/users/{user}/password", post(change_password))
         .route("/identity/v3/roles", get(list_roles))
-        .route("/identity/v3/projects/{project}/users/{user}/roles/{role}", put(grant_role))
+        .route("/identity/v3/projects/{project}/users/{user}/roles/{role}", put(grant_role).delete(revoke_role))
 }
 
 fn version_doc(base: &str) -> VersionDoc {
@@ -203,7 +211,7 @@ struct NameOrId {
     id: Option<String>,
 }
 
-async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
+async fn issue_token(State(s): State<AppState>, client: Option<Extension<ClientAddr>>, body: Bytes) -> ApiResult {
     let request: TokenRequest = parse_json(&body).map_err(ApiError::identity)?;
     let identity = request.auth.identity;
     if !identity.methods.iter().any(|m| m == "password") {
@@ -223,19 +231,32 @@ async fn issue_token(State(s): State<AppState>, body: Bytes) -> ApiResult {
     };
     // No scope: the user's default project.
     let project = request.auth.scope.and_then(|s| s.project).and_then(|p| p.name.or(p.id));
+    let source = client.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(addr))| addr.ip());
     let (secret, ctx) =
-        identity::login(&s.app, user, &password.user.password, project).await.map_err(ApiError::identity)?;
+        identity::login(&s.app, user, &password.user.password, project, source).await.map_err(ApiError::identity)?;
     let mut response = (StatusCode::CREATED, Json(token_body(&ctx, &s.base_url))).into_response();
     response.headers_mut().insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
     Ok(response)
 }
 
-/// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts).
-async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
-    let subject = headers
+fn subject_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::identity(CloudError::BadRequest("The X-Subject-Token header is required.".into())))?;
+        .ok_or_else(|| ApiError::identity(CloudError::BadRequest("The X-Subject-Token header is required.".into())))
+}
+
+/// `DELETE /auth/tokens`: revokes the token in `X-Subject-Token` (`openstack token revoke`); it fails at once,
+/// at every request.
+async fn revoke_token(State(s): State<AppState>, caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
+    let subject = subject_token(&headers)?;
+    identity::revoke_token(&s.app, &caller.ctx, subject).await.map_err(ApiError::identity)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts).
+async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
+    let subject = subject_token(&headers)?;
     let ctx = identity::authenticate(&s.app, subject)
         .map_err(|_| ApiError::identity(CloudError::NotFound("Could not find token.".into())))?;
     Ok(Json(token_body(&ctx, &s.base_url)).into_response())
@@ -393,11 +414,102 @@ async fn create_user(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
     let user = identity::create_user(&s.app, &request.user.name, &request.user.password, default_project)
         .await
         .map_err(ApiError::identity)?;
-    #[derive(Serialize)]
-    struct Body<'a> {
-        user: UserView<'a>,
+    Ok((StatusCode::CREATED, Json(UserBody { user: user_view(&user, &s.base_url) })).into_response())
+}
+
+#[derive(Serialize)]
+struct UserBody<'a> {
+    user: UserView<'a>,
+}
+
+/// The user a path names, by id or name.
+fn path_user(s: &AppState, user: &str) -> Result<User, ApiError> {
+    identity::find_user_by_id_or_name(&s.app, user)
+        .map_err(ApiError::identity)?
+        .ok_or_else(|| ApiError::identity(CloudError::not_found("User", user)))
+}
+
+async fn show_user(State(s): State<AppState>, auth: Auth, Path(user): Path<String>) -> ApiResult {
+    let found = path_user(&s, &user)?;
+    if found.id != auth.ctx.user {
+        admin_only(&auth, "identity:get_user")?;
     }
-    Ok((StatusCode::CREATED, Json(Body { user: user_view(&user, &s.base_url) })).into_response())
+    Ok(Json(UserBody { user: user_view(&found, &s.base_url) }).into_response())
+}
+
+#[derive(Deserialize)]
+struct UpdateUser {
+    user: UserUpdate,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserUpdate {
+    name: Option<String>,
+    password: Option<String>,
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    default_project_id: Option<Option<String>>,
+    /// Clients send these; nimbus has one domain and no other user attributes.
+    domain_id: Option<String>,
+    description: Option<String>,
+    email: Option<String>,
+}
+
+/// A field that may be given as `null` (to clear it) or left out (to keep it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `PATCH /users/{id}` (admin; `openstack user set`): a new password or `enabled: false` revokes every token
+/// of the user at once.
+async fn update_user(State(s): State<AppState>, auth: Auth, Path(user): Path<String>, body: Bytes) -> ApiResult {
+    admin_only(&auth, "identity:update_user")?;
+    let found = path_user(&s, &user)?;
+    let request: UpdateUser = parse_json(&body).map_err(ApiError::identity)?;
+    let u = request.user;
+    let refused =
+        [("domain_id", u.domain_id.filter(|d| d != "default")), ("description", u.description), ("email", u.email)];
+    if let Some((field, _)) = refused.iter().find(|(_, v)| v.is_some()) {
+        return Err(ApiError::identity(CloudError::BadRequest(format!(
+            "nimbus does not keep a user's {field}; leave it out."
+        ))));
+    }
+    let default_project = match u.default_project_id {
+        Some(Some(p)) => Some(Some(identity::named_project(&s.app, &p).map_err(ApiError::identity)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let changes = identity::UserChanges { name: u.name, password: u.password, enabled: u.enabled, default_project };
+    let updated = identity::update_user(&s.app, found.id, changes).await.map_err(ApiError::identity)?;
+    Ok(Json(UserBody { user: user_view(&updated, &s.base_url) }).into_response())
+}
+
+/// `DELETE /users/{id}` (admin): the user's tokens stop working at once.
+async fn delete_user(State(s): State<AppState>, auth: Auth, Path(user): Path<String>) -> ApiResult {
+    admin_only(&auth, "identity:delete_user")?;
+    let found = path_user(&s, &user)?;
+    identity::delete_user(&s.app, found.id).await.map_err(ApiError::identity)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct ChangePassword {
+    user: PasswordChange,
+}
+#[derive(Deserialize)]
+struct PasswordChange {
+    password: String,
+    original_password: String,
+}
+
+/// `POST /users/{id}/password` (`openstack user password set`): the user's own, proving the old one.
+async fn change_password(State(s): State<AppState>, auth: Auth, Path(user): Path<String>, body: Bytes) -> ApiResult {
+    let request: ChangePassword = parse_json(&body).map_err(ApiError::identity)?;
+    let found = path_user(&s, &user)?;
+    identity::change_password(&s.app, &auth.ctx, found.id, &request.user.original_password, &request.user.password)
+        .await
+        .map_err(ApiError::identity)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_roles(auth: Auth) -> ApiResult {
@@ -416,19 +528,29 @@ async fn list_roles(auth: Auth) -> ApiResult {
     Ok(Json(Body { roles }).into_response())
 }
 
-async fn grant_role(
-    State(s): State<AppState>,
-    auth: Auth,
-    Path((project, user, role)): Path<(String, String, String)>,
-) -> ApiResult {
-    admin_only(&auth, "identity:create_grant")?;
+/// The role, project and user a grant path names.
+fn grant_path(
+    s: &AppState,
+    (project, user, role): (String, String, String),
+) -> Result<(Role, Project, User), ApiError> {
     let role = Role::from_name(&role).ok_or_else(|| ApiError::identity(CloudError::not_found("Role", &role)))?;
     let project = identity::find_project(&s.app, &project)
         .map_err(ApiError::identity)?
         .ok_or_else(|| ApiError::identity(CloudError::not_found("Project", &project)))?;
-    let user = identity::find_user_by_id_or_name(&s.app, &user)
-        .map_err(ApiError::identity)?
-        .ok_or_else(|| ApiError::identity(CloudError::not_found("User", &user)))?;
+    Ok((role, project, path_user(s, &user)?))
+}
+
+async fn grant_role(State(s): State<AppState>, auth: Auth, Path(path): Path<(String, String, String)>) -> ApiResult {
+    admin_only(&auth, "identity:create_grant")?;
+    let (role, project, user) = grant_path(&s, path)?;
     identity::grant(&s.app, user.id, project.id, role).await.map_err(ApiError::identity)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE` of a grant (`openstack role remove`): tokens lose the role at their next request.
+async fn revoke_role(State(s): State<AppState>, auth: Auth, Path(path): Path<(String, String, String)>) -> ApiResult {
+    admin_only(&auth, "identity:revoke_grant")?;
+    let (role, project, user) = grant_path(&s, path)?;
+    identity::revoke_role(&s.app, user.id, project.id, role).await.map_err(ApiError::identity)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

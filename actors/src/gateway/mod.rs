@@ -8,8 +8,8 @@
 //! aborted when the actor's state is dropped), and a restarted gateway serves again on the same sockets.
 //!
 //! # Layout
-//! - [`auth`]: the `Auth` extractor and role checks; [`errors`]: statuses and error bodies per service;
-//!   [`views`]: the shapes several APIs share.
+//! - [`server`]: the accept loop with its timeouts and connection cap; `auth`: the `Auth` extractor and role
+//!   checks; [`errors`]: statuses and error bodies per service; `views`: the shapes several APIs share.
 //! - `identity_api`, `compute_api`, `image_api`, `nova_network_api` (the nova-network era compute endpoints),
 //!   `network_api` (Network v2.0), `admin_api`: the routes and typed views of each API.
 
@@ -21,6 +21,7 @@ mod identity_api;
 mod image_api;
 mod network_api;
 mod nova_network_api;
+pub mod server;
 mod views;
 
 use std::net::TcpListener;
@@ -28,20 +29,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use nimbus_protocol::failure::chain;
 use nimbus_runtime::{Namespace, introspect};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::app::{App, identity};
 use crate::metrics::Metrics;
 pub use errors::{ApiError, Service};
+pub use server::{ClientAddr, ServerLimits};
 
 /// The newest compute microversion nimbus implements (and so the only one it advertises).
 pub const COMPUTE_MICROVERSION: &str = "2.1";
@@ -71,6 +73,7 @@ pub struct GatewayArgs {
     pub metrics_listener: Option<Arc<TcpListener>>,
     pub metrics: Arc<Metrics>,
     pub base_url: String,
+    pub limits: ServerLimits,
 }
 
 pub enum GatewayMsg {
@@ -83,33 +86,24 @@ impl ractor::Message for GatewayMsg {}
 /// A server task, stopped gracefully on a stop and aborted if the gateway goes away without one (a kill).
 struct ServerTask {
     task: JoinHandle<()>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl ServerTask {
-    fn serve(listener: &TcpListener, app: Router) -> Result<ServerTask, std::io::Error> {
+    fn serve(listener: &TcpListener, app: Router, limits: &ServerLimits) -> Result<ServerTask, std::io::Error> {
         let listener = listener.try_clone()?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(cause = %chain(&e), "HTTP server failed");
-            }
-        });
-        Ok(ServerTask { task, stop: Some(stop) })
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(server::serve(listener, app, limits.clone(), stopped));
+        Ok(ServerTask { task, stop })
     }
 
     /// Stops every server at once. In-flight requests get five seconds in all to finish; long-polling
     /// clients do not hold the stop up.
     async fn stop_all(servers: &mut [ServerTask]) {
-        for server in servers.iter_mut() {
-            if let Some(stop) = server.stop.take() {
-                let _ = stop.send(());
-            }
+        for server in servers.iter() {
+            let _ = server.stop.send(true);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         for server in servers {
@@ -144,10 +138,10 @@ impl Actor for Gateway {
     ) -> Result<GatewayState, ActorProcessingErr> {
         let state =
             AppState { app: args.app.clone(), base_url: Arc::from(args.base_url.as_str()), metrics: args.metrics };
-        let mut servers = vec![ServerTask::serve(&args.listener, router(state.clone()))?];
+        let mut servers = vec![ServerTask::serve(&args.listener, router(state.clone(), &args.limits), &args.limits)?];
         if let Some(listener) = &args.metrics_listener {
             let metrics = Router::new().route("/metrics", axum::routing::get(render_metrics)).with_state(state);
-            servers.push(ServerTask::serve(listener, metrics)?);
+            servers.push(ServerTask::serve(listener, metrics, &args.limits)?);
         }
         myself.send_interval(Duration::from_secs(600), || GatewayMsg::PurgeTokens);
         Ok(GatewayState { app: args.app, name: myself.get_name().unwrap_or_default(), servers })
@@ -184,10 +178,15 @@ impl Actor for Gateway {
     }
 }
 
+/// The largest request body of the API (a server create with 64 KiB of user data fits), and of the one
+/// route anyone may call without a token.
+const MAX_BODY: usize = 256 * 1024;
+const MAX_LOGIN_BODY: usize = 16 * 1024;
+
 /// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, limits: &ServerLimits) -> Router {
     Router::new()
-        .merge(identity_api::routes())
+        .merge(identity_api::routes(MAX_LOGIN_BODY))
         .merge(compute_api::routes())
         .merge(image_api::routes())
         .merge(nova_network_api::routes())
@@ -195,6 +194,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_api::routes())
         .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout))
         // Inside the request-id layer, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), requests))

@@ -450,12 +450,13 @@ async fn create_floating(State(s): State<AppState>, auth: Auth, body: Bytes) -> 
         Some(port) => Some(find_port(&s, &auth, port)?.0),
         None => None,
     };
-    let mut ip = floating_ips::allocate(&s.app, auth.caller(), Some(pool.name)).await.map_err(ApiError::network)?;
-    if let Some(instance) = port {
-        ip = floating_ips::associate(&s.app, &auth.trace, auth.caller(), ip.address, instance.id)
-            .await
-            .map_err(ApiError::network)?;
+    let ip = match port {
+        Some(instance) => {
+            floating_ips::allocate_associated(&s.app, &auth.trace, auth.caller(), Some(pool.name), instance.id).await
+        }
+        None => floating_ips::allocate(&s.app, auth.caller(), Some(pool.name)).await,
     }
+    .map_err(ApiError::network)?;
     let view = floating_answer(&s, &auth, ip)?;
     Ok((StatusCode::CREATED, Json(FloatingBody { floatingip: view })).into_response())
 }

@@ -493,17 +493,19 @@ fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Deta
     }
 }
 
-/// The project a quota request names: the caller's own, or (admin) any.
+/// The project a quota request names: the caller's own, or (admin) any. A member asking about any other
+/// project is refused the same way whether it exists or not, so the answer does not reveal project names.
 fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiError> {
-    let project = identity::find_project(&s.app, id)
-        .map_err(ApiError::compute)?
-        .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("Project {id} could not be found."))))?;
-    if project.id != auth.ctx.project && !auth.is_admin() {
-        return Err(ApiError::compute(CloudError::Forbidden(
+    let project = identity::find_project(&s.app, id).map_err(ApiError::compute)?;
+    match project {
+        Some(p) if p.id == auth.ctx.project || auth.is_admin() => Ok(p.id),
+        None if auth.is_admin() => {
+            Err(ApiError::compute(CloudError::NotFound(format!("Project {id} could not be found."))))
+        }
+        _ => Err(ApiError::compute(CloudError::Forbidden(
             "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".into(),
-        )));
+        ))),
     }
-    Ok(project.id)
 }
 
 async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {

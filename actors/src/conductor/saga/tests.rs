@@ -199,12 +199,7 @@ async fn setup(twice: bool) -> (tempfile::TempDir, TestEffects, InstanceId) {
     let store = Store::open(dir.path().join("nimbus.redb")).unwrap();
     let ns = Namespace::new(&format!("saga-{}-{}", std::process::id(), CLOUDS.fetch_add(1, Ordering::SeqCst)));
     let app = App::new(store, ns, Timing::default(), false);
-    let defaults = Defaults {
-        admin_password: Some("pw".into()),
-        fixed_range: "10.0.0.0/24".parse().unwrap(),
-        floating_range: "203.0.113.0/24".parse().unwrap(),
-        public_interface: "eth0".into(),
-    };
+    let defaults = Defaults { admin_password: Some("pw".into()), ..Defaults::default() };
     bootstrap::ensure_defaults(&app, dir.path(), &defaults).await.unwrap();
     let project = identity::find_project(&app, "admin").unwrap().unwrap();
     let user = identity::find_user(&app, "admin").unwrap().unwrap();

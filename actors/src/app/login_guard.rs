@@ -1,0 +1,391 @@
+//! What stands between an unauthenticated caller and the password hash: the pool that bounds how many argon2
+//! hashes run at once (each takes 19 MiB and a core for tens of milliseconds), and the record of failed logins
+//! that slows a guessing source down and locks a guessed account, as Keystone's `lockout_failure_attempts` /
+//! `lockout_duration` do.
+//!
+//! Both live in this process's memory: a restart forgets the failures (a lockout is short anyway), and the
+//! record is bounded so that guesses at random user names cannot grow it without end.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::app::error::CloudError;
+use crate::timing::LoginPolicy;
+
+/// Who a login's failures count against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// The user, by id if it exists, else by the name or id given (unknown names are tracked the same way,
+    /// so a lockout does not tell which names exist).
+    User(String),
+    Source(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    /// No attempt of this subject is let through before this instant.
+    blocked_until: Option<Instant>,
+}
+
+/// Why a login is refused before its password is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user is locked out.
+    Locked { retry_after: Duration },
+    /// The source must wait before its next attempt.
+    Throttled { retry_after: Duration },
+}
+
+impl Refusal {
+    pub fn into_error(self) -> CloudError {
+        match self {
+            Refusal::Locked { retry_after } => CloudError::Unauthorized(format!(
+                "The account is locked after repeated failed logins; try again in {} s.",
+                secs(retry_after)
+            )),
+            Refusal::Throttled { retry_after } => CloudError::TooManyRequests {
+                message: format!(
+                    "Too many failed logins from this address; wait {} s before the next attempt.",
+                    secs(retry_after)
+                ),
+                retry_after_secs: secs(retry_after),
+            },
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Locked { .. } => "the user is locked out",
+            Refusal::Throttled { .. } => "the source address is throttled",
+        }
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The failed logins of recent users and sources: a pure record, given the time by its caller.
+#[derive(Debug)]
+pub struct FailedLogins {
+    policy: LoginPolicy,
+    failures: HashMap<Subject, Failures>,
+}
+
+impl FailedLogins {
+    pub fn new(policy: LoginPolicy) -> FailedLogins {
+        FailedLogins { policy, failures: HashMap::new() }
+    }
+
+    /// Whether a login of `user` from `source` may check its password now.
+    pub fn check(&self, user: &Subject, source: &Subject, now: Instant) -> Result<(), Refusal> {
+        let waiting = |subject: &Subject| {
+            self.failures
+                .get(subject)
+                .and_then(|f| f.blocked_until)
+                .and_then(|until| until.checked_duration_since(now))
+                .filter(|d| !d.is_zero())
+        };
+        if let Some(retry_after) = waiting(user) {
+            return Err(Refusal::Locked { retry_after });
+        }
+        if let Some(retry_after) = waiting(source) {
+            return Err(Refusal::Throttled { retry_after });
+        }
+        Ok(())
+    }
+
+    /// Records a failed password check.
+    pub fn failed(&mut self, user: Subject, source: Subject, now: Instant) {
+        if self.failures.len() + 2 > self.policy.max_tracked {
+            self.make_room(now);
+        }
+        let p = &self.policy;
+        for subject in [user, source] {
+            let entry =
+                self.failures.entry(subject.clone()).or_insert(Failures { count: 0, last: now, blocked_until: None });
+            if now.duration_since(entry.last) >= p.forget_after {
+                *entry = Failures { count: 0, last: now, blocked_until: None };
+            }
+            entry.count += 1;
+            entry.last = now;
+            entry.blocked_until = match subject {
+                Subject::User(_) if entry.count >= p.lockout_failure_attempts => {
+                    // Locked: the count starts again once the lockout is over.
+                    entry.count = 0;
+                    Some(now + p.lockout_duration)
+                }
+                Subject::User(_) => None,
+                Subject::Source(_) => {
+                    entry.count.checked_sub(p.free_failures_per_source).filter(|beyond| *beyond > 0).map(|beyond| {
+                        let doubled = p.first_delay.saturating_mul(1u32 << (beyond - 1).min(20));
+                        now + doubled.min(p.max_delay)
+                    })
+                }
+            };
+        }
+    }
+
+    /// Forgets quiet subjects; if that is not enough, those not blocked now, and only then blocked ones, so
+    /// that a flood of new names does not lift a lockout.
+    fn make_room(&mut self, now: Instant) {
+        let forget_after = self.policy.forget_after;
+        self.failures.retain(|_, f| now.duration_since(f.last) < forget_after || f.blocked_until > Some(now));
+        let excess = (self.failures.len() + 2).saturating_sub(self.policy.max_tracked);
+        let mut victims: Vec<Subject> = self
+            .failures
+            .iter()
+            .filter(|(_, f)| f.blocked_until <= Some(now))
+            .map(|(k, _)| k.clone())
+            .take(excess)
+            .collect();
+        if victims.len() < excess {
+            let more: Vec<Subject> =
+                self.failures.keys().filter(|k| !victims.contains(k)).take(excess - victims.len()).cloned().collect();
+            victims.extend(more);
+        }
+        for victim in victims {
+            self.failures.remove(&victim);
+        }
+    }
+
+    /// Records a successful login: the user's failures are forgotten. The source's are not, so a guesser
+    /// cannot clear its record by logging in to an account of its own between guesses.
+    pub fn succeeded(&mut self, user: &Subject) {
+        self.failures.remove(user);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.failures.len()
+    }
+}
+
+/// Runs password hashes on at most `workers` threads at once, with at most `queue` more waiting; beyond that
+/// a login is refused at once (503 with Retry-After) instead of holding memory for it.
+#[derive(Debug)]
+pub struct HashPool {
+    workers: Semaphore,
+    admitted: AtomicUsize,
+    limit: usize,
+}
+
+impl HashPool {
+    pub fn new(workers: usize, queue: usize) -> HashPool {
+        HashPool {
+            workers: Semaphore::new(workers.max(1)),
+            admitted: AtomicUsize::new(0),
+            limit: workers.max(1) + queue,
+        }
+    }
+
+    /// A pool sized for this machine: one worker per core, two waiting per worker.
+    pub fn for_this_machine() -> HashPool {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        HashPool::new(cores, 2 * cores)
+    }
+
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, CloudError> {
+        let busy = || CloudError::Busy {
+            message: "Too many password checks are in progress; try again shortly.".into(),
+            retry_after_secs: 1,
+        };
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
+        }
+        struct Admitted<'a>(&'a AtomicUsize);
+        impl Drop for Admitted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _admitted = Admitted(&self.admitted);
+        let _worker = self.workers.acquire().await.map_err(|_| busy())?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| CloudError::Internal(format!("a password hash failed: {e}")))
+    }
+}
+
+/// The guard of one cloud's logins.
+#[derive(Debug)]
+pub struct LoginGuard {
+    pub pool: HashPool,
+    failures: Mutex<FailedLogins>,
+}
+
+impl LoginGuard {
+    pub fn new(policy: LoginPolicy) -> LoginGuard {
+        LoginGuard { pool: HashPool::for_this_machine(), failures: Mutex::new(FailedLogins::new(policy)) }
+    }
+
+    pub fn check(&self, user: &Subject, source: &Subject) -> Result<(), Refusal> {
+        self.failures.lock().expect("the failed-login record is never poisoned").check(user, source, Instant::now())
+    }
+
+    pub fn failed(&self, user: Subject, source: Subject) {
+        self.failures.lock().expect("the failed-login record is never poisoned").failed(user, source, Instant::now())
+    }
+
+    pub fn succeeded(&self, user: &Subject) {
+        self.failures.lock().expect("the failed-login record is never poisoned").succeeded(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LoginPolicy {
+        LoginPolicy {
+            lockout_failure_attempts: 3,
+            lockout_duration: Duration::from_secs(60),
+            free_failures_per_source: 2,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(8),
+            forget_after: Duration::from_secs(600),
+            max_tracked: 100,
+        }
+    }
+
+    fn user(name: &str) -> Subject {
+        Subject::User(name.into())
+    }
+
+    fn source(last: u8) -> Subject {
+        Subject::Source(IpAddr::from([192, 0, 2, last]))
+    }
+
+    /// Replays failures (`f user source at-second`) and checks (`? user source at-second => answer`).
+    fn replay(script: &str) {
+        let start = Instant::now();
+        let mut record = FailedLogins::new(policy());
+        for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (u, s) = (user(words[1]), source(words[2].parse().unwrap()));
+            let at = start + Duration::from_secs(words[3].parse().unwrap());
+            match words[0] {
+                "f" => record.failed(u, s, at),
+                "ok" => record.succeeded(&u),
+                "?" => {
+                    let got = match record.check(&u, &s, at) {
+                        Ok(()) => "pass".to_string(),
+                        Err(Refusal::Locked { retry_after }) => format!("locked {}", secs(retry_after)),
+                        Err(Refusal::Throttled { retry_after }) => format!("wait {}", secs(retry_after)),
+                    };
+                    assert_eq!(got, words[5..].join(" "), "{line}");
+                }
+                other => panic!("unknown step {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_is_locked_after_repeated_failures_whatever_password_comes_next() {
+        replay(
+            "f alice 1 0
+             f alice 2 0
+             ? alice 3 0 => pass
+             f alice 3 0
+             ? alice 4 10 => locked 50
+             ? bob 4 10 => pass
+             ? alice 4 60 => pass",
+        );
+    }
+
+    #[test]
+    fn a_success_forgets_the_users_failures() {
+        replay(
+            "f alice 1 0
+             f alice 2 0
+             ok alice 1 0
+             f alice 3 0
+             ? alice 4 0 => pass",
+        );
+    }
+
+    #[test]
+    fn a_guessing_source_waits_longer_after_each_failure_beyond_its_free_ones() {
+        replay(
+            "f a 7 0
+             f b 7 0
+             ? c 7 0 => pass
+             f c 7 0
+             ? d 7 0 => wait 1
+             ? d 8 0 => pass
+             f d 7 1
+             ? e 7 1 => wait 2
+             f e 7 3
+             f f 7 7
+             f g 7 15
+             ? h 7 15 => wait 8
+             f h 7 23
+             ? i 7 23 => wait 8",
+        );
+    }
+
+    #[test]
+    fn a_success_does_not_clear_the_sources_record() {
+        replay(
+            "f a 7 0
+             f b 7 0
+             f c 7 0
+             ok mine 7 0
+             ? mine 7 0 => wait 1",
+        );
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_a_quiet_while() {
+        replay(
+            "f alice 1 0
+             f alice 1 0
+             f alice 1 700
+             ? alice 2 700 => pass
+             ? x 1 700 => pass",
+        );
+    }
+
+    #[test]
+    fn the_record_stays_bounded() {
+        let start = Instant::now();
+        let mut record = FailedLogins::new(policy());
+        for n in 0..1000u32 {
+            record.failed(
+                user(&format!("guess-{n}")),
+                source((n % 250) as u8),
+                start + Duration::from_millis(n.into()),
+            );
+        }
+        assert!(record.tracked() <= 100, "{}", record.tracked());
+    }
+
+    #[tokio::test]
+    async fn the_hash_pool_refuses_beyond_its_queue() {
+        let pool = std::sync::Arc::new(HashPool::new(1, 1));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Arc::new(Mutex::new(wait));
+        let blocked = |pool: std::sync::Arc<HashPool>, wait: std::sync::Arc<Mutex<std::sync::mpsc::Receiver<()>>>| {
+            tokio::spawn(async move { pool.run(move || wait.lock().unwrap().recv().unwrap()).await })
+        };
+        let first = blocked(pool.clone(), wait.clone());
+        let second = blocked(pool.clone(), wait.clone());
+        while pool.admitted.load(Ordering::Acquire) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let third = pool.run(|| ()).await;
+        assert!(matches!(third, Err(CloudError::Busy { retry_after_secs: 1, .. })), "{third:?}");
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        assert!(pool.run(|| 7).await.is_ok_and(|n| n == 7), "the pool takes work again");
+    }
+}
