@@ -44,14 +44,15 @@ impl Default for Timing {
 /// How failed logins are answered.
 #[derive(Clone, Debug)]
 pub struct LoginPolicy {
-    /// Consecutive failed logins of one user after which the user is locked (Keystone's
-    /// `lockout_failure_attempts`).
+    /// Failed logins in a row one user may make before each further attempt must wait.
+    pub free_failures_per_user: u32,
+    /// Failed logins in a row after which the user is locked (Keystone's `lockout_failure_attempts`).
     pub lockout_failure_attempts: u32,
     /// How long a locked user stays locked, whatever password is given (Keystone's `lockout_duration`).
     pub lockout_duration: Duration,
     /// Failed logins one source address may make before each further attempt must wait.
     pub free_failures_per_source: u32,
-    /// The first wait of a source beyond its free failures; each further failure doubles it.
+    /// The first wait beyond the free failures; each further failure doubles it.
     pub first_delay: Duration,
     /// The longest wait.
     pub max_delay: Duration,
@@ -64,7 +65,8 @@ pub struct LoginPolicy {
 impl Default for LoginPolicy {
     fn default() -> Self {
         LoginPolicy {
-            lockout_failure_attempts: 6,
+            free_failures_per_user: 3,
+            lockout_failure_attempts: 10,
             lockout_duration: Duration::from_secs(300),
             free_failures_per_source: 5,
             first_delay: Duration::from_secs(1),

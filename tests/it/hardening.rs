@@ -9,6 +9,7 @@ use std::time::Duration;
 use nimbus::client::Client;
 use nimbus_actors::cloud::{Cloud, CloudConfig};
 use nimbus_actors::gateway::ServerLimits;
+use nimbus_actors::timing::LoginPolicy;
 use nimbus_runtime::Namespace;
 use nimbus_tests::{Options, TestCloud, create_server, new_project, new_user_on, wait_for_status};
 use reqwest::{Method, StatusCode};
@@ -22,36 +23,79 @@ async fn login_status(t: &TestCloud, user: &str, password: &str, project: &str) 
     }
 }
 
+/// Short waits, so the test can sit them out.
+fn quick_lockout(free_failures_per_source: u32) -> Options {
+    let mut options = Options::default();
+    options.timing.login = LoginPolicy {
+        free_failures_per_user: 2,
+        lockout_failure_attempts: 5,
+        free_failures_per_source,
+        first_delay: Duration::from_millis(300),
+        max_delay: Duration::from_secs(1),
+        ..LoginPolicy::default()
+    };
+    options
+}
+
+/// A login that sits out every 429 (as its Retry-After says); returns the final status and message, and how
+/// many times it was told to wait.
+async fn patient_login(t: &TestCloud, user: &str, password: &str, project: &str) -> (u16, String, usize) {
+    let mut waits = 0;
+    loop {
+        let response = reqwest::Client::new()
+            .post(format!("{}/identity/v3/auth/tokens", t.url()))
+            .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": user, "password": password}}},
+                           "scope": {"project": {"id": project}}}}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status != 429 {
+            let message = response.text().await.unwrap();
+            return (status, message, waits);
+        }
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry_after), "{retry_after}");
+        waits += 1;
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_guessed_account_is_locked_and_a_guessing_source_slowed_down() {
-    let t = TestCloud::start().await;
+async fn a_guessed_account_is_slowed_down_then_locked() {
+    let t = TestCloud::start_with(quick_lockout(100)).await;
     let project = new_project(&t.admin, "flat").await;
     let alice = new_user_on(&t.admin, &project, "member").await;
     let bob = new_user_on(&t.admin, &project, "member").await;
-    for _ in 0..6 {
-        let (status, _) = login_status(&t, &alice.user, "guess", &project).await;
-        assert_eq!(status, 401);
+    let mut waits = 0;
+    for _ in 0..5 {
+        let (status, message, waited) = patient_login(&t, &alice.user, "guess", &project).await;
+        assert_eq!(status, 401, "{message}");
+        waits += waited;
     }
-    // Six failures lock alice out, even with her right password.
+    assert!(waits >= 2, "the guesses beyond the free two had to wait: {waits}");
+    // Five failures lock alice out, even with her right password; bob is not affected.
     let (status, message) = login_status(&t, &alice.user, &alice.password, &project).await;
     assert_eq!(status, 401, "{message}");
     assert!(message.contains("locked"), "{message}");
-    // The source made six failures, one beyond its free five: it waits before its next attempt of any user.
-    let response = reqwest::Client::new()
-        .post(format!("{}/identity/v3/auth/tokens", t.url()))
-        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": bob.user, "password": bob.password}}},
-                       "scope": {"project": {"id": project}}}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
-    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(login_status(&t, &bob.user, &bob.password, &project).await.0, 201);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guessing_source_waits_longer_after_each_failure() {
+    let t = TestCloud::start_with(quick_lockout(2)).await;
+    let project = new_project(&t.admin, "flat").await;
+    let bob = new_user_on(&t.admin, &project, "member").await;
+    for n in 0..3 {
+        assert_eq!(login_status(&t, &format!("guess-{n}"), "x", &project).await.0, 401);
+    }
+    // Three failures from this address, one beyond its free two: the next attempt, of any user, waits.
     let (status, message) = login_status(&t, &bob.user, &bob.password, &project).await;
-    assert_eq!(status, 201, "after the wait bob logs in: {message}");
-    let (status, _) = login_status(&t, &alice.user, &alice.password, &project).await;
-    assert_eq!(status, 401, "alice stays locked");
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("from this address"), "{message}");
+    let (status, message, waited) = patient_login(&t, &bob.user, &bob.password, &project).await;
+    assert_eq!((status, waited), (201, 1), "after the wait bob logs in: {message}");
     t.shutdown().await;
 }
 

@@ -1,7 +1,7 @@
 //! What stands between an unauthenticated caller and the password hash: the pool that bounds how many argon2
 //! hashes run at once (each takes 19 MiB and a core for tens of milliseconds), and the record of failed logins
-//! that slows a guessing source down and locks a guessed account, as Keystone's `lockout_failure_attempts` /
-//! `lockout_duration` do.
+//! that slows a guessing source and a guessed user down with growing waits, and then locks the user, as
+//! Keystone's `lockout_failure_attempts` / `lockout_duration` do.
 //!
 //! Both live in this process's memory: a restart forgets the failures (a lockout is short anyway), and the
 //! record is bounded so that guesses at random user names cannot grow it without end.
@@ -32,6 +32,14 @@ struct Failures {
     last: Instant,
     /// No attempt of this subject is let through before this instant.
     blocked_until: Option<Instant>,
+    /// The block is a lockout, not a wait.
+    locked: bool,
+}
+
+impl Failures {
+    fn new(now: Instant) -> Failures {
+        Failures { count: 0, last: now, blocked_until: None, locked: false }
+    }
 }
 
 /// Why a login is refused before its password is checked.
@@ -39,8 +47,10 @@ struct Failures {
 pub enum Refusal {
     /// The user is locked out.
     Locked { retry_after: Duration },
+    /// The user must wait before their next attempt.
+    UserWaits { retry_after: Duration },
     /// The source must wait before its next attempt.
-    Throttled { retry_after: Duration },
+    SourceWaits { retry_after: Duration },
 }
 
 impl Refusal {
@@ -50,7 +60,14 @@ impl Refusal {
                 "The account is locked after repeated failed logins; try again in {} s.",
                 secs(retry_after)
             )),
-            Refusal::Throttled { retry_after } => CloudError::TooManyRequests {
+            Refusal::UserWaits { retry_after } => CloudError::TooManyRequests {
+                message: format!(
+                    "Too many failed logins for this user; wait {} s before the next attempt.",
+                    secs(retry_after)
+                ),
+                retry_after_secs: secs(retry_after),
+            },
+            Refusal::SourceWaits { retry_after } => CloudError::TooManyRequests {
                 message: format!(
                     "Too many failed logins from this address; wait {} s before the next attempt.",
                     secs(retry_after)
@@ -63,7 +80,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Locked { .. } => "the user is locked out",
-            Refusal::Throttled { .. } => "the source address is throttled",
+            Refusal::UserWaits { .. } => "the user must wait after failed logins",
+            Refusal::SourceWaits { .. } => "the source address must wait after failed logins",
         }
     }
 }
@@ -87,19 +105,16 @@ impl FailedLogins {
     /// Whether a login of `user` from `source` may check its password now.
     pub fn check(&self, user: &Subject, source: &Subject, now: Instant) -> Result<(), Refusal> {
         let waiting = |subject: &Subject| {
-            self.failures
-                .get(subject)
-                .and_then(|f| f.blocked_until)
-                .and_then(|until| until.checked_duration_since(now))
-                .filter(|d| !d.is_zero())
+            let f = self.failures.get(subject)?;
+            let left = f.blocked_until?.checked_duration_since(now).filter(|d| !d.is_zero())?;
+            Some((left, f.locked))
         };
-        if let Some(retry_after) = waiting(user) {
-            return Err(Refusal::Locked { retry_after });
+        match (waiting(user), waiting(source)) {
+            (Some((retry_after, true)), _) => Err(Refusal::Locked { retry_after }),
+            (Some((retry_after, false)), _) => Err(Refusal::UserWaits { retry_after }),
+            (None, Some((retry_after, _))) => Err(Refusal::SourceWaits { retry_after }),
+            (None, None) => Ok(()),
         }
-        if let Some(retry_after) = waiting(source) {
-            return Err(Refusal::Throttled { retry_after });
-        }
-        Ok(())
     }
 
     /// Records a failed password check.
@@ -109,26 +124,26 @@ impl FailedLogins {
         }
         let p = &self.policy;
         for subject in [user, source] {
-            let entry =
-                self.failures.entry(subject.clone()).or_insert(Failures { count: 0, last: now, blocked_until: None });
+            let entry = self.failures.entry(subject.clone()).or_insert(Failures::new(now));
             if now.duration_since(entry.last) >= p.forget_after {
-                *entry = Failures { count: 0, last: now, blocked_until: None };
+                *entry = Failures::new(now);
             }
             entry.count += 1;
             entry.last = now;
-            entry.blocked_until = match subject {
-                Subject::User(_) if entry.count >= p.lockout_failure_attempts => {
-                    // Locked: the count starts again once the lockout is over.
-                    entry.count = 0;
-                    Some(now + p.lockout_duration)
-                }
-                Subject::User(_) => None,
-                Subject::Source(_) => {
-                    entry.count.checked_sub(p.free_failures_per_source).filter(|beyond| *beyond > 0).map(|beyond| {
-                        let doubled = p.first_delay.saturating_mul(1u32 << (beyond - 1).min(20));
-                        now + doubled.min(p.max_delay)
-                    })
-                }
+            let free = match subject {
+                Subject::User(_) => p.free_failures_per_user,
+                Subject::Source(_) => p.free_failures_per_source,
+            };
+            entry.locked = matches!(subject, Subject::User(_)) && entry.count >= p.lockout_failure_attempts;
+            entry.blocked_until = if entry.locked {
+                // The count starts again once the lockout is over.
+                entry.count = 0;
+                Some(now + p.lockout_duration)
+            } else {
+                entry.count.checked_sub(free).filter(|beyond| *beyond > 0).map(|beyond| {
+                    let doubled = p.first_delay.saturating_mul(1u32 << (beyond - 1).min(20));
+                    now + doubled.min(p.max_delay)
+                })
             };
         }
     }
@@ -245,6 +260,7 @@ mod tests {
 
     fn policy() -> LoginPolicy {
         LoginPolicy {
+            free_failures_per_user: 1,
             lockout_failure_attempts: 3,
             lockout_duration: Duration::from_secs(60),
             free_failures_per_source: 2,
@@ -278,7 +294,8 @@ mod tests {
                     let got = match record.check(&u, &s, at) {
                         Ok(()) => "pass".to_string(),
                         Err(Refusal::Locked { retry_after }) => format!("locked {}", secs(retry_after)),
-                        Err(Refusal::Throttled { retry_after }) => format!("wait {}", secs(retry_after)),
+                        Err(Refusal::UserWaits { retry_after }) => format!("user waits {}", secs(retry_after)),
+                        Err(Refusal::SourceWaits { retry_after }) => format!("wait {}", secs(retry_after)),
                     };
                     assert_eq!(got, words[5..].join(" "), "{line}");
                 }
@@ -288,15 +305,17 @@ mod tests {
     }
 
     #[test]
-    fn a_user_is_locked_after_repeated_failures_whatever_password_comes_next() {
+    fn a_guessed_user_waits_longer_after_each_failure_then_is_locked_whatever_password_comes_next() {
         replay(
             "f alice 1 0
+             ? alice 2 0 => pass
              f alice 2 0
-             ? alice 3 0 => pass
-             f alice 3 0
-             ? alice 4 10 => locked 50
+             ? alice 3 0 => user waits 1
+             ? alice 3 1 => pass
+             f alice 3 1
+             ? alice 4 10 => locked 51
              ? bob 4 10 => pass
-             ? alice 4 60 => pass",
+             ? alice 4 61 => pass",
         );
     }
 
@@ -305,9 +324,9 @@ mod tests {
         replay(
             "f alice 1 0
              f alice 2 0
-             ok alice 1 0
-             f alice 3 0
-             ? alice 4 0 => pass",
+             ok alice 1 2
+             f alice 3 2
+             ? alice 4 2 => pass",
         );
     }
 
