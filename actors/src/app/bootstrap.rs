@@ -13,7 +13,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use crate::app::error::CloudError;
-use crate::app::{App, floating_ips, identity, quota};
+use crate::app::{App, floating_ips, identity, passwords, quota};
 use crate::network_plan::{self, NetworkRequest};
 
 pub const ADMIN: &str = "admin";
@@ -197,7 +197,7 @@ async fn check_existing(
         let hash = admin.password_hash.clone();
         async move {
             let candidate = password.clone();
-            let ok = app.login_guard().pool.run(move || identity::verify_password(&hash, &candidate)).await?;
+            let ok = app.login_guard().pool.run(move || passwords::verify(&hash, &candidate)).await?;
             Ok::<_, CloudError>(ok.then_some(password))
         }
     };

@@ -1,12 +1,10 @@
 //! Identity: users, projects and role assignments as Keystone has them, password hashing, and tokens.
 //!
-//! Passwords are stored as argon2id hashes. Tokens are random 256-bit secrets; the store keeps only their
+//! Passwords are stored as argon2id hashes ([`passwords`]), computed on the login guard's threads. Tokens are random 256-bit secrets; the store keeps only their
 //! SHA-256, so a copy of the data file does not hand out working tokens.
 
 use std::net::IpAddr;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use nimbus_protocol::ids::{ProjectId, UserId};
 use nimbus_storage::records::{Assignment, Millis, NetworkMode, Project, Role, Token, User, now_ms};
 use nimbus_storage::schema::{ASSIGNMENTS, PROJECT_NAMES, PROJECTS, TOKENS, USER_NAMES, USERS};
@@ -17,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::app::error::CloudError;
 use crate::app::login_guard::Subject;
+use crate::app::passwords;
 
 /// Who is asking, as established from a valid token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,17 +34,6 @@ impl AuthContext {
     pub fn has(&self, role: Role) -> bool {
         self.roles.iter().any(|r| *r >= role)
     }
-}
-
-pub fn hash_password(password: &str) -> String {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt length");
-    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
-}
-
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 fn token_key(secret: &str) -> String {
@@ -125,7 +113,7 @@ async fn hash_in_pool(app: &App, password: &str) -> Result<String, CloudError> {
         return Err(CloudError::BadRequest("A password must not be empty.".into()));
     }
     let password = password.to_string();
-    app.login_guard().pool.run(move || hash_password(&password)).await
+    app.login_guard().pool.run(move || passwords::hash(&password)).await
 }
 
 /// Gives `user` the `role` on `project` (idempotent).
@@ -213,10 +201,10 @@ async fn login_as(
     let denied = || CloudError::Unauthorized("The request you have made requires authentication.".into());
     // An unknown or disabled user is checked against a stand-in hash, so the answer takes as long as for a
     // wrong password and its timing does not tell which user names exist.
-    static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such user"));
+    static STAND_IN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| passwords::hash("no such user"));
     let hash = user.as_ref().filter(|u| u.enabled).map(|u| u.password_hash.clone());
     let pw = password.to_string();
-    let ok = guard.pool.run(move || verify_password(hash.as_deref().unwrap_or(&STAND_IN), &pw)).await?;
+    let ok = guard.pool.run(move || passwords::verify(hash.as_deref().unwrap_or(&STAND_IN), &pw)).await?;
     let failed = |reason: &str| {
         refused(reason);
         guard.failed(subject.clone(), from.clone());
@@ -375,7 +363,7 @@ pub async fn change_password(
     }
     let user = app.store.read(|r| r.get(&USERS, &id))?.ok_or_else(|| CloudError::not_found("User", id))?;
     let (hash, original) = (user.password_hash, original.to_string());
-    if !app.login_guard().pool.run(move || verify_password(&hash, &original)).await? {
+    if !app.login_guard().pool.run(move || passwords::verify(&hash, &original)).await? {
         return Err(CloudError::Unauthorized("The original password is not correct.".into()));
     }
     update_user(app, id, UserChanges { password: Some(new.to_string()), ..UserChanges::default() }).await?;
@@ -485,15 +473,6 @@ pub fn find_user_by_id_or_name(app: &App, id_or_name: &str) -> Result<Option<Use
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_verify_only_themselves() {
-        let hash = hash_password("s3cret");
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(verify_password(&hash, "s3cret"));
-        assert!(!verify_password(&hash, "s3cre"));
-        assert!(!verify_password("not a hash", "s3cret"));
-    }
 
     #[test]
     fn roles_include_the_lesser_ones() {

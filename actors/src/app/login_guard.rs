@@ -8,11 +8,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::Semaphore;
 
 use crate::app::error::CloudError;
 use crate::timing::LoginPolicy;
@@ -182,28 +180,50 @@ impl FailedLogins {
     }
 }
 
-/// Runs password hashes on at most `workers` threads at once, with at most `queue` more waiting; beyond that
-/// a login is refused at once (503 with Retry-After) instead of holding memory for it.
+/// Runs password hashes on `workers` threads of its own, with at most `queue` more waiting; beyond that a
+/// login is refused at once (503 with Retry-After) instead of holding memory for it. The threads are its own,
+/// not the runtime's blocking pool, because the allocator keeps each hash's 19 MiB in the arena of the
+/// thread that ran it: on a few fixed threads that is a few arenas, on whatever blocking threads happen to
+/// run it, up to the allocator's limit of arenas.
 #[derive(Debug)]
 pub struct HashPool {
-    workers: Semaphore,
-    admitted: AtomicUsize,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    admitted: Arc<AtomicUsize>,
     limit: usize,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 impl HashPool {
+    /// Starts the worker threads; they end when the pool is dropped.
     pub fn new(workers: usize, queue: usize) -> HashPool {
-        HashPool {
-            workers: Semaphore::new(workers.max(1)),
-            admitted: AtomicUsize::new(0),
-            limit: workers.max(1) + queue,
+        let (jobs, queued) = std::sync::mpsc::channel::<Job>();
+        let queued = Arc::new(Mutex::new(queued));
+        for n in 0..workers.max(1) {
+            let queued = queued.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-hash-{n}")).spawn(move || {
+                loop {
+                    let job = queued.lock().expect("the hash queue is never poisoned").recv();
+                    match job {
+                        // A panicking job answers its caller with an error (its sender is dropped) and
+                        // leaves the worker running.
+                        Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+                        Err(_) => break,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-hash thread");
+            }
         }
+        HashPool { jobs: Mutex::new(jobs), admitted: Arc::new(AtomicUsize::new(0)), limit: workers.max(1) + queue }
     }
 
-    /// A pool sized for this machine: one worker per core, two waiting per worker.
+    /// A pool sized for this machine: one worker per core, at most 4 (19 MiB each, and logins need no
+    /// more), two waiting per worker.
     pub fn for_this_machine() -> HashPool {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        HashPool::new(cores, 2 * cores)
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+        HashPool::new(workers, 2 * workers)
     }
 
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, CloudError> {
@@ -215,17 +235,25 @@ impl HashPool {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             return Err(busy());
         }
-        struct Admitted<'a>(&'a AtomicUsize);
-        impl Drop for Admitted<'_> {
+        /// Counts the job out however it ends: run, panicked, or dropped unrun.
+        struct Admitted(Arc<AtomicUsize>);
+        impl Drop for Admitted {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        let _admitted = Admitted(&self.admitted);
-        let _worker = self.workers.acquire().await.map_err(|_| busy())?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| CloudError::Internal(format!("a password hash failed: {e}")))
+        let admitted = Admitted(self.admitted.clone());
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = work();
+            // Counted out before the caller hears, so a caller that asks next finds room.
+            drop(admitted);
+            let _ = done.send(result);
+        });
+        if self.jobs.lock().expect("the hash queue is never poisoned").send(job).is_err() {
+            return Err(CloudError::Internal("no password-hash thread is running".into()));
+        }
+        result.await.map_err(|_| CloudError::Internal("a password hash failed".into()))
     }
 }
 
@@ -406,5 +434,9 @@ mod tests {
         first.await.unwrap().unwrap();
         second.await.unwrap().unwrap();
         assert!(pool.run(|| 7).await.is_ok_and(|n| n == 7), "the pool takes work again");
+        let panicked = pool.run(|| -> u8 { panic!("a broken hash") }).await;
+        assert!(matches!(panicked, Err(CloudError::Internal(_))), "{panicked:?}");
+        assert!(pool.run(|| 8).await.is_ok_and(|n| n == 8), "the worker survived the panic");
+        assert_eq!(pool.admitted.load(Ordering::Acquire), 0, "every job was counted out");
     }
 }

@@ -5,8 +5,8 @@
 //! touches the store.
 //!
 //! # Layout
-//! - [`identity`]: users, projects, roles, password logins and tokens; [`login_guard`]: the bounded hashing
-//!   pool and the failed-login record; [`quota`]: limits and usage.
+//! - [`identity`]: users, projects, roles, password logins and tokens; [`passwords`]: argon2id hashes;
+//!   [`login_guard`]: the bounded hashing pool and the failed-login record; [`quota`]: limits and usage.
 //! - [`flavors`], [`images`]: the catalog.
 //! - [`servers`]: what the Compute API does to servers; [`instances`]: guarded transitions of instance
 //!   records; [`builds`]: the steps a conductor persists; [`specs`]: the wire specs agents are sent.
@@ -29,6 +29,7 @@ pub mod images;
 pub mod instances;
 pub mod login_guard;
 pub mod networks;
+pub mod passwords;
 pub mod projects;
 pub mod quota;
 pub mod servers;
