@@ -1,6 +1,7 @@
-//! Benchmarks. `nimbus bench boot` boots servers through the API as fast as it can and reports throughput
-//! and time-to-ACTIVE percentiles, against an in-process cloud (the default) or a running one (`--against`, with
-//! `--url` and the login options). `bench ips` measures IP allocations; `bench netns` boots real netns instances;
+//! Benchmarks. `nimbus bench boot` boots servers through the API as fast as it can and reports throughput,
+//! time-to-ACTIVE percentiles and CPU per boot, against an in-process cloud (the default) or a running one
+//! (`--against`, with `--url` and the login options), optionally over many projects; `bench scale` runs it at
+//! several host counts. `bench ips` measures IP allocations; `bench netns` boots real netns instances;
 //! `bench auth` attacks the API with wrong passwords and idle sockets and measures what it costs other clients.
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ use crate::client::Client;
 pub enum BenchCommand {
     /// Boot servers concurrently until ACTIVE, then delete them.
     Boot(BootArgs),
+    /// The boot workload at 10, 100, 1,000 and 10,000 fake hosts (in-process clouds), a row each.
+    Scale(ScaleArgs),
     /// Fixed- and floating-IP allocations per second, in process and through the API.
     Ips(IpsArgs),
     /// Boot netns instances on the real dataplane until each answers HTTP on its fixed IP (root).
@@ -90,16 +93,44 @@ pub struct BootArgs {
     /// Fake hosts of the in-process cloud.
     #[arg(long, default_value_t = 8)]
     pub fake_hosts: u32,
+    /// Spread the boots over this many new projects, each with a member user and no quota limit (0: all
+    /// in the admin project).
+    #[arg(long, default_value_t = 0)]
+    pub projects: usize,
     /// Benchmark a running cloud instead of an in-process one (with --password etc.).
     #[arg(long)]
     pub against: bool,
+    /// Print one JSON object with the results as the last line.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// The fake host counts, one in-process cloud and one row each.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+    pub hosts: Vec<u32>,
+    #[arg(long, default_value_t = 2000)]
+    pub servers: usize,
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Spread the boots over this many projects (0: the admin's).
+    #[arg(long, default_value_t = 0)]
+    pub projects: usize,
+    /// A row that takes longer is reported as not finished.
+    #[arg(long, default_value_t = 300)]
+    pub row_timeout_secs: u64,
+    /// Print one JSON object with every row as the last line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Boot(args) => boot(args).await,
+        BenchCommand::Scale(args) => scale(args).await,
         BenchCommand::Ips(args) => ips(args).await,
         BenchCommand::Netns(args) => netns(args).await,
         BenchCommand::Auth(args) => auth(args).await,
@@ -238,10 +269,6 @@ impl Drop for BenchNamespaces {
     }
 }
 
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
     use nimbus_actors::cloud::{DataplaneKind, Drivers, VirtKind};
     nimbus_actors::kernel::check_prerequisites(&["ip", "nft", "dnsmasq", "busybox"])?;
@@ -334,13 +361,13 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
     println!("boot:      {}", rate(args.servers, took));
     println!(
         "           to ACTIVE    p50 {:.0} ms  p95 {:.0} ms",
-        millis(percentile(&active, 50.0)),
-        millis(percentile(&active, 95.0))
+        ms(percentile(&active, 50.0)),
+        ms(percentile(&active, 95.0))
     );
     println!(
         "           to reachable p50 {:.0} ms  p95 {:.0} ms",
-        millis(percentile(&reachable, 50.0)),
-        millis(percentile(&reachable, 95.0))
+        ms(percentile(&reachable, 50.0)),
+        ms(percentile(&reachable, 95.0))
     );
     let deleting = Instant::now();
     for id in &ids {
@@ -497,109 +524,207 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-async fn boot(args: BootArgs) -> anyhow::Result<()> {
-    let (client, cloud, _dir) = if args.against {
-        (args.api.login().await?, None, None)
-    } else {
-        let dir = tempfile::tempdir().context("a temporary data directory")?;
-        let mut config = CloudConfig::new(dir.path());
-        config.listen = "127.0.0.1:0".parse().expect("an address");
-        config.fake_hosts = args.fake_hosts;
-        // Room for the whole run on the fake hosts.
-        config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
-        config.admin_password = Some("bench".into());
-        config.fixed_range = Some("10.0.0.0/16".parse().expect("a valid CIDR"));
-        config.namespace = Namespace::new("bench");
-        let cloud = Cloud::start(config).await?;
-        let client = Client::login(&cloud.url, "admin", "bench", "admin").await?;
-        (client, Some(cloud), Some(dir))
-    };
-    let images = client.get("/image/v2/images").await?;
-    let image = images["images"][0]["id"].as_str().context("the cloud has no image")?.to_string();
-    println!("booting {} servers (m1.tiny), {} at a time, on {}", args.servers, args.concurrency, client.base());
+/// The boot workload: `servers` boots, `concurrency` at a time, spread round-robin over the clients'
+/// projects; then the deletes, as the boots went in.
+struct BootRun {
+    servers: usize,
+    concurrency: usize,
+}
 
-    let gate = Arc::new(Semaphore::new(args.concurrency));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.servers);
-    for n in 0..args.servers {
-        let (client, image, gate) = (client.clone(), image.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            let t0 = Instant::now();
-            let body = json!({"server": {"name": format!("bench-{n}"), "imageRef": image, "flavorRef": "1"}});
-            let created = client.post("/compute/v2.1/servers", &body).await?;
-            let accepted = t0.elapsed();
-            let id = created["server"]["id"].as_str().context("no server id")?.to_string();
-            wait_active(&client, &id).await?;
-            Ok::<_, anyhow::Error>((id, accepted, t0.elapsed()))
-        }));
-    }
-    let mut ids = Vec::new();
-    let (mut accepted, mut active) = (Vec::new(), Vec::new());
-    for task in tasks {
-        let (id, a, t) = task.await??;
-        ids.push(id);
-        accepted.push(a);
-        active.push(t);
-    }
-    let boot_time = started.elapsed();
-    accepted.sort();
-    active.sort();
+/// What a boot workload measured.
+struct BootResult {
+    boot_time: Duration,
+    accepted: Vec<Duration>,
+    active: Vec<Duration>,
+    delete_time: Duration,
+    /// CPU time of this process (user + system) over the boots, if the cloud runs in it.
+    cpu: Duration,
+}
 
-    // The deletes go in as the boots did, `concurrency` at a time.
-    let deleting = Instant::now();
-    let ids = Arc::new(ids);
-    let (deleter, to_delete) = (client.clone(), ids.clone());
-    run_concurrently(ids.len(), args.concurrency, move |i| {
-        let (client, path) = (deleter.clone(), format!("/compute/v2.1/servers/{}", to_delete[i]));
-        async move {
-            client.delete(&path).await?;
-            Ok(())
-        }
+impl BootResult {
+    fn servers_per_sec(&self) -> f64 {
+        self.active.len() as f64 / self.boot_time.as_secs_f64()
+    }
+
+    fn cpu_ms_per_boot(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e3 / self.active.len().max(1) as f64
+    }
+}
+
+/// User plus system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+        tv(u.user_time()) + tv(u.system_time())
     })
-    .await?;
-    let deleted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let listed = client.get("/compute/v2.1/servers").await?;
-        let remaining = listed["servers"]
-            .as_array()
-            .map(|s| s.iter().filter(|s| s["id"].as_str().is_some_and(|id| deleted.contains(id))).count());
-        if remaining == Some(0) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the deleted servers were not all gone after {PATIENCE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let delete_time = deleting.elapsed();
+}
 
-    let n = args.servers as f64;
+impl BootRun {
+    async fn run(&self, clients: &[Client]) -> anyhow::Result<BootResult> {
+        let images = clients[0].get("/image/v2/images").await?;
+        let image = images["images"][0]["id"].as_str().context("the cloud has no image")?.to_string();
+        let gate = Arc::new(Semaphore::new(self.concurrency));
+        let (started, cpu_before) = (Instant::now(), cpu_time());
+        let mut tasks = Vec::with_capacity(self.servers);
+        for n in 0..self.servers {
+            let (client, image, gate) = (clients[n % clients.len()].clone(), image.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                let t0 = Instant::now();
+                let body = json!({"server": {"name": format!("bench-{n}"), "imageRef": image, "flavorRef": "1"}});
+                let created = client.post("/compute/v2.1/servers", &body).await?;
+                let accepted = t0.elapsed();
+                let id = created["server"]["id"].as_str().context("no server id")?.to_string();
+                wait_active(&client, &id).await?;
+                Ok::<_, anyhow::Error>((n, id, accepted, t0.elapsed()))
+            }));
+        }
+        let mut ids = Vec::new();
+        let (mut accepted, mut active) = (Vec::new(), Vec::new());
+        for task in tasks {
+            let (n, id, a, t) = task.await??;
+            ids.push((n % clients.len(), id));
+            accepted.push(a);
+            active.push(t);
+        }
+        let (boot_time, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu_before));
+        accepted.sort();
+        active.sort();
+
+        let deleting = Instant::now();
+        let (clients, ids) = (Arc::new(clients.to_vec()), Arc::new(ids));
+        let (deleters, to_delete) = (clients.clone(), ids.clone());
+        run_concurrently(ids.len(), self.concurrency, move |i| {
+            let (owner, id) = &to_delete[i];
+            let (client, path) = (deleters[*owner].clone(), format!("/compute/v2.1/servers/{id}"));
+            async move {
+                client.delete(&path).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let deadline = Instant::now() + PATIENCE;
+        for (owner, id) in ids.iter() {
+            while clients[*owner].raw(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await?.0
+                != reqwest::StatusCode::NOT_FOUND
+            {
+                if Instant::now() > deadline {
+                    bail!("the deleted servers were not all gone after {PATIENCE:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(BootResult { boot_time, accepted, active, delete_time: deleting.elapsed(), cpu })
+    }
+}
+
+/// An in-process cloud for the boot benchmarks: `hosts` fake hosts with room for the whole run.
+async fn boot_cloud(hosts: u32, name: &str) -> anyhow::Result<(Cloud, tempfile::TempDir, Duration)> {
+    let dir = tempfile::tempdir().context("a temporary data directory")?;
+    let mut config = CloudConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    config.fake_hosts = hosts;
+    config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
+    config.admin_password = Some("bench".into());
+    config.fixed_range = Some("10.0.0.0/16".parse().expect("a valid CIDR"));
+    config.namespace = Namespace::new(name);
+    let started = Instant::now();
+    let cloud = Cloud::start(config).await?;
+    Ok((cloud, dir, started.elapsed()))
+}
+
+/// `n` new projects, each with a member user and no quota limit; their clients. With `n` = 0, the admin's.
+async fn project_clients(admin: &Client, n: usize) -> anyhow::Result<Vec<Client>> {
+    if n == 0 {
+        return Ok(vec![admin.clone()]);
+    }
+    // Unique across runs against the same cloud.
+    let run = format!("{}-{}", std::process::id(), nimbus_storage::records::now_ms());
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let (project, user) = (format!("bench-{run}-{i}"), format!("bench-{run}-{i}"));
+        let created = admin.post("/identity/v3/projects", &json!({"project": {"name": project}})).await?;
+        let id = created["project"]["id"].as_str().context("no project id")?.to_string();
+        let body = json!({"user": {"name": user, "password": "bench", "default_project_id": id}});
+        let made = admin.post("/identity/v3/users", &body).await?;
+        let user_id = made["user"]["id"].as_str().context("no user id")?;
+        admin
+            .send(reqwest::Method::PUT, &format!("/identity/v3/projects/{id}/users/{user_id}/roles/member"), None)
+            .await?;
+        let unlimited = json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1, "fixed_ips": -1}});
+        admin.send(reqwest::Method::PUT, &format!("/compute/v2.1/os-quota-sets/{id}"), Some(&unlimited)).await?;
+        clients.push(Client::login(admin.base(), &user, "bench", &id).await?);
+    }
+    Ok(clients)
+}
+
+fn print_boot(result: &BootResult, concurrency: usize, in_process: bool) {
     println!(
         "boot:   {:>8.1} servers/s  ({} servers in {:.2} s)",
-        n / boot_time.as_secs_f64(),
-        args.servers,
-        boot_time.as_secs_f64()
+        result.servers_per_sec(),
+        result.active.len(),
+        result.boot_time.as_secs_f64()
     );
     println!(
         "        accepted (202) p50 {:.1} ms  p99 {:.1} ms",
-        percentile(&accepted, 50.0).as_secs_f64() * 1e3,
-        percentile(&accepted, 99.0).as_secs_f64() * 1e3
+        ms(percentile(&result.accepted, 50.0)),
+        ms(percentile(&result.accepted, 99.0))
     );
     println!(
         "        to ACTIVE      p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
-        percentile(&active, 50.0).as_secs_f64() * 1e3,
-        percentile(&active, 95.0).as_secs_f64() * 1e3,
-        percentile(&active, 99.0).as_secs_f64() * 1e3
+        ms(percentile(&result.active, 50.0)),
+        ms(percentile(&result.active, 95.0)),
+        ms(percentile(&result.active, 99.0))
     );
+    if in_process {
+        println!(
+            "        CPU            {:.3} ms per boot (this process: cloud and clients)",
+            result.cpu_ms_per_boot()
+        );
+    }
     println!(
         "delete: {:>8.1} servers/s  ({} at a time, all gone in {:.2} s)",
-        n / delete_time.as_secs_f64(),
-        args.concurrency,
-        delete_time.as_secs_f64()
+        result.active.len() as f64 / result.delete_time.as_secs_f64(),
+        concurrency,
+        result.delete_time.as_secs_f64()
     );
-    if let Some(cloud) = cloud {
+}
+
+fn boot_json(result: &BootResult) -> serde_json::Value {
+    json!({
+        "servers": result.active.len(),
+        "servers_per_sec": result.servers_per_sec(),
+        "accepted_p50_ms": ms(percentile(&result.accepted, 50.0)),
+        "accepted_p99_ms": ms(percentile(&result.accepted, 99.0)),
+        "active_p50_ms": ms(percentile(&result.active, 50.0)),
+        "active_p95_ms": ms(percentile(&result.active, 95.0)),
+        "active_p99_ms": ms(percentile(&result.active, 99.0)),
+        "cpu_ms_per_boot": result.cpu_ms_per_boot(),
+        "delete_secs": result.delete_time.as_secs_f64(),
+    })
+}
+
+async fn boot(args: BootArgs) -> anyhow::Result<()> {
+    let (admin, cloud) = if args.against {
+        (args.api.login().await?, None)
+    } else {
+        let (cloud, dir, _) = boot_cloud(args.fake_hosts, "bench").await?;
+        (Client::login(&cloud.url, "admin", "bench", "admin").await?, Some((cloud, dir)))
+    };
+    let clients = project_clients(&admin, args.projects).await?;
+    println!(
+        "booting {} servers (m1.tiny), {} at a time, over {} project(s), on {}",
+        args.servers,
+        args.concurrency,
+        clients.len(),
+        admin.base()
+    );
+    let result = BootRun { servers: args.servers, concurrency: args.concurrency }.run(&clients).await?;
+    print_boot(&result, args.concurrency, cloud.is_some());
+    let mut summary = boot_json(&result);
+    summary["projects"] = json!(clients.len());
+    if let Some((cloud, _dir)) = cloud {
         let stats = cloud.app.store_stats();
         println!(
             "store:  {} durable commits for {} writes ({:.1} writes per commit)",
@@ -607,7 +732,59 @@ async fn boot(args: BootArgs) -> anyhow::Result<()> {
             stats.writes,
             stats.writes as f64 / stats.commits.max(1) as f64
         );
+        summary["store_commits"] = json!(stats.commits);
+        summary["store_writes"] = json!(stats.writes);
         cloud.shutdown().await;
+    } else {
+        summary["cpu_ms_per_boot"] = serde_json::Value::Null;
+    }
+    if args.json {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// The boot workload at several host counts, one in-process cloud each.
+async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    println!(
+        "{:>7}  {:>9}  {:>10}  {:>9}  {:>9}  {:>9}  {:>8}",
+        "hosts", "start (s)", "servers/s", "p50 (ms)", "p99 (ms)", "CPU ms/boot", "RSS MiB"
+    );
+    let mut rows = Vec::new();
+    for &hosts in &args.hosts {
+        let (cloud, _dir, start_up) = boot_cloud(hosts, &format!("bench-scale-{hosts}")).await?;
+        let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
+        let clients = project_clients(&admin, args.projects).await?;
+        let run = BootRun { servers: args.servers, concurrency: args.concurrency };
+        let limit = Duration::from_secs(args.row_timeout_secs);
+        let outcome = tokio::time::timeout(limit, run.run(&clients)).await;
+        let rss = rss_mib();
+        cloud.shutdown().await;
+        match outcome {
+            Ok(result) => {
+                let result = result?;
+                println!(
+                    "{hosts:>7}  {:>9.2}  {:>10.1}  {:>9.1}  {:>9.1}  {:>11.3}  {rss:>8.0}",
+                    start_up.as_secs_f64(),
+                    result.servers_per_sec(),
+                    ms(percentile(&result.active, 50.0)),
+                    ms(percentile(&result.active, 99.0)),
+                    result.cpu_ms_per_boot(),
+                );
+                let mut row = boot_json(&result);
+                row["hosts"] = json!(hosts);
+                row["start_secs"] = json!(start_up.as_secs_f64());
+                row["rss_mib"] = json!(rss);
+                rows.push(row);
+            }
+            Err(_) => {
+                println!("{hosts:>7}  {:>9.2}  did not finish in {} s", start_up.as_secs_f64(), limit.as_secs());
+                rows.push(json!({"hosts": hosts, "start_secs": start_up.as_secs_f64(), "finished": false}));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", json!({"servers": args.servers, "concurrency": args.concurrency, "rows": rows}));
     }
     Ok(())
 }
