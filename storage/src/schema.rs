@@ -16,7 +16,8 @@ use crate::table::{Index, Table};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
 /// [`prepare`] to migrate from the previous one.
-pub const SCHEMA_VERSION: u32 = 1;
+/// - 2: `counters` (version 1 files need no migration: a missing counter is counted once from its table).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -47,6 +48,8 @@ pub const FLOATING_BY_ID: Index<FloatingIpId, u32> = Index::new("floating_by_id"
 /// Where the next free-address search of each floating pool starts.
 pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
+/// Keyed by what is counted (`host`): the next number to hand out, so a new one costs a lookup, not a scan.
+pub const COUNTERS: Table<String, AllocationCursor> = Table::new("counters");
 pub const USAGE: Table<ProjectId, Usage> = Table::new("usage");
 
 const TABLES: &[&str] = &[
@@ -70,6 +73,7 @@ const TABLES: &[&str] = &[
     POOL_CURSORS.name(),
     QUOTAS.name(),
     USAGE.name(),
+    COUNTERS.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 
@@ -87,8 +91,9 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
                     supported: SCHEMA_VERSION,
                 });
             }
-            Some(_) => {}
-            None => drop(meta.insert("schema_version", SCHEMA_VERSION)?),
+            Some(found) if found == SCHEMA_VERSION => {}
+            // Older files: the tables added since are created below; nothing else changes.
+            Some(_) | None => drop(meta.insert("schema_version", SCHEMA_VERSION)?),
         }
         for name in TABLES {
             txn.open_table(TableDefinition::<&[u8], &[u8]>::new(name))?;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement};
-use nimbus_storage::records::{Host, VmState, now_ms};
-use nimbus_storage::schema::{HOSTS, INSTANCES, INSTANCES_BY_HOST};
-use nimbus_storage::{Reads, StoreError};
+use nimbus_storage::records::{AllocationCursor, Host, VmState, now_ms};
+use nimbus_storage::schema::{COUNTERS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
+use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::App;
 use crate::app::specs::instance_spec;
@@ -60,6 +60,17 @@ pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
     })
 }
 
+/// The number of a new host. A store of schema 1 has no counter yet: its hosts are counted once.
+fn next_host_number(tx: &mut WriteTx<'_>) -> Result<u32, StoreError> {
+    let key = "host".to_string();
+    let next = match tx.get(&COUNTERS, &key)? {
+        Some(counter) => counter.next,
+        None => tx.scan(&HOSTS)?.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1,
+    };
+    tx.put(&COUNTERS, &key, &AllocationCursor { next: next + 1 })?;
+    Ok(next)
+}
+
 /// Records a host's report: creates or refreshes its record, keeping its number and the operator's enabled
 /// flag, and marks it up. Returns what the cloud places on it.
 pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, StoreError> {
@@ -69,8 +80,7 @@ pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, S
             let existing = tx.get(&HOSTS, &report.name)?;
             let number = match &existing {
                 Some(host) => host.number,
-                // Only a new host reads them all, for the next number.
-                None => tx.scan(&HOSTS)?.iter().map(|(_, h)| h.number).max().unwrap_or(0) + 1,
+                None => next_host_number(tx)?,
             };
             let record = Host {
                 name: report.name.clone(),
@@ -101,4 +111,48 @@ pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, S
         }
         Ok(Placement { instances, restore })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use nimbus_protocol::compute::Capacity;
+    use nimbus_runtime::Namespace;
+    use nimbus_storage::Store;
+
+    use super::*;
+
+    fn report(name: &str) -> HostReport {
+        HostReport {
+            name: HostId(name.into()),
+            capacity: Capacity::default(),
+            hypervisor_type: "fake".into(),
+            host_ip: Ipv4Addr::LOCALHOST,
+            node: "local".into(),
+            node_address: None,
+            restoring: false,
+        }
+    }
+
+    fn numbers(app: &App) -> Vec<(String, u32)> {
+        let hosts = app.store().read(|r| r.scan(&HOSTS)).unwrap();
+        hosts.into_iter().map(|(id, h)| (id.0, h.number)).collect()
+    }
+
+    #[tokio::test]
+    async fn new_hosts_are_numbered_by_a_counter_that_an_older_store_gets_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("nimbus.redb")).unwrap();
+        let app = App::new(store, Namespace::new("hosts-test"), Timing::default(), false);
+        for name in ["a", "b", "c", "b"] {
+            record_report(&app, report(name)).await.unwrap();
+        }
+        assert_eq!(numbers(&app), [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)]);
+        // A store written before the counter existed: its hosts are counted once, then the counter goes on.
+        app.store().write(|tx| tx.delete(&COUNTERS, &"host".to_string()).map(drop)).await.unwrap();
+        record_report(&app, report("d")).await.unwrap();
+        record_report(&app, report("e")).await.unwrap();
+        assert_eq!(numbers(&app)[3..], [("d".into(), 4), ("e".into(), 5)]);
+    }
 }
