@@ -49,14 +49,21 @@ impl Claims {
         self.claims.retain(|id, claim| still_counts(claim, shown.get(id), read_at, now));
     }
 
-    /// Adds what the claims use to the hosts they are on.
-    pub fn add_to(&self, hosts: &mut [HostState]) {
+    /// Adds what the claims use to the hosts they are on (`position`: where each host is in `hosts`).
+    pub fn add_to(&self, hosts: &mut [HostState], position: &HashMap<HostId, usize>) {
         for claim in self.claims.values() {
-            if let Some(h) = hosts.iter_mut().find(|h| h.name == claim.host) {
-                h.used_vcpus += claim.demand.vcpus;
-                h.used_ram_mb += claim.demand.ram_mb;
-                h.used_disk_gb += claim.demand.disk_gb;
-            }
+            claim.add_to(hosts, position);
+        }
+    }
+}
+
+impl Claim {
+    /// Adds what this claim uses to its host, if the view has it.
+    pub fn add_to(&self, hosts: &mut [HostState], position: &HashMap<HostId, usize>) {
+        if let Some(h) = position.get(&self.host).map(|&i| &mut hosts[i]) {
+            h.used_vcpus += self.demand.vcpus;
+            h.used_ram_mb += self.demand.ram_mb;
+            h.used_disk_gb += self.demand.disk_gb;
         }
     }
 }
@@ -127,7 +134,8 @@ mod tests {
             up: true,
         };
         let mut hosts = vec![host("a"), host("b")];
-        claims.add_to(&mut hosts);
+        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
+        claims.add_to(&mut hosts, &position);
         assert_eq!((hosts[0].used_vcpus, hosts[0].used_ram_mb, hosts[0].used_disk_gb), (2, 1024, 10));
         assert_eq!(hosts[1].used_ram_mb, 0);
     }

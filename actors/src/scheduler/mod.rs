@@ -3,7 +3,9 @@
 //!
 //! It keeps a view of the hosts (capacity, usage, up/down) read from the store and reused for a short,
 //! bounded time, plus its own placements as claims ([`claims`]) until the store shows them; a "no valid
-//! host" is always re-checked against a fresh view.
+//! host" is always re-checked against a fresh view. The claims are added to the view when it is read and
+//! each new one as it is made, so a placement costs one pass over the hosts and no copy of them. Host
+//! reports are written on tasks of their own: placements never queue behind a report's commit.
 //!
 //! # Layout
 //! - [`placement`]: the pure filters and weigher; [`claims`]: the pure claim rules.
@@ -11,6 +13,7 @@
 pub mod claims;
 pub mod placement;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use nimbus_protocol::failure::{Failure, chain};
@@ -28,10 +31,11 @@ use placement::{HostState, Ratios};
 /// How long a view of the hosts read from the store is reused.
 const VIEW_TTL: Duration = Duration::from_millis(500);
 
-/// The hosts with the usage the store shows, and where each instance is, as read at `read_at`.
+/// The hosts with the usage the store shows as read at `read_at`, plus the claims that still count.
 struct StoreView {
     hosts: Vec<HostState>,
-    placed: hosts::Placements,
+    /// Where each host is in `hosts`.
+    position: HashMap<HostId, usize>,
     read_at: Instant,
 }
 
@@ -80,13 +84,15 @@ impl Actor for Scheduler {
                 let _ = reply.send(Wire(outcome));
             }
             SchedulerMsg::ReportIn(Wire(report), reply) => {
-                let host = report.name.clone();
-                let outcome = hosts::record_report(&state.app, report).await.map_err(store_failure);
-                if outcome.is_ok() && state.view.as_ref().is_some_and(|v| !v.hosts.iter().any(|h| h.name == host)) {
-                    // A new host: let the next placement see it at once.
+                if state.view.as_ref().is_some_and(|v| !v.position.contains_key(&report.name)) {
+                    // A new host: the next placement reads a new view, which has it once its report is in.
                     state.view = None;
                 }
-                let _ = reply.send(Wire(outcome));
+                let app = state.app.clone();
+                tokio::spawn(async move {
+                    let outcome = hosts::record_report(&app, report).await.map_err(store_failure);
+                    let _ = reply.send(Wire(outcome));
+                });
             }
         }
         Ok(())
@@ -96,34 +102,35 @@ impl Actor for Scheduler {
 impl SchedulerState {
     fn place(&mut self, request: PlaceRequest) -> Result<HostId, SchedulerError> {
         let asked = Instant::now();
-        let hosts = self.hosts().map_err(store_failure)?;
-        let mut chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+        let ratios = self.ratios;
+        let mut chosen = placement::select(self.hosts()?, &request.demand, ratios).map(|h| h.name.clone());
         if chosen.is_err() && self.view.as_ref().is_some_and(|v| v.read_at < asked) {
             // A "no" must not come from a view read before the request: capacity may have been freed since.
             self.view = None;
-            let hosts = self.hosts().map_err(store_failure)?;
-            chosen = placement::select(&hosts, &request.demand, self.ratios).map(|h| h.name.clone());
+            chosen = placement::select(self.hosts()?, &request.demand, ratios).map(|h| h.name.clone());
         }
         let host = chosen.map_err(SchedulerError::NoValidHost)?;
-        self.claims.claim(request.instance, Claim { host: host.clone(), demand: request.demand, at: Instant::now() });
+        let claim = Claim { host: host.clone(), demand: request.demand, at: Instant::now() };
+        if let Some(view) = &mut self.view {
+            claim.add_to(&mut view.hosts, &view.position);
+        }
+        self.claims.claim(request.instance, claim);
         Ok(host)
     }
 
     /// The current host view: the store's (reused for `VIEW_TTL`) plus the claims it does not show yet.
-    fn hosts(&mut self) -> Result<Vec<HostState>, StoreError> {
+    fn hosts(&mut self) -> Result<&[HostState], SchedulerError> {
         if self.view.as_ref().is_none_or(|v| v.read_at.elapsed() > VIEW_TTL) {
-            self.view = Some(self.read_view()?);
+            self.view = Some(self.read_view().map_err(store_failure)?);
         }
-        let StoreView { hosts, placed, read_at } = self.view.as_ref().expect("view was just loaded");
-        let mut hosts = hosts.clone();
-        self.claims.settle(placed, *read_at, Instant::now());
-        self.claims.add_to(&mut hosts);
-        Ok(hosts)
+        Ok(&self.view.as_ref().expect("view was just loaded").hosts)
     }
 
-    fn read_view(&self) -> Result<StoreView, StoreError> {
+    /// A new view: the store's hosts and usage, with the claims it does not count yet.
+    fn read_view(&mut self) -> Result<StoreView, StoreError> {
         let (usage, placed) = hosts::usage(&self.app)?;
-        let hosts = usage
+        let read_at = Instant::now();
+        let mut hosts: Vec<HostState> = usage
             .into_iter()
             .map(|u| HostState {
                 up: hosts::is_up(&u.host, self.app.timing()),
@@ -137,6 +144,9 @@ impl SchedulerState {
                 used_disk_gb: u.disk_gb,
             })
             .collect();
-        Ok(StoreView { hosts, placed, read_at: Instant::now() })
+        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
+        self.claims.settle(&placed, read_at, Instant::now());
+        self.claims.add_to(&mut hosts, &position);
+        Ok(StoreView { hosts, position, read_at })
     }
 }
