@@ -47,8 +47,10 @@ pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
             // Nothing to count instances on (a controller before its compute nodes join).
             return Ok((hosts, placed));
         }
+        let position: HashMap<HostId, usize> =
+            hosts.iter().enumerate().map(|(i, u)| (u.host.name.clone(), i)).collect();
         for (id, instance) in r.scan(&INSTANCES)? {
-            if let Some(u) = instance.host.as_ref().and_then(|name| hosts.iter_mut().find(|u| &u.host.name == name)) {
+            if let Some(u) = instance.host.as_ref().and_then(|name| position.get(name)).map(|&i| &mut hosts[i]) {
                 u.vcpus += instance.flavor.vcpus;
                 u.ram_mb += instance.flavor.ram_mb;
                 u.disk_gb += instance.flavor.disk_gb;
