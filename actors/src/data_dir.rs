@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// (0755 and 0644) is closed too. Symbolic links are left alone, never followed.
 pub fn make_private(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    restrict(dir)
+    // The data directory itself may be a link (`--data-dir` on another disk): the directory it names is
+    // closed; links inside it are not followed.
+    restrict(&std::fs::canonicalize(dir)?)
 }
 
 /// Where the real drivers keep their files for the data directory `data_dir`: `<data dir>.dataplane`.
@@ -109,6 +111,20 @@ mod tests {
         assert!(!data.join("dataplane").exists());
         assert_eq!(mode(&moved), 0o755);
         assert_eq!(dataplane_dir(&root.path().join("data/.")), moved, "the same directory however it is written");
+    }
+
+    #[test]
+    fn a_data_directory_given_as_a_link_is_closed_where_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("disk/data");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(real.join("nimbus.redb"), "x").unwrap();
+        std::fs::set_permissions(real.join("nimbus.redb"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = root.path().join("data");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        make_private(&link).unwrap();
+        assert_eq!((mode(&real), mode(&real.join("nimbus.redb"))), (0o700, 0o600));
     }
 
     #[test]

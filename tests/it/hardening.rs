@@ -323,6 +323,26 @@ async fn slow_and_idle_clients_cannot_hold_the_api() {
         write!(slow, "{head}X-Auth-Token: {}\r\n\r\n{{\"server\"", t.admin.token()).unwrap();
         let answer = read_to_close(slow);
         assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+        // A body that trickles in, a byte now and then, meets the same single deadline.
+        let mut drip = connect(&t);
+        let head = "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+        drip.write_all(head.as_bytes()).unwrap();
+        let started = std::time::Instant::now();
+        drip.set_nonblocking(true).unwrap();
+        let mut answer = Vec::new();
+        while started.elapsed() < Duration::from_secs(8) {
+            let _ = drip.write_all(b" ");
+            let mut buf = [0u8; 512];
+            match drip.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "cut off after the body deadline: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     });
     // A body over the limit.
     let big = json!({"server": {"name": "x".repeat(300 * 1024)}});
@@ -488,7 +508,17 @@ async fn what_is_not_yours_answers_as_what_does_not_exist() {
     let their_project =
         nimbus_tests::server(&theirs, &server).await.unwrap()["tenant_id"].as_str().unwrap().to_string();
     let missing = "00000000-0000-4000-8000-000000000000";
+    let users = t.admin.get("/identity/v3/users").await.unwrap();
+    let admin = users["users"].as_array().unwrap().iter().find(|u| u["name"] == "admin").unwrap()["id"].clone();
+    let admin = admin.as_str().unwrap().to_string();
+    let change = json!({"user": {"original_password": "x", "password": "y"}});
+    for user in [&admin, missing] {
+        let path = format!("/identity/v3/users/{user}/password");
+        let (status, body) = mine.raw(Method::POST, &path, Some(&change)).await.unwrap();
+        assert_eq!(status, 404, "another's password change is not found: {body}");
+    }
     for (theirs, nobodys) in [
+        (format!("/identity/v3/users/{admin}"), format!("/identity/v3/users/{missing}")),
         (format!("/compute/v2.1/servers/{server}"), format!("/compute/v2.1/servers/{missing}")),
         (format!("/compute/v2.1/os-floating-ips/{floating}"), format!("/compute/v2.1/os-floating-ips/{missing}")),
         (format!("/network/v2.0/floatingips/{floating}"), format!("/network/v2.0/floatingips/{missing}")),

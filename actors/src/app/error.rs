@@ -23,6 +23,12 @@ pub enum CloudError {
     Conflict(String),
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The request body is over the limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The caller must slow down (429, with Retry-After).
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },

@@ -176,6 +176,9 @@ pub async fn password_login(
     login_as(app, LoginAttempt { given: user_name, user, source }, password, project_name).await
 }
 
+/// The longest user name a failed login is recorded and logged with.
+const MAX_LOGGED_NAME: usize = 64;
+
 /// Who tries to log in: the user as given, and as found (`None`: no such user).
 struct LoginAttempt<'a> {
     given: &'a str,
@@ -191,7 +194,9 @@ async fn login_as(
 ) -> Result<(String, AuthContext), CloudError> {
     let LoginAttempt { given, user, source } = attempt;
     let guard = app.login_guard();
-    let subject = Subject::User(user.as_ref().map_or_else(|| given.to_string(), |u| u.id.to_string()));
+    // An unknown name counts as given, but cut short: it is the key of a bounded record, and it is logged.
+    let given: String = given.chars().take(MAX_LOGGED_NAME).collect();
+    let subject = Subject::User(user.as_ref().map_or_else(|| given.clone(), |u| u.id.to_string()));
     let from = Subject::Source(source);
     let refused = |reason: &str| tracing::warn!(user = %given, %source, reason, "login refused");
     if let Err(refusal) = guard.check(&subject, &from) {
@@ -351,19 +356,30 @@ pub async fn update_user(app: &App, id: UserId, changes: UserChanges) -> Result<
 
 /// A user changes their own password (`POST /users/{id}/password`), proving the old one; every token they
 /// hold is revoked, the one of this request too.
+/// The original password is checked like a login: its failures count towards the user's waits and lockout
+/// and the source's, so a stolen token cannot be used to guess the password.
 pub async fn change_password(
     app: &App,
     caller: &AuthContext,
     id: UserId,
     original: &str,
     new: &str,
+    source: IpAddr,
 ) -> Result<(), CloudError> {
-    if caller.user != id {
-        return Err(CloudError::Forbidden("Users may change only their own password.".into()));
+    // Not even an admin changes another's password this way (that is `update_user`); anyone else's is
+    // "not found", as one that does not exist.
+    let user = app.store.read(|r| r.get(&USERS, &id))?.filter(|_| caller.user == id);
+    let user = user.ok_or_else(|| CloudError::not_found("User", id))?;
+    let guard = app.login_guard();
+    let (subject, from) = (Subject::User(id.to_string()), Subject::Source(source));
+    if let Err(refusal) = guard.check(&subject, &from) {
+        tracing::warn!(user = %user.name, %source, reason = refusal.reason(), "password change refused");
+        return Err(refusal.into_error());
     }
-    let user = app.store.read(|r| r.get(&USERS, &id))?.ok_or_else(|| CloudError::not_found("User", id))?;
     let (hash, original) = (user.password_hash, original.to_string());
-    if !app.login_guard().pool.run(move || passwords::verify(&hash, &original)).await? {
+    if !guard.pool.run(move || passwords::verify(&hash, &original)).await? {
+        tracing::warn!(user = %user.name, %source, reason = "wrong original password", "password change refused");
+        guard.failed(subject, from);
         return Err(CloudError::Unauthorized("The original password is not correct.".into()));
     }
     update_user(app, id, UserChanges { password: Some(new.to_string()), ..UserChanges::default() }).await?;

@@ -123,6 +123,11 @@ impl FailedLogins {
         let p = &self.policy;
         for subject in [user, source] {
             let entry = self.failures.entry(subject.clone()).or_insert(Failures::new(now));
+            if entry.locked && entry.blocked_until > Some(now) {
+                // Guesses that were already hashing when the lockout began do not lift it.
+                entry.last = now;
+                continue;
+            }
             if now.duration_since(entry.last) >= p.forget_after {
                 *entry = Failures::new(now);
             }
@@ -342,6 +347,8 @@ mod tests {
              ? alice 3 1 => pass
              f alice 3 1
              ? alice 4 10 => locked 51
+             f alice 5 11
+             ? alice 4 12 => locked 49
              ? bob 4 10 => pass
              ? alice 4 61 => pass",
         );

@@ -66,6 +66,8 @@ fn status(error: &CloudError, service: Service) -> u16 {
         CloudError::QuotaExceeded(_) if service == Service::Network => 409,
         CloudError::QuotaExceeded(_) => 403,
         CloudError::TooManyRequests { .. } => 429,
+        CloudError::PayloadTooLarge(_) => 413,
+        CloudError::RequestTimeout(_) => 408,
         CloudError::Busy { .. } | CloudError::Unavailable { .. } | CloudError::NotApplied(_) => 503,
         CloudError::Store(_) | CloudError::Internal(_) => 500,
     }
@@ -95,6 +97,8 @@ fn neutron_type(error: &CloudError) -> &'static str {
         CloudError::QuotaExceeded(_) => "OverQuota",
         CloudError::NotAcceptable(_) => "NotAcceptable",
         CloudError::TooManyRequests { .. } => "TooManyRequests",
+        CloudError::PayloadTooLarge(_) => "RequestEntityTooLarge",
+        CloudError::RequestTimeout(_) => "RequestTimeout",
         CloudError::Busy { .. } | CloudError::Unavailable { .. } | CloudError::NotApplied(_) => "ServiceUnavailable",
         CloudError::Store(_) | CloudError::Internal(_) => "InternalServerError",
     }
@@ -107,7 +111,9 @@ fn title(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         406 => "Not Acceptable",
+        408 => "Request Timeout",
         409 => "Conflict",
+        413 => "Payload Too Large",
         429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "Internal Server Error",

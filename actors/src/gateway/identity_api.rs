@@ -231,9 +231,9 @@ async fn issue_token(State(s): State<AppState>, client: Option<Extension<ClientA
     };
     // No scope: the user's default project.
     let project = request.auth.scope.and_then(|s| s.project).and_then(|p| p.name.or(p.id));
-    let source = client.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(addr))| addr.ip());
-    let (secret, ctx) =
-        identity::login(&s.app, user, &password.user.password, project, source).await.map_err(ApiError::identity)?;
+    let (secret, ctx) = identity::login(&s.app, user, &password.user.password, project, source_of(client))
+        .await
+        .map_err(ApiError::identity)?;
     let mut response = (StatusCode::CREATED, Json(token_body(&ctx, &s.base_url))).into_response();
     response.headers_mut().insert("x-subject-token", HeaderValue::from_str(&secret).expect("hex token"));
     Ok(response)
@@ -252,6 +252,11 @@ async fn revoke_token(State(s): State<AppState>, caller: Auth, headers: axum::ht
     let subject = subject_token(&headers)?;
     identity::revoke_token(&s.app, &caller.ctx, subject).await.map_err(ApiError::identity)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The address a request came from (unspecified if the server did not say, as in a router test).
+fn source_of(client: Option<Extension<ClientAddr>>) -> IpAddr {
+    client.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(addr))| addr.ip())
 }
 
 /// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts).
@@ -429,11 +434,18 @@ fn path_user(s: &AppState, user: &str) -> Result<User, ApiError> {
         .ok_or_else(|| ApiError::identity(CloudError::not_found("User", user)))
 }
 
-async fn show_user(State(s): State<AppState>, auth: Auth, Path(user): Path<String>) -> ApiResult {
-    let found = path_user(&s, &user)?;
-    if found.id != auth.ctx.user {
-        admin_only(&auth, "identity:get_user")?;
+/// The user a path names, for a caller who may act only on themselves unless admin: anyone else is "not
+/// found", as a name that does not exist, so the answer does not reveal which user names exist.
+fn own_or_admin(s: &AppState, auth: &Auth, user: &str) -> Result<User, ApiError> {
+    let found = path_user(s, user)?;
+    if found.id != auth.ctx.user && !auth.is_admin() {
+        return Err(ApiError::identity(CloudError::not_found("User", user)));
     }
+    Ok(found)
+}
+
+async fn show_user(State(s): State<AppState>, auth: Auth, Path(user): Path<String>) -> ApiResult {
+    let found = own_or_admin(&s, &auth, &user)?;
     Ok(Json(UserBody { user: user_view(&found, &s.base_url) }).into_response())
 }
 
@@ -503,10 +515,17 @@ struct PasswordChange {
 }
 
 /// `POST /users/{id}/password` (`openstack user password set`): the user's own, proving the old one.
-async fn change_password(State(s): State<AppState>, auth: Auth, Path(user): Path<String>, body: Bytes) -> ApiResult {
+async fn change_password(
+    State(s): State<AppState>,
+    auth: Auth,
+    client: Option<Extension<ClientAddr>>,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let request: ChangePassword = parse_json(&body).map_err(ApiError::identity)?;
     let found = path_user(&s, &user)?;
-    identity::change_password(&s.app, &auth.ctx, found.id, &request.user.original_password, &request.user.password)
+    let (original, new) = (&request.user.original_password, &request.user.password);
+    identity::change_password(&s.app, &auth.ctx, found.id, original, new, source_of(client))
         .await
         .map_err(ApiError::identity)?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::app::{App, identity};
+use crate::app::{self, App, identity};
 use crate::metrics::Metrics;
 pub use errors::{ApiError, Service};
 pub use server::{ClientAddr, ServerLimits};
@@ -195,11 +195,30 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
         .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(middleware::from_fn_with_state(limits.body_timeout, whole_body_in_time))
         // Inside the request-id layer, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), requests))
         .with_state(state)
+}
+
+/// Reads the whole request body before the handler runs, within one deadline for all of it: a client that
+/// sends a byte now and then cannot keep a request, and its connection, in flight. A body over the largest
+/// limit is refused here as well (the routes' own, smaller limits apply to what is passed on).
+async fn whole_body_in_time(State(deadline): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let error = match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => return next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => app::error::CloudError::PayloadTooLarge(format!(
+            "The request body is larger than {} KiB, or could not be read.",
+            MAX_BODY / 1024
+        )),
+        Err(_) => app::error::CloudError::RequestTimeout(format!(
+            "The request body did not arrive within {} s.",
+            deadline.as_secs()
+        )),
+    };
+    ApiError { service: Service::of_path(parts.uri.path()), error }.into_response()
 }
 
 /// Tells the outer layer which route the request matched (in the response's extensions, for the metrics).

@@ -32,7 +32,7 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long a connection may take to send a request head, and stay idle between requests.
     pub header_timeout: Duration,
-    /// How long a request may take to send its body.
+    /// How long a request may take to send its whole body (one deadline, however it trickles in).
     pub body_timeout: Duration,
 }
 
