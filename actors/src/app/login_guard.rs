@@ -192,7 +192,7 @@ impl FailedLogins {
 /// run it, up to the allocator's limit of arenas.
 #[derive(Debug)]
 pub struct HashPool {
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     admitted: Arc<AtomicUsize>,
     limit: usize,
 }
@@ -221,7 +221,7 @@ impl HashPool {
                 tracing::error!(error = %e, "cannot start a password-hash thread");
             }
         }
-        HashPool { jobs: Mutex::new(jobs), admitted: Arc::new(AtomicUsize::new(0)), limit: workers.max(1) + queue }
+        HashPool { jobs, admitted: Arc::new(AtomicUsize::new(0)), limit: workers.max(1) + queue }
     }
 
     /// A pool sized for this machine: one worker per core, at most 4 (19 MiB each, and logins need no
@@ -255,7 +255,7 @@ impl HashPool {
             drop(admitted);
             let _ = done.send(result);
         });
-        if self.jobs.lock().expect("the hash queue is never poisoned").send(job).is_err() {
+        if self.jobs.send(job).is_err() {
             return Err(CloudError::Internal("no password-hash thread is running".into()));
         }
         result.await.map_err(|_| CloudError::Internal("a password hash failed".into()))

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -194,7 +194,6 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(admin_api::routes())
         .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(limits.body_timeout, whole_body_in_time))
         // Inside the request-id layer, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
