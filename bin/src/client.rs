@@ -40,10 +40,14 @@ fn error_message(body: &str) -> String {
         .unwrap_or_else(|| body.to_string())
 }
 
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a plain HTTP client")
+}
+
 impl Client {
     /// Logs in as `user` with a token scoped to `project`.
     pub async fn login(base: &str, user: &str, password: &str, project: &str) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("a plain HTTP client");
+        let http = http_client();
         let base = base.trim_end_matches('/').to_string();
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
@@ -68,6 +72,12 @@ impl Client {
             });
         }
         Ok(Client { http, base, token: token.ok_or(ClientError::NoToken)? })
+    }
+
+    /// The same session on a connection pool of its own, so its connections are made (and driven) on the
+    /// runtime that first uses them.
+    pub fn with_own_connections(&self) -> Client {
+        Client { http: http_client(), base: self.base.clone(), token: self.token.clone() }
     }
 
     pub fn base(&self) -> &str {

@@ -9,15 +9,16 @@ use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, 
 use crate::error::StoreError;
 use crate::keys::Pair;
 use crate::records::{
-    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, Image, Instance, Network, Operation,
-    Project, Quota, Token, Usage, User,
+    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Network,
+    Operation, Project, Quota, Token, Usage, User,
 };
-use crate::table::{Index, Table};
+use crate::table::{Index, Reads, Table, WriteTx};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
 /// [`prepare`] to migrate from the previous one.
 /// - 2: `counters` (version 1 files need no migration: a missing counter is counted once from its table).
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: `host_loads` (counted once from the instances when an older file is opened).
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -51,6 +52,8 @@ pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
 /// Keyed by what is counted (`host`): the next number to hand out, so a new one costs a lookup, not a scan.
 pub const COUNTERS: Table<String, AllocationCursor> = Table::new("counters");
 pub const USAGE: Table<ProjectId, Usage> = Table::new("usage");
+/// What the instances on each host use of it (see [`HostLoad`]).
+pub const HOST_LOADS: Table<HostId, HostLoad> = Table::new("host_loads");
 
 const TABLES: &[&str] = &[
     PROJECTS.name(),
@@ -74,15 +77,17 @@ const TABLES: &[&str] = &[
     QUOTAS.name(),
     USAGE.name(),
     COUNTERS.name(),
+    HOST_LOADS.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 
 /// Creates missing tables and checks (or records) the schema version.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
+    let found;
     {
         let mut meta = txn.open_table(META)?;
-        let found = meta.get("schema_version")?.map(|v| v.value());
+        found = meta.get("schema_version")?.map(|v| v.value());
         match found {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::NewerSchema {
@@ -102,7 +107,25 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
             txn.open_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
         }
     }
+    if found.is_some_and(|v| v < 3) {
+        count_host_loads(&txn)?;
+    }
     txn.commit()?;
+    Ok(())
+}
+
+/// Counts every host's load from the instances placed on it (for a file written before `host_loads`).
+fn count_host_loads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut tx = WriteTx::new(txn);
+    let mut loads = std::collections::BTreeMap::<HostId, HostLoad>::new();
+    for (_, instance) in tx.scan(&INSTANCES)? {
+        if let Some(host) = instance.host {
+            loads.entry(host).or_default().add(&instance.flavor);
+        }
+    }
+    for (host, load) in &loads {
+        tx.put(&HOST_LOADS, host, load)?;
+    }
     Ok(())
 }
 
@@ -114,4 +137,58 @@ pub fn force_schema_version(path: &Path, version: u32) -> Result<(), StoreError>
     txn.open_table(META)?.insert("schema_version", version)?;
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, ProjectId, UserId};
+
+    use super::*;
+    use crate::records::{FlavorSnapshot, PowerState, VmState};
+    use crate::store::Store;
+
+    fn instance(host: Option<&str>, vcpus: u32) -> Instance {
+        Instance {
+            id: InstanceId::random(),
+            name: "vm".into(),
+            project: ProjectId::random(),
+            user: UserId::random(),
+            flavor: FlavorSnapshot { id: FlavorId("1".into()), name: "f".into(), vcpus, ram_mb: 512, disk_gb: 1 },
+            image: ImageId::random(),
+            host: host.map(HostId::from),
+            vm_state: VmState::Active,
+            task_state: None,
+            power_state: PowerState::Running,
+            interfaces: Vec::new(),
+            fault: None,
+            tried_hosts: Vec::new(),
+            created_at: 0,
+            updated_at: 0,
+            launched_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_host_loads_has_them_counted_from_its_instances_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let instances = [instance(Some("a"), 1), instance(Some("a"), 2), instance(Some("b"), 4), instance(None, 8)];
+        store
+            .write(move |tx| {
+                for i in &instances {
+                    tx.put(&INSTANCES, &i.id, i)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        store.close();
+        drop(store);
+        force_schema_version(&path, 2).unwrap();
+        let store = Store::open(&path).unwrap();
+        let loads = store.read(|r| r.scan(&HOST_LOADS)).unwrap();
+        let summary: Vec<_> = loads.iter().map(|(h, l)| (h.0.as_str(), l.vcpus, l.ram_mb, l.instances)).collect();
+        assert_eq!(summary, [("a", 3, 1024, 2), ("b", 4, 512, 1)]);
+    }
 }

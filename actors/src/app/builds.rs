@@ -4,13 +4,15 @@
 
 use nimbus_protocol::compute::InstanceSpec;
 use nimbus_protocol::ids::{HostId, InstanceId, ProjectId};
+use nimbus_protocol::network::NetworkChanges;
 use nimbus_storage::records::{Fault, Instance, Operation, OperationKind, TaskState, VmState, now_ms};
 use nimbus_storage::schema::{INSTANCES, OPERATIONS};
-use nimbus_storage::{Reads, StoreError};
+use nimbus_storage::{Reads, StoreError, WriteTx};
 
-use crate::app::App;
+use crate::app::error::CloudError;
 use crate::app::instances::{TransitionError, remove_in, set_host_in, transition_in};
 use crate::app::specs::instance_spec;
+use crate::app::{App, fixed_ips};
 use crate::instance_state::Event;
 
 /// The logged operation on an instance and the instance, from one snapshot.
@@ -50,17 +52,58 @@ pub async fn close_build(app: &App, id: InstanceId) -> Result<bool, StoreError> 
         .await
 }
 
-/// The scheduler chose `host`: the instance is recorded there (and the host among those tried).
+/// The scheduler chose `host`: the instance is recorded there (and the host among those tried) and, in the
+/// same transaction, given its addresses, so a build costs one durable write less. The allocation is only
+/// store work (the network host hears of it in the next step), so no crash window is lost. If it fails
+/// (no address left, say), the placement is recorded alone and the build step meets the failure again, as
+/// its own.
 pub async fn record_placed(app: &App, id: InstanceId, host: HostId) -> Result<(), TransitionError> {
-    app.store
+    let auto_assign = app.auto_assign_floating_ip;
+    let on = host.clone();
+    let together = app
+        .store
         .write(move |tx| {
-            if !build_logged_in(tx, id)? {
+            if !place_in(tx, id, on)? {
                 return Ok(());
             }
-            let mut instance = transition_in(tx, id, Event::Placed, |_| Ok(()), |i| i.tried_hosts.push(host.clone()))?;
-            Ok(set_host_in(tx, &mut instance, Some(host))?)
+            fixed_ips::allocate_with_floating_in(tx, id, auto_assign).map_err(PlacedError::Allocation)?;
+            Ok(())
         })
-        .await
+        .await;
+    match together {
+        Ok(()) => Ok(()),
+        Err(PlacedError::Transition(e)) => Err(e),
+        Err(PlacedError::Allocation(CloudError::Store(e))) => Err(e.into()),
+        Err(PlacedError::Allocation(_)) => app.store.write(move |tx| place_in(tx, id, host).map(drop)).await,
+    }
+}
+
+/// Why the placement transaction failed: its own transition, or the allocation that rode along.
+enum PlacedError {
+    Transition(TransitionError),
+    Allocation(CloudError),
+}
+
+impl From<StoreError> for PlacedError {
+    fn from(e: StoreError) -> Self {
+        PlacedError::Transition(e.into())
+    }
+}
+
+impl From<TransitionError> for PlacedError {
+    fn from(e: TransitionError) -> Self {
+        PlacedError::Transition(e)
+    }
+}
+
+/// Records the placement; `false` if a delete replaced the build (nothing is written then).
+fn place_in(tx: &mut WriteTx<'_>, id: InstanceId, host: HostId) -> Result<bool, TransitionError> {
+    if !build_logged_in(tx, id)? {
+        return Ok(false);
+    }
+    let mut instance = transition_in(tx, id, Event::Placed, |_| Ok(()), |i| i.tried_hosts.push(host.clone()))?;
+    set_host_in(tx, &mut instance, Some(host))?;
+    Ok(true)
 }
 
 /// The instance has its network: it is spawning on `host` (already so when the step is repeated). Returns the
@@ -81,16 +124,20 @@ pub async fn record_network_ready(app: &App, id: InstanceId, host: HostId) -> Re
     Ok(app.store.read(|r| instance_spec(r, &instance))?)
 }
 
-/// The host runs the instance: it is ACTIVE (already so when the step is repeated).
+/// The host runs the instance: it is ACTIVE (already so when the step is repeated), and its build is closed
+/// in the same transaction (nothing is left to do between the two, so no crash window is lost).
 pub async fn record_spawned(app: &App, id: InstanceId, host: HostId) -> Result<(), TransitionError> {
     let guard = on_host(host);
     app.store
         .write(move |tx| {
             let current = tx.get(&INSTANCES, &id)?.ok_or(TransitionError::Gone(id))?;
-            if current.vm_state == VmState::Active && guard(&current).is_ok() {
-                return Ok(());
+            if !(current.vm_state == VmState::Active && guard(&current).is_ok()) {
+                transition_in(tx, id, Event::Spawned, guard, |i| i.launched_at = Some(now_ms()))?;
             }
-            transition_in(tx, id, Event::Spawned, guard, |i| i.launched_at = Some(now_ms())).map(drop)
+            if build_logged_in(tx, id)? {
+                tx.delete(&OPERATIONS, &id)?;
+            }
+            Ok(())
         })
         .await
 }
@@ -128,8 +175,16 @@ pub async fn fail_build(app: &App, id: InstanceId, message: String) -> Result<()
     outcome.or_else(TransitionError::only_store)
 }
 
-/// The last step of a delete: the records go (the instance, its indexes, its quota usage, its operation).
-/// Its addresses were released before.
-pub async fn remove(app: &App, id: InstanceId) -> Result<(), StoreError> {
-    app.store.write(move |tx| remove_in(tx, id)).await
+/// The last step of a delete: the instance's addresses are released and its records go (the instance, its
+/// indexes, its quota usage, its operation), in one transaction. Returns what the network host must apply:
+/// the caller passes it on after the commit, as after a release on its own (a crash before that leaves the
+/// kernel to the network host's reconcilers, as it would between a release and its apply).
+pub async fn release_and_remove(app: &App, id: InstanceId) -> Result<NetworkChanges, StoreError> {
+    app.store
+        .write(move |tx| {
+            let changes = fixed_ips::deallocate_in(tx, id)?;
+            remove_in(tx, id)?;
+            Ok(changes)
+        })
+        .await
 }

@@ -22,17 +22,39 @@ use crate::ipam::{FixedIpAllocator, LeaseChange, lease_change, random_mac};
 use crate::names::dhcp_hostname;
 
 /// Gives the instance its interface (or leaves the one it has), and with `auto_assign_floating_ip` a
-/// floating IP. Returns what the network host must apply.
+/// floating IP. Returns what the network host must apply. An instance that has its interface already (the
+/// placement step allocated it, or the step is repeated) costs a read, not a write.
 pub async fn allocate(app: &App, instance: InstanceId) -> Result<NetworkChanges, CloudError> {
     let auto_assign = app.auto_assign_floating_ip;
-    app.store
-        .write(move |tx| {
-            let network = allocate_in(tx, instance)?;
-            let mut changes = changes_of(&network);
-            changes.nat = auto_assign && floating_ips::auto_assign_in(tx, instance)?;
-            Ok(changes)
-        })
-        .await
+    if let Some(changes) = app.store.read(|r| allocated_changes(r, instance, auto_assign))? {
+        return Ok(changes);
+    }
+    app.store.write(move |tx| allocate_with_floating_in(tx, instance, auto_assign)).await
+}
+
+/// What the network host must apply for an instance that has its interface already; `None` if it has none.
+fn allocated_changes(r: &impl Reads, id: InstanceId, auto_assign: bool) -> Result<Option<NetworkChanges>, CloudError> {
+    // A deleting instance goes through the transaction, which refuses it.
+    let Some(instance) = r.get(&INSTANCES, &id)?.filter(|i| i.task_state != Some(TaskState::Deleting)) else {
+        return Ok(None);
+    };
+    let Some(first) = instance.interfaces.first() else { return Ok(None) };
+    let network = r.get(&NETWORKS, &first.network)?.ok_or_else(|| CloudError::not_found("Network", first.network))?;
+    let mut changes = changes_of(&network);
+    changes.nat = auto_assign && instance.interfaces.iter().any(|i| !i.floating.is_empty());
+    Ok(Some(changes))
+}
+
+/// The allocation transaction with the auto-assigned floating IP; returns what the network host must apply.
+pub(crate) fn allocate_with_floating_in(
+    tx: &mut WriteTx<'_>,
+    instance: InstanceId,
+    auto_assign: bool,
+) -> Result<NetworkChanges, CloudError> {
+    let network = allocate_in(tx, instance)?;
+    let mut changes = changes_of(&network);
+    changes.nat = auto_assign && floating_ips::auto_assign_in(tx, instance)?;
+    Ok(changes)
 }
 
 /// The network an instance of `instance.project` gets: a network bound to the project if it has one; else,
@@ -147,7 +169,7 @@ pub async fn deallocate(app: &App, instance: InstanceId) -> Result<NetworkChange
 
 /// The deallocation transaction. A leased address stays associated (not allocated) until the DHCP server
 /// reports the lease ended, or the reclaim timer frees it; any other address is free at once.
-fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<NetworkChanges, StoreError> {
+pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<NetworkChanges, StoreError> {
     let mut changes = NetworkChanges::default();
     let Some(mut instance) = tx.get(&INSTANCES, &id)? else { return Ok(changes) };
     changes.nat = floating_ips::release_for_instance_in(tx, &instance)?;

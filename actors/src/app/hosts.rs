@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement};
-use nimbus_storage::records::{AllocationCursor, Host, VmState, now_ms};
-use nimbus_storage::schema::{COUNTERS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
+use nimbus_storage::records::{AllocationCursor, Host, HostLoad, VmState, now_ms};
+use nimbus_storage::schema::{COUNTERS, HOST_LOADS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::App;
@@ -29,37 +29,50 @@ pub fn is_up(host: &Host, timing: &Timing) -> bool {
     now_ms().saturating_sub(host.last_seen) <= timing.service_down_after.as_millis() as u64
 }
 
-/// Where each instance is placed (`None`: not on a host yet).
+/// Where each instance asked about is placed (`None`: not on a host yet; missing: no such instance).
 pub type Placements = HashMap<InstanceId, Option<HostId>>;
 
-/// Every host with its usage (in host-number order), and where each instance is placed (nothing when there is
-/// no host), from one snapshot.
-pub fn usage(app: &App) -> Result<(Vec<HostUsage>, Placements), StoreError> {
+/// Every host with its usage, in host-number order (one read per host: the loads are kept with each
+/// placement).
+pub fn usage(app: &App) -> Result<Vec<HostUsage>, StoreError> {
+    app.store.read(usage_in)
+}
+
+/// Every host with its usage, and where each of `instances` is placed, from one snapshot.
+pub fn usage_and_placements(
+    app: &App,
+    instances: impl IntoIterator<Item = InstanceId>,
+) -> Result<(Vec<HostUsage>, Placements), StoreError> {
     app.store.read(|r| {
-        let mut hosts: Vec<HostUsage> = r
-            .scan(&HOSTS)?
-            .into_iter()
-            .map(|(_, host)| HostUsage { host, vcpus: 0, ram_mb: 0, disk_gb: 0, instances: 0 })
-            .collect();
-        hosts.sort_by_key(|u| u.host.number);
+        let hosts = usage_in(r)?;
         let mut placed = HashMap::new();
-        if hosts.is_empty() {
-            // Nothing to count instances on (a controller before its compute nodes join).
-            return Ok((hosts, placed));
-        }
-        let position: HashMap<HostId, usize> =
-            hosts.iter().enumerate().map(|(i, u)| (u.host.name.clone(), i)).collect();
-        for (id, instance) in r.scan(&INSTANCES)? {
-            if let Some(u) = instance.host.as_ref().and_then(|name| position.get(name)).map(|&i| &mut hosts[i]) {
-                u.vcpus += instance.flavor.vcpus;
-                u.ram_mb += instance.flavor.ram_mb;
-                u.disk_gb += instance.flavor.disk_gb;
-                u.instances += 1;
+        for id in instances {
+            if let Some(instance) = r.get(&INSTANCES, &id)? {
+                placed.insert(id, instance.host);
             }
-            placed.insert(id, instance.host);
         }
         Ok((hosts, placed))
     })
+}
+
+fn usage_in(r: &impl Reads) -> Result<Vec<HostUsage>, StoreError> {
+    let loads: HashMap<HostId, HostLoad> = r.scan(&HOST_LOADS)?.into_iter().collect();
+    let mut hosts: Vec<HostUsage> = r
+        .scan(&HOSTS)?
+        .into_iter()
+        .map(|(name, host)| {
+            let load = loads.get(&name).copied().unwrap_or_default();
+            HostUsage {
+                host,
+                vcpus: u32::try_from(load.vcpus).unwrap_or(u32::MAX),
+                ram_mb: load.ram_mb,
+                disk_gb: load.disk_gb,
+                instances: usize::try_from(load.instances).unwrap_or(usize::MAX),
+            }
+        })
+        .collect();
+    hosts.sort_by_key(|u| u.host.number);
+    Ok(hosts)
 }
 
 /// The number of a new host. A store of schema 1 has no counter yet: its hosts are counted once.

@@ -2,8 +2,8 @@
 //! the conductor's steps share.
 
 use nimbus_protocol::ids::{HostId, ImageId, InstanceId, ProjectId, UserId};
-use nimbus_storage::records::{Flavor, FlavorSnapshot, Instance, Millis, now_ms};
-use nimbus_storage::schema::{INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT, OPERATIONS};
+use nimbus_storage::records::{Flavor, FlavorSnapshot, HostLoad, Instance, Millis, now_ms};
+use nimbus_storage::schema::{HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT, OPERATIONS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::quota;
@@ -93,16 +93,25 @@ pub fn transition_in(
     Ok(instance)
 }
 
-/// Moves the instance to `host` (or off any host), keeping the host index in step.
+/// Moves the instance to `host` (or off any host), keeping the host index and the hosts' loads in step.
 pub fn set_host_in(tx: &mut WriteTx<'_>, instance: &mut Instance, host: Option<HostId>) -> Result<(), StoreError> {
     if let Some(old) = &instance.host {
         tx.index_remove(&INSTANCES_BY_HOST, old, &instance.id)?;
+        change_load_in(tx, old, |load| load.remove(&instance.flavor))?;
     }
     if let Some(new) = &host {
         tx.index_add(&INSTANCES_BY_HOST, new, &instance.id)?;
+        change_load_in(tx, new, |load| load.add(&instance.flavor))?;
     }
     instance.host = host;
     tx.put(&INSTANCES, &instance.id, instance)
+}
+
+/// Changes what a host's instances use of it.
+fn change_load_in(tx: &mut WriteTx<'_>, host: &HostId, change: impl FnOnce(&mut HostLoad)) -> Result<(), StoreError> {
+    let mut load = tx.get(&HOST_LOADS, host)?.unwrap_or_default();
+    change(&mut load);
+    tx.put(&HOST_LOADS, host, &load)
 }
 
 /// Removes an instance and everything that points at it (indexes, its operation, its quota usage). Its fixed
@@ -117,6 +126,7 @@ pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError>
         tx.index_remove(&INSTANCES_BY_PROJECT, &instance.project, &id)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;
+            change_load_in(tx, host, |load| load.remove(&instance.flavor))?;
         }
     }
     tx.delete(&OPERATIONS, &id)?;

@@ -69,7 +69,9 @@ pub trait Effects: Send + Sync {
     ) -> impl Future<Output = Result<Option<usize>, TransitionError>> + Send;
     fn fail_build(&self, id: InstanceId, message: String) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn close_build(&self, id: InstanceId) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn remove(&self, id: InstanceId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Releases the instance's addresses and removes its records (a store step); returns what the release
+    /// asks of the network host.
+    fn remove(&self, id: InstanceId) -> impl Future<Output = Result<NetworkChanges, StoreError>> + Send;
     fn place(
         &self,
         trace: &Trace,
@@ -142,6 +144,7 @@ async fn run_step(
     match step {
         Step::Done => return Ok(true),
         Step::RemoveRecords => {
+            // The records are gone, so there is nothing left to release.
             fx.remove(id).await?;
             return Ok(true);
         }
@@ -257,8 +260,13 @@ async fn release_network(fx: &impl Effects, trace: &Trace, id: InstanceId) {
             }
         }
     };
+    apply_released(fx, trace, &changes, attempt).await;
+}
+
+/// Has the network host apply what a release changed, until it answers (`attempt`: the retries so far).
+async fn apply_released(fx: &impl Effects, trace: &Trace, changes: &NetworkChanges, mut attempt: u32) {
     loop {
-        match fx.apply_network(trace, &changes).await {
+        match fx.apply_network(trace, changes).await {
             Ok(()) => return,
             Err(StepFailure::Failed(cause)) => {
                 tracing::warn!(%cause, "the network host could not apply the released addresses; its reconcilers retry");
@@ -274,7 +282,8 @@ async fn release_network(fx: &impl Effects, trace: &Trace, id: InstanceId) {
 }
 
 /// The delete: destroyed on its host (given up after repeated failures: the host's agent destroys what is
-/// left at its first report after the records are gone), its addresses released, its records removed.
+/// left at its first report after the records are gone), then its addresses released and its records removed
+/// in one store step, then the network host told of the release.
 async fn delete(fx: &impl Effects, trace: &Trace, id: InstanceId, host: Option<HostId>) -> Result<(), StoreError> {
     if let Some(host) = host {
         let mut attempt = 0;
@@ -288,9 +297,9 @@ async fn delete(fx: &impl Effects, trace: &Trace, id: InstanceId, host: Option<H
             fx.pause(attempt).await;
         }
     }
-    release_network(fx, trace, id).await;
-    fx.remove(id).await?;
+    let released = fx.remove(id).await?;
     tracing::info!("deleted");
+    apply_released(fx, trace, &released, 0).await;
     Ok(())
 }
 
@@ -351,8 +360,8 @@ impl Effects for CloudEffects {
         builds::close_build(&self.app, id).await
     }
 
-    async fn remove(&self, id: InstanceId) -> Result<(), StoreError> {
-        builds::remove(&self.app, id).await
+    async fn remove(&self, id: InstanceId) -> Result<NetworkChanges, StoreError> {
+        builds::release_and_remove(&self.app, id).await
     }
 
     async fn place(&self, trace: &Trace, request: PlaceRequest) -> Result<HostId, SchedulerError> {

@@ -168,7 +168,7 @@ async fn list_events(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
 async fn cluster_status(State(s): State<AppState>, auth: Auth) -> ApiResult {
     admin(&auth)?;
     let now = now_ms();
-    let (usage, _) = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    let usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct HostView {
         host: String,

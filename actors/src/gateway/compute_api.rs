@@ -600,7 +600,7 @@ struct HypervisorView {
 
 fn hypervisors(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-hypervisors:list").map_err(ApiError::compute)?;
-    let (usage, _) = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    let usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
     let views: Vec<HypervisorView> = usage
         .iter()
         .map(|u| {
@@ -649,7 +649,7 @@ async fn list_hypervisors_detail(State(s): State<AppState>, auth: Auth) -> ApiRe
 
 async fn list_services(State(s): State<AppState>, auth: Auth) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
-    let (usage, _) = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    let usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct ServiceView {
         id: u32,

@@ -44,6 +44,11 @@ impl Claims {
         self.claims.insert(instance, claim);
     }
 
+    /// The instances claimed for.
+    pub fn instances(&self) -> Vec<InstanceId> {
+        self.claims.keys().copied().collect()
+    }
+
     /// Drops the claims a view read at `read_at` counts already (see [`still_counts`]).
     pub fn settle(&mut self, shown: &HashMap<InstanceId, Option<HostId>>, read_at: Instant, now: Instant) {
         self.claims.retain(|id, claim| still_counts(claim, shown.get(id), read_at, now));

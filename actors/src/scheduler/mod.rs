@@ -128,7 +128,7 @@ impl SchedulerState {
 
     /// A new view: the store's hosts and usage, with the claims it does not count yet.
     fn read_view(&mut self) -> Result<StoreView, StoreError> {
-        let (usage, placed) = hosts::usage(&self.app)?;
+        let (usage, placed) = hosts::usage_and_placements(&self.app, self.claims.instances())?;
         let read_at = Instant::now();
         let mut hosts: Vec<HostState> = usage
             .into_iter()
