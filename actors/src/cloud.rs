@@ -313,12 +313,11 @@ impl Cloud {
                 (BTreeMap::new(), Some(driver.clone()), vec![(host, driver as Arc<dyn VirtDriver>)])
             }
         };
-        let (first_report, mut reported) = tokio::sync::mpsc::unbounded_channel();
         let agents: Vec<ChildSpec> = hosts
             .iter()
             .map(|(host, hypervisor)| {
-                let (ns, timing, host, hypervisor, first_report) =
-                    (ns.clone(), config.timing.clone(), host.clone(), hypervisor.clone(), first_report.clone());
+                let (ns, timing, host, hypervisor) =
+                    (ns.clone(), config.timing.clone(), host.clone(), hypervisor.clone());
                 ChildSpec::new(ns.actor_name(&format!("compute/{host}")), move || {
                     let args = ComputeArgs {
                         node: "local".into(),
@@ -328,7 +327,6 @@ impl Cloud {
                         host: host.clone(),
                         host_ip: Ipv4Addr::LOCALHOST,
                         driver: hypervisor.clone(),
-                        first_report: Some(first_report.clone()),
                     };
                     (ComputeAgent, args)
                 })
@@ -367,14 +365,6 @@ impl Cloud {
         let (root, root_task) = Actor::spawn(Some(ns.actor_name("cloud")), Supervisor, root_args(children))
             .await
             .map_err(|e| CloudError::Internal(format!("the cloud's actors did not start: {e}")))?;
-        // Up once every host has made its first report (or tried to: each reports again on its timer). The
-        // agents report concurrently, so thousands of reports share commits.
-        drop(first_report);
-        for _ in 0..hosts.len() {
-            if reported.recv().await.is_none() {
-                break;
-            }
-        }
         tracing::info!(%url, hosts = hosts.len(), data = %config.data_dir.display(), "nimbus is up");
         Ok(Cloud {
             app,

@@ -158,7 +158,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
             DataplaneKind::Sim => virt,
         };
-        let (first_report, mut reported) = tokio::sync::mpsc::unbounded_channel();
         let spec = {
             let host = host.clone();
             let (node_name, cluster_address) = (name.clone(), args.cluster_listen.to_string());
@@ -171,7 +170,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                     host: host.clone(),
                     host_ip: std::net::Ipv4Addr::LOCALHOST,
                     driver: hypervisor.clone(),
-                    first_report: Some(first_report.clone()),
                 };
                 (ComputeAgent, args)
             })
@@ -179,8 +177,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         let (agents, _) = Actor::spawn(Some("compute".into()), Supervisor, SupervisorArgs::one_for_one(vec![spec]))
             .await
             .context("starting the compute agent")?;
-        // Its first report made (or tried: the agent reports again on its timer).
-        reported.recv().await;
         println!("compute node {name} is up for host {host}");
         Some(agents)
     } else {

@@ -38,9 +38,6 @@ pub struct ComputeArgs {
     pub host: HostId,
     pub host_ip: Ipv4Addr,
     pub driver: Arc<dyn VirtDriver>,
-    /// Told once the agent's first report and reconcile are done (whatever their outcome), so whoever
-    /// started it can wait for its host to be registered.
-    pub first_report: Option<tokio::sync::mpsc::UnboundedSender<HostId>>,
 }
 
 pub struct ComputeState {
@@ -53,8 +50,6 @@ pub struct ComputeState {
     driver: Arc<dyn VirtDriver>,
     /// The active instances run again since the agent started.
     restored: bool,
-    /// Until the first report: the topic to join after it, and who waits for it.
-    before_first_report: Option<(Namespace, Option<tokio::sync::mpsc::UnboundedSender<HostId>>)>,
 }
 
 pub struct ComputeAgent;
@@ -69,7 +64,7 @@ impl Actor for ComputeAgent {
         myself: ActorRef<ComputeMsg>,
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
-        let state = ComputeState {
+        let mut state = ComputeState {
             name: myself.get_name().unwrap_or_default(),
             node: args.node,
             node_address: args.node_address,
@@ -78,20 +73,12 @@ impl Actor for ComputeAgent {
             host_ip: args.host_ip,
             driver: args.driver,
             restored: false,
-            before_first_report: Some((args.ns, args.first_report)),
         };
-        // Registered and reconciled before it takes work (it joins its topic after the first report; if the
-        // scheduler cannot be reached then, the timer tries again). Not in `pre_start`: its supervisor starts
-        // agents one after the other, and thousands of reports awaited in turn would each wait for a commit.
-        myself.send_message(ComputeMsg::ReportIn)?;
-        // The periodic reports start at a random point of the first interval (nova's `periodic_fuzzy_delay`):
-        // agents started together would otherwise all report in the same instant, every interval.
-        let (me, every) = (myself.clone(), args.timing.report_interval);
-        let first = every.mul_f64(rand::random::<f64>());
-        tokio::spawn(async move {
-            tokio::time::sleep(first).await;
-            me.send_interval(every, || ComputeMsg::ReportIn);
-        });
+        // Registered and reconciled before it takes work; if the scheduler cannot be reached now, the timer
+        // tries again.
+        state.report_and_reconcile().await;
+        args.ns.join(&compute::topic(&state.host), myself.get_cell());
+        myself.send_interval(args.timing.report_interval, || ComputeMsg::ReportIn);
         Ok(state)
     }
 
@@ -135,15 +122,7 @@ impl Actor for ComputeAgent {
                     .instrument(span),
                 );
             }
-            ComputeMsg::ReportIn => {
-                state.report_and_reconcile().await;
-                if let Some((ns, waiting)) = state.before_first_report.take() {
-                    ns.join(&compute::topic(&state.host), myself.get_cell());
-                    if let Some(waiting) = waiting {
-                        let _ = waiting.send(state.host.clone());
-                    }
-                }
-            }
+            ComputeMsg::ReportIn => state.report_and_reconcile().await,
         }
         Ok(())
     }
