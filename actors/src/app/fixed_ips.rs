@@ -40,8 +40,13 @@ fn allocated_changes(r: &impl Reads, id: InstanceId, auto_assign: bool) -> Resul
     };
     let Some(first) = instance.interfaces.first() else { return Ok(None) };
     let network = r.get(&NETWORKS, &first.network)?.ok_or_else(|| CloudError::not_found("Network", first.network))?;
+    let floating = instance.interfaces.iter().any(|i| !i.floating.is_empty());
+    if auto_assign && !floating {
+        // The floating IP is still to be assigned (the option was turned on since, or it was taken off).
+        return Ok(None);
+    }
     let mut changes = changes_of(&network);
-    changes.nat = auto_assign && instance.interfaces.iter().any(|i| !i.floating.is_empty());
+    changes.nat = auto_assign;
     Ok(Some(changes))
 }
 

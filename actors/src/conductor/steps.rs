@@ -24,7 +24,8 @@ pub enum Step {
     Done,
     /// The instance's records are gone but its log entry is not: finish the cleanup.
     RemoveRecords,
-    /// The build is over (ACTIVE or ERROR): close its log entry.
+    /// The build is over (ACTIVE or ERROR) but still logged: close its log entry. ACTIVE closes the build in
+    /// its own transaction, so this is met only where none closed it (a log written by an older nimbus, say).
     CloseBuild,
     /// The build waits for a host.
     Place(Demand),

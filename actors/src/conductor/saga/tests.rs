@@ -326,8 +326,8 @@ async fn start_delete(fx: &TestEffects, id: InstanceId) {
 async fn a_failure_at_any_step_of_a_build_leaves_it_active_or_in_error_with_nothing_behind() {
     let (steps, _) = happy_path().await;
     assert!(
-        steps >= 9,
-        "load, place, record with the allocation, load, allocate, apply, record, spawn, record and close: {steps}"
+        steps >= 10,
+        "load, place, record with the allocation, load, allocate, apply, record, spawn, record and close, load: {steps}"
     );
     for at in 0..steps {
         for fault in [Fault::Refused, Fault::Lost] {
