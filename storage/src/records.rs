@@ -506,6 +506,20 @@ impl HostLoad {
         self.instances += 1;
     }
 
+    /// What the instances use of each host they are placed on, counted from scratch (hosts without any are
+    /// left out): the migration's count, and the tests' check of the kept loads.
+    pub fn count<'a>(
+        instances: impl IntoIterator<Item = &'a Instance>,
+    ) -> std::collections::BTreeMap<HostId, HostLoad> {
+        let mut loads = std::collections::BTreeMap::<HostId, HostLoad>::new();
+        for instance in instances {
+            if let Some(host) = &instance.host {
+                loads.entry(host.clone()).or_default().add(&instance.flavor);
+            }
+        }
+        loads
+    }
+
     /// Counts an instance of `flavor` out.
     pub fn remove(&mut self, flavor: &FlavorSnapshot) {
         self.vcpus = self.vcpus.saturating_sub(u64::from(flavor.vcpus));

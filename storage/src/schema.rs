@@ -117,13 +117,8 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
 /// Counts every host's load from the instances placed on it (for a file written before `host_loads`).
 fn count_host_loads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut tx = WriteTx::new(txn);
-    let mut loads = std::collections::BTreeMap::<HostId, HostLoad>::new();
-    for (_, instance) in tx.scan(&INSTANCES)? {
-        if let Some(host) = instance.host {
-            loads.entry(host).or_default().add(&instance.flavor);
-        }
-    }
-    for (host, load) in &loads {
+    let instances = tx.scan(&INSTANCES)?;
+    for (host, load) in &HostLoad::count(instances.iter().map(|(_, i)| i)) {
         tx.put(&HOST_LOADS, host, load)?;
     }
     Ok(())

@@ -362,6 +362,11 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     bad.push(format!("project {project} uses {usage:?} but has no usage record"));
                 }
             }
+            let counted = nimbus_storage::records::HostLoad::count(instances.iter().map(|(_, i)| i));
+            let kept: BTreeMap<_, _> = r.scan(&HOST_LOADS)?.into_iter().filter(|(_, l)| l.instances > 0).collect();
+            if kept != counted {
+                bad.push(format!("the hosts' loads {kept:?} are not what their instances use: {counted:?}"));
+            }
             for (id, instance) in &instances {
                 for interface in &instance.interfaces {
                     let row = r.get(&FIXED_IPS, &Pair(interface.network, u32::from(interface.address)))?;

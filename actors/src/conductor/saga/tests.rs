@@ -258,12 +258,8 @@ fn outcome(fx: &TestEffects, id: InstanceId) -> Result<String, String> {
     if let Some(op) = op {
         return Err(format!("the {:?} is still logged", op.kind));
     }
-    let mut counted = BTreeMap::<HostId, HostLoad>::new();
-    for (_, i) in fx.app.store().read(|r| r.scan(&INSTANCES)).unwrap() {
-        if let Some(host) = i.host {
-            counted.entry(host).or_default().add(&i.flavor);
-        }
-    }
+    let instances = fx.app.store().read(|r| r.scan(&INSTANCES)).unwrap();
+    let counted = HostLoad::count(instances.iter().map(|(_, i)| i));
     let kept: BTreeMap<HostId, HostLoad> =
         fx.app.store().read(|r| r.scan(&HOST_LOADS)).unwrap().into_iter().filter(|(_, l)| l.instances > 0).collect();
     if kept != counted {
