@@ -31,9 +31,9 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::app::bootstrap;
 use crate::app::error::CloudError;
+use crate::compute::NodeAgents;
 use crate::compute::netns::{NetnsConfig, NetnsDriver};
 use crate::compute::virt::{FakeHypervisor, VirtDriver};
-use crate::compute::{ComputeAgent, ComputeArgs};
 use crate::dataplane::linux::{LinuxConfig, LinuxDataplane, SegmentKind};
 use crate::dataplane::{Dataplane, SimDataplane};
 use crate::gateway::{Gateway, GatewayArgs, ServerLimits};
@@ -313,25 +313,13 @@ impl Cloud {
                 (BTreeMap::new(), Some(driver.clone()), vec![(host, driver as Arc<dyn VirtDriver>)])
             }
         };
-        let agents: Vec<ChildSpec> = hosts
-            .iter()
-            .map(|(host, hypervisor)| {
-                let (ns, timing, host, hypervisor) =
-                    (ns.clone(), config.timing.clone(), host.clone(), hypervisor.clone());
-                ChildSpec::new(ns.actor_name(&format!("compute/{host}")), move || {
-                    let args = ComputeArgs {
-                        node: "local".into(),
-                        node_address: None,
-                        ns: ns.clone(),
-                        timing: timing.clone(),
-                        host: host.clone(),
-                        host_ip: Ipv4Addr::LOCALHOST,
-                        driver: hypervisor.clone(),
-                    };
-                    (ComputeAgent, args)
-                })
-            })
-            .collect();
+        let agents = NodeAgents {
+            node: "local".into(),
+            node_address: None,
+            ns: ns.clone(),
+            timing: config.timing.clone(),
+            host_ip: Ipv4Addr::LOCALHOST,
+        };
         let listener = Arc::new(listener);
         let metrics_listener = metrics_listener.map(Arc::new);
         let children = vec![
@@ -344,7 +332,10 @@ impl Cloud {
                 ChildSpec::new(ns.actor_name("network"), move || (NetworkManager, applier.clone()))
             },
             vlans_spec(&applier),
-            ChildSpec::new(ns.actor_name("compute"), move || (Supervisor, SupervisorArgs::one_for_one(agents.clone()))),
+            {
+                let hosts = hosts.clone();
+                ChildSpec::new(ns.actor_name("compute"), move || (Supervisor, agents.supervisor(&hosts)))
+            },
             projects_spec(&app),
             {
                 let (app, url, metrics, limits) =

@@ -13,14 +13,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use nimbus_actors::cloud::{Cloud, DataplaneKind, Drivers, VirtKind};
+use nimbus_actors::compute::NodeAgents;
 use nimbus_actors::compute::plumbing::PlumbedDriver;
 use nimbus_actors::compute::virt::{FakeHypervisor, VirtDriver};
-use nimbus_actors::compute::{ComputeAgent, ComputeArgs};
 use nimbus_actors::timing::Timing;
 use nimbus_protocol::compute::Capacity;
 use nimbus_protocol::ids::HostId;
 use nimbus_protocol::scheduler;
-use nimbus_runtime::{ChildSpec, Namespace, Supervisor, SupervisorArgs};
+use nimbus_runtime::{Namespace, Supervisor};
 use ractor::Actor;
 use ractor_cluster::NodeServer;
 
@@ -158,25 +158,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
             DataplaneKind::Sim => virt,
         };
-        let spec = {
-            let host = host.clone();
-            let (node_name, cluster_address) = (name.clone(), args.cluster_listen.to_string());
-            ChildSpec::new(format!("compute/{host}"), move || {
-                let args = ComputeArgs {
-                    node: node_name.clone(),
-                    node_address: Some(cluster_address.clone()),
-                    ns: Namespace::default(),
-                    timing: timing.clone(),
-                    host: host.clone(),
-                    host_ip: std::net::Ipv4Addr::LOCALHOST,
-                    driver: hypervisor.clone(),
-                };
-                (ComputeAgent, args)
-            })
+        let agents = NodeAgents {
+            node: name.clone(),
+            node_address: Some(args.cluster_listen.to_string()),
+            ns: Namespace::default(),
+            timing: timing.clone(),
+            host_ip: std::net::Ipv4Addr::LOCALHOST,
         };
-        let (agents, _) = Actor::spawn(Some("compute".into()), Supervisor, SupervisorArgs::one_for_one(vec![spec]))
-            .await
-            .context("starting the compute agent")?;
+        let (agents, _) =
+            Actor::spawn(Some("compute".into()), Supervisor, agents.supervisor(&[(host.clone(), hypervisor)]))
+                .await
+                .context("starting the compute agent")?;
         println!("compute node {name} is up for host {host}");
         Some(agents)
     } else {

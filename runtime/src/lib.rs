@@ -25,6 +25,6 @@ pub mod tree;
 pub mod wire;
 
 pub use rpc::CallError;
-pub use supervisor::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{Backoff, ChildSpec, Intensity, ReadyCheck, Strategy, Supervisor, SupervisorArgs, SupervisorMsg};
 pub use topic::{Namespace, Topic};
 pub use wire::Wire;

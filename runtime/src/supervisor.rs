@@ -32,6 +32,8 @@ type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Se
 type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 /// Makes the spec of the child for a key (see [`ensure_child`]), or says why the key names no child.
 pub type ChildTemplate = Arc<dyn Fn(&str) -> Result<ChildSpec, String> + Send + Sync>;
+/// Waits until the children that just started are ready for work (see [`SupervisorArgs::ready_when`]).
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -121,6 +123,8 @@ pub struct SupervisorArgs {
     pub children: Vec<ChildSpec>,
     /// How to make a child on demand from a key; `None` for a supervisor of fixed children.
     pub template: Option<ChildTemplate>,
+    /// Awaited once all children started, at every start of the supervisor.
+    pub ready: Option<ReadyCheck>,
 }
 
 impl SupervisorArgs {
@@ -131,12 +135,20 @@ impl SupervisorArgs {
             backoff: Backoff::default(),
             children,
             template: None,
+            ready: None,
         }
     }
 
     /// Children are also made on demand, from a key, by `template`.
     pub fn with_template(self, template: ChildTemplate) -> Self {
         SupervisorArgs { template: Some(template), ..self }
+    }
+
+    /// The supervisor's start ends only once `ready` has, after every child started: what its parent starts
+    /// after it waits until the children are ready for work, not merely started (the compute agents'
+    /// supervisor waits for the hosts' first reports). `ready` bounds its own wait.
+    pub fn ready_when(self, ready: ReadyCheck) -> Self {
+        SupervisorArgs { ready: Some(ready), ..self }
     }
 }
 
@@ -301,6 +313,9 @@ impl Actor for Supervisor {
                 }
                 return Err(e.into());
             }
+        }
+        if let Some(ready) = args.ready {
+            ready().await;
         }
         Ok(state)
     }
@@ -542,6 +557,7 @@ mod tests {
                 backoff: Backoff::default(),
                 children: names.iter().zip(&counts).map(|(n, c)| counter(n, c)).collect(),
                 template: None,
+                ready: None,
             };
             let (sup, handle) = Actor::spawn(Some(format!("{tag}/sup")), Supervisor, args).await.unwrap();
             kill(&names[1]).await;
@@ -560,6 +576,7 @@ mod tests {
             backoff: Backoff { base: Duration::from_millis(1), max: Duration::from_millis(5) },
             children: vec![counter("t4/flappy", &starts)],
             template: None,
+            ready: None,
         };
         let (sup, handle) = Actor::spawn(Some("t4/sup".into()), Supervisor, args).await.unwrap();
         for n in 2..=3 {
@@ -570,6 +587,33 @@ mod tests {
         kill("t4/flappy").await;
         tokio::time::timeout(Duration::from_secs(5), handle).await.expect("supervisor gave up").unwrap();
         assert_eq!(sup.get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn what_starts_after_a_supervisor_waits_until_it_is_ready() {
+        let (inner, after) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (seen, open) = (inner.clone(), gate.clone());
+        let gated = ChildSpec::new("t6/gated", move || {
+            let open = open.clone();
+            let ready: ReadyCheck = Arc::new(move || {
+                let open = open.clone();
+                Box::pin(async move {
+                    open.acquire().await.expect("gate").forget();
+                })
+            });
+            (Supervisor, SupervisorArgs::one_for_one(vec![counter("t6/worker", &seen)]).ready_when(ready))
+        });
+        let args = SupervisorArgs::one_for_one(vec![gated, counter("t6/after", &after)]);
+        let root = tokio::spawn(Actor::spawn(Some("t6/root".into()), Supervisor, args));
+        wait_for("the gated supervisor's child started", || inner.load(Ordering::SeqCst) == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(after.load(Ordering::SeqCst), 0, "nothing after the supervisor starts before it is ready");
+        gate.add_permits(1);
+        let (sup, handle) = root.await.unwrap().unwrap();
+        assert_eq!(after.load(Ordering::SeqCst), 1);
+        sup.stop(None);
+        handle.await.unwrap();
     }
 
     #[tokio::test]

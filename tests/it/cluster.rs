@@ -38,9 +38,13 @@ fn controller(dir: &std::path::Path, log: &str, cluster: u16, tls: Option<&str>)
 fn compute(dir: &std::path::Path, host: &str, cluster: u16, tls: Option<&str>) -> NimbusProcess {
     let own = format!("127.0.0.1:{}", free_port());
     let join = format!("127.0.0.1:{cluster}");
+    let data = dir.join(format!("{host}-data")).display().to_string();
     let mut args: Vec<String> =
         ["node", "--role", "compute", "--host", host, "--join", join.as_str()].map(String::from).to_vec();
-    args.extend(["--cluster-listen", own.as_str(), "--report-interval-ms", "200"].map(String::from));
+    args.extend(
+        ["--data-dir", data.as_str(), "--cluster-listen", own.as_str(), "--report-interval-ms", "200"]
+            .map(String::from),
+    );
     args.extend(tls_args(host, tls));
     NimbusProcess::spawn(&dir.join(host), &args, &[("NIMBUS_COOKIE", COOKIE)], &own)
 }
@@ -150,10 +154,12 @@ async fn a_node_with_a_wrong_cookie_is_refused_and_nothing_of_it_joins() {
     let cluster = free_port();
     let ctl = controller(dir.path(), "controller", cluster, None);
     let own = format!("127.0.0.1:{}", free_port());
+    let intruder_data = dir.path().join("intruder-data");
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(nimbus_tests::process::nimbus_binary())
             .args(["node", "--role", "compute", "--host", "intruder", "--join", &format!("127.0.0.1:{cluster}")])
-            .args(["--cluster-listen", &own, "--insecure-plaintext"])
+            .args(["--cluster-listen", &own, "--insecure-plaintext", "--data-dir"])
+            .arg(&intruder_data)
             .env("NIMBUS_COOKIE", "not-the-cluster-cookie-at-all")
             .output()
             .unwrap()
@@ -197,10 +203,12 @@ async fn nodes_with_certificates_of_the_cluster_talk_over_mutual_tls() {
 
     // A node without the cluster's certificates cannot join, even with the right cookie.
     let plain = format!("127.0.0.1:{}", free_port());
+    let plain_data = dir.path().join("plain-data");
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(nimbus_tests::process::nimbus_binary())
             .args(["node", "--role", "compute", "--host", "plain-1", "--join", &format!("127.0.0.1:{cluster}")])
-            .args(["--cluster-listen", &plain, "--insecure-plaintext"])
+            .args(["--cluster-listen", &plain, "--insecure-plaintext", "--data-dir"])
+            .arg(&plain_data)
             .env("NIMBUS_COOKIE", COOKIE)
             .output()
             .unwrap()

@@ -96,3 +96,17 @@ async fn a_host_destroys_what_the_cloud_does_not_place_there_at_its_next_report(
     assert_eq!(running, vec![id], "the placed instance still runs");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_cloud_is_up_only_once_every_host_has_made_its_first_report() {
+    // Agents start in a few milliseconds and report concurrently; the conductors and the API start after
+    // the agents' supervisor, which waits for the reports, so a resumed build never meets an empty host list.
+    const HOSTS: u32 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestCloud::config(&dir.path().join("data"), &Options { hosts: HOSTS, ..Options::default() });
+    let cloud = nimbus_actors::cloud::Cloud::start(config).await.unwrap();
+    let registered = nimbus_actors::app::hosts::usage(&cloud.app).unwrap();
+    let up = registered.iter().filter(|u| nimbus_actors::app::hosts::is_up(&u.host, cloud.app.timing())).count();
+    assert_eq!((registered.len(), up), (HOSTS as usize, HOSTS as usize), "every host is registered and up");
+    cloud.shutdown().await;
+}

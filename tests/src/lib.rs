@@ -111,7 +111,8 @@ impl TestCloud {
         TestCloud { cloud, admin, dir }
     }
 
-    fn config(dir: &std::path::Path, options: &Options) -> CloudConfig {
+    /// The configuration `start_with` starts its cloud with, for a test that starts one itself.
+    pub fn config(dir: &std::path::Path, options: &Options) -> CloudConfig {
         let mut config = CloudConfig::new(dir);
         config.listen = "127.0.0.1:0".parse().expect("an address");
         config.fake_hosts = options.hosts;

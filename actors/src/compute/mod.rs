@@ -14,16 +14,19 @@ pub mod netns;
 pub mod plumbing;
 pub mod virt;
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nimbus_protocol::compute::{self, ComputeMsg, VirtError};
 use nimbus_protocol::failure::chain;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement, SchedulerClient};
 use nimbus_protocol::trace::Traced;
-use nimbus_runtime::{Namespace, Wire, introspect};
+use nimbus_runtime::{ChildSpec, Namespace, ReadyCheck, SupervisorArgs, Wire, introspect};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::timing::Timing;
@@ -38,6 +41,100 @@ pub struct ComputeArgs {
     pub host: HostId,
     pub host_ip: Ipv4Addr,
     pub driver: Arc<dyn VirtDriver>,
+    pub first_reports: Arc<FirstReports>,
+}
+
+/// What every agent of one node shares: where it runs and how it talks to the cloud.
+#[derive(Clone)]
+pub struct NodeAgents {
+    pub node: String,
+    pub node_address: Option<String>,
+    pub ns: Namespace,
+    pub timing: Timing,
+    pub host_ip: Ipv4Addr,
+}
+
+impl NodeAgents {
+    /// The agents' supervisor (`compute`) for these hosts. Its start ends once every host has made its first
+    /// report, so whatever starts after it (the conductors, the API) finds the hosts registered and their
+    /// instances restored. The agents report concurrently: thousands of reports share the store's commits.
+    pub fn supervisor(&self, hosts: &[(HostId, Arc<dyn VirtDriver>)]) -> SupervisorArgs {
+        let first_reports = Arc::new(FirstReports::default());
+        let agents = hosts
+            .iter()
+            .map(|(host, driver)| {
+                let (common, host, driver, first_reports) =
+                    (self.clone(), host.clone(), driver.clone(), first_reports.clone());
+                ChildSpec::new(self.ns.actor_name(&format!("compute/{host}")), move || {
+                    let args = ComputeArgs {
+                        node: common.node.clone(),
+                        node_address: common.node_address.clone(),
+                        ns: common.ns.clone(),
+                        timing: common.timing.clone(),
+                        host: host.clone(),
+                        host_ip: common.host_ip,
+                        driver: driver.clone(),
+                        first_reports: first_reports.clone(),
+                    };
+                    (ComputeAgent, args)
+                })
+            })
+            .collect();
+        // A first report is a report call plus the restore of the host's instances.
+        let (count, patience) = (hosts.len(), self.timing.call + self.timing.build);
+        let ready: ReadyCheck = Arc::new(move || {
+            let first_reports = first_reports.clone();
+            Box::pin(async move { first_reports.wait(count, patience).await })
+        });
+        SupervisorArgs::one_for_one(agents).ready_when(ready)
+    }
+}
+
+/// The hosts whose agent has started and not made its first report yet. A report counts whatever its outcome:
+/// an agent that cannot reach the scheduler then tries again on its timer, and start-up does not wait for that.
+pub struct FirstReports {
+    pending: watch::Sender<BTreeSet<HostId>>,
+}
+
+impl Default for FirstReports {
+    fn default() -> Self {
+        FirstReports { pending: watch::Sender::new(BTreeSet::new()) }
+    }
+}
+
+impl FirstReports {
+    fn starting(&self, host: &HostId) {
+        self.pending.send_if_modified(|pending| pending.insert(host.clone()));
+    }
+
+    fn reported(&self, host: &HostId) {
+        self.pending.send_if_modified(|pending| pending.remove(host));
+    }
+
+    /// Waits until every agent started so far has made its first report, saying every few seconds how many
+    /// of the `agents` are left, and gives up with a warning after `patience`.
+    pub async fn wait(&self, agents: usize, patience: Duration) {
+        const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+        let mut watching = self.pending.subscribe();
+        let deadline = Instant::now() + patience;
+        loop {
+            let step = PROGRESS_EVERY.min(deadline.saturating_duration_since(Instant::now()));
+            if tokio::time::timeout(step, watching.wait_for(BTreeSet::is_empty)).await.is_ok() {
+                return;
+            }
+            let left = watching.borrow().len();
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    left,
+                    of = agents,
+                    "hosts have not made their first report in {patience:?}; going on without them (they join as \
+                     they report)"
+                );
+                return;
+            }
+            tracing::info!(left, of = agents, "waiting for the hosts' first reports");
+        }
+    }
 }
 
 pub struct ComputeState {
@@ -50,6 +147,8 @@ pub struct ComputeState {
     driver: Arc<dyn VirtDriver>,
     /// The active instances run again since the agent started.
     restored: bool,
+    /// Until the first report: the topic to join after it, and who waits for it.
+    before_first_report: Option<(Namespace, Arc<FirstReports>)>,
 }
 
 pub struct ComputeAgent;
@@ -64,7 +163,8 @@ impl Actor for ComputeAgent {
         myself: ActorRef<ComputeMsg>,
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
-        let mut state = ComputeState {
+        args.first_reports.starting(&args.host);
+        let state = ComputeState {
             name: myself.get_name().unwrap_or_default(),
             node: args.node,
             node_address: args.node_address,
@@ -73,12 +173,21 @@ impl Actor for ComputeAgent {
             host_ip: args.host_ip,
             driver: args.driver,
             restored: false,
+            before_first_report: Some((args.ns, args.first_reports)),
         };
-        // Registered and reconciled before it takes work; if the scheduler cannot be reached now, the timer
-        // tries again.
-        state.report_and_reconcile().await;
-        args.ns.join(&compute::topic(&state.host), myself.get_cell());
-        myself.send_interval(args.timing.report_interval, || ComputeMsg::ReportIn);
+        // Registered and reconciled before it takes work: it joins its topic after its first report (if the
+        // scheduler cannot be reached then, the timer tries again). That report is its first message, not
+        // awaited here: the supervisor starts agents one after the other, and thousands of reports awaited in
+        // turn would each wait for a commit of their own.
+        myself.send_message(ComputeMsg::ReportIn)?;
+        // The periodic reports start at a random point of the first interval (nova's `periodic_fuzzy_delay`):
+        // agents started together would otherwise all report in the same instant, every interval.
+        let (me, every) = (myself.clone(), args.timing.report_interval);
+        let fuzz = every.mul_f64(rand::random::<f64>());
+        tokio::spawn(async move {
+            tokio::time::sleep(fuzz).await;
+            me.send_interval(every, || ComputeMsg::ReportIn);
+        });
         Ok(state)
     }
 
@@ -122,7 +231,13 @@ impl Actor for ComputeAgent {
                     .instrument(span),
                 );
             }
-            ComputeMsg::ReportIn => state.report_and_reconcile().await,
+            ComputeMsg::ReportIn => {
+                state.report_and_reconcile().await;
+                if let Some((ns, first_reports)) = state.before_first_report.take() {
+                    ns.join(&compute::topic(&state.host), myself.get_cell());
+                    first_reports.reported(&state.host);
+                }
+            }
         }
         Ok(())
     }
