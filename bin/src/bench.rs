@@ -1,7 +1,8 @@
 //! Benchmarks. `nimbus bench boot` boots servers through the API as fast as it can and reports throughput,
 //! time-to-ACTIVE percentiles and CPU per boot, against an in-process cloud (the default) or a running one
 //! (`--against`, with `--url` and the login options), optionally over many projects; `bench scale` runs it at
-//! several host counts. `bench ips` measures IP allocations; `bench netns` boots real netns instances;
+//! several host counts. `bench list` times server lists a page at a time over 100,000 ACTIVE instances.
+//! `bench ips` measures IP allocations; `bench netns` boots real netns instances;
 //! `bench auth` attacks the API with wrong passwords and idle sockets and measures what it costs other clients.
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     Boot(BootArgs),
     /// The boot workload at 10, 100, 1,000 and 10,000 fake hosts (in-process clouds), a row each.
     Scale(ScaleArgs),
+    /// Server list latency, a page of 100 at a time, over many ACTIVE instances on many fake hosts (an
+    /// in-process cloud), with and without filters, and paging to the end.
+    List(ListArgs),
     /// Fixed- and floating-IP allocations per second, in process and through the API.
     Ips(IpsArgs),
     /// Boot netns instances on the real dataplane until each answers HTTP on its fixed IP (root).
@@ -108,6 +112,25 @@ pub struct BootArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ListArgs {
+    /// ACTIVE instances to list (booted before the timing, in one project).
+    #[arg(long, default_value_t = 100_000)]
+    pub instances: usize,
+    /// Fake hosts of the in-process cloud.
+    #[arg(long, default_value_t = 10_000)]
+    pub fake_hosts: u32,
+    /// Servers per page (`limit`).
+    #[arg(long, default_value_t = 100)]
+    pub page: usize,
+    /// How many times each first-page list is timed.
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Print one JSON object with every row as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ScaleArgs {
     /// The fake host counts, one in-process cloud and one row each.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
@@ -131,6 +154,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Boot(args) => boot(args).await,
         BenchCommand::Scale(args) => scale(args).await,
+        BenchCommand::List(args) => list(args).await,
         BenchCommand::Ips(args) => ips(args).await,
         BenchCommand::Netns(args) => netns(args).await,
         BenchCommand::Auth(args) => auth(args).await,
@@ -694,13 +718,18 @@ impl BootRun {
 
 /// An in-process cloud for the boot benchmarks: `hosts` fake hosts with room for the whole run.
 async fn boot_cloud(hosts: u32, name: &str) -> anyhow::Result<(Cloud, tempfile::TempDir, Duration)> {
+    boot_cloud_on(hosts, name, "10.0.0.0/16").await
+}
+
+/// The same with a fixed range of its own (a /16 holds 65,000 instances).
+async fn boot_cloud_on(hosts: u32, name: &str, fixed: &str) -> anyhow::Result<(Cloud, tempfile::TempDir, Duration)> {
     let dir = tempfile::tempdir().context("a temporary data directory")?;
     let mut config = CloudConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().expect("an address");
     config.fake_hosts = hosts;
     config.fake_capacity = Capacity { vcpus: 4096, ram_mb: 4 << 20, disk_gb: 1 << 20 };
     config.admin_password = Some("bench".into());
-    config.fixed_range = Some("10.0.0.0/16".parse().expect("a valid CIDR"));
+    config.fixed_range = Some(fixed.parse().context("a valid CIDR")?);
     config.namespace = Namespace::new(name);
     let started = Instant::now();
     let cloud = Cloud::start(config).await?;
@@ -862,6 +891,167 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", json!({"servers": args.servers, "concurrency": args.concurrency, "rows": rows}));
+    }
+    Ok(())
+}
+
+/// One timed list: what it asks, and how long each request took.
+struct ListRow {
+    what: String,
+    took: Vec<Duration>,
+    servers: usize,
+}
+
+impl ListRow {
+    fn print(&self) {
+        println!(
+            "{:<44}  {:>8}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}",
+            self.what,
+            self.took.len(),
+            ms(percentile(&self.took, 50.0)),
+            ms(percentile(&self.took, 99.0)),
+            ms(*self.took.last().unwrap_or(&Duration::ZERO)),
+            self.servers
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "list": self.what,
+            "requests": self.took.len(),
+            "p50_ms": ms(percentile(&self.took, 50.0)),
+            "p99_ms": ms(percentile(&self.took, 99.0)),
+            "max_ms": ms(*self.took.last().unwrap_or(&Duration::ZERO)),
+            "servers": self.servers,
+        })
+    }
+}
+
+/// Times `samples` requests of `path`, one after the other.
+async fn time_list(client: &Client, what: &str, path: &str, samples: usize) -> anyhow::Result<ListRow> {
+    let mut took = Vec::with_capacity(samples);
+    let mut servers = 0;
+    for _ in 0..samples {
+        let t0 = Instant::now();
+        let page = client.get(path).await?;
+        took.push(t0.elapsed());
+        servers = page["servers"].as_array().map_or(0, Vec::len);
+    }
+    took.sort();
+    Ok(ListRow { what: what.into(), took, servers })
+}
+
+/// Follows the `next` links from `first` to the end of the list, timing each page.
+async fn time_paging(client: &Client, what: &str, first: &str) -> anyhow::Result<ListRow> {
+    let (mut took, mut servers) = (Vec::new(), 0);
+    let mut path = Some(first.to_string());
+    while let Some(p) = path.take() {
+        let t0 = Instant::now();
+        let page = client.get(&p).await?;
+        took.push(t0.elapsed());
+        servers += page["servers"].as_array().map_or(0, Vec::len);
+        let next = page["servers_links"].as_array().and_then(|l| l.iter().find(|l| l["rel"] == "next").cloned());
+        if let Some(href) = next.as_ref().and_then(|n| n["href"].as_str()) {
+            path = Some(href.strip_prefix(client.base()).context("a next link to this cloud")?.to_string());
+        }
+    }
+    took.sort();
+    Ok(ListRow { what: what.into(), took, servers })
+}
+
+/// Boots `n` servers in the caller's project, 100 per request and a few requests at a time, until all are
+/// ACTIVE, saying how far it got every few seconds.
+async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let requests = n.div_ceil(100);
+    let (app, auth) = (cloud.app.clone(), Arc::new(auth.clone()));
+    let booting = tokio::spawn(run_concurrently(requests, 8, move |chunk| {
+        let (app, auth, image) = (app.clone(), auth.clone(), image.clone());
+        async move {
+            let new = NewServers {
+                name: format!("{}-{chunk}", if chunk % 2 == 0 { "even" } else { "odd" }),
+                image,
+                flavor: "1".into(),
+                networks: Vec::new(),
+                count: 100.min(n - chunk * 100) as u32,
+            };
+            servers::create(&app, &Trace::none(), &auth, new).await?;
+            Ok(())
+        }
+    }));
+    let deadline = Instant::now() + PATIENCE.max(Duration::from_secs(n as u64 / 100));
+    let mut said = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let counts = servers::count_by_status(&cloud.app)?;
+        let (active, errors) = (counts.get("ACTIVE").copied().unwrap_or(0), counts.get("ERROR").copied().unwrap_or(0));
+        if errors > 0 {
+            bail!("{errors} of the servers went to ERROR");
+        }
+        if active as usize >= n {
+            booting.await??;
+            println!("{n} servers ACTIVE in {:.1} s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {active} of {n} servers are ACTIVE after {:?}", started.elapsed());
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            println!("  … {active} of {n} ACTIVE after {:.0} s", started.elapsed().as_secs_f64());
+            said = Instant::now();
+        }
+    }
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    // A /14 has room for 260,000 instances.
+    let (cloud, _dir, start_up) = boot_cloud_on(args.fake_hosts, "bench-list", "10.0.0.0/14").await?;
+    println!("{} fake hosts up in {:.2} s", args.fake_hosts, start_up.as_secs_f64());
+    let admin = Client::login(&cloud.url, "admin", "bench", "admin").await?;
+    let (_, auth) =
+        identity::password_login(&cloud.app, "admin", "bench", "admin", std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    let unlimited = json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1, "fixed_ips": -1}});
+    admin
+        .send(reqwest::Method::PUT, &format!("/compute/v2.1/os-quota-sets/{}", auth.project), Some(&unlimited))
+        .await?;
+    let image = admin.get("/image/v2/images").await?["images"][0]["id"].as_str().context("an image")?.to_string();
+    println!("booting {} servers …", args.instances);
+    boot_fixture(&cloud, &auth, image, args.instances).await?;
+    let rss = rss_mib();
+    println!("resident memory with {} hosts and {} ACTIVE instances: {rss:.0} MiB", args.fake_hosts, args.instances);
+
+    let (limit, samples) = (args.page, args.samples);
+    let detail = format!("/compute/v2.1/servers/detail?limit={limit}");
+    let mut rows = Vec::new();
+    println!();
+    println!(
+        "{:<44}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "list", "requests", "p50 (ms)", "p99 (ms)", "max (ms)", "servers"
+    );
+    for (what, path) in [
+        (format!("detail, limit {limit}"), detail.clone()),
+        (format!("brief, limit {limit}"), format!("/compute/v2.1/servers?limit={limit}")),
+        (format!("detail, limit {limit}, status=ACTIVE"), format!("{detail}&status=ACTIVE")),
+        (format!("detail, limit {limit}, name=odd (half match)"), format!("{detail}&name=odd")),
+        (format!("detail, limit {limit}, all projects"), format!("{detail}&all_tenants=1")),
+    ] {
+        let row = time_list(&admin, &what, &path, samples).await?;
+        row.print();
+        rows.push(row);
+    }
+    let row = time_paging(&admin, &format!("detail, limit {limit}, every page to the end"), &detail).await?;
+    row.print();
+    if row.servers != args.instances {
+        bail!("paging to the end listed {} servers of {}", row.servers, args.instances);
+    }
+    rows.push(row);
+    cloud.shutdown().await;
+    if args.json {
+        let rows: Vec<_> = rows.iter().map(ListRow::json).collect();
+        println!(
+            "{}",
+            json!({"instances": args.instances, "hosts": args.fake_hosts, "page": limit, "rss_mib": rss, "rows": rows})
+        );
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! How the cloud's identifiers are keys and values of the store: order-preserving encodings of the typed
-//! ids, and [`Pair`], the key of tables keyed by two things.
+//! ids, [`Pair`], the key of tables keyed by two things, and [`NewestFirst`], the key of server lists.
 
 use nimbus_protocol::ids::{
     FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId,
@@ -7,6 +7,7 @@ use nimbus_protocol::ids::{
 use uuid::Uuid;
 
 use crate::codec::{KeyCodec, Record};
+use crate::records::{Instance, Millis};
 
 macro_rules! uuid_keys {
     ($($name:ident),*) => {$(
@@ -70,6 +71,33 @@ impl<A: KeyCodec, B: KeyCodec> KeyCodec for Pair<A, B> {
     }
 }
 
+/// An instance's place in a server list: newest first, then by id (Nova's default order), encoded so that
+/// the store's key order is that order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewestFirst {
+    pub created_at: Millis,
+    pub id: InstanceId,
+}
+
+impl NewestFirst {
+    pub fn of(instance: &Instance) -> Self {
+        NewestFirst { created_at: instance.created_at, id: instance.id }
+    }
+}
+
+impl KeyCodec for NewestFirst {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut out = (Millis::MAX - self.created_at).to_be_bytes().to_vec();
+        out.extend_from_slice(&self.id.encode_key());
+        out
+    }
+    fn decode_key(bytes: &[u8]) -> Option<Self> {
+        let (age, id) = bytes.split_at_checked(8)?;
+        let created_at = Millis::MAX - Millis::from_be_bytes(age.try_into().ok()?);
+        Some(NewestFirst { created_at, id: InstanceId::decode_key(id)? })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +108,24 @@ mod tests {
         assert_eq!(Pair::<HostId, u32>::decode_key(&key.encode_key()), Some(key));
         let id = InstanceId::random();
         assert_eq!(InstanceId::decode_key(&id.encode_key()), Some(id));
+    }
+
+    #[test]
+    fn newest_first_keys_sort_newest_first_then_by_id() {
+        let ids = [InstanceId::random(), InstanceId::random()];
+        let (low, high) = if ids[0].encode_key() < ids[1].encode_key() { (ids[0], ids[1]) } else { (ids[1], ids[0]) };
+        let expected = [
+            NewestFirst { created_at: 2_000, id: low },
+            NewestFirst { created_at: 2_000, id: high },
+            NewestFirst { created_at: 1_000, id: low },
+            NewestFirst { created_at: 0, id: low },
+        ];
+        let mut keys: Vec<Vec<u8>> = expected.iter().rev().map(KeyCodec::encode_key).collect();
+        keys.sort();
+        let decoded: Vec<NewestFirst> = keys.iter().map(|k| NewestFirst::decode_key(k).unwrap()).collect();
+        assert_eq!(decoded, expected);
+        let project = ProjectId::random();
+        let in_project = Pair(project, expected[2]);
+        assert_eq!(Pair::<ProjectId, NewestFirst>::decode_key(&in_project.encode_key()), Some(in_project));
     }
 }

@@ -7,7 +7,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
 use crate::error::StoreError;
-use crate::keys::Pair;
+use crate::keys::{NewestFirst, Pair};
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Network,
     Operation, Project, Quota, Token, Usage, User,
@@ -18,7 +18,9 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// [`prepare`] to migrate from the previous one.
 /// - 2: `counters` (version 1 files need no migration: a missing counter is counted once from its table).
 /// - 3: `host_loads` (counted once from the instances when an older file is opened).
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: `instance_list`, `project_instance_list` (filled once from the instances when an older file is opened);
+///   `instances_by_project` dropped.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -33,8 +35,11 @@ pub const FLAVORS: Table<FlavorId, Flavor> = Table::new("flavors");
 pub const IMAGES: Table<ImageId, Image> = Table::new("images");
 pub const HOSTS: Table<HostId, Host> = Table::new("hosts");
 pub const INSTANCES: Table<InstanceId, Instance> = Table::new("instances");
-pub const INSTANCES_BY_PROJECT: Index<ProjectId, InstanceId> = Index::new("instances_by_project");
 pub const INSTANCES_BY_HOST: Index<HostId, InstanceId> = Index::new("instances_by_host");
+/// Every instance in list order (newest first), with its project: all projects' servers, a page at a time.
+pub const INSTANCE_LIST: Table<NewestFirst, ProjectId> = Table::new("instance_list");
+/// Each project's instances in list order: one project's servers, a page at a time.
+pub const PROJECT_INSTANCE_LIST: Table<Pair<ProjectId, NewestFirst>, InstanceId> = Table::new("project_instance_list");
 pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
@@ -78,8 +83,13 @@ const TABLES: &[&str] = &[
     USAGE.name(),
     COUNTERS.name(),
     HOST_LOADS.name(),
+    INSTANCE_LIST.name(),
+    PROJECT_INSTANCE_LIST.name(),
 ];
-const INDEXES: &[&str] = &[INSTANCES_BY_PROJECT.name(), INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
+const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
+/// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
+/// order replaces it).
+const DROPPED_INDEXES: &[&str] = &["instances_by_project"];
 
 /// Creates missing tables and checks (or records) the schema version.
 pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
@@ -110,6 +120,12 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
     if found.is_some_and(|v| v < 3) {
         count_host_loads(&txn)?;
     }
+    if found.is_some_and(|v| v < 4) {
+        list_instances(&txn)?;
+        for name in DROPPED_INDEXES {
+            txn.delete_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
+        }
+    }
     txn.commit()?;
     Ok(())
 }
@@ -122,6 +138,29 @@ fn count_host_loads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         tx.put(&HOST_LOADS, host, load)?;
     }
     Ok(())
+}
+
+/// Puts every instance in the list orders (for a file written before `instance_list`).
+fn list_instances(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut tx = WriteTx::new(txn);
+    for (_, instance) in tx.scan(&INSTANCES)? {
+        list_instance_in(&mut tx, &instance)?;
+    }
+    Ok(())
+}
+
+/// Puts an instance in the list orders (all projects' and its project's).
+pub fn list_instance_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
+    let at = NewestFirst::of(instance);
+    tx.put(&INSTANCE_LIST, &at, &instance.project)?;
+    tx.put(&PROJECT_INSTANCE_LIST, &Pair(instance.project, at), &instance.id)
+}
+
+/// Takes an instance out of the list orders.
+pub fn unlist_instance_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
+    let at = NewestFirst::of(instance);
+    tx.delete(&INSTANCE_LIST, &at)?;
+    tx.delete(&PROJECT_INSTANCE_LIST, &Pair(instance.project, at)).map(drop)
 }
 
 /// Rewrites the recorded schema version; only tests use it, to fake a file from a newer nimbus.
@@ -164,11 +203,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_from_before_host_loads_has_them_counted_from_its_instances_when_opened() {
+    async fn a_file_from_before_host_loads_and_list_orders_has_them_made_from_its_instances_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let instances = [instance(Some("a"), 1), instance(Some("a"), 2), instance(Some("b"), 4), instance(None, 8)];
+        let mut instances = [instance(Some("a"), 1), instance(Some("a"), 2), instance(Some("b"), 4), instance(None, 8)];
+        for (n, i) in instances.iter_mut().enumerate() {
+            i.created_at = n as u64;
+        }
+        let newest_first: Vec<InstanceId> = instances.iter().rev().map(|i| i.id).collect();
+        let project = instances[3].project;
         store
             .write(move |tx| {
                 for i in &instances {
@@ -185,5 +229,12 @@ mod tests {
         let loads = store.read(|r| r.scan(&HOST_LOADS)).unwrap();
         let summary: Vec<_> = loads.iter().map(|(h, l)| (h.0.as_str(), l.vcpus, l.ram_mb, l.instances)).collect();
         assert_eq!(summary, [("a", 3, 1024, 2), ("b", 4, 512, 1)]);
+        let listed: Vec<InstanceId> =
+            store.read(|r| r.scan(&INSTANCE_LIST)).unwrap().iter().map(|(at, _)| at.id).collect();
+        assert_eq!(listed, newest_first);
+        let in_project = store
+            .read(|r| r.scan_prefix(&PROJECT_INSTANCE_LIST, &Pair::<ProjectId, NewestFirst>::prefix(&project)))
+            .unwrap();
+        assert_eq!(in_project.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [newest_first[0]]);
     }
 }

@@ -259,9 +259,9 @@ mod tests {
     use super::*;
     use crate::keys::Pair;
     use crate::records::Project;
-    use crate::schema::{INSTANCES_BY_PROJECT, PROJECT_NAMES, PROJECTS};
+    use crate::schema::{INSTANCES_BY_HOST, PROJECT_NAMES, PROJECTS};
     use crate::table::{Reads, Table};
-    use nimbus_protocol::ids::{InstanceId, ProjectId};
+    use nimbus_protocol::ids::{HostId, InstanceId, ProjectId};
 
     fn project(name: &str) -> Project {
         Project {
@@ -313,18 +313,21 @@ mod tests {
         let store = Store::open(dir.path().join("s.redb")).unwrap();
         let kept = project("kept");
         let (k1, k2) = (kept.clone(), kept.clone());
-        let (owner, held, added) = (kept.id, InstanceId::random(), InstanceId::random());
+        let (owner, held, added) = (HostId("h".into()), InstanceId::random(), InstanceId::random());
+        let (first_owner, undone_owner) = (owner.clone(), owner.clone());
         store
             .write(move |tx| {
+                let owner = first_owner;
                 tx.put(&PROJECTS, &k1.id, &k1)?;
                 tx.put(&PROJECT_NAMES, &k1.name, &k1.id)?;
-                tx.index_add(&INSTANCES_BY_PROJECT, &owner, &held)
+                tx.index_add(&INSTANCES_BY_HOST, &owner, &held)
             })
             .await
             .unwrap();
         let doomed = project("doomed");
         let (fail, ok) = tokio::join!(
             store.write(move |tx| {
+                let owner = undone_owner;
                 // Overwrites, inserts, a delete and index changes, then fails: all of it must be undone.
                 let mut changed = k2.clone();
                 changed.name = "changed".into();
@@ -332,8 +335,8 @@ mod tests {
                 tx.put(&PROJECTS, &doomed.id, &doomed)?;
                 tx.put(&PROJECT_NAMES, &doomed.name, &doomed.id)?;
                 assert!(tx.delete(&PROJECT_NAMES, &k2.name)?.is_some());
-                tx.index_remove(&INSTANCES_BY_PROJECT, &owner, &held)?;
-                tx.index_add(&INSTANCES_BY_PROJECT, &owner, &added)?;
+                tx.index_remove(&INSTANCES_BY_HOST, &owner, &held)?;
+                tx.index_add(&INSTANCES_BY_HOST, &owner, &added)?;
                 Err::<(), _>(TestError::Refused)
             }),
             store.write(|tx| tx.put(&PROJECT_NAMES, &"neighbour".to_string(), &ProjectId::random())),
@@ -345,7 +348,7 @@ mod tests {
                 Ok::<_, StoreError>((
                     r.scan(&PROJECTS)?,
                     r.scan(&PROJECT_NAMES)?,
-                    r.index_get(&INSTANCES_BY_PROJECT, &owner)?,
+                    r.index_get(&INSTANCES_BY_HOST, &owner)?,
                 ))
             })
             .unwrap();

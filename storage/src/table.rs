@@ -1,6 +1,7 @@
 //! Typed tables and indexes, and the read and write transactions that use them.
 
 use std::marker::PhantomData;
+use std::ops::Bound;
 
 use redb::{MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableDefinition};
 
@@ -116,6 +117,23 @@ fn keys_from_in<K: KeyCodec>(
     Ok(out)
 }
 
+fn visit_keys_in<K: KeyCodec>(
+    name: &'static str,
+    t: &impl ReadableTable<Raw, Raw>,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    mut visit: impl FnMut(K) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let start = after.map_or(Bound::Included(prefix), Bound::Excluded);
+    for entry in t.range::<&[u8]>((start, Bound::Unbounded))? {
+        let (k, _) = entry?;
+        if !k.value().starts_with(prefix) || !visit(decode_key(name, k.value())?)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn index_get_in<K: KeyCodec, V: KeyCodec>(
     name: &'static str,
     t: &impl ReadableMultimapTable<Raw, Raw>,
@@ -153,6 +171,15 @@ pub trait Reads {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<K>, StoreError>;
+    /// Hands `visit` the keys that start with `prefix`, in key order, from just after `after` (or from the
+    /// first), without decoding the records, until it answers `false`: a page read costs the page.
+    fn visit_keys<K: KeyCodec, V: Record>(
+        &self,
+        table: &Table<K, V>,
+        prefix: &[u8],
+        after: Option<&K>,
+        visit: impl FnMut(K) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
     fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError>;
 }
 
@@ -194,6 +221,16 @@ macro_rules! impl_reads {
                 limit: usize,
             ) -> Result<Vec<K>, StoreError> {
                 keys_from_in(table.name, &self.txn.open_table(table.def())?, &from.encode_key(), prefix, limit)
+            }
+            fn visit_keys<K: KeyCodec, V: Record>(
+                &self,
+                table: &Table<K, V>,
+                prefix: &[u8],
+                after: Option<&K>,
+                visit: impl FnMut(K) -> Result<bool, StoreError>,
+            ) -> Result<(), StoreError> {
+                let after = after.map(KeyCodec::encode_key);
+                visit_keys_in(table.name, &self.txn.open_table(table.def())?, prefix, after.as_deref(), visit)
             }
             fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
                 index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)

@@ -190,6 +190,87 @@ async fn server_list_filters_by_name_and_status() {
     t.shutdown().await;
 }
 
+/// Every page of a list, following its `next` links from `first`; each page's ids.
+async fn pages(client: &nimbus::client::Client, base: &str, first: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut path = Some(first.to_string());
+    while let Some(p) = path.take() {
+        let page = client.get(&p).await.unwrap();
+        out.push(page["servers"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect());
+        if let Some(next) = page["servers_links"].as_array().and_then(|links| links.iter().find(|l| l["rel"] == "next"))
+        {
+            path = Some(next["href"].as_str().unwrap().strip_prefix(base).unwrap().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn server_lists_page_newest_first_with_limit_and_marker() {
+    let t = TestCloud::start().await;
+    let alice = t.user_with_role("member").await;
+    let bob = t.user_with_role("member").await;
+    let mut mine = Vec::new();
+    for n in 0..7 {
+        mine.push(create_server(&alice, &format!("{}-{n}", if n % 2 == 0 { "even" } else { "odd" })).await);
+    }
+    let theirs = create_server(&bob, "bob-vm").await;
+    for id in mine.iter().chain([&theirs]) {
+        wait_for_status(&t.admin, id, "ACTIVE").await;
+    }
+    let whole = alice.get("/compute/v2.1/servers/detail").await.unwrap();
+    let whole = whole["servers"].as_array().unwrap();
+    assert!(whole.windows(2).all(|w| w[0]["created"].as_str() >= w[1]["created"].as_str()), "newest first");
+    let order: Vec<String> = whole.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(order.iter().collect::<BTreeSet<_>>(), mine.iter().collect::<BTreeSet<_>>(), "only alice's");
+
+    // Pages of 3 follow the `next` links to the end: 3 + 3 + 1, in the whole list's order.
+    let paged = pages(&alice, t.url(), "/compute/v2.1/servers/detail?limit=3").await;
+    assert_eq!(paged.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(paged.concat(), order);
+    // A page that ends the list exactly still has a next link, to an empty page (as Nova).
+    let exact = pages(&alice, t.url(), "/compute/v2.1/servers?limit=7").await;
+    assert_eq!(exact.iter().map(Vec::len).collect::<Vec<_>>(), [7, 0]);
+    // Filters hold across pages.
+    let odd = pages(&alice, t.url(), "/compute/v2.1/servers?name=odd&limit=2").await.concat();
+    let expected: Vec<String> = whole
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("odd"))
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!((odd.len(), &odd), (3, &expected));
+    // After a marker: the rest of the list.
+    let after = alice.get(&format!("/compute/v2.1/servers?marker={}", order[4])).await.unwrap();
+    let rest: Vec<&str> = after["servers"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(rest, order[5..].iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(after.get("servers_links").is_none(), "a page that is not full has no next link: {after}");
+    let none = alice.get("/compute/v2.1/servers?limit=0").await.unwrap();
+    assert_eq!(none["servers"].as_array().unwrap().len(), 0);
+
+    // A marker the caller cannot see, or no server at all, is a 400 naming it.
+    for marker in [theirs.as_str(), "not-a-uuid", "7d0c2bd4-51c6-4b5e-9d0e-000000000000"] {
+        let (status, body) =
+            alice.raw(Method::GET, &format!("/compute/v2.1/servers?marker={marker}"), None).await.unwrap();
+        assert_eq!(status.as_u16(), 400, "{marker}: {body}");
+        assert_eq!(body["badRequest"]["message"], format!("marker [{marker}] not found"));
+    }
+
+    // An admin pages through every project, or one.
+    let everyone = pages(&t.admin, t.url(), "/compute/v2.1/servers?all_tenants=1&limit=2").await.concat();
+    assert_eq!(everyone.len(), 8);
+    assert_eq!(everyone.iter().filter(|id| **id != theirs).cloned().collect::<Vec<_>>(), order);
+    let project = whole[0]["tenant_id"].as_str().unwrap();
+    let one =
+        pages(&t.admin, t.url(), &format!("/compute/v2.1/servers?all_tenants=1&project_id={project}&limit=4")).await;
+    assert_eq!(one.concat(), order);
+
+    // A deleted server leaves the lists.
+    t.admin.delete(&format!("/compute/v2.1/servers/{}", order[0])).await.unwrap();
+    wait_for_gone(&t.admin, &order[0]).await;
+    assert_eq!(pages(&alice, t.url(), "/compute/v2.1/servers?limit=3").await.concat(), order[1..]);
+    t.shutdown().await;
+}
+
 #[tokio::test]
 async fn hypervisors_and_services_show_the_hosts() {
     let t = TestCloud::start_with(Options { hosts: 3, ..Options::default() }).await;

@@ -381,14 +381,22 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 if instance.vm_state == VmState::Active && (instance.host.is_none() || instance.interfaces.is_empty()) {
                     bad.push(format!("instance {id} is ACTIVE without a host or an address"));
                 }
-                if !r.index_get(&INSTANCES_BY_PROJECT, &instance.project)?.contains(id) {
-                    bad.push(format!("instance {id} is missing from its project's index"));
+                let at = nimbus_storage::NewestFirst::of(instance);
+                if r.get(&INSTANCE_LIST, &at)? != Some(instance.project) {
+                    bad.push(format!("instance {id} is missing from the list of all instances"));
+                }
+                if r.get(&PROJECT_INSTANCE_LIST, &Pair(instance.project, at))? != Some(*id) {
+                    bad.push(format!("instance {id} is missing from its project's list"));
                 }
                 if let Some(host) = &instance.host
                     && !r.index_get(&INSTANCES_BY_HOST, host)?.contains(id)
                 {
                     bad.push(format!("instance {id} is missing from its host's index"));
                 }
+            }
+            let listed = (r.scan(&INSTANCE_LIST)?.len(), r.scan(&PROJECT_INSTANCE_LIST)?.len());
+            if listed != (instances.len(), instances.len()) {
+                bad.push(format!("the list orders hold {listed:?} entries for {} instances", instances.len()));
             }
             Ok::<_, nimbus_storage::StoreError>(bad)
         })

@@ -3,7 +3,7 @@
 
 use nimbus_protocol::ids::{HostId, ImageId, InstanceId, ProjectId, UserId};
 use nimbus_storage::records::{Flavor, FlavorSnapshot, HostLoad, Instance, Millis, now_ms};
-use nimbus_storage::schema::{HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, INSTANCES_BY_PROJECT, OPERATIONS};
+use nimbus_storage::schema::{self, HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, OPERATIONS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::quota;
@@ -114,7 +114,13 @@ fn change_load_in(tx: &mut WriteTx<'_>, host: &HostId, change: impl FnOnce(&mut 
     tx.put(&HOST_LOADS, host, &load)
 }
 
-/// Removes an instance and everything that points at it (indexes, its operation, its quota usage). Its fixed
+/// Records a new instance, with its place in the list orders.
+pub fn insert_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
+    tx.put(&INSTANCES, &instance.id, instance)?;
+    schema::list_instance_in(tx, instance)
+}
+
+/// Removes an instance and everything that points at it (indexes, list orders, its operation, its quota usage). Its fixed
 /// and floating IPs must have been released first.
 pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
     if let Some(instance) = tx.delete(&INSTANCES, &id)? {
@@ -123,7 +129,7 @@ pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError>
             instance.project,
             quota::instances_usage(1, instance.flavor.vcpus, instance.flavor.ram_mb),
         )?;
-        tx.index_remove(&INSTANCES_BY_PROJECT, &instance.project, &id)?;
+        schema::unlist_instance_in(tx, &instance)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;
             change_load_in(tx, host, |load| load.remove(&instance.flavor))?;

@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId};
+use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId};
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, now_ms};
-use nimbus_storage::schema::{FLAVORS, IMAGES, INSTANCES, INSTANCES_BY_PROJECT, NETWORKS, OPERATIONS};
-use nimbus_storage::{Reads, StoreError};
+use nimbus_storage::schema::{FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST};
+use nimbus_storage::{NewestFirst, Pair, Reads, StoreError};
 
 use crate::app::App;
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
-use crate::app::instances::{TransitionError, new_instance, transition_in};
+use crate::app::instances::{self, TransitionError, new_instance, transition_in};
 use crate::app::{images, networks, quota};
 use crate::instance_state::{Event, api_status};
 
@@ -84,8 +84,7 @@ pub async fn create(
         .write(move |tx| {
             quota::charge_in(tx, project, usage)?;
             for instance in &records {
-                tx.put(&INSTANCES, &instance.id, instance)?;
-                tx.index_add(&INSTANCES_BY_PROJECT, &instance.project, &instance.id)?;
+                instances::insert_in(tx, instance)?;
                 let op = Operation {
                     instance: instance.id,
                     project: instance.project,
@@ -166,37 +165,53 @@ pub struct ServerFilters {
     pub marker: Option<String>,
 }
 
-/// The servers the caller sees that pass `filters`, newest first (as Nova sorts by default).
+/// The servers the caller sees that pass `filters`, newest first (as Nova sorts by default), read from the
+/// list orders from just after the marker: a page costs what it returns plus what the filters pass over.
 pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Vec<Instance>, CloudError> {
-    let mut instances: Vec<Instance> = app.store.read(|r| {
-        if filters.all_projects {
-            Ok(r.scan(&INSTANCES)?.into_iter().map(|(_, i)| i).collect())
-        } else {
-            let ids = r.index_get(&INSTANCES_BY_PROJECT, &auth.project)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.extend(r.get(&INSTANCES, &id)?);
+    let limit = filters.limit.unwrap_or(usize::MAX);
+    // One project's list, read from that project's order: the caller's own, or the one an admin asks for.
+    let project = match (filters.all_projects, filters.project.as_deref()) {
+        (true, None) => None,
+        (true, Some(asked)) => match asked.parse::<ProjectId>() {
+            Ok(p) => Some(p),
+            Err(_) => return Ok(Vec::new()),
+        },
+        (false, Some(asked)) if asked != auth.project.to_string() => return Ok(Vec::new()),
+        (false, _) => Some(auth.project),
+    };
+    app.store.read(|r| {
+        // As Nova: the marker is any server the caller sees, whatever the filters.
+        let after = match &filters.marker {
+            Some(marker) => {
+                let not_found = || CloudError::BadRequest(format!("marker [{marker}] not found"));
+                let id: InstanceId = marker.parse().map_err(|_| not_found())?;
+                let seen = r.get(&INSTANCES, &id)?.filter(|i| filters.all_projects || i.project == auth.project);
+                Some(NewestFirst::of(&seen.ok_or_else(not_found)?))
             }
-            Ok::<_, StoreError>(out)
+            None => None,
+        };
+        let mut page = Vec::new();
+        let mut take = |id: InstanceId| -> Result<bool, StoreError> {
+            if page.len() == limit {
+                return Ok(false);
+            }
+            let passes = |i: &Instance| {
+                filters.name.as_deref().is_none_or(|n| i.name.contains(n))
+                    && filters.status.as_deref().is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
+            };
+            page.extend(r.get(&INSTANCES, &id)?.filter(passes));
+            Ok(page.len() < limit)
+        };
+        match project {
+            Some(p) => {
+                let prefix = Pair::<ProjectId, NewestFirst>::prefix(&p);
+                let after = after.map(|at| Pair(p, at));
+                r.visit_keys(&PROJECT_INSTANCE_LIST, &prefix, after.as_ref(), |Pair(_, at)| take(at.id))?;
+            }
+            None => r.visit_keys(&INSTANCE_LIST, &[], after.as_ref(), |at| take(at.id))?,
         }
-    })?;
-    instances.retain(|i| {
-        filters.name.as_deref().is_none_or(|n| i.name.contains(n))
-            && filters.status.as_deref().is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
-            && filters.project.as_deref().is_none_or(|p| i.project.to_string() == p)
-    });
-    instances.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
-    if let Some(marker) = &filters.marker {
-        let at = instances
-            .iter()
-            .position(|i| i.id.to_string() == *marker)
-            .ok_or_else(|| CloudError::BadRequest(format!("marker [{marker}] not found")))?;
-        instances.drain(..=at);
-    }
-    if let Some(limit) = filters.limit {
-        instances.truncate(limit);
-    }
-    Ok(instances)
+        Ok(page)
+    })
 }
 
 /// The servers whose ports the Network API shows the caller: its project's (every project's for an admin).

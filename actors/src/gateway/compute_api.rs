@@ -388,18 +388,36 @@ fn truthy(v: &str) -> bool {
     !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "f" | "no" | "off")
 }
 
-fn list_servers(s: &AppState, auth: &Auth, raw: HashMap<String, String>, detail: bool) -> ApiResult {
-    let filters = server_filters(raw)?;
+/// The most servers one list answers, whatever `limit` asks (Nova's `[api] max_limit`); a full page carries a
+/// `next` link to the rest.
+const MAX_LIMIT: usize = 1000;
+
+fn list_servers(s: &AppState, auth: &Auth, mut raw: HashMap<String, String>, detail: bool) -> ApiResult {
+    let mut filters = server_filters(&raw)?;
     if filters.all_projects {
         auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants").map_err(ApiError::compute)?;
     }
+    let limit = filters.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
+    filters.limit = Some(limit);
     let instances = servers::list(&s.app, &auth.ctx, &filters).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         servers: Vec<ServerView<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        servers_links: Vec<Link>,
+    }
+    let mut servers_links = Vec::new();
+    if let Some(last) = instances.last().filter(|_| instances.len() == limit) {
+        raw.insert("marker".into(), last.id.to_string());
+        raw.insert("limit".into(), limit.to_string());
+        let query: BTreeMap<_, _> = raw.into_iter().collect();
+        let query =
+            serde_urlencoded::to_string(query).map_err(|e| ApiError::compute(CloudError::Internal(e.to_string())))?;
+        let path = if detail { "servers/detail" } else { "servers" };
+        servers_links.push(Link { rel: "next", href: format!("{}/compute/v2.1/{path}?{query}", s.base_url) });
     }
     let views = instances.iter().map(|i| server_view(i, &s.base_url, auth.is_admin(), detail)).collect();
-    Ok(Json(Body { servers: views }).into_response())
+    Ok(Json(Body { servers: views, servers_links }).into_response())
 }
 
 async fn list_servers_brief(
@@ -419,7 +437,7 @@ async fn list_servers_detail(
 }
 
 /// Known filters are parsed; unknown query parameters are ignored, as clients send some nimbus does not use.
-fn server_filters(raw: HashMap<String, String>) -> Result<ServerFilters, ApiError> {
+fn server_filters(raw: &HashMap<String, String>) -> Result<ServerFilters, ApiError> {
     let limit = match raw.get("limit") {
         Some(l) => Some(l.parse::<usize>().map_err(|_| {
             ApiError::compute(CloudError::BadRequest(format!("limit must be a non-negative integer, not {l:?}")))
