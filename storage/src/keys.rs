@@ -1,5 +1,6 @@
 //! How the cloud's identifiers are keys and values of the store: order-preserving encodings of the typed
-//! ids, [`Pair`], the key of tables keyed by two things, and [`NewestFirst`], the key of server lists.
+//! ids, [`Pair`], the key of tables keyed by two things, [`NewestFirst`], the key of server lists, and
+//! [`NetworkChoice`], the order networks are given to instances in.
 
 use nimbus_protocol::ids::{
     FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId,
@@ -7,7 +8,7 @@ use nimbus_protocol::ids::{
 use uuid::Uuid;
 
 use crate::codec::{KeyCodec, Record};
-use crate::records::{Instance, Millis};
+use crate::records::{Instance, Millis, Network, NetworkMode};
 
 macro_rules! uuid_keys {
     ($($name:ident),*) => {$(
@@ -98,6 +99,88 @@ impl KeyCodec for NewestFirst {
     }
 }
 
+/// Where a network stands among those an instance may get: under the project it is bound to, or (unbound)
+/// under its mode; within either, by segment (none first), age and range (the order `network_for` picks in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkChoice {
+    pub owner: NetworkOwner,
+    pub vlan: Option<u16>,
+    pub created_at: Millis,
+    pub first_address: u32,
+    pub id: NetworkId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkOwner {
+    Unbound(NetworkMode),
+    Project(ProjectId),
+}
+
+impl NetworkOwner {
+    /// The encoded prefix every network of this owner's choice shares.
+    pub fn prefix(&self) -> Vec<u8> {
+        match self {
+            NetworkOwner::Unbound(mode) => vec![0, mode_code(*mode)],
+            NetworkOwner::Project(p) => [&[1u8][..], p.0.as_bytes()].concat(),
+        }
+    }
+}
+
+fn mode_code(mode: NetworkMode) -> u8 {
+    match mode {
+        NetworkMode::Flat => 0,
+        NetworkMode::FlatDhcp => 1,
+        NetworkMode::Vlan => 2,
+    }
+}
+
+impl NetworkChoice {
+    pub fn of(network: &Network) -> Self {
+        NetworkChoice {
+            owner: network.project.map_or(NetworkOwner::Unbound(network.mode), NetworkOwner::Project),
+            vlan: network.vlan,
+            created_at: network.created_at,
+            first_address: u32::from(network.cidr.network()),
+            id: network.id,
+        }
+    }
+}
+
+impl KeyCodec for NetworkChoice {
+    fn encode_key(&self) -> Vec<u8> {
+        let mut out = self.owner.prefix();
+        let (tag, vlan) = self.vlan.map_or((0u8, 0u16), |v| (1, v));
+        out.push(tag);
+        out.extend_from_slice(&vlan.to_be_bytes());
+        out.extend_from_slice(&self.created_at.to_be_bytes());
+        out.extend_from_slice(&self.first_address.to_be_bytes());
+        out.extend_from_slice(&self.id.encode_key());
+        out
+    }
+    fn decode_key(bytes: &[u8]) -> Option<Self> {
+        let (owner, rest) = match *bytes.first()? {
+            0 => {
+                let code = *bytes.get(1)?;
+                let modes = [NetworkMode::Flat, NetworkMode::FlatDhcp, NetworkMode::Vlan];
+                (NetworkOwner::Unbound(modes.into_iter().find(|m| mode_code(*m) == code)?), bytes.get(2..)?)
+            }
+            1 => (NetworkOwner::Project(ProjectId::decode_key(bytes.get(1..17)?)?), bytes.get(17..)?),
+            _ => return None,
+        };
+        let vlan = match rest.first()? {
+            0 => None,
+            _ => Some(u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?)),
+        };
+        Some(NetworkChoice {
+            owner,
+            vlan,
+            created_at: Millis::from_be_bytes(rest.get(3..11)?.try_into().ok()?),
+            first_address: u32::from_be_bytes(rest.get(11..15)?.try_into().ok()?),
+            id: NetworkId::decode_key(rest.get(15..)?)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +210,31 @@ mod tests {
         let project = ProjectId::random();
         let in_project = Pair(project, expected[2]);
         assert_eq!(Pair::<ProjectId, NewestFirst>::decode_key(&in_project.encode_key()), Some(in_project));
+    }
+
+    #[test]
+    fn network_choices_sort_by_owner_then_segment_age_and_range() {
+        let choice = |owner, vlan, created_at, first_address| NetworkChoice {
+            owner,
+            vlan,
+            created_at,
+            first_address,
+            id: NetworkId::random(),
+        };
+        let (flat, vlan) = (NetworkOwner::Unbound(NetworkMode::Flat), NetworkOwner::Unbound(NetworkMode::Vlan));
+        let project = NetworkOwner::Project(ProjectId::random());
+        let expected = [
+            choice(flat, None, 5, 10),
+            choice(flat, None, 5, 20),
+            choice(flat, None, 6, 0),
+            choice(vlan, Some(100), 0, 0),
+            choice(vlan, Some(101), 0, 0),
+            choice(project, Some(7), 9, 0),
+        ];
+        let mut keys: Vec<Vec<u8>> = expected.iter().rev().map(KeyCodec::encode_key).collect();
+        keys.sort();
+        let decoded: Vec<NetworkChoice> = keys.iter().map(|k| NetworkChoice::decode_key(k).unwrap()).collect();
+        assert_eq!(decoded, expected);
+        assert!(keys[5].starts_with(&project.prefix()) && !keys[4].starts_with(&project.prefix()));
     }
 }

@@ -23,6 +23,6 @@ mod table;
 
 pub use codec::{KeyCodec, Record};
 pub use error::StoreError;
-pub use keys::{NewestFirst, Pair};
+pub use keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 pub use store::{Store, StoreStats};
 pub use table::{Index, ReadTx, Reads, Table, WriteTx};

@@ -7,7 +7,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
 use crate::error::StoreError;
-use crate::keys::{NewestFirst, Pair};
+use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Network,
     Operation, Project, Quota, Token, Usage, User,
@@ -20,7 +20,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 3: `host_loads` (counted once from the instances when an older file is opened).
 /// - 4: `instance_list`, `project_instance_list` (filled once from the instances when an older file is opened);
 ///   `instances_by_project` dropped.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: `network_choices` (filled once from the networks when an older file is opened).
+pub const SCHEMA_VERSION: u32 = 5;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -41,6 +42,9 @@ pub const INSTANCE_LIST: Table<NewestFirst, ProjectId> = Table::new("instance_li
 /// Each project's instances in list order: one project's servers, a page at a time.
 pub const PROJECT_INSTANCE_LIST: Table<Pair<ProjectId, NewestFirst>, InstanceId> = Table::new("project_instance_list");
 pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
+/// Every network in the order instances are given networks (see [`NetworkChoice`]); keep it in step with
+/// [`put_network_in`] and [`delete_network_in`].
+pub const NETWORK_CHOICES: Table<NetworkChoice, NetworkId> = Table::new("network_choices");
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
@@ -85,6 +89,7 @@ const TABLES: &[&str] = &[
     HOST_LOADS.name(),
     INSTANCE_LIST.name(),
     PROJECT_INSTANCE_LIST.name(),
+    NETWORK_CHOICES.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -126,6 +131,12 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
             txn.delete_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
         }
     }
+    if found.is_some_and(|v| v < 5) {
+        let mut tx = WriteTx::new(&txn);
+        for (_, network) in tx.scan(&NETWORKS)? {
+            tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
+        }
+    }
     txn.commit()?;
     Ok(())
 }
@@ -163,6 +174,37 @@ pub fn unlist_instance_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(
     tx.delete(&PROJECT_INSTANCE_LIST, &Pair(instance.project, at)).map(drop)
 }
 
+/// Records a network, keeping its place in `network_choices` in step.
+pub fn put_network_in(tx: &mut WriteTx<'_>, network: &Network) -> Result<(), StoreError> {
+    if let Some(old) = tx.get(&NETWORKS, &network.id)? {
+        tx.delete(&NETWORK_CHOICES, &NetworkChoice::of(&old))?;
+    }
+    tx.put(&NETWORK_CHOICES, &NetworkChoice::of(network), &network.id)?;
+    tx.put(&NETWORKS, &network.id, network)
+}
+
+/// Removes a network and its place in `network_choices`; returns it.
+pub fn delete_network_in(tx: &mut WriteTx<'_>, id: &NetworkId) -> Result<Option<Network>, StoreError> {
+    let old = tx.delete(&NETWORKS, id)?;
+    if let Some(old) = &old {
+        tx.delete(&NETWORK_CHOICES, &NetworkChoice::of(old))?;
+    }
+    Ok(old)
+}
+
+/// The first network of `owner`'s choice, in `network_choices` order.
+pub fn first_network_of(r: &impl Reads, owner: NetworkOwner) -> Result<Option<Network>, StoreError> {
+    let mut first = None;
+    r.visit_keys(&NETWORK_CHOICES, &owner.prefix(), None, |choice| {
+        first = Some(choice.id);
+        Ok(false)
+    })?;
+    match first {
+        Some(id) => r.get(&NETWORKS, &id),
+        None => Ok(None),
+    }
+}
+
 /// Rewrites the recorded schema version; only tests use it, to fake a file from a newer nimbus.
 #[doc(hidden)]
 pub fn force_schema_version(path: &Path, version: u32) -> Result<(), StoreError> {
@@ -175,10 +217,10 @@ pub fn force_schema_version(path: &Path, version: u32) -> Result<(), StoreError>
 
 #[cfg(test)]
 mod tests {
-    use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, ProjectId, UserId};
+    use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
     use super::*;
-    use crate::records::{FlavorSnapshot, PowerState, VmState};
+    use crate::records::{FlavorSnapshot, NetworkMode, PowerState, VmState};
     use crate::store::Store;
 
     fn instance(host: Option<&str>, vcpus: u32) -> Instance {
@@ -200,6 +242,75 @@ mod tests {
             updated_at: 0,
             launched_at: None,
         }
+    }
+
+    fn network(mode: NetworkMode, project: Option<ProjectId>, vlan: Option<u16>, created_at: u64) -> Network {
+        Network {
+            id: NetworkId::random(),
+            label: "n".into(),
+            mode,
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            bridge: "br".into(),
+            bridge_interface: None,
+            vlan,
+            dhcp_server: None,
+            vpn: None,
+            vpn_clients: 0,
+            dns1: None,
+            dns2: None,
+            multi_host: false,
+            allowed_start: None,
+            allowed_end: None,
+            project,
+            created_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_network_choices_follow_every_put_and_delete_and_an_older_file_gets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let project = ProjectId::random();
+        let (old_flat, new_flat) =
+            (network(NetworkMode::Flat, None, None, 1), network(NetworkMode::Flat, None, None, 2));
+        let vlans = [network(NetworkMode::Vlan, None, Some(101), 0), network(NetworkMode::Vlan, None, Some(100), 5)];
+        let all = [old_flat.clone(), new_flat.clone(), vlans[0].clone(), vlans[1].clone()];
+        // Written as a nimbus of schema 4 did: without the choices.
+        store
+            .write(move |tx| {
+                for n in &all {
+                    tx.put(&NETWORKS, &n.id, n)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        store.close();
+        drop(store);
+        force_schema_version(&path, 4).unwrap();
+        let store = Store::open(&path).unwrap();
+        let first = |owner| store.read(|r| first_network_of(r, owner)).unwrap().map(|n| n.id);
+        assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Flat)), Some(old_flat.id), "the oldest shared one");
+        assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Vlan)), Some(vlans[1].id), "the lowest segment");
+        assert_eq!(first(NetworkOwner::Unbound(NetworkMode::FlatDhcp)), None);
+        assert_eq!(first(NetworkOwner::Project(project)), None);
+        // Binding moves a network from its mode's choices to its project's; a delete takes it out.
+        let mut bound = vlans[1].clone();
+        bound.project = Some(project);
+        let gone = old_flat.id;
+        store
+            .write(move |tx| {
+                put_network_in(tx, &bound)?;
+                delete_network_in(tx, &gone).map(drop)
+            })
+            .await
+            .unwrap();
+        assert_eq!(first(NetworkOwner::Project(project)), Some(vlans[1].id));
+        assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Vlan)), Some(vlans[0].id));
+        assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Flat)), Some(new_flat.id));
+        assert_eq!(store.read(|r| r.scan(&NETWORK_CHOICES)).unwrap().len(), 3);
     }
 
     #[tokio::test]

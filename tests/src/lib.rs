@@ -394,6 +394,15 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     bad.push(format!("instance {id} is missing from its host's index"));
                 }
             }
+            let networks = r.scan(&NETWORKS)?;
+            for (id, network) in &networks {
+                if r.get(&NETWORK_CHOICES, &nimbus_storage::NetworkChoice::of(network))? != Some(*id) {
+                    bad.push(format!("network {} is missing from the network choices", network.label));
+                }
+            }
+            if r.scan(&NETWORK_CHOICES)?.len() != networks.len() {
+                bad.push(format!("the network choices do not hold exactly the {} networks", networks.len()));
+            }
             let listed = (r.scan(&INSTANCE_LIST)?.len(), r.scan(&PROJECT_INSTANCE_LIST)?.len());
             if listed != (instances.len(), instances.len()) {
                 bad.push(format!("the list orders hold {listed:?} entries for {} instances", instances.len()));

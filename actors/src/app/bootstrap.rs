@@ -7,7 +7,7 @@ use std::path::Path;
 use ipnetwork::Ipv4Network;
 use nimbus_protocol::ids::{FlavorId, ImageId};
 use nimbus_storage::records::{Flavor, Image, NetworkMode, Role, User, now_ms};
-use nimbus_storage::schema::{FLAVORS, FLOATING_POOLS, IMAGES, NETWORKS};
+use nimbus_storage::schema::{self, FLAVORS, FLOATING_POOLS, IMAGES, NETWORKS};
 use nimbus_storage::{Reads, StoreError};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -134,7 +134,7 @@ pub async fn ensure_defaults(app: &App, data_dir: &Path, defaults: &Defaults) ->
                 let planned = network_plan::plan(&request, &[], now_ms())
                     .map_err(|e| CloudError::BadRequest(format!("the default network {fixed_range}: {e}")))?;
                 for network in planned {
-                    tx.put(&NETWORKS, &network.id, &network)?;
+                    schema::put_network_in(tx, &network)?;
                 }
             }
             Ok::<_, CloudError>(())

@@ -11,8 +11,8 @@ use nimbus_protocol::network::{EndLease, LeaseEvent, NetworkChanges};
 use nimbus_storage::records::{
     AllocationCursor, FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms,
 };
-use nimbus_storage::schema::{ALLOCATION_CURSORS, FIXED_IPS, INSTANCES, MACS, NETWORKS, PROJECTS};
-use nimbus_storage::{Pair, Reads, StoreError, WriteTx};
+use nimbus_storage::schema::{self, ALLOCATION_CURSORS, FIXED_IPS, INSTANCES, MACS, NETWORKS, PROJECTS};
+use nimbus_storage::{NetworkOwner, Pair, Reads, StoreError, WriteTx};
 
 use crate::app::App;
 use crate::app::dataplane_state::changes_of;
@@ -66,18 +66,16 @@ pub(crate) fn allocate_with_floating_in(
 /// by the project's mode, the oldest shared network of that mode, or (VLAN) a free VLAN network, bound to
 /// the project now.
 fn network_for(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<Network, CloudError> {
-    let mut networks: Vec<Network> = tx.scan(&NETWORKS)?.into_iter().map(|(_, n)| n).collect();
-    networks.sort_by_key(|n| (n.vlan, n.created_at, u32::from(n.cidr.network())));
-    if let Some(own) = networks.iter().find(|n| n.project == Some(instance.project)) {
-        return Ok(own.clone());
+    if let Some(own) = schema::first_network_of(tx, NetworkOwner::Project(instance.project))? {
+        return Ok(own);
     }
     let project = tx.get(&PROJECTS, &instance.project)?;
     let mode = project.map_or(NetworkMode::Flat, |p| p.network_mode);
-    let free = networks.into_iter().find(|n| n.project.is_none() && n.mode == mode);
+    let free = schema::first_network_of(tx, NetworkOwner::Unbound(mode))?;
     match (mode, free) {
         (NetworkMode::Vlan, Some(mut network)) => {
             network.project = Some(instance.project);
-            tx.put(&NETWORKS, &network.id, &network)?;
+            schema::put_network_in(tx, &network)?;
             tracing::info!(project = %instance.project, network = %network.label, vlan = ?network.vlan, "VLAN network bound to project");
             Ok(network)
         }

@@ -6,7 +6,7 @@ use nimbus_protocol::ids::NetworkId;
 use nimbus_protocol::network::NetworkChanges;
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{Network, NetworkMode, Role, now_ms};
-use nimbus_storage::schema::{ALLOCATION_CURSORS, FIXED_IPS, NETWORKS};
+use nimbus_storage::schema::{self, ALLOCATION_CURSORS, FIXED_IPS, NETWORKS};
 use nimbus_storage::{Pair, Reads, StoreError};
 
 use crate::app::App;
@@ -55,7 +55,7 @@ pub async fn create(
                 PlanError::Conflict(m) => CloudError::Conflict(m),
             })?;
             for network in &planned {
-                tx.put(&NETWORKS, &network.id, network)?;
+                schema::put_network_in(tx, network)?;
             }
             Ok::<_, CloudError>(planned)
         })
@@ -86,7 +86,7 @@ pub async fn delete(app: &App, trace: &Trace, id: NetworkId) -> Result<(), Cloud
                 free_fixed_ip_in(tx, &key)?;
             }
             tx.delete(&ALLOCATION_CURSORS, &id)?;
-            tx.delete(&NETWORKS, &id)?;
+            schema::delete_network_in(tx, &id)?;
             Ok(network)
         })
         .await?;
@@ -123,7 +123,7 @@ pub async fn set_project(
                 }
             }
             network.project = project;
-            tx.put(&NETWORKS, &id, &network)?;
+            schema::put_network_in(tx, &network)?;
             Ok::<_, CloudError>((before, network))
         })
         .await?;
