@@ -88,13 +88,13 @@ impl Client {
         &self.token
     }
 
-    /// Sends a request and returns the status and the JSON body (`Null` when empty), whatever the status.
-    pub async fn raw(
+    /// Sends a request and returns the status and the raw body, whatever the status.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Value), ClientError> {
+    ) -> Result<(StatusCode, bytes::Bytes), ClientError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).header("x-auth-token", &self.token);
         if let Some(body) = body {
             request = request.json(body);
@@ -102,8 +102,18 @@ impl Client {
         let response =
             request.send().await.map_err(|source| ClientError::Unreachable { url: self.base.clone(), source })?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok((status, response.bytes().await.unwrap_or_default()))
+    }
+
+    /// Sends a request and returns the status and the JSON body (`Null` when empty), whatever the status.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let (status, bytes) = self.exchange(method, path, body).await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 
     /// Sends a request and fails on any non-2xx answer, with the API's message.
@@ -118,6 +128,16 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.send(Method::GET, path, None).await
+    }
+
+    /// A GET whose answer is read straight into `T` (only the fields `T` names), for callers that poll.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let (status, bytes) = self.exchange(Method::GET, path, None).await?;
+        let failed = |message| ClientError::Api { method: Method::GET, path: path.to_string(), status, message };
+        if !status.is_success() {
+            return Err(failed(error_message(&String::from_utf8_lossy(&bytes))));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| failed(format!("unexpected answer: {e}")))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
