@@ -21,7 +21,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 4: `instance_list`, `project_instance_list` (filled once from the instances when an older file is opened);
 ///   `instances_by_project` dropped.
 /// - 5: `network_choices` (filled once from the networks when an older file is opened).
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: `floating_held` (filled once from the floating IPs when an older file is opened).
+pub const SCHEMA_VERSION: u32 = 6;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -55,6 +56,9 @@ pub const FLOATING_POOLS: Table<String, FloatingPool> = Table::new("floating_poo
 /// Keyed by the address as a big-endian integer.
 pub const FLOATING_IPS: Table<u32, FloatingIp> = Table::new("floating_ips");
 pub const FLOATING_BY_ID: Index<FloatingIpId, u32> = Index::new("floating_by_id");
+/// The floating IPs a project holds (by address), so lists and the NAT table read what is held, not whole
+/// pools; keep it in step with [`put_floating_ip_in`].
+pub const FLOATING_HELD: Table<Pair<ProjectId, u32>, FloatingIpId> = Table::new("floating_held");
 /// Where the next free-address search of each floating pool starts.
 pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
@@ -90,6 +94,7 @@ const TABLES: &[&str] = &[
     INSTANCE_LIST.name(),
     PROJECT_INSTANCE_LIST.name(),
     NETWORK_CHOICES.name(),
+    FLOATING_HELD.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -135,6 +140,14 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         let mut tx = WriteTx::new(&txn);
         for (_, network) in tx.scan(&NETWORKS)? {
             tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
+        }
+    }
+    if found.is_some_and(|v| v < 6) {
+        let mut tx = WriteTx::new(&txn);
+        for (address, ip) in tx.scan(&FLOATING_IPS)? {
+            if let Some(project) = ip.project {
+                tx.put(&FLOATING_HELD, &Pair(project, address), &ip.id)?;
+            }
         }
     }
     txn.commit()?;
@@ -192,6 +205,38 @@ pub fn delete_network_in(tx: &mut WriteTx<'_>, id: &NetworkId) -> Result<Option<
     Ok(old)
 }
 
+/// Records a floating IP, keeping `floating_held` in step with who holds it.
+pub fn put_floating_ip_in(tx: &mut WriteTx<'_>, ip: &FloatingIp) -> Result<(), StoreError> {
+    let address = u32::from(ip.address);
+    let before = tx.get(&FLOATING_IPS, &address)?.and_then(|old| old.project);
+    if before != ip.project {
+        if let Some(old) = before {
+            tx.delete(&FLOATING_HELD, &Pair(old, address))?;
+        }
+        if let Some(new) = ip.project {
+            tx.put(&FLOATING_HELD, &Pair(new, address), &ip.id)?;
+        }
+    }
+    tx.put(&FLOATING_IPS, &address, ip)
+}
+
+/// The floating IPs `project` holds, or (`None`) every held one, by address.
+pub fn held_floating_ips(r: &impl Reads, project: Option<ProjectId>) -> Result<Vec<FloatingIp>, StoreError> {
+    let mut addresses: Vec<u32> = match project {
+        Some(p) => r.scan_prefix(&FLOATING_HELD, &Pair::<ProjectId, u32>::prefix(&p))?,
+        None => r.scan(&FLOATING_HELD)?,
+    }
+    .into_iter()
+    .map(|(Pair(_, address), _)| address)
+    .collect();
+    addresses.sort_unstable();
+    let mut out = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        out.extend(r.get(&FLOATING_IPS, &address)?);
+    }
+    Ok(out)
+}
+
 /// The first network of `owner`'s choice, in `network_choices` order.
 pub fn first_network_of(r: &impl Reads, owner: NetworkOwner) -> Result<Option<Network>, StoreError> {
     let mut first = None;
@@ -217,7 +262,7 @@ pub fn force_schema_version(path: &Path, version: u32) -> Result<(), StoreError>
 
 #[cfg(test)]
 mod tests {
-    use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
+    use nimbus_protocol::ids::{FlavorId, FloatingIpId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
     use super::*;
     use crate::records::{FlavorSnapshot, NetworkMode, PowerState, VmState};
@@ -311,6 +356,63 @@ mod tests {
         assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Vlan)), Some(vlans[0].id));
         assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Flat)), Some(new_flat.id));
         assert_eq!(store.read(|r| r.scan(&NETWORK_CHOICES)).unwrap().len(), 3);
+    }
+
+    fn floating(address: &str, project: Option<ProjectId>) -> FloatingIp {
+        FloatingIp {
+            id: FloatingIpId::random(),
+            address: address.parse().unwrap(),
+            pool: "public".into(),
+            project,
+            instance: None,
+            fixed_address: None,
+            auto_assigned: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_held_floating_ips_follow_every_put_and_an_older_file_gets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let (a, b) = (ProjectId::random(), ProjectId::random());
+        let ips = [floating("198.18.0.3", Some(a)), floating("198.18.0.1", Some(a)), floating("198.18.0.2", None)];
+        let written = ips.clone();
+        // Written as a nimbus of schema 5 did: without `floating_held`.
+        store
+            .write(move |tx| {
+                for ip in &written {
+                    tx.put(&FLOATING_IPS, &u32::from(ip.address), ip)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        store.close();
+        drop(store);
+        force_schema_version(&path, 5).unwrap();
+        let store = Store::open(&path).unwrap();
+        let held = |project| {
+            let ips = store.read(|r| held_floating_ips(r, project)).unwrap();
+            ips.iter().map(|ip| ip.address.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(held(Some(a)), ["198.18.0.1", "198.18.0.3"], "by address");
+        assert!(held(Some(b)).is_empty());
+        // Moving one to b, releasing the other, giving the free one to b.
+        let (mut moved, mut released, mut taken) = (ips[0].clone(), ips[1].clone(), ips[2].clone());
+        (moved.project, released.project, taken.project) = (Some(b), None, Some(b));
+        store
+            .write(move |tx| {
+                for ip in [&moved, &released, &taken] {
+                    put_floating_ip_in(tx, ip)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        assert!(held(Some(a)).is_empty());
+        assert_eq!(held(Some(b)), ["198.18.0.2", "198.18.0.3"]);
+        assert_eq!(held(None), ["198.18.0.2", "198.18.0.3"]);
     }
 
     #[tokio::test]

@@ -394,6 +394,12 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     bad.push(format!("instance {id} is missing from its host's index"));
                 }
             }
+            let held: Vec<_> = r.scan(&FLOATING_HELD)?.into_iter().map(|(Pair(p, a), _)| (p, a)).collect();
+            let holders: Vec<_> =
+                r.scan(&FLOATING_IPS)?.into_iter().filter_map(|(a, ip)| ip.project.map(|p| (p, a))).collect();
+            if held.iter().collect::<std::collections::BTreeSet<_>>() != holders.iter().collect() {
+                bad.push(format!("floating_held {held:?} differs from the holders of the floating IPs {holders:?}"));
+            }
             let networks = r.scan(&NETWORKS)?;
             for (id, network) in &networks {
                 if r.get(&NETWORK_CHOICES, &nimbus_storage::NetworkChoice::of(network))? != Some(*id) {

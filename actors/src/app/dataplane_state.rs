@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use nimbus_protocol::ids::{NetworkId, ProjectId};
 use nimbus_protocol::network::NetworkChanges;
 use nimbus_storage::records::{Network, NetworkMode};
-use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, FLOATING_POOLS, NETWORKS};
+use nimbus_storage::schema::{self, FIXED_IPS, FLOATING_POOLS, NETWORKS};
 use nimbus_storage::{Pair, Reads, StoreError};
 
 use crate::app::App;
@@ -108,7 +108,7 @@ pub fn nat(app: &App) -> Result<Nat, StoreError> {
     app.store.read(|r| {
         let pools = r.scan(&FLOATING_POOLS)?;
         let mut floating = BTreeSet::new();
-        for (_, ip) in r.scan(&FLOATING_IPS)? {
+        for ip in schema::held_floating_ips(r, None)? {
             if let (Some(_), Some(fixed)) = (ip.instance, ip.fixed_address) {
                 let interface = pools.iter().find(|(name, _)| *name == ip.pool).map(|(_, p)| p.interface.clone());
                 floating.insert(FloatingNat { floating: ip.address, fixed, interface: interface.unwrap_or_default() });

@@ -10,7 +10,7 @@ use nimbus_protocol::ids::{FloatingIpId, InstanceId, PoolId, ProjectId};
 use nimbus_protocol::network::NetworkChanges;
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{AllocationCursor, FloatingIp, FloatingPool, Instance, TaskState, Usage, now_ms};
-use nimbus_storage::schema::{FLOATING_BY_ID, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS, POOL_CURSORS};
+use nimbus_storage::schema::{self, FLOATING_BY_ID, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS, POOL_CURSORS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::App;
@@ -129,7 +129,7 @@ pub fn list(app: &App, caller: Caller) -> Result<Vec<FloatingIp>, StoreError> {
 }
 
 fn held_by(r: &impl Reads, caller: Caller) -> Result<Vec<FloatingIp>, StoreError> {
-    Ok(r.scan(&FLOATING_IPS)?.into_iter().map(|(_, ip)| ip).filter(|ip| caller.holds(ip)).collect())
+    schema::held_floating_ips(r, (!caller.admin).then_some(caller.project))
 }
 
 /// A floating IP with what the Network API shows besides: its pool, and the instance it is associated with
@@ -234,7 +234,7 @@ fn create_pool_in(
             fixed_address: None,
             auto_assigned: false,
         };
-        tx.put(&FLOATING_IPS, &a, &ip)?;
+        schema::put_floating_ip_in(tx, &ip)?;
         tx.index_add(&FLOATING_BY_ID, &ip.id, &a)?;
     }
     Ok(pool)
@@ -292,7 +292,7 @@ fn take_free_in(
                 if ip.project.is_none() {
                     ip.project = Some(project);
                     ip.auto_assigned = auto_assigned;
-                    tx.put(&FLOATING_IPS, &a, &ip)?;
+                    schema::put_floating_ip_in(tx, &ip)?;
                     tx.put(&POOL_CURSORS, &pool.name, &AllocationCursor { next: a + 1 })?;
                     return Ok(ip);
                 }
@@ -337,7 +337,7 @@ fn associate_in(
     ip.fixed_address = Some(interface.address);
     instance.updated_at = now_ms();
     tx.put(&INSTANCES, &id, &instance)?;
-    tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
+    schema::put_floating_ip_in(tx, &ip)?;
     Ok(ip)
 }
 
@@ -389,7 +389,7 @@ fn disassociate_in(
     }
     let mut ip = unless_auto_assigned(ip)?;
     detach_in(tx, &mut ip)?;
-    tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
+    schema::put_floating_ip_in(tx, &ip)?;
     Ok(ip)
 }
 
@@ -399,7 +399,7 @@ fn release_in(tx: &mut WriteTx<'_>, caller: Caller, address: Ipv4Addr) -> Result
     let was_associated = ip.instance.is_some();
     detach_in(tx, &mut ip)?;
     let project = ip.project.take().expect("owned() checked the project");
-    tx.put(&FLOATING_IPS, &u32::from(address), &ip)?;
+    schema::put_floating_ip_in(tx, &ip)?;
     rewind_pool_cursor_in(tx, &ip.pool, u32::from(address))?;
     quota::refund_in(tx, project, Usage { floating_ips: 1, ..Usage::default() })?;
     Ok(was_associated)
@@ -432,7 +432,7 @@ pub(crate) fn release_for_instance_in(tx: &mut WriteTx<'_>, instance: &Instance)
             ip.auto_assigned = false;
             rewind_pool_cursor_in(tx, &ip.pool, key)?;
         }
-        tx.put(&FLOATING_IPS, &key, &ip)?;
+        schema::put_floating_ip_in(tx, &ip)?;
         changed = true;
     }
     Ok(changed)
