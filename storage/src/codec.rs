@@ -28,6 +28,15 @@ impl KeyCodec for u32 {
     }
 }
 
+impl KeyCodec for u64 {
+    fn encode_key(&self) -> Vec<u8> {
+        self.to_be_bytes().to_vec()
+    }
+    fn decode_key(bytes: &[u8]) -> Option<Self> {
+        Some(u64::from_be_bytes(bytes.try_into().ok()?))
+    }
+}
+
 impl KeyCodec for () {
     fn encode_key(&self) -> Vec<u8> {
         Vec::new()

@@ -9,8 +9,8 @@ use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, 
 use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
-    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Network,
-    Operation, Project, Quota, Token, Usage, User,
+    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Millis,
+    Network, Operation, Project, Quota, Token, Usage, User,
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
@@ -22,7 +22,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 ///   `instances_by_project` dropped.
 /// - 5: `network_choices` (filled once from the networks when an older file is opened).
 /// - 6: `floating_held` (filled once from the floating IPs when an older file is opened).
-pub const SCHEMA_VERSION: u32 = 6;
+/// - 7: `fixed_releases` (filled once from the fixed IPs when an older file is opened).
+pub const SCHEMA_VERSION: u32 = 7;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -48,6 +49,10 @@ pub const NETWORKS: Table<NetworkId, Network> = Table::new("networks");
 pub const NETWORK_CHOICES: Table<NetworkChoice, NetworkId> = Table::new("network_choices");
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
+/// Deallocated addresses still waiting for their DHCP release, by when they were deallocated (then by
+/// address), so the reclaim reads only those that are due; an entry may outlive its release (the reclaim
+/// drops it).
+pub const FIXED_RELEASES: Table<Pair<Millis, Pair<NetworkId, u32>>, NetworkId> = Table::new("fixed_releases");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
 pub const ALLOCATION_CURSORS: Table<NetworkId, AllocationCursor> = Table::new("allocation_cursors");
 /// Every MAC in use, so a new one is never a duplicate.
@@ -95,6 +100,7 @@ const TABLES: &[&str] = &[
     PROJECT_INSTANCE_LIST.name(),
     NETWORK_CHOICES.name(),
     FLOATING_HELD.name(),
+    FIXED_RELEASES.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -140,6 +146,14 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         let mut tx = WriteTx::new(&txn);
         for (_, network) in tx.scan(&NETWORKS)? {
             tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
+        }
+    }
+    if found.is_some_and(|v| v < 7) {
+        let mut tx = WriteTx::new(&txn);
+        for (key, row) in tx.scan(&FIXED_IPS)? {
+            if let Some(at) = row.released_at.filter(|_| !row.allocated) {
+                tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
+            }
         }
     }
     if found.is_some_and(|v| v < 6) {
@@ -413,6 +427,41 @@ mod tests {
         assert!(held(Some(a)).is_empty());
         assert_eq!(held(Some(b)), ["198.18.0.2", "198.18.0.3"]);
         assert_eq!(held(None), ["198.18.0.2", "198.18.0.3"]);
+    }
+
+    #[tokio::test]
+    async fn an_older_file_gets_its_pending_releases_listed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let network = NetworkId::random();
+        let row = |n: u8, allocated: bool, released_at: Option<u64>| FixedIp {
+            address: std::net::Ipv4Addr::new(10, 0, 0, n),
+            instance: None,
+            mac: None,
+            hostname: None,
+            allocated,
+            leased: true,
+            reserved: false,
+            released_at,
+        };
+        let rows = [row(2, true, None), row(3, false, Some(500)), row(4, false, Some(100))];
+        store
+            .write(move |tx| {
+                for r in &rows {
+                    tx.put(&FIXED_IPS, &Pair(network, u32::from(r.address)), r)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        store.close();
+        drop(store);
+        force_schema_version(&path, 6).unwrap();
+        let store = Store::open(&path).unwrap();
+        let releases = store.read(|r| r.scan(&FIXED_RELEASES)).unwrap();
+        let listed: Vec<(u64, u32)> = releases.iter().map(|(Pair(at, Pair(_, ip)), _)| (*at, *ip)).collect();
+        assert_eq!(listed, [(100, 0x0a00_0004), (500, 0x0a00_0003)], "oldest first");
     }
 
     #[tokio::test]

@@ -319,6 +319,11 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     if !row.reserved && row.released_at.is_none() {
                         bad.push(format!("fixed IP {} is held for no reason", row.address));
                     }
+                    if let Some(at) = row.released_at.filter(|_| !row.reserved)
+                        && r.get(&FIXED_RELEASES, &Pair(at, Pair(network, ip)))?.is_none()
+                    {
+                        bad.push(format!("fixed IP {} waits for a release the reclaim does not know of", row.address));
+                    }
                     continue;
                 }
                 let owner = row.instance.and_then(|i| instances.iter().find(|(id, _)| *id == i));

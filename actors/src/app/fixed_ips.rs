@@ -11,7 +11,9 @@ use nimbus_protocol::network::{EndLease, LeaseEvent, NetworkChanges};
 use nimbus_storage::records::{
     AllocationCursor, FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms,
 };
-use nimbus_storage::schema::{self, ALLOCATION_CURSORS, FIXED_IPS, INSTANCES, MACS, NETWORKS, PROJECTS};
+use nimbus_storage::schema::{
+    self, ALLOCATION_CURSORS, FIXED_IPS, FIXED_RELEASES, INSTANCES, MACS, NETWORKS, PROJECTS,
+};
 use nimbus_storage::{NetworkOwner, Pair, Reads, StoreError, WriteTx};
 
 use crate::app::App;
@@ -156,6 +158,9 @@ pub(crate) fn free_fixed_ip_in(tx: &mut WriteTx<'_>, key: &Pair<NetworkId, u32>)
         if let Some(mac) = &row.mac {
             tx.delete(&MACS, mac)?;
         }
+        if let Some(at) = row.released_at {
+            tx.delete(&FIXED_RELEASES, &Pair(at, key.clone()))?;
+        }
         let cursor = tx.get(&ALLOCATION_CURSORS, &key.0)?;
         if cursor.is_none_or(|c| c.next > key.1) {
             tx.put(&ALLOCATION_CURSORS, &key.0, &AllocationCursor { next: key.1 })?;
@@ -182,8 +187,10 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Netw
             continue;
         };
         if row.leased {
+            let at = now_ms();
             row.allocated = false;
-            row.released_at = Some(now_ms());
+            row.released_at = Some(at);
+            tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
             let mac = row.mac.clone().unwrap_or_default();
             changes.leases.push(EndLease { network: interface.network, mac, address: row.address });
             tx.put(&FIXED_IPS, &key, &row)?;
@@ -226,25 +233,41 @@ pub async fn lease_event(app: &App, event: LeaseEvent) -> Result<(), StoreError>
         .await
 }
 
-/// Frees deallocated addresses whose DHCP release never came (nova's leak guard); returns how many.
+/// Frees deallocated addresses whose DHCP release never came (nova's leak guard); returns how many. It reads
+/// only the releases that are due, at most [`RECLAIM_BATCH`] a pass (the next pass takes the rest).
 pub async fn reclaim(app: &App) -> Result<usize, StoreError> {
     let after = app.timing.fixed_ip_reclaim_after.as_millis() as u64;
     app.store
         .write(move |tx| {
-            let now = now_ms();
-            let stale: Vec<_> = tx
-                .scan(&FIXED_IPS)?
-                .into_iter()
-                .filter(|(_, row)| !row.allocated && !row.reserved && row.released_at.is_some_and(|t| now - t >= after))
-                .map(|(key, _)| key)
-                .collect();
-            for key in &stale {
-                free_fixed_ip_in(tx, key)?;
+            let due_by = now_ms().saturating_sub(after);
+            let mut due = Vec::new();
+            tx.visit_keys(&FIXED_RELEASES, &[], None, |release: Pair<u64, Pair<NetworkId, u32>>| {
+                let keep_going = release.0 <= due_by && due.len() < RECLAIM_BATCH;
+                if keep_going {
+                    due.push(release);
+                }
+                Ok(keep_going)
+            })?;
+            let mut freed = 0;
+            for release in due {
+                tx.delete(&FIXED_RELEASES, &release)?;
+                let Pair(at, key) = release;
+                // Still waiting for this release: not given out again, not held back by the operator since.
+                let waiting = tx
+                    .get(&FIXED_IPS, &key)?
+                    .is_some_and(|row| !row.allocated && !row.reserved && row.released_at == Some(at));
+                if waiting {
+                    free_fixed_ip_in(tx, &key)?;
+                    freed += 1;
+                }
             }
-            Ok::<_, StoreError>(stale.len())
+            Ok::<_, StoreError>(freed)
         })
         .await
 }
+
+/// The most due releases one reclaim pass frees, so one pass never holds the writer for long.
+const RECLAIM_BATCH: usize = 10_000;
 
 /// Holds an address back from allocation (`reserve`), or gives it back.
 pub async fn reserve(app: &App, address: Ipv4Addr, reserve: bool) -> Result<(), CloudError> {
