@@ -23,7 +23,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 5: `network_choices` (filled once from the networks when an older file is opened).
 /// - 6: `floating_held` (filled once from the floating IPs when an older file is opened).
 /// - 7: `fixed_releases` (filled once from the fixed IPs when an older file is opened).
-pub const SCHEMA_VERSION: u32 = 7;
+/// - 8: `token_expiry` (filled once from the tokens when an older file is opened).
+pub const SCHEMA_VERSION: u32 = 8;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -34,6 +35,9 @@ pub const USER_NAMES: Table<String, UserId> = Table::new("user_names");
 pub const ASSIGNMENTS: Table<Pair<UserId, ProjectId>, Assignment> = Table::new("assignments");
 /// Keyed by the hex SHA-256 of the token secret.
 pub const TOKENS: Table<String, Token> = Table::new("tokens");
+/// Every token by when it expires (then by key), so the purge reads only the expired ones; keep it in step
+/// with [`put_token_in`] and [`delete_token_in`].
+pub const TOKEN_EXPIRY: Table<Pair<Millis, String>, UserId> = Table::new("token_expiry");
 pub const FLAVORS: Table<FlavorId, Flavor> = Table::new("flavors");
 pub const IMAGES: Table<ImageId, Image> = Table::new("images");
 pub const HOSTS: Table<HostId, Host> = Table::new("hosts");
@@ -101,6 +105,7 @@ const TABLES: &[&str] = &[
     NETWORK_CHOICES.name(),
     FLOATING_HELD.name(),
     FIXED_RELEASES.name(),
+    TOKEN_EXPIRY.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -146,6 +151,12 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         let mut tx = WriteTx::new(&txn);
         for (_, network) in tx.scan(&NETWORKS)? {
             tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
+        }
+    }
+    if found.is_some_and(|v| v < 8) {
+        let mut tx = WriteTx::new(&txn);
+        for (key, token) in tx.scan(&TOKENS)? {
+            tx.put(&TOKEN_EXPIRY, &Pair(token.expires_at, key), &token.user)?;
         }
     }
     if found.is_some_and(|v| v < 7) {
@@ -217,6 +228,21 @@ pub fn delete_network_in(tx: &mut WriteTx<'_>, id: &NetworkId) -> Result<Option<
         tx.delete(&NETWORK_CHOICES, &NetworkChoice::of(old))?;
     }
     Ok(old)
+}
+
+/// Records a token (under the key its secret hashes to), with its expiry.
+pub fn put_token_in(tx: &mut WriteTx<'_>, key: &str, token: &Token) -> Result<(), StoreError> {
+    tx.put(&TOKEN_EXPIRY, &Pair(token.expires_at, key.to_string()), &token.user)?;
+    tx.put(&TOKENS, &key.to_string(), token)
+}
+
+/// Removes a token and its expiry; returns it.
+pub fn delete_token_in(tx: &mut WriteTx<'_>, key: &str) -> Result<Option<Token>, StoreError> {
+    let token = tx.delete(&TOKENS, &key.to_string())?;
+    if let Some(t) = &token {
+        tx.delete(&TOKEN_EXPIRY, &Pair(t.expires_at, key.to_string()))?;
+    }
+    Ok(token)
 }
 
 /// Records a floating IP, keeping `floating_held` in step with who holds it.
@@ -430,7 +456,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_older_file_gets_its_pending_releases_listed_when_opened() {
+    async fn an_older_file_gets_its_pending_releases_and_token_expiries_listed_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
@@ -451,7 +477,14 @@ mod tests {
                 for r in &rows {
                     tx.put(&FIXED_IPS, &Pair(network, u32::from(r.address)), r)?;
                 }
-                Ok::<_, StoreError>(())
+                let token = Token {
+                    user: UserId::random(),
+                    project: ProjectId::random(),
+                    user_epoch: 0,
+                    issued_at: 0,
+                    expires_at: 7,
+                };
+                tx.put(&TOKENS, &"k".to_string(), &token)
             })
             .await
             .unwrap();
@@ -462,6 +495,8 @@ mod tests {
         let releases = store.read(|r| r.scan(&FIXED_RELEASES)).unwrap();
         let listed: Vec<(u64, u32)> = releases.iter().map(|(Pair(at, Pair(_, ip)), _)| (*at, *ip)).collect();
         assert_eq!(listed, [(100, 0x0a00_0004), (500, 0x0a00_0003)], "oldest first");
+        let expiries = store.read(|r| r.scan(&TOKEN_EXPIRY)).unwrap();
+        assert_eq!(expiries.iter().map(|(Pair(at, key), _)| (*at, key.as_str())).collect::<Vec<_>>(), [(7, "k")]);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use nimbus_protocol::ids::{ProjectId, UserId};
 use nimbus_storage::records::{Assignment, Millis, NetworkMode, Project, Role, Token, User, now_ms};
-use nimbus_storage::schema::{ASSIGNMENTS, PROJECT_NAMES, PROJECTS, TOKENS, USER_NAMES, USERS};
+use nimbus_storage::schema::{self, ASSIGNMENTS, PROJECT_NAMES, PROJECTS, TOKEN_EXPIRY, TOKENS, USER_NAMES, USERS};
 use nimbus_storage::{Pair, Reads, StoreError};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -235,7 +235,7 @@ async fn login_as(
     let expires_at = issued_at + app.timing.token_ttl.as_millis() as u64;
     let token = Token { user: user.id, project: project.id, user_epoch: user.token_epoch, issued_at, expires_at };
     let key = token_key(&secret);
-    app.store.write(move |tx| tx.put(&TOKENS, &key, &token)).await?;
+    app.store.write(move |tx| schema::put_token_in(tx, &key, &token)).await?;
     let context = AuthContext {
         user: user.id,
         user_name: user.name,
@@ -297,7 +297,7 @@ pub async fn revoke_token(app: &App, caller: &AuthContext, subject: &str) -> Res
             if token.user != me && !admin {
                 return Err(not_found());
             }
-            tx.delete(&TOKENS, &key)?;
+            schema::delete_token_in(tx, &key)?;
             Ok(())
         })
         .await
@@ -423,20 +423,29 @@ pub async fn revoke_role(app: &App, user: UserId, project: ProjectId, role: Role
         .await
 }
 
-/// Removes expired tokens; returns how many.
+/// Removes expired tokens, reading only those (at most [`PURGE_BATCH`] a pass); returns how many.
 pub async fn purge_expired_tokens(app: &App) -> Result<usize, StoreError> {
     app.store
         .write(|tx| {
             let now = now_ms();
-            let expired: Vec<String> =
-                tx.scan(&TOKENS)?.into_iter().filter(|(_, t)| t.expires_at <= now).map(|(k, _)| k).collect();
+            let mut expired = Vec::new();
+            tx.visit_keys(&TOKEN_EXPIRY, &[], None, |Pair(expires_at, key): Pair<u64, String>| {
+                let keep_going = expires_at <= now && expired.len() < PURGE_BATCH;
+                if keep_going {
+                    expired.push(key);
+                }
+                Ok(keep_going)
+            })?;
             for key in &expired {
-                tx.delete(&TOKENS, key)?;
+                schema::delete_token_in(tx, key)?;
             }
             Ok(expired.len())
         })
         .await
 }
+
+/// The most expired tokens one purge removes, so one pass never holds the writer for long.
+const PURGE_BATCH: usize = 10_000;
 
 /// Who logs in with a password (Identity v3's `auth.identity.password.user`): by name, or by id.
 pub enum LoginUser {
@@ -489,6 +498,38 @@ pub fn find_user_by_id_or_name(app: &App, id_or_name: &str) -> Result<Option<Use
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_purge_removes_the_expired_tokens_and_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = nimbus_storage::Store::open(dir.path().join("nimbus.redb")).unwrap();
+        let app =
+            App::new(store, nimbus_runtime::Namespace::new("purge-test"), crate::timing::Timing::default(), false);
+        let now = now_ms();
+        let token = |expires_at| Token {
+            user: UserId::random(),
+            project: ProjectId::random(),
+            user_epoch: 0,
+            issued_at: 0,
+            expires_at,
+        };
+        let tokens = [("old", token(now - 1000)), ("new", token(now + 60_000)), ("older", token(now - 5000))];
+        app.store()
+            .write(move |tx| {
+                for (key, t) in &tokens {
+                    schema::put_token_in(tx, key, t)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(purge_expired_tokens(&app).await.unwrap(), 2);
+        let (left, expiry) =
+            app.store().read(|r| Ok::<_, StoreError>((r.scan(&TOKENS)?, r.scan(&TOKEN_EXPIRY)?))).unwrap();
+        assert_eq!(left.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert_eq!(expiry.iter().map(|(Pair(_, k), _)| k.as_str()).collect::<Vec<_>>(), ["new"]);
+        assert_eq!(purge_expired_tokens(&app).await.unwrap(), 0);
+    }
 
     #[test]
     fn roles_include_the_lesser_ones() {
