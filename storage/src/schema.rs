@@ -138,40 +138,13 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
             txn.open_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
         }
     }
-    if found.is_some_and(|v| v < 3) {
-        count_host_loads(&txn)?;
-    }
-    if found.is_some_and(|v| v < 4) {
-        list_instances(&txn)?;
-        for name in DROPPED_INDEXES {
-            txn.delete_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
-        }
-    }
-    if found.is_some_and(|v| v < 5) {
+    if let Some(found) = found.filter(|v| *v < SCHEMA_VERSION) {
         let mut tx = WriteTx::new(&txn);
-        for (_, network) in tx.scan(&NETWORKS)? {
-            tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
-        }
-    }
-    if found.is_some_and(|v| v < 8) {
-        let mut tx = WriteTx::new(&txn);
-        for (key, token) in tx.scan(&TOKENS)? {
-            tx.put(&TOKEN_EXPIRY, &Pair(token.expires_at, key), &token.user)?;
-        }
-    }
-    if found.is_some_and(|v| v < 7) {
-        let mut tx = WriteTx::new(&txn);
-        for (key, row) in tx.scan(&FIXED_IPS)? {
-            if let Some(at) = row.released_at.filter(|_| !row.allocated) {
-                tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
-            }
-        }
-    }
-    if found.is_some_and(|v| v < 6) {
-        let mut tx = WriteTx::new(&txn);
-        for (address, ip) in tx.scan(&FLOATING_IPS)? {
-            if let Some(project) = ip.project {
-                tx.put(&FLOATING_HELD, &Pair(project, address), &ip.id)?;
+        migrate(&mut tx, found)?;
+        drop(tx);
+        if found < 4 {
+            for name in DROPPED_INDEXES {
+                txn.delete_multimap_table(redb::MultimapTableDefinition::<&[u8], &[u8]>::new(name))?;
             }
         }
     }
@@ -179,21 +152,42 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Counts every host's load from the instances placed on it (for a file written before `host_loads`).
-fn count_host_loads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let mut tx = WriteTx::new(txn);
-    let instances = tx.scan(&INSTANCES)?;
-    for (host, load) in &HostLoad::count(instances.iter().map(|(_, i)| i)) {
-        tx.put(&HOST_LOADS, host, load)?;
+/// Fills the tables added since schema `found` from the records an older nimbus kept.
+fn migrate(tx: &mut WriteTx<'_>, found: u32) -> Result<(), StoreError> {
+    if found < 3 {
+        let instances = tx.scan(&INSTANCES)?;
+        for (host, load) in &HostLoad::count(instances.iter().map(|(_, i)| i)) {
+            tx.put(&HOST_LOADS, host, load)?;
+        }
     }
-    Ok(())
-}
-
-/// Puts every instance in the list orders (for a file written before `instance_list`).
-fn list_instances(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let mut tx = WriteTx::new(txn);
-    for (_, instance) in tx.scan(&INSTANCES)? {
-        list_instance_in(&mut tx, &instance)?;
+    if found < 4 {
+        for (_, instance) in tx.scan(&INSTANCES)? {
+            list_instance_in(tx, &instance)?;
+        }
+    }
+    if found < 5 {
+        for (_, network) in tx.scan(&NETWORKS)? {
+            tx.put(&NETWORK_CHOICES, &NetworkChoice::of(&network), &network.id)?;
+        }
+    }
+    if found < 6 {
+        for (address, ip) in tx.scan(&FLOATING_IPS)? {
+            if let Some(project) = ip.project {
+                tx.put(&FLOATING_HELD, &Pair(project, address), &ip.id)?;
+            }
+        }
+    }
+    if found < 7 {
+        for (key, row) in tx.scan(&FIXED_IPS)? {
+            if let Some(at) = row.released_at.filter(|_| !row.allocated) {
+                tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
+            }
+        }
+    }
+    if found < 8 {
+        for (key, token) in tx.scan(&TOKENS)? {
+            tx.put(&TOKEN_EXPIRY, &Pair(token.expires_at, key), &token.user)?;
+        }
     }
     Ok(())
 }

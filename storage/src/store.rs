@@ -13,7 +13,7 @@ use crate::schema;
 use crate::table::{ReadTx, WriteTx};
 
 /// How many queued writes one commit may take at most; bounds the latency a large batch adds.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 2048;
 
 /// Called once the commit that holds a successful write is durable (or has failed).
 type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
@@ -232,8 +232,10 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
     let mut delivered = Vec::with_capacity(batch.len());
     let mut rolled_back = 0;
     let mut jobs = batch.into_iter();
+    // One `WriteTx` for the whole batch, so each table is opened once; each job is a part of it.
+    let mut part = WriteTx::new(&txn);
     while let Some(job) = jobs.next() {
-        let mut part = WriteTx::new(&txn);
+        part.next_part();
         let kept = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&mut part))));
         match kept {
             Ok(Some(deliver)) => delivered.push(deliver),
@@ -243,6 +245,7 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
                 rolled_back += 1;
                 if let Err(e) = part.rollback() {
                     // Cannot separate this part from the others: give up on the whole batch.
+                    drop(part);
                     drop(txn);
                     refuse(jobs, &e);
                     return (delivered, rolled_back, Err(e));
@@ -250,6 +253,8 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
             }
         }
     }
+    // Every table is closed (its root written back) before the commit.
+    drop(part);
     let result = txn.commit().map_err(StoreError::from);
     (delivered, rolled_back, result)
 }

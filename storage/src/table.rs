@@ -1,5 +1,6 @@
 //! Typed tables and indexes, and the read and write transactions that use them.
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ops::Bound;
 
@@ -23,9 +24,6 @@ impl<K, V> Table<K, V> {
     pub const fn name(&self) -> &'static str {
         self.name
     }
-    pub(crate) fn def(&self) -> TableDefinition<'static, Raw, Raw> {
-        TableDefinition::new(self.name)
-    }
 }
 
 /// A secondary index: many values `V` (usually ids) per key `K`.
@@ -40,9 +38,6 @@ impl<K, V> Index<K, V> {
     }
     pub const fn name(&self) -> &'static str {
         self.name
-    }
-    pub(crate) fn def(&self) -> MultimapTableDefinition<'static, Raw, Raw> {
-        MultimapTableDefinition::new(self.name)
     }
 }
 
@@ -193,17 +188,17 @@ macro_rules! impl_reads {
     ($tx:ty) => {
         impl Reads for $tx {
             fn get<K: KeyCodec, V: Record>(&self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
-                get_in(&self.txn.open_table(table.def())?, key)
+                self.table(table.name, |t| get_in(t, key))
             }
             fn scan<K: KeyCodec, V: Record>(&self, table: &Table<K, V>) -> Result<Vec<(K, V)>, StoreError> {
-                scan_in(table.name, &self.txn.open_table(table.def())?)
+                self.table(table.name, |t| scan_in(table.name, t))
             }
             fn scan_prefix<K: KeyCodec, V: Record>(
                 &self,
                 table: &Table<K, V>,
                 prefix: &[u8],
             ) -> Result<Vec<(K, V)>, StoreError> {
-                scan_prefix_in(table.name, &self.txn.open_table(table.def())?, prefix)
+                self.table(table.name, |t| scan_prefix_in(table.name, t, prefix))
             }
             fn scan_from<K: KeyCodec, V: Record>(
                 &self,
@@ -211,7 +206,7 @@ macro_rules! impl_reads {
                 from: &K,
                 limit: usize,
             ) -> Result<Vec<(K, V)>, StoreError> {
-                scan_from_in(table.name, &self.txn.open_table(table.def())?, &from.encode_key(), limit)
+                self.table(table.name, |t| scan_from_in(table.name, t, &from.encode_key(), limit))
             }
             fn keys_from<K: KeyCodec, V: Record>(
                 &self,
@@ -220,7 +215,7 @@ macro_rules! impl_reads {
                 prefix: &[u8],
                 limit: usize,
             ) -> Result<Vec<K>, StoreError> {
-                keys_from_in(table.name, &self.txn.open_table(table.def())?, &from.encode_key(), prefix, limit)
+                self.table(table.name, |t| keys_from_in(table.name, t, &from.encode_key(), prefix, limit))
             }
             fn visit_keys<K: KeyCodec, V: Record>(
                 &self,
@@ -230,16 +225,87 @@ macro_rules! impl_reads {
                 visit: impl FnMut(K) -> Result<bool, StoreError>,
             ) -> Result<(), StoreError> {
                 let after = after.map(KeyCodec::encode_key);
-                visit_keys_in(table.name, &self.txn.open_table(table.def())?, prefix, after.as_deref(), visit)
+                self.table(table.name, |t| visit_keys_in(table.name, t, prefix, after.as_deref(), visit))
             }
             fn index_get<K: KeyCodec, V: KeyCodec>(&self, index: &Index<K, V>, key: &K) -> Result<Vec<V>, StoreError> {
-                index_get_in(index.name, &self.txn.open_multimap_table(index.def())?, key)
+                self.multimap(index.name, |t| index_get_in(index.name, t, key))
             }
         }
     };
 }
 
+impl ReadTx {
+    fn table<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&redb::ReadOnlyTable<Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        f(&self.txn.open_table(TableDefinition::<Raw, Raw>::new(name))?)
+    }
+
+    fn multimap<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&redb::ReadOnlyMultimapTable<Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        f(&self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(name))?)
+    }
+}
+
 impl_reads!(ReadTx);
+
+/// The tables of one write transaction, each opened once and kept open for every closure of the batch:
+/// opening a table is a lookup in redb's table tree, and closing it writes its root back, which a batch of
+/// hundreds of small writes would otherwise do for every read and write.
+struct OpenTables<'t> {
+    txn: &'t redb::WriteTransaction,
+    tables: RefCell<Vec<(&'static str, redb::Table<'t, Raw, Raw>)>>,
+    multimaps: RefCell<Vec<(&'static str, redb::MultimapTable<'t, Raw, Raw>)>>,
+}
+
+impl<'t> OpenTables<'t> {
+    fn new(txn: &'t redb::WriteTransaction) -> Self {
+        OpenTables { txn, tables: RefCell::new(Vec::new()), multimaps: RefCell::new(Vec::new()) }
+    }
+
+    /// Runs `f` on the table. The table is taken out of the cache meanwhile, so `f` may use other tables;
+    /// using the same one inside `f` opens it a second time, which redb refuses with an error.
+    fn table<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut redb::Table<'t, Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let cached = {
+            let mut tables = self.tables.borrow_mut();
+            tables.iter().position(|(n, _)| *n == name).map(|i| tables.swap_remove(i).1)
+        };
+        let mut table = match cached {
+            Some(table) => table,
+            None => self.txn.open_table(TableDefinition::<Raw, Raw>::new(name))?,
+        };
+        let out = f(&mut table);
+        self.tables.borrow_mut().push((name, table));
+        out
+    }
+
+    fn multimap<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut redb::MultimapTable<'t, Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let cached = {
+            let mut multimaps = self.multimaps.borrow_mut();
+            multimaps.iter().position(|(n, _)| *n == name).map(|i| multimaps.swap_remove(i).1)
+        };
+        let mut table = match cached {
+            Some(table) => table,
+            None => self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(name))?,
+        };
+        let out = f(&mut table);
+        self.multimaps.borrow_mut().push((name, table));
+        out
+    }
+}
 
 /// What to do to take one write back.
 enum Undo {
@@ -248,24 +314,46 @@ enum Undo {
     IndexAdd { index: &'static str, key: Vec<u8>, value: Vec<u8> },
 }
 
-/// One caller's part of a group-committed write transaction. Every write is logged so that the part can be
-/// undone on its own when the caller's closure fails, leaving the other callers' writes in the same commit.
+/// A group-committed write transaction, lent to one caller's closure at a time (a part). Every write of the
+/// current part is logged so that the part can be undone on its own when its closure fails, leaving the
+/// other callers' writes in the same commit.
 pub struct WriteTx<'t> {
-    txn: &'t redb::WriteTransaction,
+    tables: OpenTables<'t>,
     undo: Vec<Undo>,
 }
 
 impl<'t> WriteTx<'t> {
     pub(crate) fn new(txn: &'t redb::WriteTransaction) -> Self {
-        WriteTx { txn, undo: Vec::new() }
+        WriteTx { tables: OpenTables::new(txn), undo: Vec::new() }
+    }
+
+    /// Starts the next caller's part: what it writes is undone alone if its closure fails.
+    pub(crate) fn next_part(&mut self) {
+        self.undo.clear();
+    }
+
+    fn table<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut redb::Table<'t, Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.tables.table(name, f)
+    }
+
+    fn multimap<R>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut redb::MultimapTable<'t, Raw, Raw>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.tables.multimap(name, f)
     }
 
     /// Inserts or replaces the record at `key`.
     pub fn put<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K, value: &V) -> Result<(), StoreError> {
         let key = key.encode_key();
         let bytes = encode_record(value)?;
-        let mut t = self.txn.open_table(table.def())?;
-        let old = t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec());
+        let old =
+            self.table(table.name, |t| Ok(t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec())))?;
         self.undo.push(Undo::Restore { table: table.name, key, old });
         Ok(())
     }
@@ -273,8 +361,7 @@ impl<'t> WriteTx<'t> {
     /// Removes the record at `key`, returning it.
     pub fn delete<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> Result<Option<V>, StoreError> {
         let key = key.encode_key();
-        let mut t = self.txn.open_table(table.def())?;
-        let old = t.remove(key.as_slice())?.map(|g| g.value().to_vec());
+        let old = self.table(table.name, |t| Ok(t.remove(key.as_slice())?.map(|g| g.value().to_vec())))?;
         // Logged before decoding: a record that does not decode must still come back on a rollback.
         let decoded = old.as_deref().map(decode_record).transpose();
         if old.is_some() {
@@ -290,8 +377,7 @@ impl<'t> WriteTx<'t> {
         value: &V,
     ) -> Result<(), StoreError> {
         let (key, value) = (key.encode_key(), value.encode_key());
-        let mut t = self.txn.open_multimap_table(index.def())?;
-        if !t.insert(key.as_slice(), value.as_slice())? {
+        if !self.multimap(index.name, |t| Ok(t.insert(key.as_slice(), value.as_slice())?))? {
             self.undo.push(Undo::IndexRemove { index: index.name, key, value });
         }
         Ok(())
@@ -304,31 +390,28 @@ impl<'t> WriteTx<'t> {
         value: &V,
     ) -> Result<(), StoreError> {
         let (key, value) = (key.encode_key(), value.encode_key());
-        let mut t = self.txn.open_multimap_table(index.def())?;
-        if t.remove(key.as_slice(), value.as_slice())? {
+        if self.multimap(index.name, |t| Ok(t.remove(key.as_slice(), value.as_slice())?))? {
             self.undo.push(Undo::IndexAdd { index: index.name, key, value });
         }
         Ok(())
     }
 
-    /// Takes back every write this part made, newest first.
-    pub(crate) fn rollback(mut self) -> Result<(), StoreError> {
+    /// Takes back every write the current part made, newest first.
+    pub(crate) fn rollback(&mut self) -> Result<(), StoreError> {
         while let Some(step) = self.undo.pop() {
             match step {
-                Undo::Restore { table, key, old } => {
-                    let mut t = self.txn.open_table(TableDefinition::<Raw, Raw>::new(table))?;
+                Undo::Restore { table, key, old } => self.table(table, |t| {
                     match old {
                         Some(old) => drop(t.insert(key.as_slice(), old.as_slice())?),
                         None => drop(t.remove(key.as_slice())?),
                     }
-                }
+                    Ok(())
+                })?,
                 Undo::IndexRemove { index, key, value } => {
-                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
-                    t.remove(key.as_slice(), value.as_slice())?;
+                    self.multimap(index, |t| Ok(t.remove(key.as_slice(), value.as_slice()).map(drop)?))?
                 }
                 Undo::IndexAdd { index, key, value } => {
-                    let mut t = self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(index))?;
-                    t.insert(key.as_slice(), value.as_slice())?;
+                    self.multimap(index, |t| Ok(t.insert(key.as_slice(), value.as_slice()).map(drop)?))?
                 }
             }
         }
