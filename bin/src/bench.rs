@@ -354,11 +354,11 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
             let created = client.post("/compute/v2.1/servers", &body).await?;
             let id = created["server"]["id"].as_str().context("no server id")?.to_string();
             wait_active(&client, &id).await?;
+            let active = t0.elapsed();
             let server = client.get(&format!("/compute/v2.1/servers/{id}")).await?;
             let addresses = server["server"]["addresses"].as_object().context("no addresses")?;
             let first = addresses.values().next().and_then(|a| a[0]["addr"].as_str()).context("no address")?;
             let address: std::net::Ipv4Addr = first.parse()?;
-            let active = t0.elapsed();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let answer = nimbus_actors::kernel::http_get(Some(&host), (address, 80).into()).await;
@@ -415,9 +415,6 @@ async fn netns(args: NetnsArgs) -> anyhow::Result<()> {
 /// How long a benchmark waits for one server or one cleanup before it gives up with an error.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// Polls server `id` until it is ACTIVE (its view) or ERROR (an error with its fault), for at most `PATIENCE`.
-/// Polls the server until it is ACTIVE, every 5 ms at first and less often the longer it takes (up to every
-/// 50 ms): hundreds of boots in flight polling every 5 ms would load the cloud more than the boots do.
 /// The part of a server's view a poll reads: parsing only these fields keeps the benchmark's clients cheap.
 #[derive(serde::Deserialize)]
 struct Polled {
@@ -436,6 +433,9 @@ struct PolledFault {
     message: String,
 }
 
+/// Polls server `id` until it is ACTIVE, or fails with its fault on ERROR, for at most `PATIENCE`: every 5 ms
+/// at first and less often the longer it takes (up to every 50 ms), as hundreds of boots in flight polling
+/// every 5 ms would load the cloud more than the boots do.
 async fn wait_active(client: &Client, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + PATIENCE;
     let mut pause = Duration::from_millis(5);

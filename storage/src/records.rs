@@ -210,7 +210,8 @@ pub struct Host {
     pub node_address: Option<String>,
     /// An operator can disable a host so the scheduler avoids it.
     pub enabled: bool,
-    /// Last time the agent reported in.
+    /// When the agent's last recorded report came (an unchanged report is not recorded while the record
+    /// stays up without it: see `hosts::needs_write`).
     pub last_seen: Millis,
 }
 record!(Host, "host", 1);

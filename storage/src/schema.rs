@@ -15,7 +15,7 @@ use crate::records::{
 use crate::table::{Index, Reads, Table, WriteTx};
 
 /// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
-/// [`prepare`] to migrate from the previous one.
+/// [`migrate`] to fill it from what the previous version kept.
 /// - 2: `counters` (version 1 files need no migration: a missing counter is counted once from its table).
 /// - 3: `host_loads` (counted once from the instances when an older file is opened).
 /// - 4: `instance_list`, `project_instance_list` (filled once from the instances when an older file is opened);
@@ -54,8 +54,8 @@ pub const NETWORK_CHOICES: Table<NetworkChoice, NetworkId> = Table::new("network
 /// Keyed by network and the address as a big-endian integer, so one network's addresses scan in order.
 pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ips");
 /// Deallocated addresses still waiting for their DHCP release, by when they were deallocated (then by
-/// address), so the reclaim reads only those that are due; an entry may outlive its release (the reclaim
-/// drops it).
+/// network and address), so the reclaim reads only those that are due. An entry may outlive its wait: the
+/// row it names may have been freed by its release, or reserved since; the reclaim drops it when due.
 pub const FIXED_RELEASES: Table<Pair<Millis, Pair<NetworkId, u32>>, NetworkId> = Table::new("fixed_releases");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
 pub const ALLOCATION_CURSORS: Table<NetworkId, AllocationCursor> = Table::new("allocation_cursors");
@@ -128,7 +128,7 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
                 });
             }
             Some(found) if found == SCHEMA_VERSION => {}
-            // Older files: the tables added since are created below; nothing else changes.
+            // Older files: the tables added since are created below, and `migrate` fills them.
             Some(_) | None => drop(meta.insert("schema_version", SCHEMA_VERSION)?),
         }
         for name in TABLES {

@@ -364,6 +364,46 @@ mod tests {
         assert_eq!(store.stats().rolled_back, 1);
     }
 
+    /// A job of a batch that writes `name` as the project's name, then fails or panics when asked to.
+    fn naming(id: ProjectId, name: &'static str, ends: Result<(), bool>) -> Job {
+        Box::new(move |tx| {
+            let tx = tx.expect("the batch runs");
+            tx.put(&PROJECT_NAMES, &"shared".to_string(), &id).unwrap();
+            let mut p = project(name);
+            p.id = id;
+            tx.put(&PROJECTS, &id, &p).unwrap();
+            match ends {
+                Ok(()) => Some(Box::new(|_: Result<(), &StoreError>| {}) as Deliver),
+                Err(false) => None,
+                Err(true) => panic!("a closure that panics"),
+            }
+        })
+    }
+
+    #[test]
+    fn in_one_batch_a_failed_or_panicking_part_undoes_only_its_own_writes_over_the_open_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let ids: Vec<ProjectId> = (0..4).map(|_| ProjectId::random()).collect();
+        // Each part overwrites the key the one before it wrote, in tables the batch keeps open.
+        let batch = vec![
+            naming(ids[0], "first", Ok(())),
+            naming(ids[1], "fails", Err(false)),
+            naming(ids[2], "panics", Err(true)),
+            naming(ids[3], "last", Ok(())),
+        ];
+        let (delivered, rolled_back, result) = commit_batch(&store.inner.db, batch);
+        result.unwrap();
+        assert_eq!((delivered.len(), rolled_back), (2, 2));
+        let (shared, projects) = store
+            .read(|r| Ok::<_, StoreError>((r.get(&PROJECT_NAMES, &"shared".to_string())?, r.scan(&PROJECTS)?)))
+            .unwrap();
+        assert_eq!(shared, Some(ids[3]), "the last kept part's write stands");
+        let mut names: Vec<&str> = projects.iter().map(|(_, p)| p.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["first", "last"], "the failed and the panicking parts left nothing");
+    }
+
     #[tokio::test]
     async fn a_second_open_of_the_same_file_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();

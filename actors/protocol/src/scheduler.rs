@@ -50,6 +50,9 @@ pub struct HostReport {
     pub node_address: Option<String>,
     /// The agent has not run its active instances again since it started: the answer carries their specs.
     pub restoring: bool,
+    /// How often the agent reports (nodes set their own): whether an unchanged report may skip its write
+    /// depends on when the next ones come.
+    pub report_interval_ms: u64,
 }
 
 /// What the cloud places on a host, for its agent to reconcile with.

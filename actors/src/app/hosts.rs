@@ -125,9 +125,10 @@ pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, S
 }
 
 /// Whether a report must be written over the stored record: it changes what the record shows, or the record
-/// would not count as up until two more reports came (one may be late). With 10,000 hosts reporting every
-/// 10 s and counted down after 30 s, half the reports cost a write; a host's `last_seen` lags by at most
-/// `service_down_after - report_interval`.
+/// would not count as up until the agent's next report and the one after it came, so that one lost or late
+/// report never shows a live host down. With reports every 10 s and hosts counted down after 60 s (Nova's
+/// `service_down_time`), three reports in four cost no write; with the default 30 s every report is written.
+/// (`service_down_after` is the controller's; the interval is the reporting agent's own.)
 fn needs_write(stored: &Host, report: &HostReport, now_ms: u64, timing: &Timing) -> bool {
     let changed = stored.vcpus != report.capacity.vcpus
         || stored.ram_mb != report.capacity.ram_mb
@@ -137,7 +138,7 @@ fn needs_write(stored: &Host, report: &HostReport, now_ms: u64, timing: &Timing)
         || stored.node != report.node
         || stored.node_address != report.node_address;
     let age = Duration::from_millis(now_ms.saturating_sub(stored.last_seen));
-    changed || age + 2 * timing.report_interval > timing.service_down_after
+    changed || age + 3 * Duration::from_millis(report.report_interval_ms) > timing.service_down_after
 }
 
 /// The instances placed on a host, and when it is restoring, the specs of those it must run again.
@@ -174,6 +175,7 @@ mod tests {
             node: "local".into(),
             node_address: None,
             restoring: false,
+            report_interval_ms: 10_000,
         }
     }
 
@@ -200,8 +202,9 @@ mod tests {
 
     #[test]
     fn a_report_is_written_when_it_changes_the_record_or_the_record_would_soon_count_as_down() {
-        // Reports every 10 s, down after 30 s: a record up to 10 s old is still up after two more intervals.
-        let timing = Timing::default();
+        // Reports every 10 s, down after 60 s: a record up to 30 s old is still up when the report after next
+        // comes, even if the next one is lost.
+        let timing = Timing { service_down_after: Duration::from_secs(60), ..Timing::default() };
         let stored = |last_seen| Host {
             name: HostId("h".into()),
             number: 1,
@@ -221,19 +224,21 @@ mod tests {
         bigger.capacity.vcpus += 1;
         let mut moved = report("h");
         moved.node_address = Some("10.0.0.2:4000".into());
+        let mut slower = report("h");
+        slower.report_interval_ms = 25_000;
         let cases = [
             ("unchanged, just written", &same, now, false),
-            ("unchanged, 10 s old", &same, now - 10_000, false),
-            ("unchanged, 10.001 s old", &same, now - 10_001, true),
+            ("unchanged, 30 s old", &same, now - 30_000, false),
+            ("unchanged, 30.001 s old", &same, now - 30_001, true),
             ("unchanged, from the future (clock step)", &same, now + 5_000, false),
             ("more vCPUs", &bigger, now, true),
             ("another cluster address", &moved, now, true),
+            ("an agent that reports every 25 s, 10 s old", &slower, now - 10_000, true),
         ];
         for (case, report, last_seen, expected) in cases {
             assert_eq!(needs_write(&stored(last_seen), report, now, &timing), expected, "{case}");
         }
-        // Timings where a skipped write could let the record go stale write every report.
-        let tight = Timing { report_interval: Duration::from_secs(20), ..Timing::default() };
-        assert!(needs_write(&stored(now), &same, now, &tight));
+        // With the default timings (10 s, down after 30 s) every report an interval after the last is written.
+        assert!(needs_write(&stored(now - 10_000), &same, now, &Timing::default()));
     }
 }

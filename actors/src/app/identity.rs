@@ -429,17 +429,25 @@ pub async fn purge_expired_tokens(app: &App) -> Result<usize, StoreError> {
         .write(|tx| {
             let now = now_ms();
             let mut expired = Vec::new();
-            tx.visit_keys(&TOKEN_EXPIRY, &[], None, |Pair(expires_at, key): Pair<u64, String>| {
-                let keep_going = expires_at <= now && expired.len() < PURGE_BATCH;
+            tx.visit_keys(&TOKEN_EXPIRY, &[], None, |entry: Pair<u64, String>| {
+                let keep_going = entry.0 <= now && expired.len() < PURGE_BATCH;
                 if keep_going {
-                    expired.push(key);
+                    expired.push(entry);
                 }
                 Ok(keep_going)
             })?;
-            for key in &expired {
-                schema::delete_token_in(tx, key)?;
+            let mut purged = 0;
+            for entry in expired {
+                tx.delete(&TOKEN_EXPIRY, &entry)?;
+                let Pair(expires_at, key) = entry;
+                // Only the token this entry was written for (an entry never outlives it today; if one did, it
+                // must not take a token with another expiry along).
+                if tx.get(&TOKENS, &key)?.is_some_and(|t| t.expires_at == expires_at) {
+                    tx.delete(&TOKENS, &key)?;
+                    purged += 1;
+                }
             }
-            Ok(expired.len())
+            Ok(purged)
         })
         .await
 }

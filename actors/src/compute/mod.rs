@@ -107,7 +107,8 @@ impl FirstReports {
         self.pending.send_if_modified(|pending| pending.insert(host.clone()));
     }
 
-    fn reported(&self, host: &HostId) {
+    /// The host's agent has made its first report, or stopped before it could: nobody waits for it.
+    fn settled(&self, host: &HostId) {
         self.pending.send_if_modified(|pending| pending.remove(host));
     }
 
@@ -147,6 +148,7 @@ pub struct ComputeState {
     driver: Arc<dyn VirtDriver>,
     /// The active instances run again since the agent started.
     restored: bool,
+    report_interval: Duration,
     /// Until the first report: the topic to join after it, and who waits for it.
     before_first_report: Option<(Namespace, Arc<FirstReports>)>,
 }
@@ -173,6 +175,7 @@ impl Actor for ComputeAgent {
             host_ip: args.host_ip,
             driver: args.driver,
             restored: false,
+            report_interval: args.timing.report_interval,
             before_first_report: Some((args.ns, args.first_reports)),
         };
         // Registered and reconciled before it takes work: it joins its topic after its first report (if the
@@ -181,14 +184,30 @@ impl Actor for ComputeAgent {
         // turn would each wait for a commit of their own.
         myself.send_message(ComputeMsg::ReportIn)?;
         // The periodic reports start at a random point of the first interval (nova's `periodic_fuzzy_delay`):
-        // agents started together would otherwise all report in the same instant, every interval.
-        let (me, every) = (myself.clone(), args.timing.report_interval);
+        // agents started together would otherwise all report in the same instant, every interval. The timer's
+        // first tick comes one interval after it is set, so the report at the random point is sent by hand.
+        let (me, every) = (myself.clone(), state.report_interval);
         let fuzz = every.mul_f64(rand::random::<f64>());
         tokio::spawn(async move {
             tokio::time::sleep(fuzz).await;
-            me.send_interval(every, || ComputeMsg::ReportIn);
+            if me.send_message(ComputeMsg::ReportIn).is_ok() {
+                me.send_interval(every, || ComputeMsg::ReportIn);
+            }
         });
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ComputeMsg>,
+        state: &mut ComputeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // An agent that died before its first report must not hold start-up until the patience runs out: its
+        // supervisor, still starting, restarts it only once the wait is over.
+        if let Some((_, first_reports)) = state.before_first_report.take() {
+            first_reports.settled(&state.host);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -235,7 +254,7 @@ impl Actor for ComputeAgent {
                 state.report_and_reconcile().await;
                 if let Some((ns, first_reports)) = state.before_first_report.take() {
                     ns.join(&compute::topic(&state.host), myself.get_cell());
-                    first_reports.reported(&state.host);
+                    first_reports.settled(&state.host);
                 }
             }
         }
@@ -253,6 +272,7 @@ impl ComputeState {
             node: self.node.clone(),
             node_address: self.node_address.clone(),
             restoring: !self.restored,
+            report_interval_ms: u64::try_from(self.report_interval.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
