@@ -6,6 +6,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
 
+use crate::codec::{KeyCodec, Record};
 use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
@@ -222,6 +223,25 @@ pub fn delete_network_in(tx: &mut WriteTx<'_>, id: &NetworkId) -> Result<Option<
         tx.delete(&NETWORK_CHOICES, &NetworkChoice::of(old))?;
     }
     Ok(old)
+}
+
+/// The entries of a table keyed by time that are due by `until`, oldest first, at most `cap` of them (the
+/// reclaim's releases, the purge's expiries): a pass reads what is due, never the whole table.
+pub fn due<K: KeyCodec, V: Record>(
+    r: &impl Reads,
+    table: &Table<Pair<Millis, K>, V>,
+    until: Millis,
+    cap: usize,
+) -> Result<Vec<Pair<Millis, K>>, StoreError> {
+    let mut due = Vec::new();
+    r.visit_keys(table, &[], None, |entry: Pair<Millis, K>| {
+        let take = entry.0 <= until && due.len() < cap;
+        if take {
+            due.push(entry);
+        }
+        Ok(take)
+    })?;
+    Ok(due)
 }
 
 /// Records a token (under the key its secret hashes to), with its expiry.

@@ -259,33 +259,48 @@ impl_reads!(ReadTx);
 /// hundreds of small writes would otherwise do for every read and write.
 struct OpenTables<'t> {
     txn: &'t redb::WriteTransaction,
-    tables: RefCell<Vec<(&'static str, redb::Table<'t, Raw, Raw>)>>,
-    multimaps: RefCell<Vec<(&'static str, redb::MultimapTable<'t, Raw, Raw>)>>,
+    tables: Handles<redb::Table<'t, Raw, Raw>>,
+    multimaps: Handles<redb::MultimapTable<'t, Raw, Raw>>,
+}
+
+/// Open handles of one kind, by table name.
+struct Handles<T>(RefCell<Vec<(&'static str, T)>>);
+
+impl<T> Handles<T> {
+    /// Runs `f` on the named handle, opening it with `open` the first time. The handle is taken out meanwhile,
+    /// so `f` may use other tables; using the same one inside `f` opens it a second time, which redb refuses
+    /// with an error.
+    fn with<R>(
+        &self,
+        name: &'static str,
+        open: impl FnOnce() -> Result<T, StoreError>,
+        f: impl FnOnce(&mut T) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let cached = {
+            let mut handles = self.0.borrow_mut();
+            handles.iter().position(|(n, _)| *n == name).map(|i| handles.swap_remove(i).1)
+        };
+        let mut handle = match cached {
+            Some(handle) => handle,
+            None => open()?,
+        };
+        let out = f(&mut handle);
+        self.0.borrow_mut().push((name, handle));
+        out
+    }
 }
 
 impl<'t> OpenTables<'t> {
     fn new(txn: &'t redb::WriteTransaction) -> Self {
-        OpenTables { txn, tables: RefCell::new(Vec::new()), multimaps: RefCell::new(Vec::new()) }
+        OpenTables { txn, tables: Handles(RefCell::new(Vec::new())), multimaps: Handles(RefCell::new(Vec::new())) }
     }
 
-    /// Runs `f` on the table. The table is taken out of the cache meanwhile, so `f` may use other tables;
-    /// using the same one inside `f` opens it a second time, which redb refuses with an error.
     fn table<R>(
         &self,
         name: &'static str,
         f: impl FnOnce(&mut redb::Table<'t, Raw, Raw>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let cached = {
-            let mut tables = self.tables.borrow_mut();
-            tables.iter().position(|(n, _)| *n == name).map(|i| tables.swap_remove(i).1)
-        };
-        let mut table = match cached {
-            Some(table) => table,
-            None => self.txn.open_table(TableDefinition::<Raw, Raw>::new(name))?,
-        };
-        let out = f(&mut table);
-        self.tables.borrow_mut().push((name, table));
-        out
+        self.tables.with(name, || Ok(self.txn.open_table(TableDefinition::<Raw, Raw>::new(name))?), f)
     }
 
     fn multimap<R>(
@@ -293,17 +308,8 @@ impl<'t> OpenTables<'t> {
         name: &'static str,
         f: impl FnOnce(&mut redb::MultimapTable<'t, Raw, Raw>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let cached = {
-            let mut multimaps = self.multimaps.borrow_mut();
-            multimaps.iter().position(|(n, _)| *n == name).map(|i| multimaps.swap_remove(i).1)
-        };
-        let mut table = match cached {
-            Some(table) => table,
-            None => self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(name))?,
-        };
-        let out = f(&mut table);
-        self.multimaps.borrow_mut().push((name, table));
-        out
+        let open = || Ok(self.txn.open_multimap_table(MultimapTableDefinition::<Raw, Raw>::new(name))?);
+        self.multimaps.with(name, open, f)
     }
 }
 

@@ -239,15 +239,7 @@ pub async fn reclaim(app: &App) -> Result<usize, StoreError> {
     let after = app.timing.fixed_ip_reclaim_after.as_millis() as u64;
     app.store
         .write(move |tx| {
-            let due_by = now_ms().saturating_sub(after);
-            let mut due = Vec::new();
-            tx.visit_keys(&FIXED_RELEASES, &[], None, |release: Pair<u64, Pair<NetworkId, u32>>| {
-                let keep_going = release.0 <= due_by && due.len() < RECLAIM_BATCH;
-                if keep_going {
-                    due.push(release);
-                }
-                Ok(keep_going)
-            })?;
+            let due = schema::due(tx, &FIXED_RELEASES, now_ms().saturating_sub(after), RECLAIM_BATCH)?;
             let mut freed = 0;
             for release in due {
                 tx.delete(&FIXED_RELEASES, &release)?;

@@ -427,17 +427,8 @@ pub async fn revoke_role(app: &App, user: UserId, project: ProjectId, role: Role
 pub async fn purge_expired_tokens(app: &App) -> Result<usize, StoreError> {
     app.store
         .write(|tx| {
-            let now = now_ms();
-            let mut expired = Vec::new();
-            tx.visit_keys(&TOKEN_EXPIRY, &[], None, |entry: Pair<u64, String>| {
-                let keep_going = entry.0 <= now && expired.len() < PURGE_BATCH;
-                if keep_going {
-                    expired.push(entry);
-                }
-                Ok(keep_going)
-            })?;
             let mut purged = 0;
-            for entry in expired {
+            for entry in schema::due(tx, &TOKEN_EXPIRY, now_ms(), PURGE_BATCH)? {
                 tx.delete(&TOKEN_EXPIRY, &entry)?;
                 let Pair(expires_at, key) = entry;
                 // Only the token this entry was written for (an entry never outlives it today; if one did, it

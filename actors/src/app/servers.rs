@@ -169,16 +169,6 @@ pub struct ServerFilters {
 /// list orders from just after the marker: a page costs what it returns plus what the filters pass over.
 pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Vec<Instance>, CloudError> {
     let limit = filters.limit.unwrap_or(usize::MAX);
-    // One project's list, read from that project's order: the caller's own, or the one an admin asks for.
-    let project = match (filters.all_projects, filters.project.as_deref()) {
-        (true, None) => None,
-        (true, Some(asked)) => match asked.parse::<ProjectId>() {
-            Ok(p) => Some(p),
-            Err(_) => return Ok(Vec::new()),
-        },
-        (false, Some(asked)) if asked != auth.project.to_string() => return Ok(Vec::new()),
-        (false, _) => Some(auth.project),
-    };
     app.store.read(|r| {
         // As Nova: the marker is any server the caller sees, whatever the filters.
         let after = match &filters.marker {
@@ -189,6 +179,16 @@ pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Ve
                 Some(NewestFirst::of(&seen.ok_or_else(not_found)?))
             }
             None => None,
+        };
+        // One project's list, read from that project's order: the caller's own, or the one an admin asks for.
+        // A project that is not the caller's (or not a project id) has no servers the caller sees.
+        let asked = filters.project.as_deref().map(|p| p.parse::<ProjectId>().ok());
+        let project = match (filters.all_projects, asked) {
+            (true, None) => None,
+            (true, Some(Some(p))) => Some(p),
+            (false, None) => Some(auth.project),
+            (false, Some(Some(p))) if p == auth.project => Some(p),
+            (_, Some(_)) => return Ok(Vec::new()),
         };
         let mut page = Vec::new();
         let mut take = |id: InstanceId| -> Result<bool, StoreError> {
