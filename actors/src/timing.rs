@@ -31,7 +31,9 @@ impl Default for Timing {
             call: Duration::from_secs(10),
             build: Duration::from_secs(120),
             report_interval: Duration::from_secs(10),
-            service_down_after: Duration::from_secs(30),
+            // Nova's `service_down_time`: six reports, so that an unchanged report may skip its write while
+            // two later ones could still come (`hosts::needs_write`).
+            service_down_after: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(15),
             token_ttl: Duration::from_secs(12 * 3600),
             fixed_ip_reclaim_after: Duration::from_secs(600),

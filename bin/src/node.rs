@@ -68,8 +68,9 @@ pub struct NodeArgs {
     /// How often compute agents report in, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub report_interval_ms: u64,
-    /// Controller: a host that has not reported for this many milliseconds is down.
-    #[arg(long, default_value_t = 30_000)]
+    /// Controller: a host that has not reported for this many milliseconds is down (Nova's
+    /// `service_down_time`, 60 s).
+    #[arg(long, default_value_t = 60_000)]
     pub service_down_after_ms: u64,
 }
 

@@ -126,8 +126,8 @@ pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, S
 
 /// Whether a report must be written over the stored record: it changes what the record shows, or the record
 /// would not count as up until the agent's next report and the one after it came, so that one lost or late
-/// report never shows a live host down. With reports every 10 s and hosts counted down after 60 s (Nova's
-/// `service_down_time`), three reports in four cost no write; with the default 30 s every report is written.
+/// report never shows a live host down. With the default timings, reports every 10 s and hosts counted down
+/// after 60 s (Nova's `service_down_time`), three reports in four cost no write.
 /// (`service_down_after` is the controller's; the interval is the reporting agent's own.)
 fn needs_write(stored: &Host, report: &HostReport, now_ms: u64, timing: &Timing) -> bool {
     let changed = stored.vcpus != report.capacity.vcpus
@@ -202,9 +202,9 @@ mod tests {
 
     #[test]
     fn a_report_is_written_when_it_changes_the_record_or_the_record_would_soon_count_as_down() {
-        // Reports every 10 s, down after 60 s: a record up to 30 s old is still up when the report after next
-        // comes, even if the next one is lost.
-        let timing = Timing { service_down_after: Duration::from_secs(60), ..Timing::default() };
+        // Reports every 10 s, down after 60 s (the defaults): a record up to 30 s old is still up when the
+        // report after next comes, even if the next one is lost.
+        let timing = Timing::default();
         let stored = |last_seen| Host {
             name: HostId("h".into()),
             number: 1,
@@ -238,7 +238,8 @@ mod tests {
         for (case, report, last_seen, expected) in cases {
             assert_eq!(needs_write(&stored(last_seen), report, now, &timing), expected, "{case}");
         }
-        // With the default timings (10 s, down after 30 s) every report an interval after the last is written.
-        assert!(needs_write(&stored(now - 10_000), &same, now, &Timing::default()));
+        // Down after 30 s: every report an interval after the last is written.
+        let strict = Timing { service_down_after: Duration::from_secs(30), ..Timing::default() };
+        assert!(needs_write(&stored(now - 10_000), &same, now, &strict));
     }
 }
