@@ -212,20 +212,28 @@ pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
 /// Waits (up to a minute) until no server is building or deleting.
 pub async fn settle(admin: &Client) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let all = admin.get("/compute/v2.1/servers/detail?all_tenants=1").await;
-        let settled = all.is_ok_and(|all| {
-            all["servers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .all(|s| s["OS-EXT-STS:task_state"].is_null() && s["status"] != "BUILD")
-        });
-        if settled || std::time::Instant::now() > deadline {
-            break;
-        }
+    while !all_settled(admin).await && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Whether every server of every project, on every page of the list, is neither building nor deleting.
+async fn all_settled(admin: &Client) -> bool {
+    let mut path = Some("/compute/v2.1/servers/detail?all_tenants=1".to_string());
+    while let Some(p) = path.take() {
+        let Ok(page) = admin.get(&p).await else { return false };
+        let servers = page["servers"].as_array().into_iter().flatten();
+        if !servers.into_iter().all(|s| s["OS-EXT-STS:task_state"].is_null() && s["status"] != "BUILD") {
+            return false;
+        }
+        let next = page["servers_links"].as_array().and_then(|l| l.iter().find(|l| l["rel"] == "next").cloned());
+        if let Some(next) = next {
+            // A next link elsewhere is never followed, so the list is not known to be settled.
+            let Some(rest) = next["href"].as_str().and_then(|h| h.strip_prefix(admin.base())) else { return false };
+            path = Some(rest.to_string());
+        }
+    }
+    true
 }
 
 /// Settles, then waits until the store's invariants, the dataplane and the hypervisors agree (DHCP events

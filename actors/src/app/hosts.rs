@@ -91,9 +91,8 @@ fn next_host_number(tx: &mut WriteTx<'_>) -> Result<u32, StoreError> {
 /// flag, and marks it up. Returns what the cloud places on it. A report that changes nothing the store
 /// shows costs no write while the stored record still counts as up (see [`needs_write`]).
 pub async fn record_report(app: &App, report: HostReport) -> Result<Placement, StoreError> {
-    let timing = app.timing().clone();
     let (stale, placement) = app.store.read(|r| {
-        let stale = r.get(&HOSTS, &report.name)?.is_none_or(|h| needs_write(&h, &report, now_ms(), &timing));
+        let stale = r.get(&HOSTS, &report.name)?.is_none_or(|h| needs_write(&h, &report, now_ms(), app.timing()));
         Ok::<_, StoreError>((stale, placement_in(r, &report.name, report.restoring)?))
     })?;
     if stale {
