@@ -32,7 +32,7 @@ impl Default for Timing {
             build: Duration::from_secs(120),
             report_interval: Duration::from_secs(10),
             // Nova's `service_down_time`: six reports, so that an unchanged report may skip its write while
-            // two later ones could still come (`hosts::needs_write`).
+            // two later ones could still come (`hosts::report_write`).
             service_down_after: Duration::from_secs(60),
             sweep_interval: Duration::from_secs(15),
             token_ttl: Duration::from_secs(12 * 3600),

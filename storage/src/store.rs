@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase};
 
@@ -20,6 +21,13 @@ type Deliver = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 /// One queued write: runs inside the batch's transaction (`Err` when the batch failed before it could run, so
 /// it answers its caller with the cause); `Some` if its writes are to be kept.
 type Job = Box<dyn for<'a, 'b> FnOnce(Result<&'a mut WriteTx<'b>, &StoreError>) -> Option<Deliver> + Send>;
+
+/// A job with the latest time its commit may start: a write that can wait lets the writer gather more
+/// writes into one commit (one fsync) instead of committing at once.
+struct Queued {
+    job: Job,
+    commit_by: Instant,
+}
 
 /// Counters the benchmarks and the console read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +53,7 @@ struct Counters {
 struct Inner {
     path: PathBuf,
     db: Arc<Database>,
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: Mutex<Option<mpsc::Sender<Queued>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -86,7 +94,7 @@ impl Store {
             rolled_back: AtomicU64::new(0),
             observer: OnceLock::new(),
         });
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         let writer = {
             let db = db.clone();
             let counters = counters.clone();
@@ -104,6 +112,19 @@ impl Store {
     /// callers' closures; if it returns `Err`, its own writes are undone and the error is returned. The
     /// returned future resolves only after the commit holding the writes is on disk.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.write_within(Duration::ZERO, f).await
+    }
+
+    /// As [`Store::write`], for a write whose caller can wait: its commit may start up to `wait` later, so
+    /// that writes arriving meanwhile share it. A write that cannot wait, or a full batch, commits them all
+    /// at once. Background refreshes (host liveness) use it, so that thousands of them cost a few fsyncs a
+    /// second instead of one each.
+    pub async fn write_within<T, E, F>(&self, wait: Duration, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -136,7 +157,8 @@ impl Store {
         {
             let jobs = self.inner.jobs.lock().expect("store job sender lock");
             let sender = jobs.as_ref().ok_or(StoreError::WriterGone)?;
-            sender.send(job).map_err(|_| StoreError::WriterGone)?;
+            let queued = Queued { job, commit_by: Instant::now() + wait };
+            sender.send(queued).map_err(|_| StoreError::WriterGone)?;
         }
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -184,15 +206,9 @@ impl Drop for Inner {
     }
 }
 
-fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
+fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Queued>, counters: &Counters) {
     while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, jobs);
         let (delivered, rolled_back, result) = commit_batch(db, batch);
         counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
         // Counted before the writers hear, so a write that has returned is in the stats.
@@ -209,6 +225,28 @@ fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Job>, counters: &Counters) {
             deliver(result.as_ref().map(|_| ()));
         }
     }
+}
+
+/// The jobs of the next commit: `first`, what is queued behind it, and while every job so far can wait, what
+/// arrives before the earliest of their `commit_by` (up to [`MAX_BATCH`]).
+fn gather(first: Queued, jobs: &mpsc::Receiver<Queued>) -> Vec<Job> {
+    let mut commit_by = first.commit_by;
+    let mut batch = vec![first.job];
+    while batch.len() < MAX_BATCH {
+        let next = match jobs.try_recv() {
+            Ok(queued) => queued,
+            Err(_) => match commit_by.checked_duration_since(Instant::now()) {
+                Some(wait) if !wait.is_zero() => match jobs.recv_timeout(wait) {
+                    Ok(queued) => queued,
+                    Err(_) => break,
+                },
+                _ => break,
+            },
+        };
+        commit_by = commit_by.min(next.commit_by);
+        batch.push(next.job);
+    }
+    batch
 }
 
 /// Runs a batch in one transaction and commits it. Returns the callbacks of the kept writes, how many were
@@ -302,6 +340,48 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path().join("s.redb")).unwrap();
         assert_eq!(reopened.read(|r| r.scan(&PROJECTS)).unwrap().len(), 200);
+    }
+
+    /// Writes `n` projects that can wait `wait` each, started 10 ms apart; returns their tasks.
+    fn waiting_writes(store: &Store, n: usize, wait: Duration) -> Vec<tokio::task::JoinHandle<Result<(), StoreError>>> {
+        (0..n)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                    let p = project(&format!("w{i}"));
+                    store.write_within(wait, move |tx| tx.put(&PROJECTS, &p.id, &p)).await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_that_can_wait_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        for w in waiting_writes(&store, 5, Duration::from_secs(2)) {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(store.stats(), StoreStats { commits: 1, writes: 5, rolled_back: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_write_that_cannot_wait_takes_the_waiting_ones_into_its_commit_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let waiting = waiting_writes(&store, 3, Duration::from_secs(600));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let p = project("urgent");
+        store.write(move |tx| tx.put(&PROJECTS, &p.id, &p)).await.unwrap();
+        for w in waiting {
+            tokio::time::timeout(Duration::from_secs(30), w)
+                .await
+                .expect("committed with the urgent write")
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(store.stats(), StoreStats { commits: 1, writes: 4, rolled_back: 0 });
     }
 
     #[derive(Debug, thiserror::Error)]

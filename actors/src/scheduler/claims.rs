@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::Demand;
 
-use super::placement::HostState;
+use super::placement::HostView;
 
 /// How long a claim counts while the store does not show its instance on a host yet.
 pub const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -54,21 +54,10 @@ impl Claims {
         self.claims.retain(|id, claim| still_counts(claim, shown.get(id), read_at, now));
     }
 
-    /// Adds what the claims use to the hosts they are on (`position`: where each host is in `hosts`).
-    pub fn add_to(&self, hosts: &mut [HostState], position: &HashMap<HostId, usize>) {
+    /// Adds what the claims use to the hosts they are on.
+    pub fn add_to(&self, view: &mut HostView) {
         for claim in self.claims.values() {
-            claim.add_to(hosts, position);
-        }
-    }
-}
-
-impl Claim {
-    /// Adds what this claim uses to its host, if the view has it.
-    pub fn add_to(&self, hosts: &mut [HostState], position: &HashMap<HostId, usize>) {
-        if let Some(h) = position.get(&self.host).map(|&i| &mut hosts[i]) {
-            h.used_vcpus += self.demand.vcpus;
-            h.used_ram_mb += self.demand.ram_mb;
-            h.used_disk_gb += self.demand.disk_gb;
+            view.add_usage(&claim.host, &claim.demand);
         }
     }
 }
@@ -76,6 +65,7 @@ impl Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::placement::{HostState, Ratios};
 
     /// `check(claimed on, claimed at, view shows, view read at, now, expected)`; times in seconds after a base
     /// instant; "shows" is `-` (not in the view), `none` (not on a host) or a host name.
@@ -138,9 +128,9 @@ mod tests {
             enabled: true,
             up: true,
         };
-        let mut hosts = vec![host("a"), host("b")];
-        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
-        claims.add_to(&mut hosts, &position);
+        let mut view = HostView::new(vec![host("a"), host("b")], Ratios::default());
+        claims.add_to(&mut view);
+        let hosts = view.hosts();
         assert_eq!((hosts[0].used_vcpus, hosts[0].used_ram_mb, hosts[0].used_disk_gb), (2, 1024, 10));
         assert_eq!(hosts[1].used_ram_mb, 0);
     }

@@ -4,7 +4,8 @@
 //! It keeps a view of the hosts (capacity, usage, up/down) read from the store and reused for a short,
 //! bounded time, plus its own placements as claims ([`claims`]) until the store shows them; a "no valid
 //! host" is always re-checked against a fresh view. The claims are added to the view when it is read and
-//! each new one as it is made, so a placement costs one pass over the hosts and no copy of them. Host
+//! each new one as it is made. The view keeps its hosts ranked by weight ([`placement::HostView`]), so a
+//! placement visits the best hosts only, O(log n) in hosts while the best host fits. Host
 //! reports are written on tasks of their own: placements never queue behind a report's commit.
 //!
 //! # Layout
@@ -13,7 +14,6 @@
 pub mod claims;
 pub mod placement;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use nimbus_protocol::failure::{Failure, chain};
@@ -26,16 +26,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::app::{App, hosts};
 use claims::{Claim, Claims};
-use placement::{HostState, Ratios};
+use placement::{HostState, HostView, Ratios};
 
 /// How long a view of the hosts read from the store is reused.
 const VIEW_TTL: Duration = Duration::from_millis(500);
 
 /// The hosts with the usage the store shows as read at `read_at`, plus the claims that still count.
 struct StoreView {
-    hosts: Vec<HostState>,
-    /// Where each host is in `hosts`.
-    position: HashMap<HostId, usize>,
+    hosts: HostView,
     read_at: Instant,
 }
 
@@ -84,7 +82,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(Wire(outcome));
             }
             SchedulerMsg::ReportIn(Wire(report), reply) => {
-                if state.view.as_ref().is_some_and(|v| !v.position.contains_key(&report.name)) {
+                if state.view.as_ref().is_some_and(|v| !v.hosts.contains(&report.name)) {
                     // A new host: the next placement reads a new view, which has it once its report is in.
                     state.view = None;
                 }
@@ -102,24 +100,23 @@ impl Actor for Scheduler {
 impl SchedulerState {
     fn place(&mut self, request: PlaceRequest) -> Result<HostId, SchedulerError> {
         let asked = Instant::now();
-        let ratios = self.ratios;
-        let mut chosen = placement::select(self.hosts()?, &request.demand, ratios).map(|h| h.name.clone());
+        let mut chosen = self.hosts()?.select(&request.demand).map(|h| h.name.clone());
         if chosen.is_err() && self.view.as_ref().is_some_and(|v| v.read_at < asked) {
             // A "no" must not come from a view read before the request: capacity may have been freed since.
             self.view = None;
-            chosen = placement::select(self.hosts()?, &request.demand, ratios).map(|h| h.name.clone());
+            chosen = self.hosts()?.select(&request.demand).map(|h| h.name.clone());
         }
         let host = chosen.map_err(SchedulerError::NoValidHost)?;
-        let claim = Claim { host: host.clone(), demand: request.demand, at: Instant::now() };
         if let Some(view) = &mut self.view {
-            claim.add_to(&mut view.hosts, &view.position);
+            view.hosts.add_usage(&host, &request.demand);
         }
+        let claim = Claim { host: host.clone(), demand: request.demand, at: Instant::now() };
         self.claims.claim(request.instance, claim);
         Ok(host)
     }
 
     /// The current host view: the store's (reused for `VIEW_TTL`) plus the claims it does not show yet.
-    fn hosts(&mut self) -> Result<&[HostState], SchedulerError> {
+    fn hosts(&mut self) -> Result<&HostView, SchedulerError> {
         if self.view.as_ref().is_none_or(|v| v.read_at.elapsed() > VIEW_TTL) {
             self.view = Some(self.read_view().map_err(store_failure)?);
         }
@@ -130,7 +127,7 @@ impl SchedulerState {
     fn read_view(&mut self) -> Result<StoreView, StoreError> {
         let (usage, placed) = hosts::usage_and_placements(&self.app, self.claims.instances())?;
         let read_at = Instant::now();
-        let mut hosts: Vec<HostState> = usage
+        let hosts: Vec<HostState> = usage
             .into_iter()
             .map(|u| HostState {
                 up: hosts::is_up(&u.host, self.app.timing()),
@@ -144,9 +141,9 @@ impl SchedulerState {
                 used_disk_gb: u.disk_gb,
             })
             .collect();
-        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
         self.claims.settle(&placed, read_at, Instant::now());
-        self.claims.add_to(&mut hosts, &position);
-        Ok(StoreView { hosts, position, read_at })
+        let mut hosts = HostView::new(hosts, self.ratios);
+        self.claims.add_to(&mut hosts);
+        Ok(StoreView { hosts, read_at })
     }
 }

@@ -1,6 +1,7 @@
 //! Placement: filters that rule hosts out, a weigher that ranks the rest. Pure code, driven by tests.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use nimbus_protocol::ids::HostId;
 use nimbus_protocol::scheduler::{Demand, NoValidHost};
@@ -121,6 +122,104 @@ pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Re
     })
 }
 
+/// The hosts a scheduler places on, kept ranked by weight as claims change their usage, so that a placement
+/// visits the best hosts only instead of every host. It chooses exactly as [`select`] over [`HostView::hosts`].
+#[derive(Debug)]
+pub struct HostView {
+    /// Sorted by name, so that an index orders ties as [`select`] does.
+    hosts: Vec<HostState>,
+    position: HashMap<HostId, usize>,
+    /// The enabled, up hosts, best first; the others can never be chosen until a new view is read.
+    ranked: BTreeSet<Ranked>,
+    ratios: Ratios,
+}
+
+/// A host's place in the ranking: the higher weight first, then the lower name (index).
+#[derive(Clone, Copy, Debug)]
+struct Ranked {
+    weight: f64,
+    index: usize,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.weight.total_cmp(&self.weight).then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl HostView {
+    pub fn new(mut hosts: Vec<HostState>, ratios: Ratios) -> HostView {
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
+        let mut view = HostView { hosts, position, ranked: BTreeSet::new(), ratios };
+        for index in 0..view.hosts.len() {
+            view.rank(index);
+        }
+        view
+    }
+
+    pub fn hosts(&self) -> &[HostState] {
+        &self.hosts
+    }
+
+    pub fn contains(&self, host: &HostId) -> bool {
+        self.position.contains_key(host)
+    }
+
+    fn ranked(&self, index: usize) -> Option<Ranked> {
+        let host = &self.hosts[index];
+        (host.enabled && host.up).then(|| Ranked { weight: weigh(host, self.ratios), index })
+    }
+
+    fn rank(&mut self, index: usize) {
+        if let Some(r) = self.ranked(index) {
+            self.ranked.insert(r);
+        }
+    }
+
+    /// Adds `demand` to what `host` uses (nothing if the view does not have the host).
+    pub fn add_usage(&mut self, host: &HostId, demand: &Demand) {
+        let Some(&index) = self.position.get(host) else { return };
+        if let Some(r) = self.ranked(index) {
+            self.ranked.remove(&r);
+        }
+        let h = &mut self.hosts[index];
+        h.used_vcpus += demand.vcpus;
+        h.used_ram_mb += demand.ram_mb;
+        h.used_disk_gb += demand.disk_gb;
+        self.rank(index);
+    }
+
+    /// The best host for `demand`, as [`select`] chooses: the first ranked host the filters let through. Once
+    /// a host lacks RAM so do all after it (the weight is the free RAM), and only a full pass, which also
+    /// names every reason for a "no", decides.
+    pub fn select(&self, demand: &Demand) -> Result<&HostState, NoValidHost> {
+        for r in &self.ranked {
+            let host = &self.hosts[r.index];
+            match filter(host, demand, self.ratios) {
+                Ok(()) => return Ok(host),
+                Err(Rejection::Ram) => break,
+                Err(_) => {}
+            }
+        }
+        select(&self.hosts, demand, self.ratios)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +288,45 @@ mod tests {
             "No valid host was found. Rejected 1 host(s): service disabled; 1 host(s): service down; 1 host(s): already tried.",
         );
         check("", 10, 1, &[], "No valid host was found. There are no compute hosts.");
+    }
+    /// A ranked view chooses as `select` does, placement after placement, over random clouds: hosts of
+    /// mixed sizes, some down or disabled, demands some of which fit nowhere, hosts already tried.
+    #[test]
+    fn a_ranked_view_chooses_as_select_does() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        let ratios = Ratios::default();
+        for _ in 0..200 {
+            let hosts: Vec<HostState> = (0..rng.random_range(0..40))
+                .map(|i| HostState {
+                    name: HostId(format!("h{:02}", rng.random_range(0..60) * 100 + i)),
+                    vcpus: rng.random_range(1..=8),
+                    ram_mb: [1024, 2048, 4096][rng.random_range(0..3)],
+                    disk_gb: rng.random_range(10..=40),
+                    used_vcpus: rng.random_range(0..4),
+                    used_ram_mb: rng.random_range(0..3) * 512,
+                    used_disk_gb: 0,
+                    enabled: rng.random_ratio(9, 10),
+                    up: rng.random_ratio(9, 10),
+                })
+                .collect();
+            let mut view = HostView::new(hosts, ratios);
+            for _ in 0..60 {
+                let tried = view.hosts().iter().filter(|_| rng.random_ratio(1, 20)).map(|h| h.name.clone()).collect();
+                let demand = Demand {
+                    vcpus: rng.random_range(1..=4),
+                    ram_mb: [256, 512, 1024, 4096][rng.random_range(0..4)],
+                    disk_gb: rng.random_range(1..=10),
+                    tried,
+                };
+                let expected = select(view.hosts(), &demand, ratios).map(|h| h.name.clone());
+                let got = view.select(&demand).map(|h| h.name.clone());
+                assert_eq!(got, expected, "{demand:?} over {:?}", view.hosts());
+                if let Ok(host) = got {
+                    view.add_usage(&host, &demand);
+                }
+            }
+        }
     }
 }
