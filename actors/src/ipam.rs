@@ -1,4 +1,4 @@
-//! Fixed-IP allocation, the DHCP lease rules and MAC generation: pure code, driven by tests.
+//! Fixed-IP and MAC allocation and the DHCP lease rules: pure code, driven by tests.
 
 use std::net::Ipv4Addr;
 
@@ -13,9 +13,7 @@ use rand::Rng;
 /// operator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FixedIpAllocator {
-    first: u32,
-    last: u32,
-    kept: [Option<u32>; 3],
+    range: NumberRange,
 }
 
 impl FixedIpAllocator {
@@ -36,19 +34,108 @@ impl FixedIpAllocator {
             network.dhcp_server.map(u32::from),
             network.vpn.as_ref().map(|v| u32::from(v.private_address)),
         ];
-        FixedIpAllocator { first, last, kept }
+        FixedIpAllocator { range: NumberRange { first, last, kept } }
     }
 
     /// May an instance ever get `address` on this network?
     pub fn is_allocatable(&self, address: Ipv4Addr) -> bool {
-        self.allocatable(u32::from(address))
+        self.range.allocatable(u32::from(address))
     }
 
+    /// The lowest free address at or after `from`, wrapping around once; `taken_from(a)` returns the taken
+    /// addresses at or after `a` in ascending order, a batch at a time (an empty or short batch means there are
+    /// no more). Reads only as many taken addresses as it skips.
+    pub fn find_free<E>(
+        &self,
+        from: u32,
+        taken_from: impl FnMut(u32) -> Result<Vec<u32>, E>,
+    ) -> Result<Option<Ipv4Addr>, E> {
+        Ok(self.range.find_free(from, taken_from)?.map(Ipv4Addr::from))
+    }
+
+    /// The plain scan: the lowest free address at or after `from`, `taken` holding the addresses in use. The
+    /// oracle the cursor search is tested against.
+    #[cfg(test)]
+    fn first_free_from(&self, from: u32, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
+        let range = &self.range;
+        (from.max(range.first)..=range.last)
+            .find(|a| !range.kept.contains(&Some(*a)) && !taken.contains(a))
+            .map(Ipv4Addr::from)
+    }
+
+    #[cfg(test)]
+    fn first_free(&self, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
+        self.first_free_from(self.range.first, taken)
+    }
+
+    /// How many addresses instances can get at most.
+    #[cfg(test)]
+    fn capacity(&self) -> u32 {
+        let range = &self.range;
+        let span = (range.last + 1).saturating_sub(range.first);
+        let kept = range.kept.iter().flatten().collect::<std::collections::BTreeSet<_>>();
+        span - kept.iter().filter(|a| (range.first..=range.last).contains(a)).count() as u32
+    }
+}
+
+/// The MACs instances get: OpenStack's prefix `fa:16:3e` and a 24-bit number, handed out in order from a
+/// cursor that only moves forward (wrapping at the top). A freed MAC is thus the last to be given again, long
+/// after ARP caches and DHCP leases naming it are gone, and the MACs of one batch of allocations sit side by
+/// side in the store (one page written, not one page each as random MACs cost). A new cloud's cursor starts
+/// at a random number, so two clouds on one L2 segment do not hand out the same MACs.
+pub struct MacAllocator;
+
+impl MacAllocator {
+    /// What every MAC nimbus hands out starts with.
+    pub const PREFIX: &'static str = "fa:16:3e:";
+    const RANGE: NumberRange = NumberRange { first: 0, last: 0xff_ffff, kept: [None; 3] };
+
+    /// Where a new cloud's cursor starts.
+    pub fn random_start(rng: &mut impl Rng) -> u32 {
+        rng.random_range(Self::RANGE.first..=Self::RANGE.last)
+    }
+
+    /// The first free MAC number at or after `from`, wrapping around once; `taken_from` as for
+    /// [`FixedIpAllocator::find_free`].
+    pub fn find_free<E>(from: u32, taken_from: impl FnMut(u32) -> Result<Vec<u32>, E>) -> Result<Option<u32>, E> {
+        Self::RANGE.find_free(from, taken_from)
+    }
+
+    /// The MAC with number `n` (of its lower 24 bits).
+    pub fn mac(n: u32) -> String {
+        let [_, a, b, c] = n.to_be_bytes();
+        format!("{}{a:02x}:{b:02x}:{c:02x}", Self::PREFIX)
+    }
+
+    /// The number of a MAC nimbus handed out; `None` for any other.
+    pub fn number(mac: &str) -> Option<u32> {
+        let rest = mac.strip_prefix(Self::PREFIX)?;
+        let mut n = 0u32;
+        for (i, part) in rest.split(':').enumerate() {
+            if i > 2 || part.len() != 2 {
+                return None;
+            }
+            n = n << 8 | u32::from(u8::from_str_radix(part, 16).ok()?);
+        }
+        (rest.len() == 8).then_some(n)
+    }
+}
+
+/// Numbers `first..=last` but the `kept` ones, handed out lowest free first from a cursor: the search behind
+/// both allocators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NumberRange {
+    first: u32,
+    last: u32,
+    kept: [Option<u32>; 3],
+}
+
+impl NumberRange {
     fn allocatable(&self, a: u32) -> bool {
         (self.first..=self.last).contains(&a) && !self.kept.contains(&Some(a))
     }
 
-    /// The lowest allocatable address at or after `a`, if any.
+    /// The lowest allocatable number at or after `a`, if any.
     fn next_allocatable(&self, mut a: u32) -> Option<u32> {
         a = a.max(self.first);
         while a <= self.last {
@@ -60,26 +147,23 @@ impl FixedIpAllocator {
         None
     }
 
-    /// The lowest free address at or after `from`, wrapping around once; `taken_from(a)` returns the taken
-    /// addresses at or after `a` in ascending order, a batch at a time (an empty or short batch means there are
-    /// no more). Reads only as many taken addresses as it skips.
-    pub fn find_free<E>(
+    fn find_free<E>(
         &self,
         from: u32,
         mut taken_from: impl FnMut(u32) -> Result<Vec<u32>, E>,
-    ) -> Result<Option<Ipv4Addr>, E> {
+    ) -> Result<Option<u32>, E> {
         let from = if (self.first..=self.last).contains(&from) { from } else { self.first };
         'ranges: for (start, end) in [(from, self.last), (self.first, from.saturating_sub(1))] {
             let Some(mut next) = self.next_allocatable(start).filter(|a| *a <= end) else { continue };
             loop {
                 let batch = taken_from(next)?;
                 let mut advanced = false;
-                for ip in batch {
-                    if ip < next {
+                for taken in batch {
+                    if taken < next {
                         continue;
                     }
-                    if ip > next {
-                        return Ok(Some(Ipv4Addr::from(next)));
+                    if taken > next {
+                        return Ok(Some(next));
                     }
                     match self.next_allocatable(next + 1).filter(|a| *a <= end) {
                         Some(a) => next = a,
@@ -89,40 +173,12 @@ impl FixedIpAllocator {
                 }
                 if !advanced {
                     // Nothing taken at or after `next`.
-                    return Ok(Some(Ipv4Addr::from(next)));
+                    return Ok(Some(next));
                 }
             }
         }
         Ok(None)
     }
-
-    /// The plain scan: the lowest free address at or after `from`, `taken` holding the addresses in use. The
-    /// oracle the cursor search is tested against.
-    #[cfg(test)]
-    fn first_free_from(&self, from: u32, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
-        (from.max(self.first)..=self.last)
-            .find(|a| !self.kept.contains(&Some(*a)) && !taken.contains(a))
-            .map(Ipv4Addr::from)
-    }
-
-    #[cfg(test)]
-    fn first_free(&self, taken: &std::collections::BTreeSet<u32>) -> Option<Ipv4Addr> {
-        self.first_free_from(self.first, taken)
-    }
-
-    /// How many addresses instances can get at most.
-    #[cfg(test)]
-    fn capacity(&self) -> u32 {
-        let span = (self.last + 1).saturating_sub(self.first);
-        let kept = self.kept.iter().flatten().collect::<std::collections::BTreeSet<_>>();
-        span - kept.iter().filter(|a| (self.first..=self.last).contains(a)).count() as u32
-    }
-}
-
-/// A random MAC with OpenStack's prefix `fa:16:3e`.
-pub fn random_mac(rng: &mut impl Rng) -> String {
-    let b: [u8; 3] = rng.random();
-    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
 /// What a lease event does to the address's row.
@@ -158,7 +214,7 @@ mod tests {
         let mut parts = spec.split_whitespace();
         let cidr: ipnetwork::Ipv4Network = parts.next().unwrap().parse().unwrap();
         let mut n = Network {
-            id: NetworkId::random(),
+            id: NetworkId::generate(),
             label: "t".into(),
             mode: NetworkMode::Flat,
             cidr,
@@ -261,9 +317,29 @@ mod tests {
     }
 
     #[test]
-    fn macs_have_the_openstack_prefix() {
-        let mac = random_mac(&mut rand::rng());
-        assert!(mac.starts_with("fa:16:3e:") && mac.len() == 17, "{mac}");
+    fn macs_have_the_openstack_prefix_and_round_trip_through_their_number() {
+        for (n, mac) in [(0, "fa:16:3e:00:00:00"), (0x0a0b0c, "fa:16:3e:0a:0b:0c"), (0xff_ffff, "fa:16:3e:ff:ff:ff")] {
+            assert_eq!(MacAllocator::mac(n), mac);
+            assert_eq!(MacAllocator::number(mac), Some(n));
+        }
+        for other in
+            ["02:16:3e:00:00:01", "fa:16:3e:00:00", "fa:16:3e:00:00:01:02", "fa:16:3e:0g:00:01", "fa:16:3e:000:0:01"]
+        {
+            assert_eq!(MacAllocator::number(other), None, "{other}");
+        }
+        let start = MacAllocator::random_start(&mut rand::rng());
+        assert_eq!(MacAllocator::number(&MacAllocator::mac(start)), Some(start));
+    }
+
+    #[test]
+    fn macs_are_handed_out_in_order_and_wrap_at_the_top() {
+        let taken =
+            |set: &'static [u32]| move |from: u32| Ok::<_, ()>(set.iter().copied().filter(|n| *n >= from).collect());
+        assert_eq!(MacAllocator::find_free(5, taken(&[])), Ok(Some(5)));
+        assert_eq!(MacAllocator::find_free(5, taken(&[5, 6, 8])), Ok(Some(7)));
+        assert_eq!(MacAllocator::find_free(0xff_fffe, taken(&[0, 0xff_fffe, 0xff_ffff])), Ok(Some(1)));
+        // A cursor past the top (the number after the last MAC) starts again at the bottom.
+        assert_eq!(MacAllocator::find_free(0x100_0000, taken(&[0])), Ok(Some(1)));
     }
 
     #[test]
@@ -293,7 +369,7 @@ mod tests {
                 released_at: None,
             };
             let event = LeaseEvent {
-                network: NetworkId::random(),
+                network: NetworkId::generate(),
                 action,
                 mac: if same_mac { mac.into() } else { "fa:16:3e:00:00:02".into() },
                 address: row.address,

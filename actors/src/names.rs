@@ -36,7 +36,7 @@ mod tests {
 
     #[test]
     fn hostnames_are_safe_for_dnsmasq() {
-        let id = InstanceId::random();
+        let id = InstanceId::generate();
         assert_eq!(dhcp_hostname("Web Server_1", id), "web-server-1");
         assert_eq!(dhcp_hostname(&"x".repeat(100), id).len(), 63);
         assert_eq!(dhcp_hostname("---", id), format!("instance-{}", &id.to_string()[..8]));

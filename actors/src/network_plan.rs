@@ -156,7 +156,7 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
         };
         let label = if r.num_networks > 1 { format!("{}_{i}", r.label) } else { r.label.clone() };
         planned.push(Network {
-            id: NetworkId::random(),
+            id: NetworkId::generate(),
             label,
             mode: r.mode,
             cidr,

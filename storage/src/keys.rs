@@ -189,13 +189,13 @@ mod tests {
     fn pair_and_id_keys_round_trip() {
         let key = Pair(HostId("h".into()), 7u32);
         assert_eq!(Pair::<HostId, u32>::decode_key(&key.encode_key()), Some(key));
-        let id = InstanceId::random();
+        let id = InstanceId::generate();
         assert_eq!(InstanceId::decode_key(&id.encode_key()), Some(id));
     }
 
     #[test]
     fn newest_first_keys_sort_newest_first_then_by_id() {
-        let ids = [InstanceId::random(), InstanceId::random()];
+        let ids = [InstanceId::generate(), InstanceId::generate()];
         let (low, high) = if ids[0].encode_key() < ids[1].encode_key() { (ids[0], ids[1]) } else { (ids[1], ids[0]) };
         let expected = [
             NewestFirst { created_at: 2_000, id: low },
@@ -207,7 +207,7 @@ mod tests {
         keys.sort();
         let decoded: Vec<NewestFirst> = keys.iter().map(|k| NewestFirst::decode_key(k).unwrap()).collect();
         assert_eq!(decoded, expected);
-        let project = ProjectId::random();
+        let project = ProjectId::generate();
         let in_project = Pair(project, expected[2]);
         assert_eq!(Pair::<ProjectId, NewestFirst>::decode_key(&in_project.encode_key()), Some(in_project));
     }
@@ -219,10 +219,10 @@ mod tests {
             vlan,
             created_at,
             first_address,
-            id: NetworkId::random(),
+            id: NetworkId::generate(),
         };
         let (flat, vlan) = (NetworkOwner::Unbound(NetworkMode::Flat), NetworkOwner::Unbound(NetworkMode::Vlan));
-        let project = NetworkOwner::Project(ProjectId::random());
+        let project = NetworkOwner::Project(ProjectId::generate());
         let expected = [
             choice(flat, None, 5, 10),
             choice(flat, None, 5, 20),

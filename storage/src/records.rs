@@ -562,7 +562,7 @@ mod tests {
             const KIND: &'static str = "token";
             const VERSION: u8 = 1;
         }
-        let (id, project) = (UserId::random(), ProjectId::random());
+        let (id, project) = (UserId::generate(), ProjectId::generate());
         let old = UserV1 {
             id,
             name: "alice".into(),
@@ -591,7 +591,7 @@ mod tests {
             const KIND: &'static str = "operation";
             const VERSION: u8 = 1;
         }
-        let (instance, project) = (InstanceId::random(), ProjectId::random());
+        let (instance, project) = (InstanceId::generate(), ProjectId::generate());
         let old = encode_record(&V1 { instance, project, kind: OperationKind::Delete, started_at: 7 }).unwrap();
         let read: Operation = decode_record(&old).unwrap();
         assert_eq!(read, Operation { instance, project, kind: OperationKind::Delete, started_at: 7, request_id: None });

@@ -72,7 +72,8 @@ pub const FLOATING_HELD: Table<Pair<ProjectId, u32>, FloatingIpId> = Table::new(
 /// Where the next free-address search of each floating pool starts.
 pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
-/// Keyed by what is counted (`host`): the next number to hand out, so a new one costs a lookup, not a scan.
+/// Keyed by what is counted (`host`, `mac`): the next number to hand out, so a new one costs a lookup, not a
+/// scan.
 pub const COUNTERS: Table<String, AllocationCursor> = Table::new("counters");
 pub const USAGE: Table<ProjectId, Usage> = Table::new("usage");
 /// What the instances on each host use of it (see [`HostLoad`]).
@@ -140,7 +141,7 @@ pub(crate) fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         }
     }
     if let Some(found) = found.filter(|v| *v < SCHEMA_VERSION) {
-        let mut tx = WriteTx::new(&txn);
+        let mut tx = WriteTx::new(&txn, Vec::new());
         migrate(&mut tx, found)?;
         drop(tx);
         if found < 4 {
@@ -324,12 +325,12 @@ mod tests {
 
     fn instance(host: Option<&str>, vcpus: u32) -> Instance {
         Instance {
-            id: InstanceId::random(),
+            id: InstanceId::generate(),
             name: "vm".into(),
-            project: ProjectId::random(),
-            user: UserId::random(),
+            project: ProjectId::generate(),
+            user: UserId::generate(),
             flavor: FlavorSnapshot { id: FlavorId("1".into()), name: "f".into(), vcpus, ram_mb: 512, disk_gb: 1 },
-            image: ImageId::random(),
+            image: ImageId::generate(),
             host: host.map(HostId::from),
             vm_state: VmState::Active,
             task_state: None,
@@ -345,7 +346,7 @@ mod tests {
 
     fn network(mode: NetworkMode, project: Option<ProjectId>, vlan: Option<u16>, created_at: u64) -> Network {
         Network {
-            id: NetworkId::random(),
+            id: NetworkId::generate(),
             label: "n".into(),
             mode,
             cidr: "10.0.0.0/24".parse().unwrap(),
@@ -371,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let project = ProjectId::random();
+        let project = ProjectId::generate();
         let (old_flat, new_flat) =
             (network(NetworkMode::Flat, None, None, 1), network(NetworkMode::Flat, None, None, 2));
         let vlans = [network(NetworkMode::Vlan, None, Some(101), 0), network(NetworkMode::Vlan, None, Some(100), 5)];
@@ -414,7 +415,7 @@ mod tests {
 
     fn floating(address: &str, project: Option<ProjectId>) -> FloatingIp {
         FloatingIp {
-            id: FloatingIpId::random(),
+            id: FloatingIpId::generate(),
             address: address.parse().unwrap(),
             pool: "public".into(),
             project,
@@ -429,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let (a, b) = (ProjectId::random(), ProjectId::random());
+        let (a, b) = (ProjectId::generate(), ProjectId::generate());
         let ips = [floating("198.18.0.3", Some(a)), floating("198.18.0.1", Some(a)), floating("198.18.0.2", None)];
         let written = ips.clone();
         // Written as a nimbus of schema 5 did: without `floating_held`.
@@ -474,7 +475,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let network = NetworkId::random();
+        let network = NetworkId::generate();
         let row = |n: u8, allocated: bool, released_at: Option<u64>| FixedIp {
             address: std::net::Ipv4Addr::new(10, 0, 0, n),
             instance: None,
@@ -492,8 +493,8 @@ mod tests {
                     tx.put(&FIXED_IPS, &Pair(network, u32::from(r.address)), r)?;
                 }
                 let token = Token {
-                    user: UserId::random(),
-                    project: ProjectId::random(),
+                    user: UserId::generate(),
+                    project: ProjectId::generate(),
                     user_epoch: 0,
                     issued_at: 0,
                     expires_at: 7,

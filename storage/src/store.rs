@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase};
 
+use crate::codec::KeyCodec;
 use crate::error::StoreError;
 use crate::schema;
-use crate::table::{ReadTx, WriteTx};
+use crate::table::{ReadTx, Told, WriteTx};
+use crate::watch::{Watch, Watcher, Watchers};
 
 /// How many queued writes one commit may take at most; bounds the latency a large batch adds.
 const MAX_BATCH: usize = 2048;
@@ -94,18 +96,17 @@ impl Store {
             rolled_back: AtomicU64::new(0),
             observer: OnceLock::new(),
         });
+        let watchers = Arc::new(Watchers::default());
         let (tx, rx) = mpsc::channel::<Queued>();
         let writer = {
-            let db = db.clone();
-            let counters = counters.clone();
+            let (db, counters, watchers) = (db.clone(), counters.clone(), watchers.clone());
             std::thread::Builder::new()
                 .name("nimbus-store".into())
-                .spawn(move || writer_loop(&db, &rx, &counters))
+                .spawn(move || writer_loop(&db, &rx, &counters, &watchers))
                 .expect("spawning the store writer thread")
         };
-        Ok(Store {
-            inner: Arc::new(Inner { path, db, jobs: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)), counters }),
-        })
+        let (jobs, writer) = (Mutex::new(Some(tx)), Mutex::new(Some(writer)));
+        Ok(Store { inner: Arc::new(Inner { path, db, jobs, writer, counters }) })
     }
 
     /// Runs `f` atomically and durably. `f` runs on the writer thread, maybe in one transaction with other
@@ -163,6 +164,19 @@ impl Store {
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Starts a watch of the named tables (all keyed by `K`): it is told the keys of every later commit's
+    /// writes to them (puts and deletes; not index changes). It starts inside a commit and returns once that
+    /// commit is durable, so a snapshot read after it, together with what the watch tells, misses no write.
+    pub async fn watch<K: KeyCodec>(&self, tables: &[&'static str]) -> Result<Watch<K>, StoreError> {
+        let (watcher, watch) = Watcher::new(tables.to_vec());
+        self.write(move |tx| {
+            tx.start_watch(watcher);
+            Ok::<_, StoreError>(())
+        })
+        .await?;
+        Ok(watch)
+    }
+
     /// Reads from a consistent snapshot. Runs on the caller's thread: redb readers never wait for the writer.
     pub fn read<T, E>(&self, f: impl FnOnce(&ReadTx) -> Result<T, E>) -> Result<T, E>
     where
@@ -206,11 +220,13 @@ impl Drop for Inner {
     }
 }
 
-fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Queued>, counters: &Counters) {
+fn writer_loop(db: &Database, jobs: &mpsc::Receiver<Queued>, counters: &Counters, watchers: &Watchers) {
     while let Ok(first) = jobs.recv() {
         let batch = gather(first, jobs);
-        let (delivered, rolled_back, result) = commit_batch(db, batch);
+        let (delivered, rolled_back, result) = commit_batch(db, batch, watchers.tables());
         counters.rolled_back.fetch_add(rolled_back, Ordering::Relaxed);
+        // The watches hear before the writers, so a cache kept by a watch shows a write once it is answered.
+        let result = result.map(|told| watchers.committed(told.joined, &told.written));
         // Counted before the writers hear, so a write that has returned is in the stats.
         if result.is_ok() {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +267,11 @@ fn gather(first: Queued, jobs: &mpsc::Receiver<Queued>) -> Vec<Job> {
 
 /// Runs a batch in one transaction and commits it. Returns the callbacks of the kept writes, how many were
 /// undone, and the commit's outcome.
-fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<(), StoreError>) {
+fn commit_batch(
+    db: &Database,
+    batch: Vec<Job>,
+    watched: Vec<&'static str>,
+) -> (Vec<Deliver>, u64, Result<Told, StoreError>) {
     // Jobs that cannot run are told why, rather than finding their reply channel closed.
     let refuse = |jobs: std::vec::IntoIter<Job>, e: &StoreError| jobs.for_each(|job| drop(job(Err(e))));
     let mut txn = match db.begin_write() {
@@ -271,7 +291,7 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
     let mut rolled_back = 0;
     let mut jobs = batch.into_iter();
     // One `WriteTx` for the whole batch, so each table is opened once; each job is a part of it.
-    let mut part = WriteTx::new(&txn);
+    let mut part = WriteTx::new(&txn, watched);
     while let Some(job) = jobs.next() {
         part.next_part();
         let kept = std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&mut part))));
@@ -292,8 +312,8 @@ fn commit_batch(db: &Database, batch: Vec<Job>) -> (Vec<Deliver>, u64, Result<()
         }
     }
     // Every table is closed (its root written back) before the commit.
-    drop(part);
-    let result = txn.commit().map_err(StoreError::from);
+    let told = part.into_told();
+    let result = txn.commit().map(|()| told).map_err(StoreError::from);
     (delivered, rolled_back, result)
 }
 
@@ -308,7 +328,7 @@ mod tests {
 
     fn project(name: &str) -> Project {
         Project {
-            id: ProjectId::random(),
+            id: ProjectId::generate(),
             name: name.into(),
             description: String::new(),
             enabled: true,
@@ -398,7 +418,7 @@ mod tests {
         let store = Store::open(dir.path().join("s.redb")).unwrap();
         let kept = project("kept");
         let (k1, k2) = (kept.clone(), kept.clone());
-        let (owner, held, added) = (HostId("h".into()), InstanceId::random(), InstanceId::random());
+        let (owner, held, added) = (HostId("h".into()), InstanceId::generate(), InstanceId::generate());
         let (first_owner, undone_owner) = (owner.clone(), owner.clone());
         store
             .write(move |tx| {
@@ -424,7 +444,7 @@ mod tests {
                 tx.index_add(&INSTANCES_BY_HOST, &owner, &added)?;
                 Err::<(), _>(TestError::Refused)
             }),
-            store.write(|tx| tx.put(&PROJECT_NAMES, &"neighbour".to_string(), &ProjectId::random())),
+            store.write(|tx| tx.put(&PROJECT_NAMES, &"neighbour".to_string(), &ProjectId::generate())),
         );
         assert!(matches!(fail, Err(TestError::Refused)));
         ok.unwrap();
@@ -464,7 +484,7 @@ mod tests {
     fn in_one_batch_a_failed_or_panicking_part_undoes_only_its_own_writes_over_the_open_tables() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("s.redb")).unwrap();
-        let ids: Vec<ProjectId> = (0..4).map(|_| ProjectId::random()).collect();
+        let ids: Vec<ProjectId> = (0..4).map(|_| ProjectId::generate()).collect();
         // Each part overwrites the key the one before it wrote, in tables the batch keeps open.
         let batch = vec![
             naming(ids[0], "first", Ok(())),
@@ -472,7 +492,7 @@ mod tests {
             naming(ids[2], "panics", Err(true)),
             naming(ids[3], "last", Ok(())),
         ];
-        let (delivered, rolled_back, result) = commit_batch(&store.inner.db, batch);
+        let (delivered, rolled_back, result) = commit_batch(&store.inner.db, batch, Vec::new());
         result.unwrap();
         assert_eq!((delivered.len(), rolled_back), (2, 2));
         let (shared, projects) = store
@@ -482,6 +502,42 @@ mod tests {
         let mut names: Vec<&str> = projects.iter().map(|(_, p)| p.name.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["first", "last"], "the failed and the panicking parts left nothing");
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_told_the_keys_kept_commits_wrote_to_its_tables_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb")).unwrap();
+        let before = project("before");
+        let b = before.clone();
+        store.write(move |tx| tx.put(&PROJECTS, &b.id, &b)).await.unwrap();
+        let watch = store.watch::<ProjectId>(&[PROJECTS.name()]).await.unwrap();
+        assert!(watch.written().is_empty(), "writes before the watch are not told");
+        let (kept, undone) = (project("kept"), project("undone"));
+        let (k, u, gone) = (kept.clone(), undone.clone(), before.id);
+        let (ok, failed, other) = tokio::join!(
+            store.write(move |tx| {
+                tx.put(&PROJECTS, &k.id, &k)?;
+                tx.delete(&PROJECTS, &gone).map(drop)
+            }),
+            store.write(move |tx| {
+                tx.put(&PROJECTS, &u.id, &u)?;
+                Err::<(), _>(TestError::Refused)
+            }),
+            store.write(|tx| tx.put(&PROJECT_NAMES, &"elsewhere".to_string(), &ProjectId::generate())),
+        );
+        ok.unwrap();
+        other.unwrap();
+        assert!(matches!(failed, Err(TestError::Refused)));
+        let mut told = watch.written();
+        told.sort();
+        let mut expected = vec![kept.id, before.id];
+        expected.sort();
+        assert_eq!(told, expected, "a put and a delete, not the undone write nor another table's");
+        assert!(watch.written().is_empty(), "each key is told once");
+        drop(watch);
+        let again = project("again");
+        store.write(move |tx| tx.put(&PROJECTS, &again.id, &again)).await.unwrap();
     }
 
     #[tokio::test]

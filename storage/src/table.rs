@@ -8,6 +8,7 @@ use redb::{MultimapTableDefinition, ReadableMultimapTable, ReadableTable, TableD
 
 use crate::codec::{KeyCodec, Record, decode_record, encode_record};
 use crate::error::StoreError;
+use crate::watch::Watcher;
 
 type Raw = &'static [u8];
 
@@ -326,16 +327,54 @@ enum Undo {
 pub struct WriteTx<'t> {
     tables: OpenTables<'t>,
     undo: Vec<Undo>,
+    /// The tables some watch watches, and the keys the batch wrote to them; the current part's from
+    /// `part_written` on.
+    watched: Vec<&'static str>,
+    written: Vec<(&'static str, Vec<u8>)>,
+    part_written: usize,
+    /// The watches that start with this batch's commit.
+    joined: Vec<Watcher>,
+}
+
+/// What a committed batch tells the watches.
+pub(crate) struct Told {
+    pub(crate) joined: Vec<Watcher>,
+    pub(crate) written: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl<'t> WriteTx<'t> {
-    pub(crate) fn new(txn: &'t redb::WriteTransaction) -> Self {
-        WriteTx { tables: OpenTables::new(txn), undo: Vec::new() }
+    pub(crate) fn new(txn: &'t redb::WriteTransaction, watched: Vec<&'static str>) -> Self {
+        WriteTx {
+            tables: OpenTables::new(txn),
+            undo: Vec::new(),
+            watched,
+            written: Vec::new(),
+            part_written: 0,
+            joined: Vec::new(),
+        }
     }
 
     /// Starts the next caller's part: what it writes is undone alone if its closure fails.
     pub(crate) fn next_part(&mut self) {
         self.undo.clear();
+        self.part_written = self.written.len();
+    }
+
+    /// Starts a watch with this batch: the keys written from here on to `watcher`'s tables are told to it.
+    pub(crate) fn start_watch(&mut self, watcher: Watcher) {
+        self.watched.extend_from_slice(watcher.tables());
+        self.joined.push(watcher);
+    }
+
+    /// Ends the batch: what to tell the watches once it is committed.
+    pub(crate) fn into_told(self) -> Told {
+        Told { joined: self.joined, written: self.written }
+    }
+
+    fn wrote(&mut self, table: &'static str, key: &[u8]) {
+        if self.watched.contains(&table) {
+            self.written.push((table, key.to_vec()));
+        }
     }
 
     fn table<R>(
@@ -360,6 +399,7 @@ impl<'t> WriteTx<'t> {
         let bytes = encode_record(value)?;
         let old =
             self.table(table.name, |t| Ok(t.insert(key.as_slice(), bytes.as_slice())?.map(|g| g.value().to_vec())))?;
+        self.wrote(table.name, &key);
         self.undo.push(Undo::Restore { table: table.name, key, old });
         Ok(())
     }
@@ -371,6 +411,7 @@ impl<'t> WriteTx<'t> {
         // Logged before decoding: a record that does not decode must still come back on a rollback.
         let decoded = old.as_deref().map(decode_record).transpose();
         if old.is_some() {
+            self.wrote(table.name, &key);
             self.undo.push(Undo::Restore { table: table.name, key, old });
         }
         decoded
@@ -404,6 +445,7 @@ impl<'t> WriteTx<'t> {
 
     /// Takes back every write the current part made, newest first.
     pub(crate) fn rollback(&mut self) -> Result<(), StoreError> {
+        self.written.truncate(self.part_written);
         while let Some(step) = self.undo.pop() {
             match step {
                 Undo::Restore { table, key, old } => self.table(table, |t| {

@@ -86,7 +86,7 @@ async fn a_host_destroys_what_the_cloud_does_not_place_there_at_its_next_report(
     let (host, hypervisor) = t.cloud.hypervisors.iter().find(|(_, h)| !h.running().is_empty()).unwrap();
     // What a cleanup that failed leaves: an instance the host runs and the store does not know of.
     let mut leftover = hypervisor.running()[0].clone();
-    leftover.id = nimbus_protocol::ids::InstanceId::random();
+    leftover.id = nimbus_protocol::ids::InstanceId::generate();
     hypervisor.spawn(leftover.clone()).await.unwrap();
     wait_until(&format!("{host} to destroy the leftover"), Duration::from_secs(10), || async {
         hypervisor.running().iter().all(|s| s.id != leftover.id)

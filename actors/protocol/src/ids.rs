@@ -17,8 +17,11 @@ macro_rules! uuid_id {
             /// The name of the kind, for errors and record kinds.
             pub const KIND: &'static str = $kind;
 
-            pub fn random() -> Self {
-                $name(Uuid::new_v4())
+            /// A new identifier: a UUIDv7, ordered by creation time, so that a table keyed by it takes new
+            /// rows at its right edge (a batch of new and recently made records shares pages instead of
+            /// dirtying one page each); its 74 random bits keep it unguessable.
+            pub fn generate() -> Self {
+                $name(Uuid::now_v7())
             }
         }
         impl fmt::Display for $name {
@@ -92,7 +95,7 @@ mod tests {
 
     #[test]
     fn ids_print_and_parse_the_same() {
-        let id = InstanceId::random();
+        let id = InstanceId::generate();
         assert_eq!(id.to_string().parse::<InstanceId>().unwrap(), id);
         assert_eq!(format!("{:?}", NetworkId(Uuid::nil())), "network:00000000-0000-0000-0000-000000000000");
     }

@@ -115,7 +115,7 @@ pub async fn ensure_defaults(app: &App, data_dir: &Path, defaults: &Defaults) ->
             }
             if tx.scan(&IMAGES)?.is_empty() {
                 let image = Image {
-                    id: ImageId::random(),
+                    id: ImageId::generate(),
                     name: DEFAULT_IMAGE.into(),
                     disk_format: "qcow2".into(),
                     container_format: "bare".into(),

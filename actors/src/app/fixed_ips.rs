@@ -12,7 +12,7 @@ use nimbus_storage::records::{
     AllocationCursor, FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms,
 };
 use nimbus_storage::schema::{
-    self, ALLOCATION_CURSORS, FIXED_IPS, FIXED_RELEASES, INSTANCES, MACS, NETWORKS, PROJECTS,
+    self, ALLOCATION_CURSORS, COUNTERS, FIXED_IPS, FIXED_RELEASES, INSTANCES, MACS, NETWORKS, PROJECTS,
 };
 use nimbus_storage::{NetworkOwner, Pair, Reads, StoreError, WriteTx};
 
@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::app::dataplane_state::changes_of;
 use crate::app::error::CloudError;
 use crate::app::{floating_ips, quota};
-use crate::ipam::{FixedIpAllocator, LeaseChange, lease_change, random_mac};
+use crate::ipam::{FixedIpAllocator, LeaseChange, MacAllocator, lease_change};
 use crate::names::dhcp_hostname;
 
 /// Gives the instance its interface (or leaves the one it has), and with `auto_assign_floating_ip` a
@@ -103,12 +103,9 @@ fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Network, CloudErr
     let network = network_for(tx, &instance)?;
     let address = take_free_address_in(tx, &network)?
         .ok_or_else(|| CloudError::Conflict(format!("No more fixed IPs available on network {}.", network.label)))?;
-    let mac = loop {
-        let mac = random_mac(&mut rand::rng());
-        if tx.get(&MACS, &mac)?.is_none() {
-            break mac;
-        }
-    };
+    let mac = take_free_mac_in(tx)?.ok_or_else(|| {
+        CloudError::Conflict(format!("Every MAC address {}xx:xx:xx is in use.", MacAllocator::PREFIX))
+    })?;
     tx.put(&MACS, &mac, &id)?;
     quota::charge_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
     let row = FixedIp {
@@ -123,7 +120,7 @@ fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Network, CloudErr
     };
     tx.put(&FIXED_IPS, &Pair(network.id, u32::from(address)), &row)?;
     instance.interfaces = vec![Interface {
-        id: PortId::random(),
+        id: PortId::generate(),
         network: network.id,
         network_label: network.label.clone(),
         mac,
@@ -149,6 +146,24 @@ fn take_free_address_in(tx: &mut WriteTx<'_>, network: &Network) -> Result<Optio
         tx.put(&ALLOCATION_CURSORS, &network.id, &AllocationCursor { next: u32::from(address) + 1 })?;
     }
     Ok(found)
+}
+
+/// The next free MAC from the cloud's MAC cursor on, moving the cursor past it (never back: see
+/// [`MacAllocator`]).
+fn take_free_mac_in(tx: &mut WriteTx<'_>) -> Result<Option<String>, StoreError> {
+    let key = "mac".to_string();
+    let cursor = match tx.get(&COUNTERS, &key)? {
+        Some(cursor) => cursor.next,
+        None => MacAllocator::random_start(&mut rand::rng()),
+    };
+    let found = MacAllocator::find_free(cursor, |from| {
+        let taken = tx.keys_from(&MACS, &MacAllocator::mac(from), MacAllocator::PREFIX.as_bytes(), 64)?;
+        Ok::<_, StoreError>(taken.iter().filter_map(|mac| MacAllocator::number(mac)).collect())
+    })?;
+    if let Some(n) = found {
+        tx.put(&COUNTERS, &key, &AllocationCursor { next: n + 1 })?;
+    }
+    Ok(found.map(MacAllocator::mac))
 }
 
 /// Frees a fixed IP row: the address becomes free (the cursor moves back to it, so the lowest free address

@@ -221,12 +221,12 @@ fn create_pool_in(
             )));
         }
     }
-    let pool = FloatingPool { id: PoolId::random(), name: name.clone(), range, interface, created_at: now_ms() };
+    let pool = FloatingPool { id: PoolId::generate(), name: name.clone(), range, interface, created_at: now_ms() };
     tx.put(&FLOATING_POOLS, &name, &pool)?;
     let (first, last) = pool_bounds(&pool);
     for a in first..=last {
         let ip = FloatingIp {
-            id: FloatingIpId::random(),
+            id: FloatingIpId::generate(),
             address: Ipv4Addr::from(a),
             pool: name.clone(),
             project: None,

@@ -9,7 +9,7 @@ use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement};
 use nimbus_storage::records::{AllocationCursor, Host, HostLoad, VmState, now_ms};
 use nimbus_storage::schema::{COUNTERS, HOST_LOADS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
-use nimbus_storage::{Reads, StoreError, WriteTx};
+use nimbus_storage::{Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
 use crate::app::specs::instance_spec;
@@ -27,7 +27,17 @@ pub struct HostUsage {
 
 /// Whether the host reported recently enough to count as up.
 pub fn is_up(host: &Host, timing: &Timing) -> bool {
-    now_ms().saturating_sub(host.last_seen) <= timing.service_down_after.as_millis() as u64
+    now_ms() <= down_at(host, timing)
+}
+
+/// When (ms since the epoch) the host counts as down unless it reports again.
+pub fn down_at(host: &Host, timing: &Timing) -> u64 {
+    host.last_seen.saturating_add(timing.service_down_after.as_millis() as u64)
+}
+
+/// A watch of the hosts whose record or load later commits write, for views of the hosts kept in step.
+pub async fn watch(app: &App) -> Result<Watch<HostId>, StoreError> {
+    app.store.watch(&[HOSTS.name(), HOST_LOADS.name()]).await
 }
 
 /// Where each instance asked about is placed (`None`: not on a host yet; missing: no such instance).
@@ -44,16 +54,48 @@ pub fn usage_and_placements(
     app: &App,
     instances: impl IntoIterator<Item = InstanceId>,
 ) -> Result<(Vec<HostUsage>, Placements), StoreError> {
+    app.store.read(|r| Ok((usage_in(r)?, placements_in(r, instances)?)))
+}
+
+/// The named hosts with their usage (`None`: no such host), and where each of `instances` is placed, from
+/// one snapshot: O(log n) a host, for a view kept in step with the hosts that changed.
+pub fn usage_of(
+    app: &App,
+    hosts: &[HostId],
+    instances: impl IntoIterator<Item = InstanceId>,
+) -> Result<(Vec<Option<HostUsage>>, Placements), StoreError> {
     app.store.read(|r| {
-        let hosts = usage_in(r)?;
-        let mut placed = HashMap::new();
-        for id in instances {
-            if let Some(instance) = r.get(&INSTANCES, &id)? {
-                placed.insert(id, instance.host);
-            }
+        let mut usage = Vec::with_capacity(hosts.len());
+        for name in hosts {
+            let host = r.get(&HOSTS, name)?;
+            let load = match host {
+                Some(_) => r.get(&HOST_LOADS, name)?.unwrap_or_default(),
+                None => HostLoad::default(),
+            };
+            usage.push(host.map(|host| usage_from(host, load)));
         }
-        Ok((hosts, placed))
+        Ok((usage, placements_in(r, instances)?))
     })
+}
+
+fn placements_in(r: &impl Reads, instances: impl IntoIterator<Item = InstanceId>) -> Result<Placements, StoreError> {
+    let mut placed = HashMap::new();
+    for id in instances {
+        if let Some(instance) = r.get(&INSTANCES, &id)? {
+            placed.insert(id, instance.host);
+        }
+    }
+    Ok(placed)
+}
+
+fn usage_from(host: Host, load: HostLoad) -> HostUsage {
+    HostUsage {
+        host,
+        vcpus: u32::try_from(load.vcpus).unwrap_or(u32::MAX),
+        ram_mb: load.ram_mb,
+        disk_gb: load.disk_gb,
+        instances: usize::try_from(load.instances).unwrap_or(usize::MAX),
+    }
 }
 
 fn usage_in(r: &impl Reads) -> Result<Vec<HostUsage>, StoreError> {
@@ -63,13 +105,7 @@ fn usage_in(r: &impl Reads) -> Result<Vec<HostUsage>, StoreError> {
         .into_iter()
         .map(|(name, host)| {
             let load = loads.get(&name).copied().unwrap_or_default();
-            HostUsage {
-                host,
-                vcpus: u32::try_from(load.vcpus).unwrap_or(u32::MAX),
-                ram_mb: load.ram_mb,
-                disk_gb: load.disk_gb,
-                instances: usize::try_from(load.instances).unwrap_or(usize::MAX),
-            }
+            usage_from(host, load)
         })
         .collect();
     hosts.sort_by_key(|u| u.host.number);
@@ -201,7 +237,7 @@ fn placement_in(r: &impl Reads, host: &HostId, restoring: bool) -> Result<Placem
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::Ipv4Addr;
 
     use nimbus_protocol::compute::Capacity;
@@ -210,7 +246,8 @@ mod tests {
 
     use super::*;
 
-    fn report(name: &str) -> HostReport {
+    /// A fake host's report, with the default capacity.
+    pub(crate) fn report(name: &str) -> HostReport {
         HostReport {
             name: HostId(name.into()),
             capacity: Capacity::default(),

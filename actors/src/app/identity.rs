@@ -52,7 +52,7 @@ pub async fn create_project(
 ) -> Result<Project, CloudError> {
     validate_name("project", name)?;
     let project = Project {
-        id: ProjectId::random(),
+        id: ProjectId::generate(),
         name: name.to_string(),
         description: description.to_string(),
         enabled: true,
@@ -82,7 +82,7 @@ pub async fn create_user(
     validate_name("user", name)?;
     let password_hash = hash_in_pool(app, password).await?;
     let user = User {
-        id: UserId::random(),
+        id: UserId::generate(),
         name: name.to_string(),
         password_hash,
         default_project,
@@ -506,8 +506,8 @@ mod tests {
             App::new(store, nimbus_runtime::Namespace::new("purge-test"), crate::timing::Timing::default(), false);
         let now = now_ms();
         let token = |expires_at| Token {
-            user: UserId::random(),
-            project: ProjectId::random(),
+            user: UserId::generate(),
+            project: ProjectId::generate(),
             user_epoch: 0,
             issued_at: 0,
             expires_at,
@@ -533,9 +533,9 @@ mod tests {
     #[test]
     fn roles_include_the_lesser_ones() {
         let ctx = |roles: Vec<Role>| AuthContext {
-            user: UserId::random(),
+            user: UserId::generate(),
             user_name: "u".into(),
-            project: ProjectId::random(),
+            project: ProjectId::generate(),
             project_name: "p".into(),
             roles,
             issued_at: 0,

@@ -66,7 +66,7 @@ pub async fn create(app: &App, auth: &AuthContext, new: NewImage) -> Result<Imag
         return Err(CloudError::BadRequest(problem));
     }
     let image = Image {
-        id: ImageId::random(),
+        id: ImageId::generate(),
         name: new.name,
         disk_format: new.disk_format,
         container_format: new.container_format,

@@ -43,7 +43,7 @@ pub fn new_instance(
 ) -> Instance {
     let Lifecycle { vm, task, power } = Lifecycle::NEW;
     Instance {
-        id: InstanceId::random(),
+        id: InstanceId::generate(),
         name,
         project,
         user,

@@ -318,8 +318,8 @@ mod tests {
 
     fn nic(addressing: Addressing, address: &str) -> NicSpec {
         NicSpec {
-            port: nimbus_protocol::ids::PortId::random(),
-            network: nimbus_protocol::ids::NetworkId::random(),
+            port: nimbus_protocol::ids::PortId::generate(),
+            network: nimbus_protocol::ids::NetworkId::generate(),
             network_label: "private".into(),
             mac: "fa:16:3e:00:00:01".into(),
             address: address.parse().unwrap(),

@@ -79,8 +79,8 @@ mod tests {
 
         let mut spec = contract::spec(7);
         spec.interfaces.push(NicSpec {
-            port: PortId::random(),
-            network: NetworkId::random(),
+            port: PortId::generate(),
+            network: NetworkId::generate(),
             network_label: "tenants_0".into(),
             mac: "fa:16:3e:00:00:07".into(),
             address: "10.2.0.3".parse().unwrap(),

@@ -300,13 +300,13 @@ pub(crate) mod contract {
         let project = ProjectId(uuid::Uuid::from_bytes([9; 16]));
         driver.ensure_vpn(project, None).await.expect("no VPN for a project without one");
         driver
-            .release_lease(NetworkId::random(), "fa:16:3e:00:00:99".into(), "10.9.0.2".parse().unwrap())
+            .release_lease(NetworkId::generate(), "fa:16:3e:00:00:99".into(), "10.9.0.2".parse().unwrap())
             .await
             .expect("releasing on an unknown network is a no-op");
 
         driver.remove_segment(a.network).await.expect("remove a");
         driver.remove_segment(a.network).await.expect("removing a removed segment succeeds");
-        driver.remove_segment(NetworkId::random()).await.expect("removing an unknown segment succeeds");
+        driver.remove_segment(NetworkId::generate()).await.expect("removing an unknown segment succeeds");
         let seen = observe().await;
         assert_eq!(seen.bridges, ["brc2".to_string()].into());
         assert!(seen.dhcp.is_empty(), "its DHCP server is gone");

@@ -3,13 +3,13 @@
 //! when the view was read; a claim is dropped once a view shows its instance counted. Pure code, driven by
 //! tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::Demand;
 
-use super::placement::HostView;
+use super::placement::{HostState, HostView};
 
 /// How long a claim counts while the store does not show its instance on a host yet.
 pub const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -37,11 +37,29 @@ pub fn still_counts(claim: &Claim, shown: Option<&Option<HostId>>, read_at: Inst
 #[derive(Debug, Default)]
 pub struct Claims {
     claims: HashMap<InstanceId, Claim>,
+    by_host: HashMap<HostId, HashSet<InstanceId>>,
 }
 
 impl Claims {
-    pub fn claim(&mut self, instance: InstanceId, claim: Claim) {
-        self.claims.insert(instance, claim);
+    /// Claims `claim.host` for `instance`; returns the claim this one replaces (an earlier attempt's).
+    pub fn claim(&mut self, instance: InstanceId, claim: Claim) -> Option<Claim> {
+        self.by_host.entry(claim.host.clone()).or_default().insert(instance);
+        let old = self.claims.insert(instance, claim)?;
+        self.unindex(&old.host, instance);
+        Some(old)
+    }
+
+    fn unindex(&mut self, host: &HostId, instance: InstanceId) {
+        // A claim replaced by one on the same host keeps its index entry.
+        if self.claims.get(&instance).is_some_and(|c| c.host == *host) {
+            return;
+        }
+        if let Some(on_host) = self.by_host.get_mut(host) {
+            on_host.remove(&instance);
+            if on_host.is_empty() {
+                self.by_host.remove(host);
+            }
+        }
     }
 
     /// The instances claimed for.
@@ -49,15 +67,55 @@ impl Claims {
         self.claims.keys().copied().collect()
     }
 
+    /// The instances claimed for on `host`.
+    pub fn on_host(&self, host: &HostId) -> Vec<InstanceId> {
+        self.by_host.get(host).map(|on| on.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// The hosts holding a claim older than [`CLAIM_TTL`].
+    pub fn hosts_with_expired(&self, now: Instant) -> Vec<HostId> {
+        let expired = self.claims.values().filter(|c| now.duration_since(c.at) >= CLAIM_TTL);
+        expired.map(|c| c.host.clone()).collect()
+    }
+
     /// Drops the claims a view read at `read_at` counts already (see [`still_counts`]).
     pub fn settle(&mut self, shown: &HashMap<InstanceId, Option<HostId>>, read_at: Instant, now: Instant) {
-        self.claims.retain(|id, claim| still_counts(claim, shown.get(id), read_at, now));
+        let instances = self.instances();
+        self.settle_only(&instances, shown, read_at, now);
+    }
+
+    /// As [`Claims::settle`], for the claims of `instances` only (those of the hosts a view re-read).
+    pub fn settle_only(
+        &mut self,
+        instances: &[InstanceId],
+        shown: &HashMap<InstanceId, Option<HostId>>,
+        read_at: Instant,
+        now: Instant,
+    ) {
+        for &id in instances {
+            let Some(claim) = self.claims.get(&id) else { continue };
+            if !still_counts(claim, shown.get(&id), read_at, now) {
+                let host = claim.host.clone();
+                self.claims.remove(&id);
+                self.unindex(&host, id);
+            }
+        }
     }
 
     /// Adds what the claims use to the hosts they are on.
     pub fn add_to(&self, view: &mut HostView) {
         for claim in self.claims.values() {
             view.add_usage(&claim.host, &claim.demand);
+        }
+    }
+
+    /// Adds what the claims on `host` use to `state`, the host as the store shows it.
+    pub fn add_to_host(&self, state: &mut HostState) {
+        for id in self.by_host.get(&state.name).into_iter().flatten() {
+            let demand = &self.claims[id].demand;
+            state.used_vcpus += demand.vcpus;
+            state.used_ram_mb += demand.ram_mb;
+            state.used_disk_gb += demand.disk_gb;
         }
     }
 }
@@ -113,10 +171,29 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_for_another_attempt_moves_the_instance_to_its_new_host() {
+        let mut claims = Claims::default();
+        let demand = Demand { vcpus: 1, ram_mb: 512, disk_gb: 1, tried: Vec::new() };
+        let (id, now) = (InstanceId::generate(), Instant::now());
+        let on = |host: &str| Claim { host: HostId(host.into()), demand: demand.clone(), at: now };
+        assert!(claims.claim(id, on("a")).is_none());
+        assert_eq!(claims.claim(id, on("a")).map(|c| c.host), Some(HostId("a".into())), "the same host again");
+        assert_eq!(claims.on_host(&HostId("a".into())), vec![id]);
+        assert_eq!(claims.claim(id, on("b")).map(|c| c.host), Some(HostId("a".into())));
+        assert!(claims.on_host(&HostId("a".into())).is_empty());
+        assert_eq!(claims.on_host(&HostId("b".into())), vec![id]);
+        // Counted by a view read after the claim: gone, from its host too.
+        let shown = HashMap::from([(id, Some(HostId("b".into())))]);
+        claims.settle_only(&[id], &shown, now + Duration::from_secs(1), now + Duration::from_secs(1));
+        assert!(claims.on_host(&HostId("b".into())).is_empty() && claims.instances().is_empty());
+        assert!(claims.hosts_with_expired(now + CLAIM_TTL).is_empty());
+    }
+
+    #[test]
     fn claims_add_their_demand_to_their_host() {
         let mut claims = Claims::default();
         let demand = Demand { vcpus: 2, ram_mb: 1024, disk_gb: 10, tried: Vec::new() };
-        claims.claim(InstanceId::random(), Claim { host: HostId("a".into()), demand, at: Instant::now() });
+        claims.claim(InstanceId::generate(), Claim { host: HostId("a".into()), demand, at: Instant::now() });
         let host = |name: &str| HostState {
             name: HostId(name.into()),
             vcpus: 8,
@@ -130,7 +207,7 @@ mod tests {
         };
         let mut view = HostView::new(vec![host("a"), host("b")], Ratios::default());
         claims.add_to(&mut view);
-        let hosts = view.hosts();
+        let hosts: Vec<&HostState> = view.hosts().collect();
         assert_eq!((hosts[0].used_vcpus, hosts[0].used_ram_mb, hosts[0].used_disk_gb), (2, 1024, 10));
         assert_eq!(hosts[1].used_ram_mb, 0);
     }

@@ -1,7 +1,7 @@
 //! Placement: filters that rule hosts out, a weigher that ranks the rest. Pure code, driven by tests.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use nimbus_protocol::ids::HostId;
 use nimbus_protocol::scheduler::{Demand, NoValidHost};
@@ -92,10 +92,16 @@ pub fn weigh(host: &HostState, ratios: Ratios) -> f64 {
 
 /// Picks the best host for `demand`: filters, then the highest weight (ties go to the lower name, so the
 /// choice is deterministic).
-pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Result<&'h HostState, NoValidHost> {
+pub fn select<'h>(
+    hosts: impl IntoIterator<Item = &'h HostState>,
+    demand: &Demand,
+    ratios: Ratios,
+) -> Result<&'h HostState, NoValidHost> {
     let mut rejected: BTreeMap<Rejection, usize> = BTreeMap::new();
     let mut best: Option<(&HostState, f64)> = None;
+    let mut seen = 0;
     for host in hosts {
+        seen += 1;
         match filter(host, demand, ratios) {
             Err(why) => *rejected.entry(why).or_default() += 1,
             Ok(()) => {
@@ -111,7 +117,7 @@ pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Re
         }
     }
     best.map(|(h, _)| h).ok_or_else(|| {
-        let detail = if hosts.is_empty() {
+        let detail = if seen == 0 {
             "There are no compute hosts.".to_string()
         } else {
             let reasons: Vec<String> =
@@ -122,28 +128,29 @@ pub fn select<'h>(hosts: &'h [HostState], demand: &Demand, ratios: Ratios) -> Re
     })
 }
 
-/// The hosts a scheduler places on, kept ranked by weight as claims change their usage, so that a placement
-/// visits the best hosts only instead of every host. It chooses exactly as [`select`] over [`HostView::hosts`].
+/// The hosts a scheduler places on, kept ranked by weight as their usage changes, so that a placement
+/// visits the best hosts only instead of every host. It chooses exactly as [`select`] over
+/// [`HostView::hosts`]. Every change ([`HostView::add_usage`], [`HostView::put`], [`HostView::remove`])
+/// costs O(log n).
 #[derive(Debug)]
 pub struct HostView {
-    /// Sorted by name, so that an index orders ties as [`select`] does.
-    hosts: Vec<HostState>,
-    position: HashMap<HostId, usize>,
-    /// The enabled, up hosts, best first; the others can never be chosen until a new view is read.
+    /// By name, the order [`select`] breaks ties in.
+    hosts: BTreeMap<HostId, HostState>,
+    /// The enabled, up hosts, best first; the others can never be chosen until they are put back up.
     ranked: BTreeSet<Ranked>,
     ratios: Ratios,
 }
 
-/// A host's place in the ranking: the higher weight first, then the lower name (index).
-#[derive(Clone, Copy, Debug)]
+/// A host's place in the ranking: the higher weight first, then the lower name.
+#[derive(Clone, Debug)]
 struct Ranked {
     weight: f64,
-    index: usize,
+    name: HostId,
 }
 
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.weight.total_cmp(&self.weight).then(self.index.cmp(&other.index))
+        other.weight.total_cmp(&self.weight).then_with(|| self.name.cmp(&other.name))
     }
 }
 
@@ -162,46 +169,67 @@ impl PartialEq for Ranked {
 impl Eq for Ranked {}
 
 impl HostView {
-    pub fn new(mut hosts: Vec<HostState>, ratios: Ratios) -> HostView {
-        hosts.sort_by(|a, b| a.name.cmp(&b.name));
-        let position = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
-        let mut view = HostView { hosts, position, ranked: BTreeSet::new(), ratios };
-        for index in 0..view.hosts.len() {
-            view.rank(index);
+    pub fn new(hosts: Vec<HostState>, ratios: Ratios) -> HostView {
+        let mut view = HostView { hosts: BTreeMap::new(), ranked: BTreeSet::new(), ratios };
+        for host in hosts {
+            view.put(host);
         }
         view
     }
 
-    pub fn hosts(&self) -> &[HostState] {
-        &self.hosts
+    /// Every host, by name.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostState> {
+        self.hosts.values()
     }
 
-    pub fn contains(&self, host: &HostId) -> bool {
-        self.position.contains_key(host)
+    pub fn get(&self, host: &HostId) -> Option<&HostState> {
+        self.hosts.get(host)
     }
 
-    fn ranked(&self, index: usize) -> Option<Ranked> {
-        let host = &self.hosts[index];
-        (host.enabled && host.up).then(|| Ranked { weight: weigh(host, self.ratios), index })
+    fn ranked(host: &HostState, ratios: Ratios) -> Option<Ranked> {
+        (host.enabled && host.up).then(|| Ranked { weight: weigh(host, ratios), name: host.name.clone() })
     }
 
-    fn rank(&mut self, index: usize) {
-        if let Some(r) = self.ranked(index) {
+    /// Adds or replaces a host.
+    pub fn put(&mut self, host: HostState) {
+        self.remove(&host.name);
+        if let Some(r) = Self::ranked(&host, self.ratios) {
             self.ranked.insert(r);
         }
+        self.hosts.insert(host.name.clone(), host);
+    }
+
+    pub fn remove(&mut self, host: &HostId) -> Option<HostState> {
+        let old = self.hosts.remove(host)?;
+        if let Some(r) = Self::ranked(&old, self.ratios) {
+            self.ranked.remove(&r);
+        }
+        Some(old)
     }
 
     /// Adds `demand` to what `host` uses (nothing if the view does not have the host).
     pub fn add_usage(&mut self, host: &HostId, demand: &Demand) {
-        let Some(&index) = self.position.get(host) else { return };
-        if let Some(r) = self.ranked(index) {
-            self.ranked.remove(&r);
+        self.change_usage(host, |h| {
+            h.used_vcpus += demand.vcpus;
+            h.used_ram_mb += demand.ram_mb;
+            h.used_disk_gb += demand.disk_gb;
+        });
+    }
+
+    /// Takes `demand` back from what `host` uses.
+    pub fn remove_usage(&mut self, host: &HostId, demand: &Demand) {
+        self.change_usage(host, |h| {
+            h.used_vcpus = h.used_vcpus.saturating_sub(demand.vcpus);
+            h.used_ram_mb = h.used_ram_mb.saturating_sub(demand.ram_mb);
+            h.used_disk_gb = h.used_disk_gb.saturating_sub(demand.disk_gb);
+        });
+    }
+
+    fn change_usage(&mut self, host: &HostId, change: impl FnOnce(&mut HostState)) {
+        if let Some(mut state) = self.remove(host) {
+            change(&mut state);
+            self.put(state);
         }
-        let h = &mut self.hosts[index];
-        h.used_vcpus += demand.vcpus;
-        h.used_ram_mb += demand.ram_mb;
-        h.used_disk_gb += demand.disk_gb;
-        self.rank(index);
     }
 
     /// The best host for `demand`, as [`select`] chooses: the first ranked host the filters let through. Once
@@ -209,14 +237,14 @@ impl HostView {
     /// names every reason for a "no", decides.
     pub fn select(&self, demand: &Demand) -> Result<&HostState, NoValidHost> {
         for r in &self.ranked {
-            let host = &self.hosts[r.index];
+            let host = &self.hosts[&r.name];
             match filter(host, demand, self.ratios) {
                 Ok(()) => return Ok(host),
                 Err(Rejection::Ram) => break,
                 Err(_) => {}
             }
         }
-        select(&self.hosts, demand, self.ratios)
+        select(self.hosts.values(), demand, self.ratios)
     }
 }
 
@@ -313,7 +341,7 @@ mod tests {
                 .collect();
             let mut view = HostView::new(hosts, ratios);
             for _ in 0..60 {
-                let tried = view.hosts().iter().filter(|_| rng.random_ratio(1, 20)).map(|h| h.name.clone()).collect();
+                let tried = view.hosts().filter(|_| rng.random_ratio(1, 20)).map(|h| h.name.clone()).collect();
                 let demand = Demand {
                     vcpus: rng.random_range(1..=4),
                     ram_mb: [256, 512, 1024, 4096][rng.random_range(0..4)],
@@ -322,9 +350,25 @@ mod tests {
                 };
                 let expected = select(view.hosts(), &demand, ratios).map(|h| h.name.clone());
                 let got = view.select(&demand).map(|h| h.name.clone());
-                assert_eq!(got, expected, "{demand:?} over {:?}", view.hosts());
+                assert_eq!(got, expected, "{demand:?} over {:?}", view.hosts().collect::<Vec<_>>());
                 if let Ok(host) = got {
                     view.add_usage(&host, &demand);
+                }
+                // The view kept in step: a host changed, gone, back or new, usage given back.
+                let names: Vec<HostId> = view.hosts().map(|h| h.name.clone()).collect();
+                if let Some(name) = names.get(rng.random_range(0..names.len().max(1))) {
+                    match rng.random_range(0..4) {
+                        0 => {
+                            let mut changed = view.get(name).expect("listed").clone();
+                            changed.up = rng.random_ratio(4, 5);
+                            changed.enabled = rng.random_ratio(9, 10);
+                            changed.used_ram_mb = rng.random_range(0..3) * 512;
+                            view.put(changed);
+                        }
+                        1 => drop(view.remove(name)),
+                        2 => view.remove_usage(name, &demand),
+                        _ => {}
+                    }
                 }
             }
         }

@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn the_command_line_serves_static_leases_on_the_bridge_only() {
-        let network = NetworkId::random();
+        let network = NetworkId::generate();
         let segment = Segment {
             network,
             label: "private".into(),
@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn hosts_and_events_round_trip() {
-        let network = NetworkId::random();
+        let network = NetworkId::generate();
         let hosts: BTreeSet<DhcpHost> = [DhcpHost {
             mac: "fa:16:3e:00:00:01".into(),
             hostname: "vm1".into(),

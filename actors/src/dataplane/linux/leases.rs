@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn a_rotated_event_file_loses_no_event() {
         let dir = tempfile::tempdir().unwrap();
-        let network = NetworkId::random();
+        let network = NetworkId::generate();
         let files = DhcpFiles::new(dir.path(), network);
         std::fs::create_dir_all(&files.dir).unwrap();
         let first = "add fa:16:3e:00:00:01 10.0.0.2\n";
