@@ -83,6 +83,9 @@ pub enum SchedulerMsg {
     /// A compute agent reports in: the host is recorded (kept number and enabled flag) and marked up.
     #[rpc]
     ReportIn(Wire<HostReport>, RpcReplyPort<SchedulerReply<Placement>>),
+    /// Timer: bring the host view in step with the store (between placements too, so what the store's
+    /// watch tells never piles up).
+    CatchUp,
 }
 
 /// Calls the scheduler, whichever member of its topic runs now.

@@ -36,6 +36,9 @@ use placement::{HostState, HostView, Ratios};
 /// How often the view looks for claims that expired.
 const CLAIM_SWEEP: Duration = Duration::from_secs(1);
 
+/// How often the view catches up with the store when no placement asks it to.
+const CATCH_UP: Duration = Duration::from_secs(1);
+
 /// The hosts as the store shows them plus the claims that still count, kept in step with the store.
 struct LiveView {
     hosts: HostView,
@@ -126,7 +129,12 @@ impl Actor for Scheduler {
     async fn pre_start(&self, myself: ActorRef<SchedulerMsg>, app: App) -> Result<SchedulerState, ActorProcessingErr> {
         app.ns().join(&scheduler::TOPIC, myself.get_cell());
         let name = myself.get_name().unwrap_or_default();
-        Ok(SchedulerState { app, name, ratios: Ratios::default(), view: None, claims: Claims::default() })
+        let mut state = SchedulerState { app, name, ratios: Ratios::default(), view: None, claims: Claims::default() };
+        // Read before the first placement, which then finds the view ready; hosts that report later come
+        // through the watch.
+        state.view().await?;
+        myself.send_interval(CATCH_UP, || SchedulerMsg::CatchUp);
+        Ok(state)
     }
 
     async fn handle(
@@ -147,6 +155,11 @@ impl Actor for Scheduler {
                     Err(e) => tracing::info!(cause = %chain(e), "no host"),
                 }
                 let _ = reply.send(Wire(outcome));
+            }
+            SchedulerMsg::CatchUp => {
+                if let Err(e) = state.view().await {
+                    tracing::warn!(cause = %chain(&e), "the host view could not catch up; the next placement tries again");
+                }
             }
             SchedulerMsg::ReportIn(Wire(report), reply) => {
                 // The view hears of the host's record through its watch once the report is written.
