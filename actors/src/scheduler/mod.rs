@@ -26,6 +26,7 @@ use nimbus_runtime::{Wire, introspect};
 use nimbus_storage::records::now_ms;
 use nimbus_storage::{StoreError, Watch};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::app::hosts::{self, HostUsage};
@@ -147,8 +148,8 @@ impl Actor for Scheduler {
         match msg {
             SchedulerMsg::Place(Wire(Traced { trace, body: request }), reply) => {
                 let span = tracing::info_span!("place", request_id = %trace, actor = %state.name, instance = %request.instance);
+                let outcome = state.place(request).instrument(span.clone()).await;
                 let _entered = span.enter();
-                let outcome = state.place(request).await;
                 match &outcome {
                     Ok(host) => tracing::info!(%host, "placed"),
                     // The conductor warns about the build it fails.
