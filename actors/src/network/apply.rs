@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nimbus_protocol::failure::Failure;
@@ -90,16 +90,29 @@ impl Applier {
     /// network is deleted or unbound.
     pub async fn apply_network(&self, id: NetworkId) -> Result<(), NetworkError> {
         let applies = self.locks.segment_applies.lock().expect("segment applies lock").entry(id).or_default().clone();
-        applies
+        let removed = AtomicBool::new(false);
+        let outcome = applies
             .apply(async {
                 let _latest = self.locks.segments.lock().await;
                 let applied = match dataplane_state::segment_of(&self.app, id).map_err(store_failure)? {
                     Some(segment) => self.dataplane.ensure_segment(segment).await,
-                    None => self.dataplane.remove_segment(id).await,
+                    None => {
+                        removed.store(true, Ordering::SeqCst);
+                        self.dataplane.remove_segment(id).await
+                    }
                 };
                 applied.map_err(NetworkError::Dataplane)
             })
-            .await
+            .await;
+        if removed.into_inner() {
+            // A network gone from the store leaves no entry behind, unless a caller holds it still (the map
+            // and this call are the only holders otherwise; callers take it under the same lock).
+            let mut all = self.locks.segment_applies.lock().expect("segment applies lock");
+            if all.get(&id).is_some_and(|a| Arc::ptr_eq(a, &applies) && Arc::strong_count(a) == 2) {
+                all.remove(&id);
+            }
+        }
+        outcome
     }
 
     /// Replaces the NAT table with the one the store implies now.
@@ -193,5 +206,16 @@ mod tests {
             caller.await.unwrap().unwrap();
         }
         assert_eq!(applies.load(Ordering::SeqCst), 2, "one apply for the first caller, one for the ten behind it");
+    }
+
+    #[tokio::test]
+    async fn the_apply_of_a_network_gone_from_the_store_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = nimbus_storage::Store::open(dir.path().join("nimbus.redb")).unwrap();
+        let ns = nimbus_runtime::Namespace::new("apply-test");
+        let app = App::new(store, ns, crate::timing::Timing::default(), false);
+        let applier = Applier::new(app, Arc::new(crate::dataplane::SimDataplane::new()));
+        applier.apply_network(NetworkId::generate()).await.unwrap();
+        assert!(applier.locks.segment_applies.lock().unwrap().is_empty());
     }
 }

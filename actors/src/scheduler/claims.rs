@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::Demand;
 
-use super::placement::{HostState, HostView};
+use super::placement::HostState;
 
 /// How long a claim counts while the store does not show its instance on a host yet.
 pub const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -102,13 +102,6 @@ impl Claims {
         }
     }
 
-    /// Adds what the claims use to the hosts they are on.
-    pub fn add_to(&self, view: &mut HostView) {
-        for claim in self.claims.values() {
-            view.add_usage(&claim.host, &claim.demand);
-        }
-    }
-
     /// Adds what the claims on `host` use to `state`, the host as the store shows it.
     pub fn add_to_host(&self, state: &mut HostState) {
         for id in self.by_host.get(&state.name).into_iter().flatten() {
@@ -123,7 +116,6 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::placement::{HostState, Ratios};
 
     /// `check(claimed on, claimed at, view shows, view read at, now, expected)`; times in seconds after a base
     /// instant; "shows" is `-` (not in the view), `none` (not on a host) or a host name.
@@ -205,10 +197,10 @@ mod tests {
             enabled: true,
             up: true,
         };
-        let mut view = HostView::new(vec![host("a"), host("b")], Ratios::default());
-        claims.add_to(&mut view);
-        let hosts: Vec<&HostState> = view.hosts().collect();
-        assert_eq!((hosts[0].used_vcpus, hosts[0].used_ram_mb, hosts[0].used_disk_gb), (2, 1024, 10));
-        assert_eq!(hosts[1].used_ram_mb, 0);
+        let (mut a, mut b) = (host("a"), host("b"));
+        claims.add_to_host(&mut a);
+        claims.add_to_host(&mut b);
+        assert_eq!((a.used_vcpus, a.used_ram_mb, a.used_disk_gb), (2, 1024, 10));
+        assert_eq!(b, host("b"));
     }
 }

@@ -182,7 +182,8 @@ impl HostView {
         self.hosts.values()
     }
 
-    pub fn get(&self, host: &HostId) -> Option<&HostState> {
+    #[cfg(test)]
+    fn get(&self, host: &HostId) -> Option<&HostState> {
         self.hosts.get(host)
     }
 
