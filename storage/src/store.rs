@@ -535,7 +535,7 @@ mod tests {
         expected.sort();
         assert_eq!(told, expected, "a put and a delete, not the undone write nor another table's");
         assert!(watch.written().is_empty(), "each key is told once");
-        // A dropped watch is forgotten, and writes to its tables go on.
+        // Writes to its tables go on once the watch is dropped (the writer forgets it: see watch.rs).
         drop(watch);
         let again = project("again");
         store.write(move |tx| tx.put(&PROJECTS, &again.id, &again)).await.unwrap();

@@ -71,3 +71,22 @@ impl Watchers {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_hears_its_tables_once_each_and_a_dropped_one_is_forgotten() {
+        let watchers = Watchers::default();
+        let (kept, kept_watch) = Watcher::new::<String>(vec!["a"]);
+        let (dropped, dropped_watch) = Watcher::new::<String>(vec!["a", "b"]);
+        watchers.committed(vec![kept, dropped], &[]);
+        assert_eq!(watchers.tables(), ["a", "b"]);
+        drop(dropped_watch);
+        let written = [("a", b"x".to_vec()), ("b", b"y".to_vec()), ("a", b"x".to_vec())];
+        watchers.committed(Vec::new(), &written);
+        assert_eq!(kept_watch.written(), ["x".to_string()], "its own table's key, once");
+        assert_eq!(watchers.tables(), ["a"], "the dropped watch is gone, and with it table b");
+    }
+}
