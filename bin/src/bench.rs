@@ -217,6 +217,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             flavor: "1".into(),
             networks: Vec::new(),
             count: 100.min(args.fixed - chunk * 100) as u32,
+            key_name: None,
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -994,6 +995,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 flavor: "1".into(),
                 networks: Vec::new(),
                 count: 100.min(n - chunk * 100) as u32,
+                key_name: None,
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

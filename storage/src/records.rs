@@ -291,8 +291,81 @@ pub struct Instance {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub launched_at: Option<Millis>,
+    /// The key pair it was created with (`key_name`), copied: it stays the instance's key even if the key
+    /// pair is deleted or replaced later, as in nova.
+    pub key: Option<InstanceKey>,
 }
-record!(Instance, "instance", 1);
+
+impl Record for Instance {
+    const KIND: &'static str = "instance";
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        /// Version 1 had no key.
+        #[derive(Deserialize)]
+        struct V1 {
+            id: InstanceId,
+            name: String,
+            project: ProjectId,
+            user: UserId,
+            flavor: FlavorSnapshot,
+            image: ImageId,
+            host: Option<HostId>,
+            vm_state: VmState,
+            task_state: Option<TaskState>,
+            power_state: PowerState,
+            interfaces: Vec<Interface>,
+            fault: Option<Fault>,
+            tried_hosts: Vec<HostId>,
+            created_at: Millis,
+            updated_at: Millis,
+            launched_at: Option<Millis>,
+        }
+        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        Ok(Instance {
+            id: v1.id,
+            name: v1.name,
+            project: v1.project,
+            user: v1.user,
+            flavor: v1.flavor,
+            image: v1.image,
+            host: v1.host,
+            vm_state: v1.vm_state,
+            task_state: v1.task_state,
+            power_state: v1.power_state,
+            interfaces: v1.interfaces,
+            fault: v1.fault,
+            tried_hosts: v1.tried_hosts,
+            created_at: v1.created_at,
+            updated_at: v1.updated_at,
+            launched_at: v1.launched_at,
+            key: None,
+        })
+    }
+}
+
+/// An instance's copy of its key pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceKey {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// A user's SSH key pair, kept as nova keeps them: per user, by name. Only the public half is stored; a key
+/// pair nimbus generates hands its private half to the caller once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPair {
+    pub user: UserId,
+    pub name: String,
+    /// The number the API shows as its `id` (from the `key_pair` counter).
+    pub number: u32,
+    /// In OpenSSH's one-line form (`ssh-ed25519 AAAA… comment`).
+    pub public_key: String,
+    /// MD5 of the key's wire form in colon-separated hex, as nova shows it.
+    pub fingerprint: String,
+    pub created_at: Millis,
+}
+record!(KeyPair, "key_pair", 1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NetworkMode {
@@ -457,15 +530,48 @@ pub struct Quota {
     pub ram_mb: Option<u64>,
     pub floating_ips: Option<u64>,
     pub fixed_ips: Option<u64>,
+    /// Per user (nova counts key pairs by user, against the limit of the project they ask in).
+    pub key_pairs: Option<u64>,
 }
-record!(Quota, "quota", 1);
+
+impl Record for Quota {
+    const KIND: &'static str = "quota";
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        /// Version 1 had no key-pair limit: it gets nova's default.
+        #[derive(Deserialize)]
+        struct V1 {
+            instances: Option<u64>,
+            cores: Option<u64>,
+            ram_mb: Option<u64>,
+            floating_ips: Option<u64>,
+            fixed_ips: Option<u64>,
+        }
+        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        Ok(Quota {
+            instances: v1.instances,
+            cores: v1.cores,
+            ram_mb: v1.ram_mb,
+            floating_ips: v1.floating_ips,
+            fixed_ips: v1.fixed_ips,
+            key_pairs: Quota::DEFAULT.key_pairs,
+        })
+    }
+}
 
 impl Quota {
     /// Nova's defaults.
-    pub const DEFAULT: Quota =
-        Quota { instances: Some(10), cores: Some(20), ram_mb: Some(51200), floating_ips: Some(10), fixed_ips: None };
+    pub const DEFAULT: Quota = Quota {
+        instances: Some(10),
+        cores: Some(20),
+        ram_mb: Some(51200),
+        floating_ips: Some(10),
+        fixed_ips: None,
+        key_pairs: Some(100),
+    };
     pub const UNLIMITED: Quota =
-        Quota { instances: None, cores: None, ram_mb: None, floating_ips: None, fixed_ips: None };
+        Quota { instances: None, cores: None, ram_mb: None, floating_ips: None, fixed_ips: None, key_pairs: None };
 }
 
 /// What a project uses; changed in the same transaction as the resources it counts.
@@ -576,6 +682,81 @@ mod tests {
         let old = TokenV1 { user: id, project, roles: vec![Role::Admin], issued_at: 1, expires_at: 9 };
         let read: Token = decode_record(&encode_record(&old).unwrap()).unwrap();
         assert_eq!(read, Token { user: id, project, user_epoch: 0, issued_at: 1, expires_at: 9 });
+    }
+
+    #[test]
+    fn an_instance_and_a_quota_of_an_older_nimbus_are_read_without_a_key() {
+        /// Instance version 1: everything up to `launched_at`, no key.
+        #[derive(Serialize, Deserialize)]
+        struct InstanceV1 {
+            id: InstanceId,
+            name: String,
+            project: ProjectId,
+            user: UserId,
+            flavor: FlavorSnapshot,
+            image: ImageId,
+            host: Option<HostId>,
+            vm_state: VmState,
+            task_state: Option<TaskState>,
+            power_state: PowerState,
+            interfaces: Vec<Interface>,
+            fault: Option<Fault>,
+            tried_hosts: Vec<HostId>,
+            created_at: Millis,
+            updated_at: Millis,
+            launched_at: Option<Millis>,
+        }
+        impl Record for InstanceV1 {
+            const KIND: &'static str = "instance";
+            const VERSION: u8 = 1;
+        }
+        let flavor =
+            FlavorSnapshot { id: FlavorId("1".into()), name: "m1.tiny".into(), vcpus: 1, ram_mb: 512, disk_gb: 1 };
+        let old = InstanceV1 {
+            id: InstanceId::generate(),
+            name: "vm".into(),
+            project: ProjectId::generate(),
+            user: UserId::generate(),
+            flavor: flavor.clone(),
+            image: ImageId::generate(),
+            host: Some(HostId::from("host-0001")),
+            vm_state: VmState::Active,
+            task_state: None,
+            power_state: PowerState::Running,
+            interfaces: Vec::new(),
+            fault: None,
+            tried_hosts: vec![HostId::from("host-0002")],
+            created_at: 1,
+            updated_at: 2,
+            launched_at: Some(3),
+        };
+        let read: Instance = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!((read.id, read.name.as_str(), read.flavor, read.launched_at), (old.id, "vm", flavor, Some(3)));
+        assert_eq!((read.tried_hosts, read.key), (vec![HostId::from("host-0002")], None));
+
+        #[derive(Serialize, Deserialize)]
+        struct QuotaV1 {
+            instances: Option<u64>,
+            cores: Option<u64>,
+            ram_mb: Option<u64>,
+            floating_ips: Option<u64>,
+            fixed_ips: Option<u64>,
+        }
+        impl Record for QuotaV1 {
+            const KIND: &'static str = "quota";
+            const VERSION: u8 = 1;
+        }
+        let old = QuotaV1 { instances: Some(4), cores: None, ram_mb: Some(9), floating_ips: None, fixed_ips: Some(2) };
+        let read: Quota = decode_record(&encode_record(&old).unwrap()).unwrap();
+        let expected = Quota {
+            instances: Some(4),
+            cores: None,
+            ram_mb: Some(9),
+            floating_ips: None,
+            fixed_ips: Some(2),
+            key_pairs: Some(100),
+        };
+        assert_eq!(read, expected, "an older quota gets nova's default key-pair limit");
     }
 
     #[test]

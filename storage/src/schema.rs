@@ -10,8 +10,8 @@ use crate::codec::{KeyCodec, Record};
 use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
-    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, Millis,
-    Network, Operation, Project, Quota, Token, Usage, User,
+    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, KeyPair,
+    Millis, Network, Operation, Project, Quota, Token, Usage, User,
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
@@ -25,7 +25,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 6: `floating_held` (filled once from the floating IPs when an older file is opened).
 /// - 7: `fixed_releases` (filled once from the fixed IPs when an older file is opened).
 /// - 8: `token_expiry` (filled once from the tokens when an older file is opened).
-pub const SCHEMA_VERSION: u32 = 8;
+/// - 9: `key_pairs` (new: nothing to fill).
+pub const SCHEMA_VERSION: u32 = 9;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -39,6 +40,8 @@ pub const TOKENS: Table<String, Token> = Table::new("tokens");
 /// Every token by when it expires (then by key), so the purge reads only the expired ones; keep it in step
 /// with [`put_token_in`] and [`delete_token_in`].
 pub const TOKEN_EXPIRY: Table<Pair<Millis, String>, UserId> = Table::new("token_expiry");
+/// Each user's key pairs by name.
+pub const KEY_PAIRS: Table<Pair<UserId, String>, KeyPair> = Table::new("key_pairs");
 pub const FLAVORS: Table<FlavorId, Flavor> = Table::new("flavors");
 pub const IMAGES: Table<ImageId, Image> = Table::new("images");
 pub const HOSTS: Table<HostId, Host> = Table::new("hosts");
@@ -108,6 +111,7 @@ const TABLES: &[&str] = &[
     FLOATING_HELD.name(),
     FIXED_RELEASES.name(),
     TOKEN_EXPIRY.name(),
+    KEY_PAIRS.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -341,6 +345,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             launched_at: None,
+            key: None,
         }
     }
 

@@ -84,6 +84,15 @@ fn routes() -> Vec<(Method, &'static str, Value)> {
         (Method::GET, "/compute/v2.1/os-quota-sets/{project}", Value::Null),
         (Method::PUT, "/compute/v2.1/os-quota-sets/{project}", json!({"quota_set": {"instances": 5, "cores": -1}})),
         (Method::GET, "/compute/v2.1/os-quota-sets/{project}/detail", Value::Null),
+        (Method::GET, "/compute/v2.1/os-keypairs", Value::Null),
+        (Method::POST, "/compute/v2.1/os-keypairs", json!({"keypair": {"name": "fz-key"}})),
+        (
+            Method::POST,
+            "/compute/v2.1/os-keypairs",
+            json!({"keypair": {"name": "fz-imp", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPBefgBEwFmamFM1wrSTgBJ4uGdS8OnEPjgXqZchC+CQ"}}),
+        ),
+        (Method::GET, "/compute/v2.1/os-keypairs/fz-key", Value::Null),
+        (Method::DELETE, "/compute/v2.1/os-keypairs/fz-key", Value::Null),
         (Method::GET, "/image", Value::Null),
         (Method::GET, "/image/v2/images", Value::Null),
         (

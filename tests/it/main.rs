@@ -8,6 +8,7 @@ mod dataplane;
 mod floating_ips;
 mod fuzz;
 mod hardening;
+mod key_pairs;
 mod networks;
 mod observability;
 mod openstack_cli;

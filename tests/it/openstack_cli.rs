@@ -3,6 +3,18 @@
 use nimbus_tests::openstack;
 use nimbus_tests::*;
 
+/// Runs one `openstack` command line (split on whitespace) against the test cloud, off the runtime's threads.
+fn cli(t: &TestCloud) -> impl Fn(String) -> tokio::task::JoinHandle<String> + use<> {
+    let clouds = t.data_dir().join("clouds.yaml");
+    move |line| {
+        let clouds = clouds.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = line.split_whitespace().collect();
+            openstack::run(&clouds, &args)
+        })
+    }
+}
+
 #[tokio::test]
 async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     let t = TestCloud::start().await;
@@ -93,14 +105,7 @@ async fn the_stock_openstack_cli_manages_floating_ips() {
 #[tokio::test]
 async fn the_stock_openstack_cli_takes_access_away() {
     let t = TestCloud::start().await;
-    let clouds = t.data_dir().join("clouds.yaml");
-    let run = |line: String| {
-        let clouds = clouds.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = line.split_whitespace().collect();
-            openstack::run(&clouds, &args)
-        })
-    };
+    let run = cli(&t);
     run("project create cli-demo".into()).await.unwrap();
     run("user create --project cli-demo --password pw cli-alice".into()).await.unwrap();
     run("role add --user cli-alice --project cli-demo member".into()).await.unwrap();
@@ -132,4 +137,37 @@ async fn the_stock_openstack_cli_takes_access_away() {
     run("user delete cli-alice".into()).await.unwrap();
     assert_eq!(alice.raw(reqwest::Method::GET, servers, None).await.unwrap().0, 401, "a deleted user's token");
     t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_stock_openstack_cli_manages_key_pairs() {
+    let t = TestCloud::start().await;
+    let run = cli(&t);
+    // The CLI makes the key itself and imports its public half; `--private-key` keeps the private one.
+    let private = t.data_dir().join("k1.pem");
+    run(format!("keypair create --private-key {} k1", private.display())).await.unwrap();
+    let private = std::fs::read_to_string(&private).unwrap();
+    assert!(private.contains("PRIVATE KEY"), "{private}");
+    let public = t.data_dir().join("k2.pub");
+    std::fs::write(&public, format!("{}\n", ssh_public_key())).unwrap();
+    run(format!("keypair create --public-key {} k2", public.display())).await.unwrap();
+    let listed = run("keypair list -f value -c Name".into()).await.unwrap();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["k1", "k2"]);
+    let shown = run("keypair show k2 -f value -c fingerprint".into()).await.unwrap();
+    assert_eq!(shown.trim(), "db:b4:36:8b:ea:65:bb:f6:de:83:87:8a:6b:68:c5:08");
+
+    run("server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --key-name k1 --wait vm1".into())
+        .await
+        .unwrap();
+    let shown = run("server show vm1 -f value -c key_name".into()).await.unwrap();
+    assert_eq!(shown.trim(), "k1");
+    run("keypair delete k1 k2".into()).await.unwrap();
+    let listed = run("keypair list -f value".into()).await.unwrap();
+    assert_eq!(listed.trim(), "");
+    t.shutdown().await;
+}
+
+/// Made by `ssh-keygen -t ed25519`; `ssh-keygen -l -E md5` gives the fingerprint the test expects.
+fn ssh_public_key() -> &'static str {
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPBefgBEwFmamFM1wrSTgBJ4uGdS8OnEPjgXqZchC+CQ alice@host"
 }

@@ -396,6 +396,7 @@ pub async fn delete_user(app: &App, id: UserId) -> Result<(), CloudError> {
             for (key, _) in tx.scan_prefix(&ASSIGNMENTS, &Pair::<UserId, ProjectId>::prefix(&id))? {
                 tx.delete(&ASSIGNMENTS, &key)?;
             }
+            crate::app::key_pairs::delete_all_in(tx, id)?;
             Ok(())
         })
         .await

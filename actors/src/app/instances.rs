@@ -65,6 +65,7 @@ pub fn new_instance(
         created_at: now,
         updated_at: now,
         launched_at: None,
+        key: None,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod instances;
+pub mod key_pairs;
 pub mod login_guard;
 pub mod networks;
 pub mod passwords;

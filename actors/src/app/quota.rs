@@ -91,13 +91,14 @@ pub async fn update(app: &App, project: ProjectId, changes: QuotaChanges) -> Res
     app.store
         .write(move |tx| {
             let mut q = quota(tx, project)?;
-            let QuotaChanges { instances, cores, ram_mb, floating_ips, fixed_ips } = changes;
+            let QuotaChanges { instances, cores, ram_mb, floating_ips, fixed_ips, key_pairs } = changes;
             for (limit, change) in [
                 (&mut q.instances, instances),
                 (&mut q.cores, cores),
                 (&mut q.ram_mb, ram_mb),
                 (&mut q.floating_ips, floating_ips),
                 (&mut q.fixed_ips, fixed_ips),
+                (&mut q.key_pairs, key_pairs),
             ] {
                 if let Some(new) = change {
                     *limit = new;
@@ -117,6 +118,7 @@ pub struct QuotaChanges {
     pub ram_mb: Option<Option<u64>>,
     pub floating_ips: Option<Option<u64>>,
     pub fixed_ips: Option<Option<u64>>,
+    pub key_pairs: Option<Option<u64>>,
 }
 
 /// Makes the project's quota unlimited (the operator's own project).

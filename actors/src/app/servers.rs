@@ -16,7 +16,7 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{images, networks, quota};
+use crate::app::{images, key_pairs, networks, quota};
 use crate::instance_state::{Event, api_status};
 
 /// A create request, checked for its shape by the gateway.
@@ -30,6 +30,8 @@ pub struct NewServers {
     pub networks: Vec<NetworkId>,
     /// How many to create (`max_count`; `min_count` is not lower).
     pub count: u32,
+    /// The caller's key pair the instances get (`key_name`).
+    pub key_name: Option<String>,
 }
 
 /// Who asks, for the floating-IP operations.
@@ -49,14 +51,15 @@ pub async fn create(
     if let Some(problem) = crate::names::name_problem("server", &new.name) {
         return Err(bad(format!("Invalid input for field/attribute name: {problem}")));
     }
-    let (image, flavor, requested) = app.store.read(|r| {
+    let (image, flavor, requested, key) = app.store.read(|r| {
         let image = match new.image.parse::<ImageId>() {
             Ok(id) => r.get(&IMAGES, &id)?,
             Err(_) => None,
         };
         let flavor = r.get(&FLAVORS, &FlavorId(new.flavor.clone()))?;
         let requested = new.networks.iter().map(|id| r.get(&NETWORKS, id)).collect::<Result<Vec<_>, _>>()?;
-        Ok::<_, StoreError>((image, flavor, requested))
+        let key = new.key_name.as_deref().map(|name| key_pairs::instance_key(r, auth.user, name)).transpose()?;
+        Ok::<_, CloudError>((image, flavor, requested, key))
     })?;
     let image = image
         .filter(|i| images::visible(auth, i))
@@ -72,7 +75,7 @@ pub async fn create(
     let instances: Vec<Instance> = (1..=new.count)
         .map(|n| {
             let name = if new.count > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
-            new_instance(name, auth.project, auth.user, &flavor, image.id, now)
+            Instance { key: key.clone(), ..new_instance(name, auth.project, auth.user, &flavor, image.id, now) }
         })
         .collect();
     let records = instances.clone();

@@ -116,6 +116,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             launched_at: None,
+            key: None,
         }
     }
 

@@ -249,7 +249,7 @@ struct ServerDetail<'a> {
     #[serde(rename = "OS-EXT-AZ:availability_zone")]
     availability_zone: &'static str,
     config_drive: &'static str,
-    key_name: Option<String>,
+    key_name: Option<&'a str>,
     progress: u8,
     #[serde(rename = "OS-SRV-USG:launched_at")]
     launched_at: Option<String>,
@@ -317,7 +317,7 @@ fn server_view<'a>(i: &'a Instance, base: &str, admin: bool, detail: bool) -> Se
             disk_config: "MANUAL",
             availability_zone: "nova",
             config_drive: "",
-            key_name: None,
+            key_name: i.key.as_ref().map(|k| k.name.as_str()),
             progress: 0,
             launched_at: i.launched_at.map(iso8601),
             terminated_at: None,
@@ -471,6 +471,8 @@ struct NewServer {
     min_count: Option<Value>,
     #[serde(default, rename = "max_count")]
     max_count: Option<Value>,
+    #[serde(default, rename = "key_name")]
+    key_name: Option<String>,
 }
 
 /// `min_count`/`max_count` arrive as numbers or strings.
@@ -540,6 +542,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         flavor: ref_id(&new.flavor_ref).to_string(),
         networks: requested_networks(new.networks.as_ref()).map_err(ApiError::compute)?,
         count: max,
+        key_name: new.key_name,
     };
     let created = servers::create(&s.app, &auth.trace, &auth.ctx, new).await.map_err(ApiError::compute)?;
     let id = created[0].id.to_string();

@@ -19,6 +19,7 @@ mod compute_api;
 mod errors;
 mod identity_api;
 mod image_api;
+mod key_pairs_api;
 mod network_api;
 mod nova_network_api;
 pub mod server;
@@ -188,6 +189,7 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
     Router::new()
         .merge(identity_api::routes(MAX_LOGIN_BODY))
         .merge(compute_api::routes())
+        .merge(key_pairs_api::routes())
         .merge(image_api::routes())
         .merge(nova_network_api::routes())
         .merge(network_api::routes())

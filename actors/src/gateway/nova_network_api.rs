@@ -428,7 +428,6 @@ struct OtherLimits {
     injected_files: u32,
     injected_file_content_bytes: u32,
     injected_file_path_bytes: u32,
-    key_pairs: u32,
     security_groups: u32,
     security_group_rules: u32,
     server_groups: u32,
@@ -440,7 +439,6 @@ const OTHER_LIMITS: OtherLimits = OtherLimits {
     injected_files: 5,
     injected_file_content_bytes: 10240,
     injected_file_path_bytes: 255,
-    key_pairs: 100,
     security_groups: 10,
     security_group_rules: 20,
     server_groups: 10,
@@ -455,6 +453,7 @@ struct QuotaView<T> {
     ram: T,
     floating_ips: T,
     fixed_ips: T,
+    key_pairs: T,
     #[serde(flatten)]
     other: OtherLimits,
 }
@@ -473,6 +472,7 @@ fn quota_view(project: ProjectId, q: &Quota) -> QuotaBody<i64> {
             ram: limit(q.ram_mb),
             floating_ips: limit(q.floating_ips),
             fixed_ips: limit(q.fixed_ips),
+            key_pairs: limit(q.key_pairs),
             other: OTHER_LIMITS,
         },
     }
@@ -488,6 +488,8 @@ fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Deta
             ram: detailed(q.ram_mb, u.ram_mb),
             floating_ips: detailed(q.floating_ips, u.floating_ips),
             fixed_ips: detailed(q.fixed_ips, u.fixed_ips),
+            // Key pairs are counted per user, not per project (as in nova, whose project detail shows 0).
+            key_pairs: detailed(q.key_pairs, 0),
             other: OTHER_LIMITS,
         },
     }
@@ -549,6 +551,7 @@ async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
         ram_mb: parse("ram")?,
         floating_ips: parse("floating_ips")?,
         fixed_ips: parse("fixed_ips")?,
+        key_pairs: parse("key_pairs")?,
     };
     let q = quota::update(&s.app, project, changes).await.map_err(ApiError::compute)?;
     Ok(Json(quota_view(project, &q)).into_response())

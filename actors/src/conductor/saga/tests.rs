@@ -215,8 +215,14 @@ async fn setup(twice: bool) -> (tempfile::TempDir, TestEffects, InstanceId) {
         expires_at: u64::MAX,
     };
     let image = app.store().read(|r| r.scan(&nimbus_storage::schema::IMAGES)).unwrap()[0].0;
-    let new =
-        NewServers { name: "vm".into(), image: image.to_string(), flavor: "1".into(), networks: Vec::new(), count: 1 };
+    let new = NewServers {
+        name: "vm".into(),
+        image: image.to_string(),
+        flavor: "1".into(),
+        networks: Vec::new(),
+        count: 1,
+        key_name: None,
+    };
     let id = servers::create(&app, &Trace::none(), &auth, new).await.unwrap()[0].id;
     let hosts = (1..=3).map(|n| (HostId(format!("h{n}")), FakeHypervisor::new(Default::default()))).collect();
     let fx = TestEffects {
