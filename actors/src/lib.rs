@@ -13,7 +13,8 @@
 //! - [`dataplane`]: the dataplane contract, the `sim` and `linux` drivers; [`kernel`]: what the real drivers
 //!   share to talk to the Linux kernel.
 //! - Pure cores: [`instance_state`] (vm_state / task_state / power_state), [`ipam`] (fixed-IP allocation,
-//!   lease rules, MACs), [`network_plan`] (carving ranges into networks), [`names`]; the scheduler's
+//!   lease rules, MACs), [`network_plan`] (carving ranges into networks), [`security_rules`] (security-group
+//!   rules as asked, checked and normalized), [`names`]; the scheduler's
 //!   placement and claims and the conductor's steps live in their actors' modules.
 //! - [`metrics`]: the Prometheus metrics of a cloud; [`timing`]: its timeouts and intervals; [`data_dir`]:
 //!   the data directory kept private.
@@ -34,4 +35,5 @@ pub mod network;
 pub mod network_plan;
 pub mod projects;
 pub mod scheduler;
+pub mod security_rules;
 pub mod timing;

@@ -218,6 +218,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             networks: Vec::new(),
             count: 100.min(args.fixed - chunk * 100) as u32,
             key_name: None,
+            security_groups: Vec::new(),
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -996,6 +997,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 networks: Vec::new(),
                 count: 100.min(n - chunk * 100) as u32,
                 key_name: None,
+                security_groups: Vec::new(),
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

@@ -3,7 +3,8 @@
 //! [`NetworkChoice`], the order networks are given to instances in.
 
 use nimbus_protocol::ids::{
-    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId,
+    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, SecurityGroupId,
+    SecurityRuleId, UserId,
 };
 use uuid::Uuid;
 
@@ -26,7 +27,18 @@ macro_rules! uuid_keys {
         }
     )*};
 }
-uuid_keys!(ProjectId, UserId, InstanceId, ImageId, NetworkId, FloatingIpId, PortId, PoolId);
+uuid_keys!(
+    ProjectId,
+    UserId,
+    InstanceId,
+    ImageId,
+    NetworkId,
+    FloatingIpId,
+    PortId,
+    PoolId,
+    SecurityGroupId,
+    SecurityRuleId
+);
 
 macro_rules! string_keys {
     ($($name:ident),*) => {$(

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::Record;
 use crate::error::StoreError;
 use nimbus_protocol::ids::{
-    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, UserId,
+    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PoolId, PortId, ProjectId, SecurityGroupId,
+    SecurityRuleId, UserId,
 };
 
 macro_rules! record {
@@ -294,16 +295,18 @@ pub struct Instance {
     /// The key pair it was created with (`key_name`), copied: it stays the instance's key even if the key
     /// pair is deleted or replaced later, as in nova.
     pub key: Option<InstanceKey>,
+    /// The security groups of its ports (its project's), in the order they were given.
+    pub security_groups: Vec<SecurityGroupId>,
 }
 
 impl Record for Instance {
     const KIND: &'static str = "instance";
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
-        /// Version 1 had no key.
+        /// Version 2 had no security groups (its instances were in none); version 1 had no key either.
         #[derive(Deserialize)]
-        struct V1 {
+        struct V2 {
             id: InstanceId,
             name: String,
             project: ProjectId,
@@ -320,26 +323,36 @@ impl Record for Instance {
             created_at: Millis,
             updated_at: Millis,
             launched_at: Option<Millis>,
+            key: Option<InstanceKey>,
         }
-        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        let old: V2 = match version {
+            // Version 1 is version 2 without its last field: one more byte, 0, encodes that field's `None`.
+            1 => {
+                let mut padded = bytes.to_vec();
+                padded.push(0);
+                decode_version(Self::KIND, 1, 1, &padded)?
+            }
+            _ => decode_version(Self::KIND, 2, version, bytes)?,
+        };
         Ok(Instance {
-            id: v1.id,
-            name: v1.name,
-            project: v1.project,
-            user: v1.user,
-            flavor: v1.flavor,
-            image: v1.image,
-            host: v1.host,
-            vm_state: v1.vm_state,
-            task_state: v1.task_state,
-            power_state: v1.power_state,
-            interfaces: v1.interfaces,
-            fault: v1.fault,
-            tried_hosts: v1.tried_hosts,
-            created_at: v1.created_at,
-            updated_at: v1.updated_at,
-            launched_at: v1.launched_at,
-            key: None,
+            id: old.id,
+            name: old.name,
+            project: old.project,
+            user: old.user,
+            flavor: old.flavor,
+            image: old.image,
+            host: old.host,
+            vm_state: old.vm_state,
+            task_state: old.task_state,
+            power_state: old.power_state,
+            interfaces: old.interfaces,
+            fault: old.fault,
+            tried_hosts: old.tried_hosts,
+            created_at: old.created_at,
+            updated_at: old.updated_at,
+            launched_at: old.launched_at,
+            key: old.key,
+            security_groups: Vec::new(),
         })
     }
 }
@@ -366,6 +379,94 @@ pub struct KeyPair {
     pub created_at: Millis,
 }
 record!(KeyPair, "key_pair", 1);
+
+/// A project's security group: the traffic its members' ports let through (everything else is dropped),
+/// statefully: the answers to allowed traffic pass too. Names are unique in a project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: SecurityGroupId,
+    pub project: ProjectId,
+    pub name: String,
+    pub description: String,
+    pub rules: Vec<SecurityRule>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+record!(SecurityGroup, "security_group", 1);
+
+impl SecurityGroup {
+    /// The group every project has, which instances get unless they ask for others.
+    pub const DEFAULT_NAME: &'static str = "default";
+
+    /// A project's default group: its members may send anything, and take anything from each other.
+    pub fn default_for(project: ProjectId, now: Millis) -> SecurityGroup {
+        let id = SecurityGroupId::generate();
+        let rule = |direction, remote| SecurityRule {
+            id: SecurityRuleId::generate(),
+            direction,
+            protocol: None,
+            port_min: None,
+            port_max: None,
+            remote,
+            description: String::new(),
+        };
+        SecurityGroup {
+            id,
+            project,
+            name: SecurityGroup::DEFAULT_NAME.into(),
+            description: "Default security group".into(),
+            rules: vec![rule(Direction::Egress, Remote::Any), rule(Direction::Ingress, Remote::Group(id))],
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// One kind of traffic a security group lets through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityRule {
+    pub id: SecurityRuleId,
+    pub direction: Direction,
+    /// `None` is any protocol.
+    pub protocol: Option<IpProtocol>,
+    /// TCP and UDP: the destination port range. ICMP: the type and the code (Neutron's encoding).
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    pub remote: Remote,
+    pub description: String,
+}
+
+impl SecurityRule {
+    /// Whether two rules let the same traffic through (ids and descriptions aside).
+    pub fn same_traffic(&self, other: &SecurityRule) -> bool {
+        (self.direction, self.protocol, self.port_min, self.port_max, &self.remote)
+            == (other.direction, other.protocol, other.port_min, other.port_max, &other.remote)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// Traffic to the member's port.
+    Ingress,
+    /// Traffic from the member's port.
+    Egress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IpProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// Where the traffic of a rule comes from (ingress) or goes to (egress).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Remote {
+    Any,
+    Cidr(Ipv4Network),
+    /// The fixed addresses of the group's members.
+    Group(SecurityGroupId),
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum NetworkMode {
@@ -532,14 +633,18 @@ pub struct Quota {
     pub fixed_ips: Option<u64>,
     /// Per user (nova counts key pairs by user, against the limit of the project they ask in).
     pub key_pairs: Option<u64>,
+    pub security_groups: Option<u64>,
+    /// Per security group, as nova-network counted them.
+    pub security_group_rules: Option<u64>,
 }
 
 impl Record for Quota {
     const KIND: &'static str = "quota";
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
-        /// Version 1 had no key-pair limit: it gets nova's default.
+        /// Version 1 had only the first five limits, version 2 also the key-pair limit; what they lack gets
+        /// nova's default.
         #[derive(Deserialize)]
         struct V1 {
             instances: Option<u64>,
@@ -548,14 +653,24 @@ impl Record for Quota {
             floating_ips: Option<u64>,
             fixed_ips: Option<u64>,
         }
-        let v1: V1 = decode_version(Self::KIND, 1, version, bytes)?;
+        #[derive(Deserialize)]
+        struct V2 {
+            v1: V1,
+            key_pairs: Option<u64>,
+        }
+        let V2 { v1, key_pairs } = match version {
+            1 => V2 { v1: decode_version(Self::KIND, 1, version, bytes)?, key_pairs: Quota::DEFAULT.key_pairs },
+            _ => decode_version(Self::KIND, 2, version, bytes)?,
+        };
         Ok(Quota {
             instances: v1.instances,
             cores: v1.cores,
             ram_mb: v1.ram_mb,
             floating_ips: v1.floating_ips,
             fixed_ips: v1.fixed_ips,
-            key_pairs: Quota::DEFAULT.key_pairs,
+            key_pairs,
+            security_groups: Quota::DEFAULT.security_groups,
+            security_group_rules: Quota::DEFAULT.security_group_rules,
         })
     }
 }
@@ -569,9 +684,19 @@ impl Quota {
         floating_ips: Some(10),
         fixed_ips: None,
         key_pairs: Some(100),
+        security_groups: Some(10),
+        security_group_rules: Some(20),
     };
-    pub const UNLIMITED: Quota =
-        Quota { instances: None, cores: None, ram_mb: None, floating_ips: None, fixed_ips: None, key_pairs: None };
+    pub const UNLIMITED: Quota = Quota {
+        instances: None,
+        cores: None,
+        ram_mb: None,
+        floating_ips: None,
+        fixed_ips: None,
+        key_pairs: None,
+        security_groups: None,
+        security_group_rules: None,
+    };
 }
 
 /// What a project uses; changed in the same transaction as the resources it counts.
@@ -733,6 +858,7 @@ mod tests {
         let read: Instance = decode_record(&encode_record(&old).unwrap()).unwrap();
         assert_eq!((read.id, read.name.as_str(), read.flavor, read.launched_at), (old.id, "vm", flavor, Some(3)));
         assert_eq!((read.tried_hosts, read.key), (vec![HostId::from("host-0002")], None));
+        assert!(read.security_groups.is_empty(), "the schema migration puts it in its default group");
 
         #[derive(Serialize, Deserialize)]
         struct QuotaV1 {
@@ -755,8 +881,24 @@ mod tests {
             floating_ips: None,
             fixed_ips: Some(2),
             key_pairs: Some(100),
+            security_groups: Some(10),
+            security_group_rules: Some(20),
         };
-        assert_eq!(read, expected, "an older quota gets nova's default key-pair limit");
+        assert_eq!(read, expected, "an older quota gets nova's defaults for the limits it lacked");
+
+        #[derive(Serialize, Deserialize)]
+        struct QuotaV2 {
+            v1: QuotaV1,
+            key_pairs: Option<u64>,
+        }
+        impl Record for QuotaV2 {
+            const KIND: &'static str = "quota";
+            const VERSION: u8 = 2;
+        }
+        let v1 = QuotaV1 { instances: None, cores: Some(1), ram_mb: None, floating_ips: Some(3), fixed_ips: None };
+        let read: Quota = decode_record(&encode_record(&QuotaV2 { v1, key_pairs: Some(7) }).unwrap()).unwrap();
+        assert_eq!((read.cores, read.floating_ips, read.key_pairs), (Some(1), Some(3), Some(7)));
+        assert_eq!((read.security_groups, read.security_group_rules), (Some(10), Some(20)));
     }
 
     #[test]

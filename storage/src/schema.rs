@@ -4,14 +4,16 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use nimbus_protocol::ids::{FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, UserId};
+use nimbus_protocol::ids::{
+    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, SecurityGroupId, SecurityRuleId, UserId,
+};
 
 use crate::codec::{KeyCodec, Record};
 use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, KeyPair,
-    Millis, Network, Operation, Project, Quota, Token, Usage, User,
+    Millis, Network, Operation, Project, Quota, SecurityGroup, Token, Usage, User, now_ms,
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
@@ -26,7 +28,9 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 7: `fixed_releases` (filled once from the fixed IPs when an older file is opened).
 /// - 8: `token_expiry` (filled once from the tokens when an older file is opened).
 /// - 9: `key_pairs` (new: nothing to fill).
-pub const SCHEMA_VERSION: u32 = 9;
+/// - 10: `security_groups`, `security_group_names`, `security_rules`, `security_group_members` (an older
+///   file's instances are put in their project's default group, made then).
+pub const SCHEMA_VERSION: u32 = 10;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -75,6 +79,16 @@ pub const FLOATING_HELD: Table<Pair<ProjectId, u32>, FloatingIpId> = Table::new(
 /// Where the next free-address search of each floating pool starts.
 pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
+pub const SECURITY_GROUPS: Table<SecurityGroupId, SecurityGroup> = Table::new("security_groups");
+/// Each project's security groups by name (names are unique in a project); keep it in step with
+/// [`put_security_group_in`] and [`delete_security_group_in`].
+pub const SECURITY_GROUP_NAMES: Table<Pair<ProjectId, String>, SecurityGroupId> = Table::new("security_group_names");
+/// The group of every rule, so a rule is found by its id alone.
+pub const SECURITY_RULES: Table<SecurityRuleId, SecurityGroupId> = Table::new("security_rules");
+/// The instances in each group, so the ports a rule change touches (and a group still in use) are found
+/// without reading every instance; keep it in step with [`join_security_groups_in`].
+pub const SECURITY_GROUP_MEMBERS: Table<Pair<SecurityGroupId, InstanceId>, InstanceId> =
+    Table::new("security_group_members");
 /// Keyed by what is counted (`host`, `mac`): the next number to hand out, so a new one costs a lookup, not a
 /// scan.
 pub const COUNTERS: Table<String, AllocationCursor> = Table::new("counters");
@@ -112,6 +126,10 @@ const TABLES: &[&str] = &[
     FIXED_RELEASES.name(),
     TOKEN_EXPIRY.name(),
     KEY_PAIRS.name(),
+    SECURITY_GROUPS.name(),
+    SECURITY_GROUP_NAMES.name(),
+    SECURITY_RULES.name(),
+    SECURITY_GROUP_MEMBERS.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -194,6 +212,73 @@ fn migrate(tx: &mut WriteTx<'_>, found: u32) -> Result<(), StoreError> {
         for (key, token) in tx.scan(&TOKENS)? {
             tx.put(&TOKEN_EXPIRY, &Pair(token.expires_at, key), &token.user)?;
         }
+    }
+    if found < 10 {
+        for (_, mut instance) in tx.scan(&INSTANCES)? {
+            instance.security_groups = vec![default_security_group_in(tx, instance.project)?.id];
+            tx.put(&INSTANCES, &instance.id, &instance)?;
+            join_security_groups_in(tx, &instance)?;
+        }
+    }
+    Ok(())
+}
+
+/// The project's default security group, made now if it has none yet.
+pub fn default_security_group_in(tx: &mut WriteTx<'_>, project: ProjectId) -> Result<SecurityGroup, StoreError> {
+    let name = Pair(project, SecurityGroup::DEFAULT_NAME.to_string());
+    if let Some(id) = tx.get(&SECURITY_GROUP_NAMES, &name)?
+        && let Some(group) = tx.get(&SECURITY_GROUPS, &id)?
+    {
+        return Ok(group);
+    }
+    let group = SecurityGroup::default_for(project, now_ms());
+    put_security_group_in(tx, None, &group)?;
+    Ok(group)
+}
+
+/// Records a security group (`old` is what it was, if it existed), keeping its name and its rules' ids in
+/// step.
+pub fn put_security_group_in(
+    tx: &mut WriteTx<'_>,
+    old: Option<&SecurityGroup>,
+    group: &SecurityGroup,
+) -> Result<(), StoreError> {
+    if let Some(old) = old {
+        if old.name != group.name {
+            tx.delete(&SECURITY_GROUP_NAMES, &Pair(old.project, old.name.clone()))?;
+        }
+        for rule in old.rules.iter().filter(|r| !group.rules.iter().any(|kept| kept.id == r.id)) {
+            tx.delete(&SECURITY_RULES, &rule.id)?;
+        }
+    }
+    tx.put(&SECURITY_GROUP_NAMES, &Pair(group.project, group.name.clone()), &group.id)?;
+    for rule in &group.rules {
+        tx.put(&SECURITY_RULES, &rule.id, &group.id)?;
+    }
+    tx.put(&SECURITY_GROUPS, &group.id, group)
+}
+
+/// Removes a security group, its name and its rules' ids. Its members must have left it.
+pub fn delete_security_group_in(tx: &mut WriteTx<'_>, group: &SecurityGroup) -> Result<(), StoreError> {
+    tx.delete(&SECURITY_GROUP_NAMES, &Pair(group.project, group.name.clone()))?;
+    for rule in &group.rules {
+        tx.delete(&SECURITY_RULES, &rule.id)?;
+    }
+    tx.delete(&SECURITY_GROUPS, &group.id).map(drop)
+}
+
+/// Makes the instance a member of each of its security groups.
+pub fn join_security_groups_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
+    for group in &instance.security_groups {
+        tx.put(&SECURITY_GROUP_MEMBERS, &Pair(*group, instance.id), &instance.id)?;
+    }
+    Ok(())
+}
+
+/// Takes the instance out of each of its security groups.
+pub fn leave_security_groups_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
+    for group in &instance.security_groups {
+        tx.delete(&SECURITY_GROUP_MEMBERS, &Pair(*group, instance.id))?;
     }
     Ok(())
 }
@@ -346,7 +431,16 @@ mod tests {
             updated_at: 0,
             launched_at: None,
             key: None,
+            security_groups: Vec::new(),
         }
+    }
+
+    /// Closes `store` and opens its file again as a nimbus would that wrote it at schema `version`.
+    fn reopened_as_schema(store: Store, path: &Path, version: u32) -> Store {
+        store.close();
+        drop(store);
+        force_schema_version(path, version).unwrap();
+        Store::open(path).unwrap()
     }
 
     fn network(mode: NetworkMode, project: Option<ProjectId>, vlan: Option<u16>, created_at: u64) -> Network {
@@ -392,10 +486,7 @@ mod tests {
             })
             .await
             .unwrap();
-        store.close();
-        drop(store);
-        force_schema_version(&path, 4).unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = reopened_as_schema(store, &path, 4);
         let first = |owner| store.read(|r| first_network_of(r, owner)).unwrap().map(|n| n.id);
         assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Flat)), Some(old_flat.id), "the oldest shared one");
         assert_eq!(first(NetworkOwner::Unbound(NetworkMode::Vlan)), Some(vlans[1].id), "the lowest segment");
@@ -448,10 +539,7 @@ mod tests {
             })
             .await
             .unwrap();
-        store.close();
-        drop(store);
-        force_schema_version(&path, 5).unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = reopened_as_schema(store, &path, 5);
         let held = |project| {
             let ips = store.read(|r| held_floating_ips(r, project)).unwrap();
             ips.iter().map(|ip| ip.address.to_string()).collect::<Vec<_>>()
@@ -508,15 +596,44 @@ mod tests {
             })
             .await
             .unwrap();
-        store.close();
-        drop(store);
-        force_schema_version(&path, 6).unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = reopened_as_schema(store, &path, 6);
         let releases = store.read(|r| r.scan(&FIXED_RELEASES)).unwrap();
         let listed: Vec<(u64, u32)> = releases.iter().map(|(Pair(at, Pair(_, ip)), _)| (*at, *ip)).collect();
         assert_eq!(listed, [(100, 0x0a00_0004), (500, 0x0a00_0003)], "oldest first");
         let expiries = store.read(|r| r.scan(&TOKEN_EXPIRY)).unwrap();
         assert_eq!(expiries.iter().map(|(Pair(at, key), _)| (*at, key.as_str())).collect::<Vec<_>>(), [(7, "k")]);
+    }
+
+    #[tokio::test]
+    async fn an_older_file_puts_every_instance_in_its_projects_default_group_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let (a, b, c) = (instance(Some("h"), 1), instance(Some("h"), 1), instance(None, 1));
+        let b = Instance { project: a.project, ..b };
+        let written = [a.clone(), b.clone(), c.clone()];
+        store
+            .write(move |tx| {
+                for i in &written {
+                    tx.put(&INSTANCES, &i.id, i)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        let store = reopened_as_schema(store, &path, 9);
+        let groups: Vec<SecurityGroup> =
+            store.read(|r| r.scan(&SECURITY_GROUPS)).unwrap().into_iter().map(|(_, g)| g).collect();
+        assert_eq!(groups.len(), 2, "one default group per project");
+        for i in [&a, &b, &c] {
+            let read = store.read(|r| r.get(&INSTANCES, &i.id)).unwrap().unwrap();
+            let default = groups.iter().find(|g| g.project == i.project).unwrap();
+            assert_eq!((default.name.as_str(), read.security_groups.as_slice()), ("default", [default.id].as_slice()));
+            let member = store.read(|r| r.get(&SECURITY_GROUP_MEMBERS, &Pair(default.id, i.id))).unwrap();
+            assert_eq!(member, Some(i.id));
+            let named = store.read(|r| r.get(&SECURITY_GROUP_NAMES, &Pair(i.project, "default".to_string()))).unwrap();
+            assert_eq!(named, Some(default.id));
+        }
     }
 
     #[tokio::test]
@@ -539,10 +656,7 @@ mod tests {
             })
             .await
             .unwrap();
-        store.close();
-        drop(store);
-        force_schema_version(&path, 2).unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = reopened_as_schema(store, &path, 2);
         let loads = store.read(|r| r.scan(&HOST_LOADS)).unwrap();
         let summary: Vec<_> = loads.iter().map(|(h, l)| (h.0.as_str(), l.vcpus, l.ram_mb, l.instances)).collect();
         assert_eq!(summary, [("a", 3, 1024, 2), ("b", 4, 512, 1)]);

@@ -84,6 +84,32 @@ fn routes() -> Vec<(Method, &'static str, Value)> {
         (Method::GET, "/compute/v2.1/os-quota-sets/{project}", Value::Null),
         (Method::PUT, "/compute/v2.1/os-quota-sets/{project}", json!({"quota_set": {"instances": 5, "cores": -1}})),
         (Method::GET, "/compute/v2.1/os-quota-sets/{project}/detail", Value::Null),
+        (Method::GET, "/network/v2.0/security-groups", Value::Null),
+        (
+            Method::POST,
+            "/network/v2.0/security-groups",
+            json!({"security_group": {"name": "fz-sg", "description": "d"}}),
+        ),
+        (
+            Method::POST,
+            "/network/v2.0/security-group-rules",
+            json!({"security_group_rule": {"security_group_id": "{garbage}", "direction": "ingress", "protocol": "tcp",
+                "port_range_min": 80, "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0"}}),
+        ),
+        (Method::GET, "/network/v2.0/security-group-rules", Value::Null),
+        (Method::GET, "/compute/v2.1/os-security-groups", Value::Null),
+        (
+            Method::POST,
+            "/compute/v2.1/os-security-groups",
+            json!({"security_group": {"name": "fz-nsg", "description": "d"}}),
+        ),
+        (
+            Method::POST,
+            "/compute/v2.1/os-security-group-rules",
+            json!({"security_group_rule": {"parent_group_id": "{garbage}", "ip_protocol": "icmp", "from_port": -1, "to_port": -1}}),
+        ),
+        (Method::POST, "/compute/v2.1/servers/{server}/action", json!({"addSecurityGroup": {"name": "default"}})),
+        (Method::GET, "/compute/v2.1/servers/{server}/os-security-groups", Value::Null),
         (Method::GET, "/compute/v2.1/os-keypairs", Value::Null),
         (Method::POST, "/compute/v2.1/os-keypairs", json!({"keypair": {"name": "fz-key"}})),
         (

@@ -14,6 +14,7 @@ mod observability;
 mod openstack_cli;
 mod persistence;
 mod properties;
+mod security_groups;
 mod servers;
 mod supervision;
 mod tidy;

@@ -171,3 +171,37 @@ async fn the_stock_openstack_cli_manages_key_pairs() {
 fn ssh_public_key() -> &'static str {
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPBefgBEwFmamFM1wrSTgBJ4uGdS8OnEPjgXqZchC+CQ alice@host"
 }
+
+#[tokio::test]
+async fn the_stock_openstack_cli_manages_security_groups() {
+    let t = TestCloud::start().await;
+    let run = cli(&t);
+    run("security group create web".into()).await.unwrap();
+    run("security group rule create --protocol tcp --dst-port 80 web".into()).await.unwrap();
+    run("security group rule create --protocol icmp --remote-group default web".into()).await.unwrap();
+    let listed = run("security group list -f value -c Name".into()).await.unwrap();
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort();
+    assert_eq!(names, vec!["default", "web"]);
+    let rules = run("security group rule list web -f json".into()).await.unwrap();
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let rules = rules.as_array().unwrap();
+    assert_eq!(rules.len(), 3, "egress, tcp 80 and icmp: {rules:?}");
+    assert!(rules.iter().any(|r| r["IP Protocol"] == "tcp" && r["Port Range"] == "80:80"), "{rules:?}");
+
+    run("server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --security-group web --wait vm1".into())
+        .await
+        .unwrap();
+    let shown = run("server show vm1 -f json".into()).await.unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["security_groups"], serde_json::json!([{"name": "web"}]), "{shown}");
+    run("server add security group vm1 default".into()).await.unwrap();
+    run("server remove security group vm1 web".into()).await.unwrap();
+    let shown = run("server show vm1 -f value -c security_groups".into()).await.unwrap();
+    assert!(shown.contains("default") && !shown.contains("web"), "{shown}");
+    run("server delete --wait vm1".into()).await.unwrap();
+    run("security group delete web".into()).await.unwrap();
+    let listed = run("security group list -f value -c Name".into()).await.unwrap();
+    assert_eq!(listed.trim(), "default");
+    t.shutdown().await;
+}

@@ -10,7 +10,7 @@ use nimbus_tests::workload::{self, Op, Outcome};
 use proptest::prelude::*;
 
 fn op() -> impl Strategy<Value = Op> {
-    (0..11u32, 0..3usize, 0..8usize, 0..8usize).prop_map(|(k, p, a, b)| Op::from_numbers(k, p, a, b))
+    (0..Op::KINDS, 0..3usize, 0..8usize, 0..8usize).prop_map(|(k, p, a, b)| Op::from_numbers(k, p, a, b))
 }
 
 async fn run(batches: Vec<Vec<Op>>) -> Result<(), String> {

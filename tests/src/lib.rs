@@ -414,6 +414,34 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
             if r.scan(&NETWORK_CHOICES)?.len() != networks.len() {
                 bad.push(format!("the network choices do not hold exactly the {} networks", networks.len()));
             }
+            let members: std::collections::BTreeSet<_> =
+                r.scan(&SECURITY_GROUP_MEMBERS)?.into_iter().map(|(Pair(g, i), _)| (g, i)).collect();
+            let memberships: std::collections::BTreeSet<_> =
+                instances.iter().flat_map(|(id, i)| i.security_groups.iter().map(move |g| (*g, *id))).collect();
+            if members != memberships {
+                bad.push(format!(
+                    "security_group_members {members:?} differs from the instances' groups {memberships:?}"
+                ));
+            }
+            for (group, id) in &memberships {
+                let project = instances.iter().find(|(i, _)| i == id).map(|(_, i)| i.project);
+                if r.get(&SECURITY_GROUPS, group)?.map(|g| g.project) != project {
+                    bad.push(format!("instance {id} is in security group {group}, which is not of its project"));
+                }
+            }
+            for (id, group) in r.scan(&SECURITY_GROUPS)? {
+                if r.get(&SECURITY_GROUP_NAMES, &Pair(group.project, group.name.clone()))? != Some(id) {
+                    bad.push(format!("security group {} is missing from its project's names", group.name));
+                }
+                for rule in &group.rules {
+                    if r.get(&SECURITY_RULES, &rule.id)? != Some(id) {
+                        bad.push(format!(
+                            "rule {} of security group {} is missing from the rules",
+                            rule.id, group.name
+                        ));
+                    }
+                }
+            }
             let listed = (r.scan(&INSTANCE_LIST)?.len(), r.scan(&PROJECT_INSTANCE_LIST)?.len());
             if listed != (instances.len(), instances.len()) {
                 bad.push(format!("the list orders hold {listed:?} entries for {} instances", instances.len()));

@@ -1,6 +1,7 @@
 //! A cloud workload for the property and chaos tests: networks of all three modes, one project per mode,
-//! and operations (boots, deletes, floating-IP allocate / associate / disassociate / release) that pick
-//! their targets from what exists when they run. Plus the check that the dataplane equals what the store
+//! and operations (boots, deletes, floating-IP allocate / associate / disassociate / release, moving a
+//! server into or out of its project's default security group) that pick their targets from what exists
+//! when they run. Plus the check that the dataplane equals what the store
 //! implies.
 
 use std::collections::BTreeSet;
@@ -22,18 +23,25 @@ pub enum Op {
     Associate(usize, usize, usize),
     Disassociate(usize, usize),
     Release(usize, usize),
+    /// Takes the server out of the default group if it is in it, else puts it in.
+    Regroup(usize, usize),
 }
 
 impl Op {
-    /// An operation from a number in 0..=10 and three more for its targets, weighted as a user would act.
+    /// The numbers [`Op::from_numbers`] reads as kinds: 0 up to this.
+    pub const KINDS: u32 = 12;
+
+    /// An operation from a number below [`Op::KINDS`] and three more for its targets, weighted as a user
+    /// would act.
     pub fn from_numbers(kind: u32, project: usize, a: usize, b: usize) -> Op {
-        match kind % 11 {
+        match kind % Op::KINDS {
             0..=2 => Op::Boot(project),
             3 | 4 => Op::Delete(project, a),
             5 | 6 => Op::Allocate(project),
             7 | 8 => Op::Associate(project, a, b),
             9 => Op::Disassociate(project, a),
-            _ => Op::Release(project, a),
+            10 => Op::Release(project, a),
+            _ => Op::Regroup(project, a),
         }
     }
 }
@@ -150,6 +158,16 @@ async fn run_inner(op: &Op, clients: &[Client]) -> Result<Outcome, Outcome> {
             };
             let path = format!("/compute/v2.1/os-floating-ips/{}", fip["id"].as_str().unwrap_or_default());
             send(&clients[p], Method::DELETE, &path, None).await?
+        }
+        Op::Regroup(p, s) => {
+            let Some(server) = nth(&clients[p], "/compute/v2.1/servers/detail", "servers", s).await? else {
+                return refused;
+            };
+            let in_default =
+                server["security_groups"].as_array().is_some_and(|g| g.iter().any(|g| g["name"] == "default"));
+            let action = if in_default { "removeSecurityGroup" } else { "addSecurityGroup" };
+            let path = format!("/compute/v2.1/servers/{}/action", server["id"].as_str().unwrap_or_default());
+            send(&clients[p], Method::POST, &path, Some(&json!({ action: {"name": "default"} }))).await?
         }
     };
     Ok(classify(status, &body))

@@ -59,6 +59,8 @@ uuid_id!(
     PoolId,
     "pool"
 );
+uuid_id!(SecurityGroupId, "security_group");
+uuid_id!(SecurityRuleId, "security_group_rule");
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {

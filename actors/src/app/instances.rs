@@ -66,6 +66,7 @@ pub fn new_instance(
         updated_at: now,
         launched_at: None,
         key: None,
+        security_groups: Vec::new(),
     }
 }
 
@@ -118,11 +119,12 @@ fn change_load_in(tx: &mut WriteTx<'_>, host: &HostId, change: impl FnOnce(&mut 
 /// Records a new instance, with its place in the list orders.
 pub fn insert_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreError> {
     tx.put(&INSTANCES, &instance.id, instance)?;
+    schema::join_security_groups_in(tx, instance)?;
     schema::list_instance_in(tx, instance)
 }
 
-/// Removes an instance and everything that points at it (indexes, list orders, its operation, its quota usage). Its fixed
-/// and floating IPs must have been released first.
+/// Removes an instance and everything that points at it (indexes, list orders, group memberships, its
+/// operation, its quota usage). Its fixed and floating IPs must have been released first.
 pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
     if let Some(instance) = tx.delete(&INSTANCES, &id)? {
         quota::refund_in(
@@ -131,6 +133,7 @@ pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError>
             quota::instances_usage(1, instance.flavor.vcpus, instance.flavor.ram_mb),
         )?;
         schema::unlist_instance_in(tx, &instance)?;
+        schema::leave_security_groups_in(tx, &instance)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;
             change_load_in(tx, host, |load| load.remove(&instance.flavor))?;

@@ -33,6 +33,7 @@ pub mod networks;
 pub mod passwords;
 pub mod projects;
 pub mod quota;
+pub mod security_groups;
 pub mod servers;
 pub mod specs;
 

@@ -91,7 +91,16 @@ pub async fn update(app: &App, project: ProjectId, changes: QuotaChanges) -> Res
     app.store
         .write(move |tx| {
             let mut q = quota(tx, project)?;
-            let QuotaChanges { instances, cores, ram_mb, floating_ips, fixed_ips, key_pairs } = changes;
+            let QuotaChanges {
+                instances,
+                cores,
+                ram_mb,
+                floating_ips,
+                fixed_ips,
+                key_pairs,
+                security_groups,
+                security_group_rules,
+            } = changes;
             for (limit, change) in [
                 (&mut q.instances, instances),
                 (&mut q.cores, cores),
@@ -99,6 +108,8 @@ pub async fn update(app: &App, project: ProjectId, changes: QuotaChanges) -> Res
                 (&mut q.floating_ips, floating_ips),
                 (&mut q.fixed_ips, fixed_ips),
                 (&mut q.key_pairs, key_pairs),
+                (&mut q.security_groups, security_groups),
+                (&mut q.security_group_rules, security_group_rules),
             ] {
                 if let Some(new) = change {
                     *limit = new;
@@ -119,6 +130,8 @@ pub struct QuotaChanges {
     pub floating_ips: Option<Option<u64>>,
     pub fixed_ips: Option<Option<u64>>,
     pub key_pairs: Option<Option<u64>>,
+    pub security_groups: Option<Option<u64>>,
+    pub security_group_rules: Option<Option<u64>>,
 }
 
 /// Makes the project's quota unlimited (the operator's own project).

@@ -16,7 +16,7 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{images, key_pairs, networks, quota};
+use crate::app::{images, key_pairs, networks, quota, security_groups};
 use crate::instance_state::{Event, api_status};
 
 /// A create request, checked for its shape by the gateway.
@@ -32,6 +32,8 @@ pub struct NewServers {
     pub count: u32,
     /// The caller's key pair the instances get (`key_name`).
     pub key_name: Option<String>,
+    /// The project's security groups they are put in, by name or id; none named is the default group.
+    pub security_groups: Vec<String>,
 }
 
 /// Who asks, for the floating-IP operations.
@@ -78,15 +80,19 @@ pub async fn create(
             Instance { key: key.clone(), ..new_instance(name, auth.project, auth.user, &flavor, image.id, now) }
         })
         .collect();
-    let records = instances.clone();
+    let mut records = instances;
     let request_id = trace.request_id.clone();
     // Charged at once, so an over-quota answer names the whole request.
     let usage = quota::instances_usage(new.count, flavor.vcpus, flavor.ram_mb);
     let project = auth.project;
-    app.store
+    let groups = new.security_groups;
+    let instances = app
+        .store
         .write(move |tx| {
             quota::charge_in(tx, project, usage)?;
-            for instance in &records {
+            let groups = security_groups::resolve_in(tx, project, &groups)?;
+            for instance in &mut records {
+                instance.security_groups = groups.clone();
                 instances::insert_in(tx, instance)?;
                 let op = Operation {
                     instance: instance.id,
@@ -97,7 +103,7 @@ pub async fn create(
                 };
                 tx.put(&OPERATIONS, &instance.id, &op)?;
             }
-            Ok::<_, CloudError>(())
+            Ok::<_, CloudError>(records)
         })
         .await?;
     for instance in &instances {

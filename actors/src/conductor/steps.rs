@@ -117,6 +117,7 @@ mod tests {
             updated_at: 0,
             launched_at: None,
             key: None,
+            security_groups: Vec::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nimbus_protocol::ids::NetworkId;
+use nimbus_protocol::ids::{NetworkId, SecurityGroupId};
 use nimbus_storage::records::{Flavor, Instance, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +23,7 @@ use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
 use crate::app::error::CloudError;
 use crate::app::flavors;
 use crate::app::hosts::{self, HostUsage};
+use crate::app::security_groups;
 use crate::app::servers::{self, NewServers, ServerFilters};
 use crate::instance_state::{api_status, task_state_name, vm_state_name};
 
@@ -205,8 +206,16 @@ struct AddressView {
 }
 
 #[derive(Serialize)]
-struct SecurityGroupRef {
-    name: &'static str,
+struct SecurityGroupRef<'a> {
+    name: &'a str,
+}
+
+/// The names of the security groups of the instances a view shows.
+type GroupNames = HashMap<SecurityGroupId, String>;
+
+fn group_names<'i>(s: &AppState, instances: impl IntoIterator<Item = &'i Instance>) -> Result<GroupNames, ApiError> {
+    let ids = instances.into_iter().flat_map(|i| i.security_groups.iter().copied());
+    security_groups::names(&s.app, ids).map_err(ApiError::compute)
 }
 
 /// What only an admin sees of a server.
@@ -263,7 +272,7 @@ struct ServerDetail<'a> {
     power_state: u8,
     #[serde(rename = "os-extended-volumes:volumes_attached")]
     volumes_attached: [String; 0],
-    security_groups: [SecurityGroupRef; 1],
+    security_groups: Vec<SecurityGroupRef<'a>>,
     #[serde(flatten)]
     admin: Option<AdminAttributes>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,7 +288,7 @@ struct ServerView<'a> {
     detail: Option<ServerDetail<'a>>,
 }
 
-fn server_view<'a>(i: &'a Instance, base: &str, admin: bool, detail: bool) -> ServerView<'a> {
+fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bool, detail: bool) -> ServerView<'a> {
     let id = i.id.to_string();
     let detail = detail.then(|| {
         let mut addresses: BTreeMap<&str, Vec<AddressView>> = BTreeMap::new();
@@ -325,7 +334,12 @@ fn server_view<'a>(i: &'a Instance, base: &str, admin: bool, detail: bool) -> Se
             task_state: i.task_state.map(task_state_name),
             power_state: i.power_state as u8,
             volumes_attached: [],
-            security_groups: [SecurityGroupRef { name: "default" }],
+            security_groups: i
+                .security_groups
+                .iter()
+                .filter_map(|g| names.get(g))
+                .map(|name| SecurityGroupRef { name })
+                .collect(),
             admin: admin.then(|| AdminAttributes {
                 hypervisor_hostname: host.clone(),
                 host,
@@ -346,17 +360,21 @@ fn server_view<'a>(i: &'a Instance, base: &str, admin: bool, detail: bool) -> Se
 enum ServerAction {
     AddFloatingIp { address: String },
     RemoveFloatingIp { address: String },
+    AddSecurityGroup { name: String },
+    RemoveSecurityGroup { name: String },
 }
 
-/// `POST /servers/{id}/action`: the nova-network era floating IP actions.
+/// `POST /servers/{id}/action`: the nova-network era floating-IP and security-group actions.
 async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(ApiError::compute)?;
     let action: ServerAction = parse_json(&body).map_err(|e| {
         ApiError::compute(match e {
-            CloudError::BadRequest(m) if m.contains("unknown variant") => {
-                CloudError::BadRequest("nimbus supports the server actions addFloatingIp and removeFloatingIp.".into())
-            }
+            CloudError::BadRequest(m) if m.contains("unknown variant") => CloudError::BadRequest(
+                "nimbus supports the server actions addFloatingIp, removeFloatingIp, addSecurityGroup and \
+                     removeSecurityGroup."
+                    .into(),
+            ),
             other => other,
         })
     })?;
@@ -368,6 +386,12 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
         ServerAction::RemoveFloatingIp { address } => {
             let address = parse_address(&address).map_err(ApiError::compute)?;
             servers::remove_floating_ip(&s.app, &auth.trace, &auth.ctx, &instance, address).await
+        }
+        ServerAction::AddSecurityGroup { name } => {
+            security_groups::set_membership(&s.app, instance.id, name, true).await
+        }
+        ServerAction::RemoveSecurityGroup { name } => {
+            security_groups::set_membership(&s.app, instance.id, name, false).await
         }
     }
     .map_err(ApiError::compute)?;
@@ -381,7 +405,8 @@ struct ServerBody<'a> {
 
 async fn show_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
-    Ok(Json(ServerBody { server: server_view(&instance, &s.base_url, auth.is_admin(), true) }).into_response())
+    let names = group_names(&s, [&instance])?;
+    Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
 }
 
 fn truthy(v: &str) -> bool {
@@ -416,7 +441,8 @@ fn list_servers(s: &AppState, auth: &Auth, mut raw: HashMap<String, String>, det
         let path = if detail { "servers/detail" } else { "servers" };
         servers_links.push(Link { rel: "next", href: format!("{}/compute/v2.1/{path}?{query}", s.base_url) });
     }
-    let views = instances.iter().map(|i| server_view(i, &s.base_url, auth.is_admin(), detail)).collect();
+    let names = if detail { group_names(s, &instances)? } else { GroupNames::new() };
+    let views = instances.iter().map(|i| server_view(i, &names, &s.base_url, auth.is_admin(), detail)).collect();
     Ok(Json(Body { servers: views, servers_links }).into_response())
 }
 
@@ -473,6 +499,15 @@ struct NewServer {
     max_count: Option<Value>,
     #[serde(default, rename = "key_name")]
     key_name: Option<String>,
+    #[serde(default, rename = "security_groups")]
+    security_groups: Option<Vec<NamedGroup>>,
+}
+
+/// A group a server create names: `{"name": …}` (a name or an id).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedGroup {
+    name: String,
 }
 
 /// `min_count`/`max_count` arrive as numbers or strings.
@@ -517,12 +552,12 @@ fn requested_networks(networks: Option<&Value>) -> Result<Vec<NetworkId>, CloudE
 }
 
 #[derive(Serialize)]
-struct CreatedServer {
+struct CreatedServer<'a> {
     id: String,
     links: [Link; 2],
     #[serde(rename = "OS-DCF:diskConfig")]
     disk_config: &'static str,
-    security_groups: [SecurityGroupRef; 1],
+    security_groups: Vec<SecurityGroupRef<'a>>,
     #[serde(rename = "adminPass")]
     admin_pass: String,
 }
@@ -543,18 +578,25 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         networks: requested_networks(new.networks.as_ref()).map_err(ApiError::compute)?,
         count: max,
         key_name: new.key_name,
+        security_groups: new.security_groups.unwrap_or_default().into_iter().map(|g| g.name).collect(),
     };
     let created = servers::create(&s.app, &auth.trace, &auth.ctx, new).await.map_err(ApiError::compute)?;
     let id = created[0].id.to_string();
+    let names = group_names(&s, &created)?;
     #[derive(Serialize)]
-    struct Body {
-        server: CreatedServer,
+    struct Body<'a> {
+        server: CreatedServer<'a>,
     }
     let server = CreatedServer {
         links: links(&s.base_url, "servers", &id),
         id,
         disk_config: "MANUAL",
-        security_groups: [SecurityGroupRef { name: "default" }],
+        security_groups: created[0]
+            .security_groups
+            .iter()
+            .filter_map(|g| names.get(g))
+            .map(|name| SecurityGroupRef { name })
+            .collect(),
         admin_pass: random_admin_pass(),
     };
     Ok((StatusCode::ACCEPTED, Json(Body { server })).into_response())

@@ -22,6 +22,7 @@ mod image_api;
 mod key_pairs_api;
 mod network_api;
 mod nova_network_api;
+mod security_groups_api;
 pub mod server;
 mod views;
 
@@ -193,6 +194,7 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(image_api::routes())
         .merge(nova_network_api::routes())
         .merge(network_api::routes())
+        .merge(security_groups_api::routes())
         .merge(admin_api::routes())
         .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)

@@ -280,7 +280,7 @@ struct PortView {
     tenant_id: String,
     #[serde(rename = "binding:host_id")]
     host_id: String,
-    security_groups: [String; 0],
+    security_groups: Vec<String>,
     allowed_address_pairs: [String; 0],
     tags: [String; 0],
     description: &'static str,
@@ -302,7 +302,7 @@ fn port_view(instance: &Instance, interface: &Interface) -> PortView {
         tenant_id: project.clone(),
         project_id: project,
         host_id: instance.host.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
-        security_groups: [],
+        security_groups: instance.security_groups.iter().map(|g| g.to_string()).collect(),
         allowed_address_pairs: [],
         tags: [],
         description: "",

@@ -23,7 +23,7 @@ use super::{ApiError, AppState};
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::quota::{self, QuotaChanges};
-use crate::app::{fixed_ips, identity, networks};
+use crate::app::{fixed_ips, identity, networks, security_groups};
 use crate::network_plan::NetworkRequest;
 
 type ApiResult = Result<Response, ApiError>;
@@ -428,8 +428,6 @@ struct OtherLimits {
     injected_files: u32,
     injected_file_content_bytes: u32,
     injected_file_path_bytes: u32,
-    security_groups: u32,
-    security_group_rules: u32,
     server_groups: u32,
     server_group_members: u32,
 }
@@ -439,8 +437,6 @@ const OTHER_LIMITS: OtherLimits = OtherLimits {
     injected_files: 5,
     injected_file_content_bytes: 10240,
     injected_file_path_bytes: 255,
-    security_groups: 10,
-    security_group_rules: 20,
     server_groups: 10,
     server_group_members: 10,
 };
@@ -454,6 +450,8 @@ struct QuotaView<T> {
     floating_ips: T,
     fixed_ips: T,
     key_pairs: T,
+    security_groups: T,
+    security_group_rules: T,
     #[serde(flatten)]
     other: OtherLimits,
 }
@@ -473,12 +471,14 @@ fn quota_view(project: ProjectId, q: &Quota) -> QuotaBody<i64> {
             floating_ips: limit(q.floating_ips),
             fixed_ips: limit(q.fixed_ips),
             key_pairs: limit(q.key_pairs),
+            security_groups: limit(q.security_groups),
+            security_group_rules: limit(q.security_group_rules),
             other: OTHER_LIMITS,
         },
     }
 }
 
-fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Detailed> {
+fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage, groups: u64) -> QuotaBody<Detailed> {
     let detailed = |limit_of: Option<u64>, in_use: u64| Detailed { limit: limit(limit_of), in_use, reserved: 0 };
     QuotaBody {
         quota_set: QuotaView {
@@ -490,6 +490,9 @@ fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage) -> QuotaBody<Deta
             fixed_ips: detailed(q.fixed_ips, u.fixed_ips),
             // Key pairs are counted per user, not per project (as in nova, whose project detail shows 0).
             key_pairs: detailed(q.key_pairs, 0),
+            security_groups: detailed(q.security_groups, groups),
+            // Counted per group, as nova-network did: no project-wide figure.
+            security_group_rules: detailed(q.security_group_rules, 0),
             other: OTHER_LIMITS,
         },
     }
@@ -519,7 +522,8 @@ async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String
 async fn show_quota_detail(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
     let (q, u) = quota::show(&s.app, project).map_err(ApiError::compute)?;
-    Ok(Json(quota_detail_view(project, &q, &u)).into_response())
+    let groups = security_groups::count(&s.app, project).map_err(ApiError::compute)?;
+    Ok(Json(quota_detail_view(project, &q, &u, groups)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -552,6 +556,8 @@ async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
         floating_ips: parse("floating_ips")?,
         fixed_ips: parse("fixed_ips")?,
         key_pairs: parse("key_pairs")?,
+        security_groups: parse("security_groups")?,
+        security_group_rules: parse("security_group_rules")?,
     };
     let q = quota::update(&s.app, project, changes).await.map_err(ApiError::compute)?;
     Ok(Json(quota_view(project, &q)).into_response())
