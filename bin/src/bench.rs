@@ -219,6 +219,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             count: 100.min(args.fixed - chunk * 100) as u32,
             key_name: None,
             security_groups: Vec::new(),
+            user_data: None,
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -998,6 +999,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 count: 100.min(n - chunk * 100) as u32,
                 key_name: None,
                 security_groups: Vec::new(),
+                user_data: None,
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

@@ -364,6 +364,15 @@ pub struct InstanceKey {
     pub public_key: String,
 }
 
+/// What a server was created with as `user_data` (decoded), for the metadata service. Kept apart from the
+/// instance record, which every step of a build reads and writes, so that up to 64 KiB of it is not copied
+/// each time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserData {
+    pub bytes: Vec<u8>,
+}
+record!(UserData, "user_data", 1);
+
 /// A user's SSH key pair, kept as nova keeps them: per user, by name. Only the public half is stored; a key
 /// pair nimbus generates hands its private half to the caller once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

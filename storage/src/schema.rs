@@ -13,7 +13,7 @@ use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
     AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, KeyPair,
-    Millis, Network, Operation, Project, Quota, SecurityGroup, Token, Usage, User, now_ms,
+    Millis, Network, Operation, Project, Quota, SecurityGroup, Token, Usage, User, UserData, now_ms,
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
@@ -30,7 +30,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 9: `key_pairs` (new: nothing to fill).
 /// - 10: `security_groups`, `security_group_names`, `security_rules`, `security_group_members` (an older
 ///   file's instances are put in their project's default group, made then).
-pub const SCHEMA_VERSION: u32 = 10;
+/// - 11: `user_data` (new: nothing to fill).
+pub const SCHEMA_VERSION: u32 = 11;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -79,6 +80,8 @@ pub const FLOATING_HELD: Table<Pair<ProjectId, u32>, FloatingIpId> = Table::new(
 /// Where the next free-address search of each floating pool starts.
 pub const POOL_CURSORS: Table<String, AllocationCursor> = Table::new("pool_cursors");
 pub const QUOTAS: Table<ProjectId, Quota> = Table::new("quotas");
+/// The user data of the instances created with some.
+pub const USER_DATA: Table<InstanceId, UserData> = Table::new("user_data");
 pub const SECURITY_GROUPS: Table<SecurityGroupId, SecurityGroup> = Table::new("security_groups");
 /// Each project's security groups by name (names are unique in a project); keep it in step with
 /// [`put_security_group_in`] and [`delete_security_group_in`].
@@ -130,6 +133,7 @@ const TABLES: &[&str] = &[
     SECURITY_GROUP_NAMES.name(),
     SECURITY_RULES.name(),
     SECURITY_GROUP_MEMBERS.name(),
+    USER_DATA.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list

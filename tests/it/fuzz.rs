@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 /// Every route, with a body that is valid for it (or `Null`).
 fn routes() -> Vec<(Method, &'static str, Value)> {
     let server = json!({"server": {"name": "fz", "imageRef": "{image}", "flavorRef": "1", "networks": "auto",
-        "min_count": 1, "max_count": 2, "key_name": null, "security_groups": [{"name": "default"}]}});
+        "min_count": 1, "max_count": 2, "key_name": null, "security_groups": [{"name": "default"}],
+        "user_data": "IyEvYmluL3NoCg=="}});
     let login = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "{user_name}",
         "domain": {"name": "Default"}, "password": "pw"}}}, "scope": {"project": {"id": "{project}"}}}});
     vec![

@@ -9,6 +9,7 @@ mod floating_ips;
 mod fuzz;
 mod hardening;
 mod key_pairs;
+mod metadata;
 mod networks;
 mod observability;
 mod openstack_cli;

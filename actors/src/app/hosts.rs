@@ -26,6 +26,12 @@ pub struct HostUsage {
 }
 
 /// Whether the host reported recently enough to count as up.
+/// A host that runs real instances (any driver but the simulated `fake`), if the cloud has one: what only
+/// carries meaning for real instances (filtering, metadata) is refused until nimbus can apply it there.
+pub(crate) fn real_host_in(r: &impl Reads) -> Result<Option<Host>, StoreError> {
+    Ok(r.scan(&HOSTS)?.into_iter().map(|(_, h)| h).find(|h| h.hypervisor_type != "fake"))
+}
+
 pub fn is_up(host: &Host, timing: &Timing) -> bool {
     now_ms() <= down_at(host, timing)
 }

@@ -3,7 +3,7 @@
 
 use nimbus_protocol::ids::{HostId, ImageId, InstanceId, ProjectId, UserId};
 use nimbus_storage::records::{Flavor, FlavorSnapshot, HostLoad, Instance, Millis, now_ms};
-use nimbus_storage::schema::{self, HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, OPERATIONS};
+use nimbus_storage::schema::{self, HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, OPERATIONS, USER_DATA};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
 use crate::app::quota;
@@ -123,8 +123,8 @@ pub fn insert_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<(), StoreE
     schema::list_instance_in(tx, instance)
 }
 
-/// Removes an instance and everything that points at it (indexes, list orders, group memberships, its
-/// operation, its quota usage). Its fixed and floating IPs must have been released first.
+/// Removes an instance and everything that points at it (indexes, list orders, group memberships, user
+/// data, its operation, its quota usage). Its fixed and floating IPs must have been released first.
 pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError> {
     if let Some(instance) = tx.delete(&INSTANCES, &id)? {
         quota::refund_in(
@@ -134,6 +134,7 @@ pub fn remove_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<(), StoreError>
         )?;
         schema::unlist_instance_in(tx, &instance)?;
         schema::leave_security_groups_in(tx, &instance)?;
+        tx.delete(&USER_DATA, &id)?;
         if let Some(host) = &instance.host {
             tx.index_remove(&INSTANCES_BY_HOST, host, &id)?;
             change_load_in(tx, host, |load| load.remove(&instance.flavor))?;

@@ -29,6 +29,7 @@ pub mod images;
 pub mod instances;
 pub mod key_pairs;
 pub mod login_guard;
+pub mod metadata;
 pub mod networks;
 pub mod passwords;
 pub mod projects;

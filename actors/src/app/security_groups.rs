@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use nimbus_protocol::ids::{InstanceId, ProjectId, SecurityGroupId, SecurityRuleId};
 use nimbus_storage::records::{Instance, Remote, SecurityGroup, SecurityRule, now_ms};
 use nimbus_storage::schema::{
-    self, HOSTS, INSTANCES, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
+    self, INSTANCES, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
 };
 use nimbus_storage::{Pair, Reads, StoreError, WriteTx};
 
 use crate::app::App;
 use crate::app::error::CloudError;
-use crate::app::quota;
+use crate::app::{hosts, quota};
 use crate::security_rules::{RuleRequest, rule_from};
 
 /// Who asks: their project, and whether they may see every project's groups.
@@ -36,7 +36,7 @@ fn not_found(id: impl std::fmt::Display) -> CloudError {
 /// rules is not built yet (issue 14), and a rule accepted but not applied would be silently ignored. The
 /// simulated hosts carry no traffic, so nothing is ignored there.
 fn require_enforcement_in(r: &impl Reads) -> Result<(), CloudError> {
-    if let Some((_, host)) = r.scan(&HOSTS)?.into_iter().find(|(_, h)| h.hypervisor_type != "fake") {
+    if let Some(host) = hosts::real_host_in(r)? {
         return Err(CloudError::Conflict(format!(
             "Security group rules and memberships are not enforced on {} hosts yet (host {}): nimbus refuses \
              what it would not apply.",

@@ -7,8 +7,10 @@ use std::net::Ipv4Addr;
 
 use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId};
 use nimbus_protocol::trace::Trace;
-use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, now_ms};
-use nimbus_storage::schema::{FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST};
+use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, UserData, now_ms};
+use nimbus_storage::schema::{
+    FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
+};
 use nimbus_storage::{NewestFirst, Pair, Reads, StoreError};
 
 use crate::app::App;
@@ -16,7 +18,7 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{images, key_pairs, networks, quota, security_groups};
+use crate::app::{hosts, images, key_pairs, networks, quota, security_groups};
 use crate::instance_state::{Event, api_status};
 
 /// A create request, checked for its shape by the gateway.
@@ -34,7 +36,12 @@ pub struct NewServers {
     pub key_name: Option<String>,
     /// The project's security groups they are put in, by name or id; none named is the default group.
     pub security_groups: Vec<String>,
+    /// What the metadata service hands them as their user data (decoded; at most [`MAX_USER_DATA`] bytes).
+    pub user_data: Option<Vec<u8>>,
 }
+
+/// The most user data a server keeps (64 KiB decoded, as nova-era clouds allowed).
+pub const MAX_USER_DATA: usize = 64 * 1024;
 
 /// Who asks, for the floating-IP operations.
 pub fn caller(auth: &AuthContext) -> Caller {
@@ -52,6 +59,9 @@ pub async fn create(
     let bad = CloudError::BadRequest;
     if let Some(problem) = crate::names::name_problem("server", &new.name) {
         return Err(bad(format!("Invalid input for field/attribute name: {problem}")));
+    }
+    if let Some(data) = new.user_data.as_ref().filter(|d| d.len() > MAX_USER_DATA) {
+        return Err(bad(format!("User data is {} bytes decoded; at most {MAX_USER_DATA} are kept.", data.len())));
     }
     let (image, flavor, requested, key) = app.store.read(|r| {
         let image = match new.image.parse::<ImageId>() {
@@ -85,15 +95,27 @@ pub async fn create(
     // Charged at once, so an over-quota answer names the whole request.
     let usage = quota::instances_usage(new.count, flavor.vcpus, flavor.ram_mb);
     let project = auth.project;
-    let groups = new.security_groups;
+    let (groups, user_data) = (new.security_groups, new.user_data.map(|bytes| UserData { bytes }));
     let instances = app
         .store
         .write(move |tx| {
             quota::charge_in(tx, project, usage)?;
             let groups = security_groups::resolve_in(tx, project, &groups)?;
+            if user_data.is_some()
+                && let Some(host) = hosts::real_host_in(tx)?
+            {
+                return Err(CloudError::Conflict(format!(
+                    "User data is not served to {} hosts' instances yet (host {}): nimbus refuses what it would \
+                     not hand over.",
+                    host.hypervisor_type, host.name
+                )));
+            }
             for instance in &mut records {
                 instance.security_groups = groups.clone();
                 instances::insert_in(tx, instance)?;
+                if let Some(data) = &user_data {
+                    tx.put(&USER_DATA, &instance.id, data)?;
+                }
                 let op = Operation {
                     instance: instance.id,
                     project: instance.project,

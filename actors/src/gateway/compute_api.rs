@@ -501,6 +501,20 @@ struct NewServer {
     key_name: Option<String>,
     #[serde(default, rename = "security_groups")]
     security_groups: Option<Vec<NamedGroup>>,
+    #[serde(default, rename = "user_data")]
+    user_data: Option<String>,
+}
+
+/// `user_data` arrives base64-encoded (standard alphabet; line breaks, as some clients send them, are
+/// dropped first).
+fn decode_user_data(text: Option<String>) -> Result<Option<Vec<u8>>, CloudError> {
+    use base64::Engine;
+    let Some(text) = text else { return Ok(None) };
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map(Some)
+        .map_err(|e| CloudError::BadRequest(format!("Invalid user_data: it must be base64 ({e}).")))
 }
 
 /// A group a server create names: `{"name": …}` (a name or an id).
@@ -579,6 +593,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         count: max,
         key_name: new.key_name,
         security_groups: new.security_groups.unwrap_or_default().into_iter().map(|g| g.name).collect(),
+        user_data: decode_user_data(new.user_data).map_err(ApiError::compute)?,
     };
     let created = servers::create(&s.app, &auth.trace, &auth.ctx, new).await.map_err(ApiError::compute)?;
     let id = created[0].id.to_string();
