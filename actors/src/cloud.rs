@@ -322,6 +322,13 @@ impl Cloud {
         };
         let listener = Arc::new(listener);
         let metrics_listener = metrics_listener.map(Arc::new);
+        let metadata_listener =
+            match &linux {
+                Some(linux) => Some(Arc::new(linux.metadata_listener().await.map_err(|e| {
+                    CloudError::Internal(format!("the metadata service cannot listen: {}", chain(&e)))
+                })?)),
+                None => None,
+            };
         let children = vec![
             {
                 let app = app.clone();
@@ -345,6 +352,7 @@ impl Cloud {
                         app: app.clone(),
                         listener: listener.clone(),
                         metrics_listener: metrics_listener.clone(),
+                        metadata_listener: metadata_listener.clone(),
                         metrics: metrics.clone(),
                         base_url: url.clone(),
                         limits: limits.clone(),

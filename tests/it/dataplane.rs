@@ -405,3 +405,52 @@ mod multi_host {
         drop(ctl);
     }
 }
+
+// Several threads: `wget` runs as a blocking child process while the cloud, in this runtime, answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_read_their_own_metadata_at_the_link_local_address_and_nothing_when_spoofing() {
+    let Some(lab) = Lab::new("meta") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let user = t.user_in_mode("flat", "member").await;
+    let key = user.post("/compute/v2.1/os-keypairs", &json!({"keypair": {"name": "k1"}})).await.unwrap();
+    let public_key = key["keypair"]["public_key"].as_str().unwrap().to_string();
+    let image = default_image(&user).await;
+    // "#!/bin/sh\necho hi\n"
+    let body = json!({"server": {"name": "meta-1", "imageRef": image, "flavorRef": "1", "key_name": "k1",
+        "user_data": "IyEvYmluL3NoCmVjaG8gaGkK"}});
+    let created = user.post("/compute/v2.1/servers", &body).await.unwrap();
+    let a = wait_for_status(&user, created["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    let b = boot_active(&user, "meta-2").await;
+    let ns = lab.instance(&id_of(&a));
+    let get = |path: &str| {
+        let url = format!("http://169.254.169.254{path}");
+        // busybox wget's own timeout crashes on this busybox: bound the wait from outside.
+        lab.exec(&ns, "timeout", &["5", "busybox", "wget", "-q", "-O-", &url])
+    };
+
+    let meta: Value = serde_json::from_str(&get("/openstack/latest/meta_data.json").unwrap()).unwrap();
+    assert_eq!(meta["uuid"], id_of(&a).as_str());
+    assert_eq!(meta["public_keys"]["k1"], public_key.as_str());
+    assert!(get("/latest/meta-data/instance-id").unwrap().starts_with("i-"));
+    assert_eq!(get("/latest/meta-data/local-ipv4").unwrap(), fixed_ip(&a).to_string());
+    assert_eq!(get("/latest/meta-data/public-keys/0/openssh-key").unwrap(), public_key);
+    assert_eq!(get("/latest/user-data").unwrap(), "#!/bin/sh\necho hi\n");
+    assert!(get("/openstack/latest/vendor_data.json").is_err(), "what is not there is a 404");
+
+    // The service outlives the actor that serves it.
+    t.kill_and_wait_for_restart("gateway").await;
+    wait_until("the metadata service to answer again", Duration::from_secs(10), || async {
+        get("/latest/meta-data/local-ipv4").is_ok_and(|ip| ip == fixed_ip(&a).to_string())
+    })
+    .await;
+
+    // Asking with the other instance's address gets nothing: the port lets only its own address out.
+    let spoofed = fixed_ip(&b).to_string();
+    lab.exec(&ns, "ip", &["addr", "add", &format!("{spoofed}/32"), "dev", "eth0"]).unwrap();
+    lab.exec(&ns, "ip", &["route", "add", "169.254.169.254/32", "via", "10.0.0.1", "src", &spoofed]).unwrap();
+    assert!(get("/openstack/latest/meta_data.json").is_err(), "a spoofed request gets no answer");
+    lab.exec(&ns, "ip", &["route", "del", "169.254.169.254/32"]).unwrap();
+    let meta: Value = serde_json::from_str(&get("/openstack/latest/meta_data.json").unwrap()).unwrap();
+    assert_eq!(meta["uuid"], id_of(&a).as_str(), "its own address still reads its own metadata");
+    t.shutdown().await;
+}

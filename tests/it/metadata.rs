@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 
 use nimbus_actors::app::metadata::{self, Document};
-use nimbus_protocol::ids::NetworkId;
 use nimbus_tests::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -33,9 +32,9 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     let id = created["server"]["id"].as_str().unwrap().to_string();
     let server = wait_for_status(&erin, &id, "ACTIVE").await;
     let address: Ipv4Addr = fixed_addresses(&server)[0].parse().unwrap();
-    let ports = erin.get(&format!("/network/v2.0/ports?device_id={id}")).await.unwrap();
-    let network: NetworkId = ports["ports"][0]["network_id"].as_str().unwrap().parse().unwrap();
-    let ask = |path: &str| metadata::answer(&t.cloud.app, network, address, path);
+    // The default network, 10.0.0.0/24, answers at its gateway.
+    let gateway = Ipv4Addr::new(10, 0, 0, 1);
+    let ask = |path: &str| metadata::answer(&t.cloud.app, gateway, address, path);
 
     let meta = json_of(&ask("/openstack/latest/meta_data.json").unwrap());
     assert_eq!(meta["uuid"], id.as_str());
@@ -72,7 +71,10 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     }
     // An address no instance holds learns nothing.
     let other = Ipv4Addr::from(u32::from(address) + 100);
-    assert!(metadata::answer(&t.cloud.app, network, other, "/openstack/latest/meta_data.json").is_err());
+    assert!(metadata::answer(&t.cloud.app, gateway, other, "/openstack/latest/meta_data.json").is_err());
+    // Nor does the right address on another network's gateway.
+    let elsewhere = Ipv4Addr::new(10, 9, 0, 1);
+    assert!(metadata::answer(&t.cloud.app, elsewhere, address, "/openstack/latest/meta_data.json").is_err());
     t.shutdown().await;
 }
 

@@ -10,7 +10,7 @@ use nimbus_storage::schema::{self, FIXED_IPS, FLOATING_POOLS, NETWORKS};
 use nimbus_storage::{Pair, Reads, StoreError};
 
 use crate::app::App;
-use crate::dataplane::{DhcpHost, FloatingNat, Nat, Segment, VpnForward};
+use crate::dataplane::{DhcpHost, FloatingNat, MetadataRedirect, Nat, Segment, VpnForward};
 
 /// The network manager drives every network but the VLAN ones, which belong to their project's VLAN
 /// reconciler.
@@ -114,7 +114,10 @@ pub fn nat(app: &App) -> Result<Nat, StoreError> {
                 floating.insert(FloatingNat { floating: ip.address, fixed, interface: interface.unwrap_or_default() });
             }
         }
-        let snat_ranges = r.scan(&NETWORKS)?.into_iter().map(|(_, n)| n.cidr).collect();
-        Ok(Nat { floating, snat_ranges })
+        let networks = r.scan(&NETWORKS)?;
+        let snat_ranges = networks.iter().map(|(_, n)| n.cidr).collect();
+        let metadata =
+            networks.into_iter().map(|(_, n)| MetadataRedirect { bridge: n.bridge, gateway: n.gateway }).collect();
+        Ok(Nat { floating, snat_ranges, metadata })
     })
 }

@@ -1,13 +1,12 @@
 //! The metadata service's documents: what an instance learns about itself at 169.254.169.254, in the
 //! OpenStack format (`/openstack/latest/meta_data.json`, `network_data.json`, `user_data`) and the EC2 one
 //! (`/latest/meta-data/…`, `/latest/user-data`). The instance is the one holding the request's source
-//! address on the network it came from: the anti-spoofing rules keep an instance to its own address, so it
-//! can read only its own metadata.
+//! address on the network it came from (the network whose gateway the request was redirected to): the
+//! anti-spoofing rules keep an instance to its own address, so it can read only its own metadata.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use nimbus_protocol::ids::NetworkId;
 use nimbus_storage::records::{Instance, Network};
 use nimbus_storage::schema::{FIXED_IPS, INSTANCES, NETWORKS, SECURITY_GROUPS, USER_DATA};
 use nimbus_storage::{Pair, Reads, StoreError};
@@ -44,17 +43,19 @@ struct Requester {
     groups: Vec<String>,
 }
 
-fn requester_in(r: &impl Reads, network: NetworkId, source: Ipv4Addr) -> Result<Option<Requester>, StoreError> {
-    let Some(row) = r.get(&FIXED_IPS, &Pair(network, u32::from(source)))?.filter(|row| row.allocated) else {
+fn requester_in(r: &impl Reads, gateway: Ipv4Addr, source: Ipv4Addr) -> Result<Option<Requester>, StoreError> {
+    let Some(network) = r.scan(&NETWORKS)?.into_iter().map(|(_, n)| n).find(|n| n.gateway == gateway) else {
+        return Ok(None);
+    };
+    let Some(row) = r.get(&FIXED_IPS, &Pair(network.id, u32::from(source)))?.filter(|row| row.allocated) else {
         return Ok(None);
     };
     let Some(instance) = row.instance.map(|id| r.get(&INSTANCES, &id)).transpose()?.flatten() else {
         return Ok(None);
     };
-    if !instance.interfaces.iter().any(|i| i.network == network && i.address == source) {
+    if !instance.interfaces.iter().any(|i| i.network == network.id && i.address == source) {
         return Ok(None);
     }
-    let Some(network) = r.get(&NETWORKS, &network)? else { return Ok(None) };
     let user_data = r.get(&USER_DATA, &instance.id)?.map(|d| d.bytes);
     let mut groups = Vec::with_capacity(instance.security_groups.len());
     for id in &instance.security_groups {
@@ -63,11 +64,12 @@ fn requester_in(r: &impl Reads, network: NetworkId, source: Ipv4Addr) -> Result<
     Ok(Some(Requester { instance, network, address: source, user_data, groups }))
 }
 
-/// The document at `path` for the instance holding `source` on `network`; a 404 for anything else (no such
-/// instance, no such document, no user data).
-pub fn answer(app: &App, network: NetworkId, source: Ipv4Addr, path: &str) -> Result<Document, CloudError> {
+/// The document at `path` for the instance holding `source` on the network whose gateway is `gateway` (where
+/// the request was sent); a 404 for anything else (no such network or instance, no such document, no user
+/// data).
+pub fn answer(app: &App, gateway: Ipv4Addr, source: Ipv4Addr, path: &str) -> Result<Document, CloudError> {
     let not_found = || CloudError::NotFound(format!("No metadata at {path} for {source}."));
-    let requester = app.store.read(|r| requester_in(r, network, source))?.ok_or_else(not_found)?;
+    let requester = app.store.read(|r| requester_in(r, gateway, source))?.ok_or_else(not_found)?;
     document(&requester, path).ok_or_else(not_found)
 }
 

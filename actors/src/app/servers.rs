@@ -18,7 +18,7 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{hosts, images, key_pairs, networks, quota, security_groups};
+use crate::app::{images, key_pairs, networks, quota, security_groups};
 use crate::instance_state::{Event, api_status};
 
 /// A create request, checked for its shape by the gateway.
@@ -101,15 +101,6 @@ pub async fn create(
         .write(move |tx| {
             quota::charge_in(tx, project, usage)?;
             let groups = security_groups::resolve_in(tx, project, &groups)?;
-            if user_data.is_some()
-                && let Some(host) = hosts::real_host_in(tx)?
-            {
-                return Err(CloudError::Conflict(format!(
-                    "User data is not served to {} hosts' instances yet (host {}): nimbus refuses what it would \
-                     not hand over.",
-                    host.hypervisor_type, host.name
-                )));
-            }
             for instance in &mut records {
                 instance.security_groups = groups.clone();
                 instances::insert_in(tx, instance)?;

@@ -77,12 +77,27 @@ pub struct FloatingNat {
     pub interface: String,
 }
 
-/// The whole NAT table: floating addresses, and the fixed ranges SNATed for outbound traffic.
+/// The whole NAT table: floating addresses, the fixed ranges SNATed for outbound traffic, and the metadata
+/// service's address on every network's bridge.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nat {
     pub floating: BTreeSet<FloatingNat>,
     pub snat_ranges: BTreeSet<Ipv4Network>,
+    pub metadata: BTreeSet<MetadataRedirect>,
 }
+
+/// Where the metadata service's address leads from one network: `169.254.169.254:80`, asked on `bridge`, is
+/// answered at `gateway:`[`METADATA_PORT`] on the network host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MetadataRedirect {
+    pub bridge: String,
+    pub gateway: Ipv4Addr,
+}
+
+/// The address instances ask for their metadata (the link-local one every cloud uses).
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The port the network host's metadata listener answers on (nova's `metadata_port`).
+pub const METADATA_PORT: u16 = 8775;
 
 /// A project's VPN endpoint: UDP `public:port` forwarded to `private:1194`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,11 +305,17 @@ pub(crate) mod contract {
             fixed: "10.1.0.2".parse().unwrap(),
             interface: public_interface.into(),
         };
-        let nat = Nat { floating: [floating.clone()].into(), snat_ranges: [a.cidr, b.cidr].into() };
+        let metadata = MetadataRedirect { bridge: a.bridge.clone(), gateway: a.gateway };
+        let nat = Nat {
+            floating: [floating.clone()].into(),
+            snat_ranges: [a.cidr, b.cidr].into(),
+            metadata: [metadata].into(),
+        };
         driver.apply_nat(nat.clone()).await.expect("apply the NAT table");
         driver.apply_nat(nat).await.expect("applying the same table again succeeds");
         assert_eq!(observe().await.floating, [(floating.floating, floating.fixed)].into());
-        driver.apply_nat(Nat { floating: BTreeSet::new(), snat_ranges: [a.cidr].into() }).await.unwrap();
+        let nat = Nat { floating: BTreeSet::new(), snat_ranges: [a.cidr].into(), metadata: BTreeSet::new() };
+        driver.apply_nat(nat).await.unwrap();
         assert!(observe().await.floating.is_empty(), "a floating address left out is removed");
 
         let project = ProjectId(uuid::Uuid::from_bytes([9; 16]));

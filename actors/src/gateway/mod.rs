@@ -20,6 +20,7 @@ mod errors;
 mod identity_api;
 mod image_api;
 mod key_pairs_api;
+mod metadata_api;
 mod network_api;
 mod nova_network_api;
 mod security_groups_api;
@@ -73,6 +74,8 @@ pub struct GatewayArgs {
     pub listener: Arc<TcpListener>,
     /// Where the Prometheus metrics are served, if anywhere.
     pub metrics_listener: Option<Arc<TcpListener>>,
+    /// Where the metadata service is served (inside the network host's namespace), if anywhere.
+    pub metadata_listener: Option<Arc<TcpListener>>,
     pub metrics: Arc<Metrics>,
     pub base_url: String,
     pub limits: ServerLimits,
@@ -144,6 +147,9 @@ impl Actor for Gateway {
         if let Some(listener) = &args.metrics_listener {
             let metrics = Router::new().route("/metrics", axum::routing::get(render_metrics)).with_state(state);
             servers.push(ServerTask::serve(listener, metrics, &args.limits)?);
+        }
+        if let Some(listener) = &args.metadata_listener {
+            servers.push(ServerTask::serve(listener, metadata_api::router(args.app.clone()), &args.limits)?);
         }
         myself.send_interval(Duration::from_secs(600), || GatewayMsg::PurgeTokens);
         Ok(GatewayState { app: args.app, name: myself.get_name().unwrap_or_default(), servers })

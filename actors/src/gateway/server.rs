@@ -25,6 +25,11 @@ use tower::ServiceExt;
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The address a request was made to (a listener on every address answers on several), in the request's
+/// extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// What the server allows each client.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
@@ -168,9 +173,14 @@ struct Shared {
 async fn connection(stream: TcpStream, addr: SocketAddr, id: u64, close: Arc<Notify>, shared: Shared) {
     let Shared { app, limits, connections, mut stop } = shared;
     let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        connections.closed(id);
+        return;
+    };
     let tracker = connections.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(addr));
+        request.extensions_mut().insert(LocalAddr(local));
         let (app, tracker) = (app.clone(), tracker.clone());
         async move {
             tracker.started(id);

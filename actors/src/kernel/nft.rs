@@ -37,11 +37,20 @@ pub struct VpnRule {
     pub private: Ipv4Addr,
 }
 
+/// The metadata service's address asked on `bridge`, sent to the listener at `to`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetadataRule {
+    pub bridge: String,
+    pub address: Ipv4Addr,
+    pub to: std::net::SocketAddrV4,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NatTable {
     pub floating: Vec<FloatingRule>,
     pub vpns: Vec<VpnRule>,
     pub fixed_ranges: Vec<Ipv4Network>,
+    pub metadata: Vec<MetadataRule>,
 }
 
 pub const NAT_TABLE: (&str, &str) = ("ip", "nimbus");
@@ -59,7 +68,7 @@ pub fn replace_table((family, name): (&str, &str), body: Option<&str>) -> String
 
 /// The `ip nimbus` table, or `None` when there is nothing to translate or isolate.
 pub fn nat_body(nat: &NatTable) -> Option<String> {
-    if nat.floating.is_empty() && nat.vpns.is_empty() && nat.fixed_ranges.is_empty() {
+    if nat.floating.is_empty() && nat.vpns.is_empty() && nat.fixed_ranges.is_empty() && nat.metadata.is_empty() {
         return None;
     }
     let mut b = String::new();
@@ -75,8 +84,15 @@ pub fn nat_body(nat: &NatTable) -> Option<String> {
         let public = v.public.map(|p| format!("ip daddr {p} ")).unwrap_or_else(|| "fib daddr type local ".into());
         let _ = writeln!(dnat, "    {public}udp dport {} dnat to {}:1194", v.port, v.private);
     }
-    let _ =
-        writeln!(b, "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{dnat}  }}");
+    let mut prerouting = dnat.clone();
+    for m in &nat.metadata {
+        let _ =
+            writeln!(prerouting, "    iifname \"{}\" ip daddr {} tcp dport 80 dnat to {}", m.bridge, m.address, m.to);
+    }
+    let _ = writeln!(
+        b,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{prerouting}  }}"
+    );
     let _ = writeln!(b, "  chain output {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}");
     let _ = writeln!(b, "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;");
     if !nat.fixed_ranges.is_empty() {
@@ -176,6 +192,11 @@ mod tests {
             }],
             vpns: vec![VpnRule { public: None, port: 1000, private: "10.1.0.2".parse().unwrap() }],
             fixed_ranges: vec!["10.0.0.0/24".parse().unwrap(), "10.1.0.0/24".parse().unwrap()],
+            metadata: vec![MetadataRule {
+                bridge: "br100".into(),
+                address: "169.254.169.254".parse().unwrap(),
+                to: "10.0.0.1:8775".parse().unwrap(),
+            }],
         };
         let body = nat_body(&nat).unwrap();
         for line in [
@@ -188,6 +209,7 @@ mod tests {
             "ct status dnat ct original ip daddr . ct reply ip saddr { 203.0.113.20 . 10.0.0.2 } accept",
             "ct status dnat ip daddr @fixed drop",
             "ip saddr 10.0.0.0/24 ip daddr 10.0.0.0/24 ct status dnat masquerade",
+            "iifname \"br100\" ip daddr 169.254.169.254 tcp dport 80 dnat to 10.0.0.1:8775",
         ] {
             assert!(body.contains(line), "missing `{line}` in\n{body}");
         }

@@ -105,6 +105,18 @@ impl LinuxDataplane {
         Ok(LinuxDataplane { inner })
     }
 
+    /// A listener for the metadata service inside the network host's namespace, on every address of
+    /// [`METADATA_PORT`](crate::dataplane::METADATA_PORT): the NAT table sends each network's
+    /// `169.254.169.254:80` to its gateway there, and whoever serves it answers only on gateway addresses.
+    pub async fn metadata_listener(&self) -> Result<std::net::TcpListener, KernelError> {
+        let port = crate::dataplane::METADATA_PORT;
+        crate::kernel::in_netns(self.inner.netns(), move || {
+            std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+                .map_err(KernelError::io(format!("listen on port {port} for the metadata service")))
+        })
+        .await
+    }
+
     /// The pids of the DHCP servers it runs, by network.
     pub fn dhcp_pids(&self) -> BTreeMap<NetworkId, u32> {
         self.inner.dhcp.lock().expect("dhcp lock").iter().map(|(n, s)| (*n, s.pid)).collect()

@@ -3,13 +3,13 @@
 //! nimbus's address protocol so only its own are ever removed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use nimbus_protocol::ids::ProjectId;
 
 use super::Inner;
-use crate::dataplane::{Nat, VpnForward};
-use crate::kernel::nft::{self, FloatingRule, NatTable, VpnRule};
+use crate::dataplane::{METADATA_ADDRESS, METADATA_PORT, Nat, VpnForward};
+use crate::kernel::nft::{self, FloatingRule, MetadataRule, NatTable, VpnRule};
 use crate::kernel::{KernelError, netlink};
 
 /// The address protocol (`ip address … proto 110`) that marks floating addresses as nimbus's.
@@ -34,6 +34,15 @@ impl Inner {
                 .map(|v| VpnRule { public: v.public_address, port: v.public_port, private: v.private_address })
                 .collect(),
             fixed_ranges: nat.snat_ranges.iter().copied().collect(),
+            metadata: nat
+                .metadata
+                .iter()
+                .map(|m| MetadataRule {
+                    bridge: m.bridge.clone(),
+                    address: METADATA_ADDRESS,
+                    to: SocketAddrV4::new(m.gateway, METADATA_PORT),
+                })
+                .collect(),
         };
         // Addresses first, so a new floating address answers ARP by the time its DNAT rule exists.
         let wanted: BTreeSet<(Ipv4Addr, String)> =
