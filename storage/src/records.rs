@@ -303,57 +303,18 @@ impl Record for Instance {
     const KIND: &'static str = "instance";
     const VERSION: u8 = 3;
 
+    /// Each version appended one field whose empty value (`None`, an empty list) bincode writes as a single
+    /// 0 byte: an older record is the current one without its last fields, and reads as it once those bytes
+    /// are added. Version 2 added `key`, version 3 `security_groups`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
-        /// Version 2 had no security groups (its instances were in none); version 1 had no key either.
-        #[derive(Deserialize)]
-        struct V2 {
-            id: InstanceId,
-            name: String,
-            project: ProjectId,
-            user: UserId,
-            flavor: FlavorSnapshot,
-            image: ImageId,
-            host: Option<HostId>,
-            vm_state: VmState,
-            task_state: Option<TaskState>,
-            power_state: PowerState,
-            interfaces: Vec<Interface>,
-            fault: Option<Fault>,
-            tried_hosts: Vec<HostId>,
-            created_at: Millis,
-            updated_at: Millis,
-            launched_at: Option<Millis>,
-            key: Option<InstanceKey>,
-        }
-        let old: V2 = match version {
-            // Version 1 is version 2 without its last field: one more byte, 0, encodes that field's `None`.
-            1 => {
-                let mut padded = bytes.to_vec();
-                padded.push(0);
-                decode_version(Self::KIND, 1, 1, &padded)?
-            }
-            _ => decode_version(Self::KIND, 2, version, bytes)?,
+        let missing = match version {
+            1 => 2,
+            2 => 1,
+            found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
-        Ok(Instance {
-            id: old.id,
-            name: old.name,
-            project: old.project,
-            user: old.user,
-            flavor: old.flavor,
-            image: old.image,
-            host: old.host,
-            vm_state: old.vm_state,
-            task_state: old.task_state,
-            power_state: old.power_state,
-            interfaces: old.interfaces,
-            fault: old.fault,
-            tried_hosts: old.tried_hosts,
-            created_at: old.created_at,
-            updated_at: old.updated_at,
-            launched_at: old.launched_at,
-            key: old.key,
-            security_groups: Vec::new(),
-        })
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len() + missing, 0);
+        decode_version(Self::KIND, Self::VERSION, Self::VERSION, &padded)
     }
 }
 
@@ -868,6 +829,21 @@ mod tests {
         assert_eq!((read.id, read.name.as_str(), read.flavor, read.launched_at), (old.id, "vm", flavor, Some(3)));
         assert_eq!((read.tried_hosts, read.key), (vec![HostId::from("host-0002")], None));
         assert!(read.security_groups.is_empty(), "the schema migration puts it in its default group");
+
+        #[derive(Serialize, Deserialize)]
+        struct InstanceV2 {
+            v1: InstanceV1,
+            key: Option<InstanceKey>,
+        }
+        impl Record for InstanceV2 {
+            const KIND: &'static str = "instance";
+            const VERSION: u8 = 2;
+        }
+        let key = InstanceKey { name: "k".into(), public_key: "ssh-ed25519 AAAA k".into() };
+        let v2 = InstanceV2 { v1: old, key: Some(key.clone()) };
+        let read: Instance = decode_record(&encode_record(&v2).unwrap()).unwrap();
+        assert_eq!((read.name.as_str(), read.launched_at, read.key), ("vm", Some(3), Some(key)));
+        assert!(read.security_groups.is_empty());
 
         #[derive(Serialize, Deserialize)]
         struct QuotaV1 {

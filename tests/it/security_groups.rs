@@ -52,6 +52,7 @@ async fn groups_and_rules_are_made_checked_and_kept_per_project() {
     assert_eq!(web["security_group"]["security_group_rules"].as_array().unwrap().len(), 1, "egress anywhere");
     for (body, expected, why) in [
         (json!({"security_group": {"name": "web"}}), 409, "a name the project has"),
+        (json!({"security_group": {"name": "default"}}), 409, "the default group's name"),
         (json!({"security_group": {"name": ""}}), 400, "an empty name"),
         (json!({"security_group": {"name": "x", "stateful": false}}), 400, "a stateless group"),
         (json!({"security_group": {"name": "x", "shared": true}}), 400, "an unknown field"),
@@ -110,6 +111,8 @@ async fn groups_and_rules_are_made_checked_and_kept_per_project() {
     let renamed = json!({"security_group": {"name": "www", "description": "public web"}});
     let (got, answer) = status(&alice, Method::PUT, &format!("{GROUPS}/{web_id}"), Some(renamed)).await;
     assert_eq!((got, answer["security_group"]["name"].as_str()), (200, Some("www")));
+    let take_default = json!({"security_group": {"name": "default"}});
+    assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{web_id}"), Some(take_default)).await.0, 400);
     let rename_default = json!({"security_group": {"name": "other"}});
     assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{default_id}"), Some(rename_default)).await.0, 400);
     assert_eq!(status(&alice, Method::DELETE, &format!("{GROUPS}/{default_id}"), None).await.0, 400);
@@ -269,5 +272,16 @@ async fn filtering_is_refused_while_real_hosts_would_not_enforce_it() {
     let (got, answer) =
         status(&dave, Method::POST, "/compute/v2.1/servers", Some(server(json!([{"name": "default"}])))).await;
     assert_eq!(got, 202, "the default group asks for nothing more than every server gets: {answer}");
+    let id = answer["server"]["id"].as_str().unwrap().to_string();
+    let action = format!("/compute/v2.1/servers/{id}/action");
+    let remove = json!({"removeSecurityGroup": {"name": "default"}});
+    assert_eq!(status(&dave, Method::POST, &action, Some(remove)).await.0, 409, "no group at all would filter all");
+    let default = named(&groups_of(&dave).await, "default").clone();
+    let rule = default["security_group_rules"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        status(&dave, Method::DELETE, &format!("{RULES}/{rule}"), None).await.0,
+        409,
+        "nor is a rule taken away"
+    );
     t.shutdown().await;
 }

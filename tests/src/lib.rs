@@ -429,17 +429,28 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                     bad.push(format!("instance {id} is in security group {group}, which is not of its project"));
                 }
             }
-            for (id, group) in r.scan(&SECURITY_GROUPS)? {
-                if r.get(&SECURITY_GROUP_NAMES, &Pair(group.project, group.name.clone()))? != Some(id) {
+            let groups: BTreeMap<_, _> = r.scan(&SECURITY_GROUPS)?.into_iter().collect();
+            for (id, group) in &groups {
+                if r.get(&SECURITY_GROUP_NAMES, &Pair(group.project, group.name.clone()))? != Some(*id) {
                     bad.push(format!("security group {} is missing from its project's names", group.name));
                 }
                 for rule in &group.rules {
-                    if r.get(&SECURITY_RULES, &rule.id)? != Some(id) {
+                    if r.get(&SECURITY_RULES, &rule.id)? != Some(*id) {
                         bad.push(format!(
                             "rule {} of security group {} is missing from the rules",
                             rule.id, group.name
                         ));
                     }
+                }
+            }
+            for (Pair(project, name), id) in r.scan(&SECURITY_GROUP_NAMES)? {
+                if groups.get(&id).is_none_or(|g| g.project != project || g.name != name) {
+                    bad.push(format!("the name {name} of project {project} names no such group ({id})"));
+                }
+            }
+            for (rule, id) in r.scan(&SECURITY_RULES)? {
+                if groups.get(&id).is_none_or(|g| !g.rules.iter().any(|r| r.id == rule)) {
+                    bad.push(format!("rule {rule} is listed under group {id}, which does not have it"));
                 }
             }
             let listed = (r.scan(&INSTANCE_LIST)?.len(), r.scan(&PROJECT_INSTANCE_LIST)?.len());

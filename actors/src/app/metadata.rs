@@ -119,7 +119,6 @@ fn meta_data(q: &Requester) -> serde_json::Value {
         "hostname": hostname(q),
         "project_id": i.project.to_string(),
         "availability_zone": "nova",
-        "launch_index": 0,
         "public_keys": public_keys,
         "keys": keys,
         "meta": {},

@@ -119,6 +119,8 @@ pub async fn create(
     check_text(&name, &description)?;
     app.store
         .write(move |tx| {
+            // Made first, so `default` is always the project's own default group, never one of its making.
+            schema::default_security_group_in(tx, project)?;
             if tx.get(&SECURITY_GROUP_NAMES, &Pair(project, name.clone()))?.is_some() {
                 return Err(CloudError::Conflict(format!("Security group {name:?} already exists in this project.")));
             }
@@ -161,8 +163,10 @@ pub async fn update(
             let old = find_in(tx, asker, &id.to_string())?;
             let mut group = old.clone();
             if let Some(name) = name.filter(|n| *n != old.name) {
-                if old.name == SecurityGroup::DEFAULT_NAME {
-                    return Err(CloudError::BadRequest("The default security group cannot be renamed.".into()));
+                if old.name == SecurityGroup::DEFAULT_NAME || name == SecurityGroup::DEFAULT_NAME {
+                    return Err(CloudError::BadRequest(
+                        "The default security group keeps its name, and no other group takes it.".into(),
+                    ));
                 }
                 if tx.get(&SECURITY_GROUP_NAMES, &Pair(old.project, name.clone()))?.is_some() {
                     return Err(CloudError::Conflict(format!(
@@ -210,6 +214,7 @@ pub async fn delete(app: &App, asker: Asker, id: SecurityGroupId) -> Result<(), 
             for other in groups_of_in(tx, group.project)?.into_iter().filter(|g| g.id != id) {
                 let referring = |r: &SecurityRule| r.remote == Remote::Group(id);
                 if other.rules.iter().any(referring) {
+                    require_enforcement_in(tx)?;
                     let mut kept = other.clone();
                     kept.rules.retain(|r| !referring(r));
                     kept.updated_at = now_ms();
@@ -283,6 +288,7 @@ fn rule_in(r: &impl Reads, asker: Asker, id: SecurityRuleId) -> Result<(Security
 pub async fn delete_rule(app: &App, asker: Asker, id: SecurityRuleId) -> Result<(), CloudError> {
     app.store
         .write(move |tx| {
+            require_enforcement_in(tx)?;
             let (old, _) = rule_in(tx, asker, id)?;
             let mut updated = old.clone();
             updated.rules.retain(|r| r.id != id);
@@ -342,11 +348,12 @@ pub async fn set_membership(app: &App, instance: InstanceId, group: String, memb
                         "Security group {group} is not associated with the instance {instance}."
                     )));
                 }
-                (true, false) => {
-                    require_enforcement_in(tx)?;
-                    record.security_groups.push(found.id);
-                }
+                (true, false) => record.security_groups.push(found.id),
                 (false, true) => record.security_groups.retain(|g| *g != found.id),
+            }
+            // Only the default group alone is what a server gets without filtering being enforced.
+            if record.security_groups != [schema::default_security_group_in(tx, record.project)?.id] {
+                require_enforcement_in(tx)?;
             }
             schema::leave_security_groups_in(tx, &old)?;
             schema::join_security_groups_in(tx, &record)?;

@@ -38,6 +38,9 @@ pub struct FakeHypervisor {
 }
 
 impl FakeHypervisor {
+    /// What the simulated hosts report as their hypervisor type.
+    pub const KIND: &'static str = "fake";
+
     pub fn new(capacity: Capacity) -> FakeHypervisor {
         FakeHypervisor { capacity, ..FakeHypervisor::default() }
     }
@@ -64,7 +67,7 @@ impl FakeHypervisor {
 
 impl VirtDriver for FakeHypervisor {
     fn kind(&self) -> &'static str {
-        "fake"
+        FakeHypervisor::KIND
     }
 
     fn capacity(&self) -> Capacity {

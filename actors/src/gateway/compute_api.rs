@@ -367,7 +367,6 @@ enum ServerAction {
 /// `POST /servers/{id}/action`: the nova-network era floating-IP and security-group actions.
 async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
-    auth.require(Role::Member, "os_compute_api:os-floating-ips").map_err(ApiError::compute)?;
     let action: ServerAction = parse_json(&body).map_err(|e| {
         ApiError::compute(match e {
             CloudError::BadRequest(m) if m.contains("unknown variant") => CloudError::BadRequest(
@@ -378,6 +377,12 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
             other => other,
         })
     })?;
+    let policy = match action {
+        ServerAction::AddFloatingIp { .. } | ServerAction::RemoveFloatingIp { .. } => "os_compute_api:os-floating-ips",
+        ServerAction::AddSecurityGroup { .. } => "os_compute_api:os-security-groups:add",
+        ServerAction::RemoveSecurityGroup { .. } => "os_compute_api:os-security-groups:remove",
+    };
+    auth.require(Role::Member, policy).map_err(ApiError::compute)?;
     match action {
         ServerAction::AddFloatingIp { address } => {
             let address = parse_address(&address).map_err(ApiError::compute)?;

@@ -408,7 +408,14 @@ async fn create_rule(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiR
     let group: SecurityGroupId = parse_id("Security group", &new.security_group_id).map_err(ApiError::network)?;
     // The rule belongs to its group's project; naming another one is refused, not ignored.
     if let Some(named) = new.project_id.or(new.tenant_id) {
-        target_project(&s, &auth, Some(&named)).map_err(ApiError::network)?;
+        let project = target_project(&s, &auth, Some(&named)).map_err(ApiError::network)?;
+        let owner = security_groups::get(&s.app, asker(&auth), &group.to_string()).map_err(ApiError::network)?;
+        if owner.project != project {
+            return Err(ApiError::network(CloudError::BadRequest(format!(
+                "Security group {group} is of project {}, not {named}: a rule belongs to its group's project.",
+                owner.project
+            ))));
+        }
     }
     let number = |v: Option<TextOrNumber>, field| v.map(|v| v.number(field)).transpose();
     let rule = RuleRequest {
