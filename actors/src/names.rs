@@ -1,5 +1,5 @@
-//! The one rule for names people give things (projects, users, servers, images, networks, pools), and the
-//! DHCP hostname an instance's name becomes.
+//! The one rule for names people give things (projects, users, servers, images, networks, pools, security
+//! groups), and the DHCP hostname an instance's name becomes.
 
 use nimbus_protocol::ids::InstanceId;
 

@@ -13,6 +13,7 @@ use nimbus_storage::{Pair, Reads, StoreError, WriteTx};
 use crate::app::App;
 use crate::app::error::CloudError;
 use crate::app::{hosts, quota};
+use crate::names::name_problem;
 use crate::security_rules::{RuleRequest, rule_from};
 
 /// Who asks: their project, and whether they may see every project's groups.
@@ -46,19 +47,17 @@ fn require_enforcement_in(r: &impl Reads) -> Result<(), CloudError> {
     Ok(())
 }
 
-/// The longest name and description a group keeps (nova-network's limits).
-const MAX_TEXT: usize = 255;
+/// The longest description a group keeps (nova-network's limit).
+const MAX_DESCRIPTION: usize = 255;
 
 fn check_text(name: &str, description: &str) -> Result<(), CloudError> {
-    let bad = CloudError::BadRequest;
-    if name.trim().is_empty() || name.chars().count() > MAX_TEXT {
-        return Err(bad(format!("A security group name is 1 to {MAX_TEXT} characters, not {name:?}.")));
+    if let Some(problem) = name_problem("security group", name) {
+        return Err(CloudError::BadRequest(problem));
     }
-    if name.chars().any(char::is_control) || name != name.trim() {
-        return Err(bad(format!("A security group name has no control characters nor outer spaces: {name:?}.")));
-    }
-    if description.chars().count() > MAX_TEXT {
-        return Err(bad(format!("A security group description is at most {MAX_TEXT} characters.")));
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(CloudError::BadRequest(format!(
+            "A security group description is at most {MAX_DESCRIPTION} characters."
+        )));
     }
     Ok(())
 }
