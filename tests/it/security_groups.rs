@@ -112,10 +112,14 @@ async fn groups_and_rules_are_made_checked_and_kept_per_project() {
     let (got, answer) = status(&alice, Method::PUT, &format!("{GROUPS}/{web_id}"), Some(renamed)).await;
     assert_eq!((got, answer["security_group"]["name"].as_str()), (200, Some("www")));
     let take_default = json!({"security_group": {"name": "default"}});
-    assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{web_id}"), Some(take_default)).await.0, 400);
+    assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{web_id}"), Some(take_default)).await.0, 409);
     let rename_default = json!({"security_group": {"name": "other"}});
-    assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{default_id}"), Some(rename_default)).await.0, 400);
-    assert_eq!(status(&alice, Method::DELETE, &format!("{GROUPS}/{default_id}"), None).await.0, 400);
+    assert_eq!(status(&alice, Method::PUT, &format!("{GROUPS}/{default_id}"), Some(rename_default)).await.0, 409);
+    assert_eq!(
+        status(&alice, Method::DELETE, &format!("{GROUPS}/{default_id}"), None).await.0,
+        409,
+        "Neutron keeps the default group with a 409"
+    );
 
     // Quotas: groups per project, rules per group.
     let quota = format!("/compute/v2.1/os-quota-sets/{project}");
@@ -202,6 +206,14 @@ async fn nova_s_security_group_api_drives_the_same_groups() {
         carol.post(groups, &json!({"security_group": {"name": "ssh", "description": "shell"}})).await.unwrap();
     let id = created["security_group"]["id"].as_str().unwrap().to_string();
     assert_eq!(created["security_group"]["rules"], json!([]), "nova shows no egress rules");
+    let again = json!({"security_group": {"name": "ssh", "description": "again"}});
+    assert_eq!(status(&carol, Method::POST, groups, Some(again)).await.0, 400, "nova answers a taken name with a 400");
+    let default_id = default["id"].as_str().unwrap();
+    assert_eq!(
+        status(&carol, Method::DELETE, &format!("{groups}/{default_id}"), None).await.0,
+        400,
+        "and keeps default so"
+    );
     let rules = "/compute/v2.1/os-security-group-rules";
     let ssh = json!({"security_group_rule": {"parent_group_id": id, "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "10.0.0.0/8"}});
     let rule = carol.post(rules, &ssh).await.unwrap();

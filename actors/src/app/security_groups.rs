@@ -163,7 +163,7 @@ pub async fn update(
             let mut group = old.clone();
             if let Some(name) = name.filter(|n| *n != old.name) {
                 if old.name == SecurityGroup::DEFAULT_NAME || name == SecurityGroup::DEFAULT_NAME {
-                    return Err(CloudError::BadRequest(
+                    return Err(CloudError::Conflict(
                         "The default security group keeps its name, and no other group takes it.".into(),
                     ));
                 }
@@ -192,7 +192,7 @@ pub async fn delete(app: &App, asker: Asker, id: SecurityGroupId) -> Result<(), 
         .write(move |tx| {
             let group = find_in(tx, asker, &id.to_string())?;
             if group.name == SecurityGroup::DEFAULT_NAME {
-                return Err(CloudError::BadRequest("The default security group cannot be deleted.".into()));
+                return Err(CloudError::Conflict("The default security group cannot be deleted.".into()));
             }
             let mut in_use = None;
             tx.visit_keys(

@@ -442,6 +442,15 @@ async fn delete_rule(State(s): State<AppState>, auth: Auth, Path(id): Path<Strin
 
 // ------------------------------------------------------------------------------------------ nova's shapes
 
+/// Nova answers 400 where Neutron answers 409 (a name or rule that exists, a group in use, the default
+/// group kept): the same refusals, in nova's status.
+fn nova_error(e: impl Into<CloudError>) -> ApiError {
+    match e.into() {
+        CloudError::Conflict(message) => ApiError::compute(CloudError::BadRequest(message)),
+        other => ApiError::compute(other),
+    }
+}
+
 #[derive(Serialize)]
 struct NovaRange {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -528,7 +537,7 @@ fn remote_names(s: &AppState, groups: &[SecurityGroup]) -> Result<HashMap<Securi
         Remote::Group(id) => Some(id),
         _ => None,
     });
-    security_groups::names(&s.app, remotes).map_err(ApiError::compute)
+    security_groups::names(&s.app, remotes).map_err(nova_error)
 }
 
 async fn nova_list_groups(
@@ -539,8 +548,7 @@ async fn nova_list_groups(
     let all = match f.get("all_tenants").map(String::as_str) {
         None | Some("0" | "false" | "False") => false,
         Some(_) => {
-            auth.require(Role::Admin, "os_compute_api:os-security-groups:list:all_tenants")
-                .map_err(ApiError::compute)?;
+            auth.require(Role::Admin, "os_compute_api:os-security-groups:list:all_tenants").map_err(nova_error)?;
             true
         }
     };
@@ -549,7 +557,7 @@ async fn nova_list_groups(
     } else {
         security_groups::list_for_project(&s.app, auth.ctx.project).await
     }
-    .map_err(ApiError::compute)?;
+    .map_err(nova_error)?;
     let names = remote_names(&s, &groups)?;
     #[derive(Serialize)]
     struct Body {
@@ -569,8 +577,8 @@ fn nova_group_answer(s: &AppState, group: &SecurityGroup) -> Result<NovaGroupBod
 }
 
 async fn nova_show_group(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let id: SecurityGroupId = parse_id("Security group", &id).map_err(ApiError::compute)?;
-    let group = security_groups::get(&s.app, asker(&auth), &id.to_string()).map_err(ApiError::compute)?;
+    let id: SecurityGroupId = parse_id("Security group", &id).map_err(nova_error)?;
+    let group = security_groups::get(&s.app, asker(&auth), &id.to_string()).map_err(nova_error)?;
     Ok(Json(nova_group_answer(&s, &group)?).into_response())
 }
 
@@ -582,29 +590,27 @@ struct NovaNewGroup {
 }
 
 async fn nova_create_group(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-security-groups:create").map_err(ApiError::compute)?;
-    let request: GroupRequest<NovaNewGroup> = parse_json(&body).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:os-security-groups:create").map_err(nova_error)?;
+    let request: GroupRequest<NovaNewGroup> = parse_json(&body).map_err(nova_error)?;
     let NovaNewGroup { name, description } = request.security_group;
-    let group =
-        security_groups::create(&s.app, auth.ctx.project, name, description).await.map_err(ApiError::compute)?;
+    let group = security_groups::create(&s.app, auth.ctx.project, name, description).await.map_err(nova_error)?;
     Ok(Json(nova_group_answer(&s, &group)?).into_response())
 }
 
 async fn nova_update_group(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-security-groups:update").map_err(ApiError::compute)?;
-    let id: SecurityGroupId = parse_id("Security group", &id).map_err(ApiError::compute)?;
-    let request: GroupRequest<NovaNewGroup> = parse_json(&body).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:os-security-groups:update").map_err(nova_error)?;
+    let id: SecurityGroupId = parse_id("Security group", &id).map_err(nova_error)?;
+    let request: GroupRequest<NovaNewGroup> = parse_json(&body).map_err(nova_error)?;
     let NovaNewGroup { name, description } = request.security_group;
-    let group = security_groups::update(&s.app, asker(&auth), id, Some(name), Some(description))
-        .await
-        .map_err(ApiError::compute)?;
+    let group =
+        security_groups::update(&s.app, asker(&auth), id, Some(name), Some(description)).await.map_err(nova_error)?;
     Ok(Json(nova_group_answer(&s, &group)?).into_response())
 }
 
 async fn nova_delete_group(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-security-groups:delete").map_err(ApiError::compute)?;
-    let id: SecurityGroupId = parse_id("Security group", &id).map_err(ApiError::compute)?;
-    security_groups::delete(&s.app, asker(&auth), id).await.map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:os-security-groups:delete").map_err(nova_error)?;
+    let id: SecurityGroupId = parse_id("Security group", &id).map_err(nova_error)?;
+    security_groups::delete(&s.app, asker(&auth), id).await.map_err(nova_error)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -661,11 +667,10 @@ fn nova_rule_request(new: NovaNewRule) -> Result<(SecurityGroupId, RuleRequest),
 }
 
 async fn nova_create_rule(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-security-group-rules:create").map_err(ApiError::compute)?;
-    let request: RuleRequestBody<NovaNewRule> = parse_json(&body).map_err(ApiError::compute)?;
-    let (group, rule) = nova_rule_request(request.security_group_rule).map_err(ApiError::compute)?;
-    let (group, rule) =
-        security_groups::add_rule(&s.app, asker(&auth), group, rule).await.map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:os-security-group-rules:create").map_err(nova_error)?;
+    let request: RuleRequestBody<NovaNewRule> = parse_json(&body).map_err(nova_error)?;
+    let (group, rule) = nova_rule_request(request.security_group_rule).map_err(nova_error)?;
+    let (group, rule) = security_groups::add_rule(&s.app, asker(&auth), group, rule).await.map_err(nova_error)?;
     let names = remote_names(&s, std::slice::from_ref(&group))?;
     #[derive(Serialize)]
     struct Body {
@@ -675,21 +680,21 @@ async fn nova_create_rule(State(s): State<AppState>, auth: Auth, body: Bytes) ->
 }
 
 async fn nova_delete_rule(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    auth.require(Role::Member, "os_compute_api:os-security-group-rules:delete").map_err(ApiError::compute)?;
-    let id: SecurityRuleId = parse_id("Security group rule", &id).map_err(ApiError::compute)?;
-    security_groups::delete_rule(&s.app, asker(&auth), id).await.map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:os-security-group-rules:delete").map_err(nova_error)?;
+    let id: SecurityRuleId = parse_id("Security group rule", &id).map_err(nova_error)?;
+    security_groups::delete_rule(&s.app, asker(&auth), id).await.map_err(nova_error)?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn nova_server_groups(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
-    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(nova_error)?;
     let asker = Asker { project: instance.project, admin: auth.is_admin() };
     let groups = instance
         .security_groups
         .iter()
         .map(|g| security_groups::get(&s.app, asker, &g.to_string()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::compute)?;
+        .map_err(nova_error)?;
     let names = remote_names(&s, &groups)?;
     #[derive(Serialize)]
     struct Body {
