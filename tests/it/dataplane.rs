@@ -452,5 +452,12 @@ async fn instances_read_their_own_metadata_at_the_link_local_address_and_nothing
     lab.exec(&ns, "ip", &["route", "del", "169.254.169.254/32"]).unwrap();
     let meta: Value = serde_json::from_str(&get("/openstack/latest/meta_data.json").unwrap()).unwrap();
     assert_eq!(meta["uuid"], id_of(&a).as_str(), "its own address still reads its own metadata");
+
+    // A restarted nimbus listens again, on the same port of the network host.
+    let t = t.restart(lab.options()).await;
+    wait_until("the metadata service to answer after a restart", Duration::from_secs(10), || async {
+        get("/latest/user-data").is_ok_and(|data| data == "#!/bin/sh\necho hi\n")
+    })
+    .await;
     t.shutdown().await;
 }
