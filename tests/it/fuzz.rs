@@ -53,6 +53,7 @@ fn routes() -> Vec<(Method, &'static str, Value)> {
         (Method::POST, "/compute/v2.1/servers", server),
         (Method::GET, "/compute/v2.1/servers/detail", Value::Null),
         (Method::GET, "/compute/v2.1/servers/{server}", Value::Null),
+        (Method::PUT, "/compute/v2.1/servers/{server}", json!({"server": {"name": "fz-renamed"}})),
         (Method::DELETE, "/compute/v2.1/servers/{server}", Value::Null),
         (Method::POST, "/compute/v2.1/servers/{server}/action", json!({"addFloatingIp": {"address": "{address}"}})),
         (Method::POST, "/compute/v2.1/servers/{server}/action", json!({"removeFloatingIp": {"address": "{address}"}})),

@@ -64,6 +64,14 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     assert_eq!(text_of(&ask("/2009-04-04/meta-data/public-keys/0/openssh-key").unwrap()), public_key);
     assert_eq!(text_of(&ask("/latest/meta-data/security-groups").unwrap()), "default");
 
+    // A renamed server keeps the hostname its DHCP server knows it by.
+    let hostname = text_of(&ask("/latest/meta-data/hostname").unwrap());
+    erin.send(Method::PUT, &format!("/compute/v2.1/servers/{id}"), Some(&json!({"server": {"name": "Renamed"}})))
+        .await
+        .unwrap();
+    assert_eq!(json_of(&ask("/openstack/latest/meta_data.json").unwrap())["name"], "Renamed");
+    assert_eq!(text_of(&ask("/latest/meta-data/hostname").unwrap()), hostname);
+
     for path in
         ["/latest/meta-data/public-ipv4", "/openstack/latest/vendor_data.json", "/secrets", "/latest/meta-data/x"]
     {

@@ -50,6 +50,10 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
 
     let listed = run(&["server", "list", "-f", "value", "-c", "Name", "-c", "Status"]).await.unwrap();
     assert_eq!(listed.trim(), "vm1 ACTIVE");
+    run(&["server", "set", "--name", "vm1b", "vm1"]).await.unwrap();
+    let listed = run(&["server", "list", "-f", "value", "-c", "Name"]).await.unwrap();
+    assert_eq!(listed.trim(), "vm1b");
+    run(&["server", "set", "--name", "vm1", "vm1b"]).await.unwrap();
     let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "flavor"]).await.unwrap();
     assert!(shown.contains("ACTIVE") && shown.contains("m1.tiny"), "{shown}");
     let hypervisors =

@@ -330,3 +330,35 @@ async fn the_capacity_of_deleted_servers_is_free_again_at_once() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_is_renamed_by_its_project_and_nothing_else_is_taken_for_a_change() {
+    let t = TestCloud::start().await;
+    let project = new_project(&t.admin, "flat").await;
+    let member = t.user_on(&project, "member").await;
+    let reader = t.user_on(&project, "reader").await;
+    let stranger = t.user_with_role("member").await;
+    let id = create_server(&member, "old-name").await;
+    wait_for_status(&member, &id, "ACTIVE").await;
+    let path = format!("/compute/v2.1/servers/{id}");
+    let rename = |name: &str| json!({"server": {"name": name}});
+
+    let (status, renamed) = member.raw(Method::PUT, &path, Some(&rename("new name"))).await.unwrap();
+    assert_eq!(status.as_u16(), 200, "{renamed}");
+    assert_eq!(renamed["server"]["name"], "new name");
+    assert_eq!(renamed["server"]["status"], "ACTIVE");
+    assert_eq!(member.get(&path).await.unwrap()["server"]["name"], "new name");
+    for (client, body, expected, why) in [
+        (&member, rename(""), 400, "an empty name"),
+        (&member, json!({"server": {"accessIPv4": "192.0.2.7"}}), 400, "access IPs nimbus does not keep"),
+        (&member, json!({"server": {"description": "2.19's field"}}), 400, "a later microversion's field"),
+        (&member, json!({"name": "no wrapper"}), 400, "no server object"),
+        (&reader, rename("reader's"), 403, "a reader"),
+        (&stranger, rename("stranger's"), 404, "another project"),
+    ] {
+        let (status, answer) = client.raw(Method::PUT, &path, Some(&body)).await.unwrap();
+        assert_eq!(status.as_u16(), expected, "{why}: {answer}");
+    }
+    assert_eq!(member.get(&path).await.unwrap()["server"]["name"], "new name", "refusals changed nothing");
+    t.shutdown().await;
+}

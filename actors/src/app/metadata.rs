@@ -39,6 +39,8 @@ struct Requester {
     instance: Instance,
     network: Network,
     address: Ipv4Addr,
+    /// The name its DHCP server knows it by, given with its first address (a rename keeps it, as in nova).
+    hostname: String,
     user_data: Option<Vec<u8>>,
     groups: Vec<String>,
 }
@@ -61,7 +63,8 @@ fn requester_in(r: &impl Reads, gateway: Ipv4Addr, source: Ipv4Addr) -> Result<O
     for id in &instance.security_groups {
         groups.extend(r.get(&SECURITY_GROUPS, id)?.map(|g| g.name));
     }
-    Ok(Some(Requester { instance, network, address: source, user_data, groups }))
+    let hostname = row.hostname.unwrap_or_else(|| dhcp_hostname(&instance.name, instance.id));
+    Ok(Some(Requester { instance, network, address: source, hostname, user_data, groups }))
 }
 
 /// The document at `path` for the instance holding `source` on the network whose gateway is `gateway` (where
@@ -102,10 +105,6 @@ fn document(q: &Requester, path: &str) -> Option<Document> {
     }
 }
 
-fn hostname(q: &Requester) -> String {
-    dhcp_hostname(&q.instance.name, q.instance.id)
-}
-
 fn meta_data(q: &Requester) -> serde_json::Value {
     let i = &q.instance;
     let (public_keys, keys): (BTreeMap<_, _>, Vec<_>) = i
@@ -116,7 +115,7 @@ fn meta_data(q: &Requester) -> serde_json::Value {
     json!({
         "uuid": i.id.to_string(),
         "name": i.name,
-        "hostname": hostname(q),
+        "hostname": q.hostname,
         "project_id": i.project.to_string(),
         "availability_zone": "nova",
         "public_keys": public_keys,
@@ -181,7 +180,7 @@ fn ec2(q: &Requester, rest: &[&str]) -> Option<Document> {
             list.join("\n") + "\n"
         }
         ["instance-id"] => ec2_id(q),
-        ["hostname" | "local-hostname"] => hostname(q),
+        ["hostname" | "local-hostname"] => q.hostname.clone(),
         ["local-ipv4"] => q.address.to_string(),
         ["public-ipv4"] => floating?.to_string(),
         ["security-groups"] => q.groups.join("\n"),

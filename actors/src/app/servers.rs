@@ -138,6 +138,24 @@ pub fn get(app: &App, auth: &AuthContext, id: &str) -> Result<Instance, CloudErr
     Ok(instance)
 }
 
+/// Renames an instance the caller sees. Its DHCP hostname stays the one it was given at its first address, as
+/// nova keeps `hostname` when a server is renamed.
+pub async fn rename(app: &App, instance: &Instance, name: String) -> Result<Instance, CloudError> {
+    if let Some(problem) = crate::names::name_problem("server", &name) {
+        return Err(CloudError::BadRequest(format!("Invalid input for field/attribute name: {problem}")));
+    }
+    let id = instance.id;
+    app.store
+        .write(move |tx| {
+            let mut current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            current.name = name;
+            current.updated_at = now_ms();
+            tx.put(&INSTANCES, &id, &current)?;
+            Ok(current)
+        })
+        .await
+}
+
 /// Logs the delete of an instance the caller sees (it supersedes any build in flight; the conductor notices
 /// when its step returns) and tells the project's conductor.
 pub async fn delete(app: &App, trace: &Trace, instance: &Instance) -> Result<(), CloudError> {

@@ -40,7 +40,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/flavors/{id}", get(show_flavor))
         .route("/compute/v2.1/servers", get(list_servers_brief).post(create_server))
         .route("/compute/v2.1/servers/detail", get(list_servers_detail))
-        .route("/compute/v2.1/servers/{id}", get(show_server).delete(delete_server))
+        .route("/compute/v2.1/servers/{id}", get(show_server).put(update_server).delete(delete_server))
         .route("/compute/v2.1/servers/{id}/action", axum::routing::post(server_action))
         .route("/compute/v2.1/os-hypervisors", get(list_hypervisors_brief))
         .route("/compute/v2.1/os-hypervisors/detail", get(list_hypervisors_detail))
@@ -410,6 +410,45 @@ struct ServerBody<'a> {
 
 async fn show_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    let names = group_names(&s, [&instance])?;
+    Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateServer {
+    server: ServerChanges,
+}
+
+/// What `PUT /servers/{id}` may change at 2.1 (`description` is 2.19's: an unknown field here).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerChanges {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "accessIPv4")]
+    access_ipv4: Option<Value>,
+    #[serde(default, rename = "accessIPv6")]
+    access_ipv6: Option<Value>,
+}
+
+/// `PUT /servers/{id}`: renames a server.
+async fn update_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:servers:update").map_err(ApiError::compute)?;
+    let request: UpdateServer = parse_json(&body).map_err(ApiError::compute)?;
+    let ServerChanges { name, access_ipv4, access_ipv6 } = request.server;
+    if access_ipv4.is_some() || access_ipv6.is_some() {
+        return Err(ApiError::compute(CloudError::BadRequest(
+            "nimbus does not keep access IPs (accessIPv4, accessIPv6): a server is reached at its fixed and \
+             floating addresses."
+                .into(),
+        )));
+    }
+    let instance = match name {
+        Some(name) => servers::rename(&s.app, &instance, name).await.map_err(ApiError::compute)?,
+        None => instance,
+    };
     let names = group_names(&s, [&instance])?;
     Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
 }
