@@ -220,6 +220,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             key_name: None,
             security_groups: Vec::new(),
             user_data: None,
+            metadata: Default::default(),
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -1000,6 +1001,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 key_name: None,
                 security_groups: Vec::new(),
                 user_data: None,
+                metadata: Default::default(),
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

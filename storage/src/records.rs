@@ -1,5 +1,6 @@
 //! The persisted data model: one record type per table, each a versioned [`Record`].
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -297,19 +298,22 @@ pub struct Instance {
     pub key: Option<InstanceKey>,
     /// The security groups of its ports (its project's), in the order they were given.
     pub security_groups: Vec<SecurityGroupId>,
+    /// The server's metadata (key-value pairs its users set, shown by the APIs and the metadata service).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Record for Instance {
     const KIND: &'static str = "instance";
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
 
-    /// Each version appended one field whose empty value (`None`, an empty list) bincode writes as a single
-    /// 0 byte: an older record is the current one without its last fields, and reads as it once those bytes
-    /// are added. Version 2 added `key`, version 3 `security_groups`.
+    /// Each version appended one field whose empty value (`None`, an empty list or map) bincode writes as a
+    /// single 0 byte: an older record is the current one without its last fields, and reads as it once
+    /// those bytes are added. Version 2 added `key`, version 3 `security_groups`, version 4 `metadata`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         let missing = match version {
-            1 => 2,
-            2 => 1,
+            1 => 3,
+            2 => 2,
+            3 => 1,
             found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
         let mut padded = bytes.to_vec();
@@ -843,7 +847,7 @@ mod tests {
         let v2 = InstanceV2 { v1: old, key: Some(key.clone()) };
         let read: Instance = decode_record(&encode_record(&v2).unwrap()).unwrap();
         assert_eq!((read.name.as_str(), read.launched_at, read.key), ("vm", Some(3), Some(key)));
-        assert!(read.security_groups.is_empty());
+        assert!(read.security_groups.is_empty() && read.metadata.is_empty());
 
         #[derive(Serialize, Deserialize)]
         struct QuotaV1 {

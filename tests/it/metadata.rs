@@ -27,7 +27,7 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     let image = default_image(&erin).await;
     // "#!/bin/sh\necho hi\n", base64-encoded with a line break, as some clients send it.
     let body = json!({"server": {"name": "Web 1", "imageRef": image, "flavorRef": "1", "key_name": "erins",
-        "user_data": "IyEvYmluL3NoCmVj\naG8gaGkK"}});
+        "user_data": "IyEvYmluL3NoCmVj\naG8gaGkK", "metadata": {"role": "web"}}});
     let created = erin.post("/compute/v2.1/servers", &body).await.unwrap();
     let id = created["server"]["id"].as_str().unwrap().to_string();
     let server = wait_for_status(&erin, &id, "ACTIVE").await;
@@ -41,6 +41,7 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     assert_eq!(meta["name"], "Web 1");
     assert_eq!(meta["public_keys"]["erins"], public_key.as_str());
     assert_eq!(meta["keys"][0]["data"], public_key.as_str());
+    assert_eq!(meta["meta"], json!({"role": "web"}), "the server's metadata");
     assert_eq!(meta["hostname"].as_str().unwrap().split('-').next(), Some("web"));
     let dated = json_of(&ask("/openstack/2012-08-10/meta_data.json").unwrap());
     assert_eq!(dated["uuid"], id.as_str(), "dated versions answer as latest does");

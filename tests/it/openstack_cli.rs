@@ -54,6 +54,11 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     let listed = run(&["server", "list", "-f", "value", "-c", "Name"]).await.unwrap();
     assert_eq!(listed.trim(), "vm1b");
     run(&["server", "set", "--name", "vm1", "vm1b"]).await.unwrap();
+    run(&["server", "set", "--property", "role=web", "--property", "tier=1", "vm1"]).await.unwrap();
+    run(&["server", "unset", "--property", "tier", "vm1"]).await.unwrap();
+    let properties = run(&["server", "show", "vm1", "-f", "json", "-c", "properties"]).await.unwrap();
+    let properties: serde_json::Value = serde_json::from_str(&properties).unwrap();
+    assert_eq!(properties["properties"], serde_json::json!({"role": "web"}), "{properties}");
     let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "flavor"]).await.unwrap();
     assert!(shown.contains("ACTIVE") && shown.contains("m1.tiny"), "{shown}");
     let hypervisors =

@@ -362,3 +362,71 @@ async fn a_server_is_renamed_by_its_project_and_nothing_else_is_taken_for_a_chan
     assert_eq!(member.get(&path).await.unwrap()["server"]["name"], "new name", "refusals changed nothing");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_metadata_is_set_merged_replaced_and_deleted_within_its_limits() {
+    let t = TestCloud::start().await;
+    let project = new_project(&t.admin, "flat").await;
+    let member = t.user_on(&project, "member").await;
+    let reader = t.user_on(&project, "reader").await;
+    let image = default_image(&member).await;
+    let body = json!({"server": {"name": "meta", "imageRef": image, "flavorRef": "1", "metadata": {"role": "web"}}});
+    let created = member.post("/compute/v2.1/servers", &body).await.unwrap();
+    let id = created["server"]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_for_status(&member, &id, "ACTIVE").await["metadata"], json!({"role": "web"}));
+    let path = format!("/compute/v2.1/servers/{id}/metadata");
+    let send = |method: Method, path: String, body: Option<Value>| {
+        let member = member.clone();
+        async move {
+            let (status, answer) = member.raw(method, &path, body.as_ref()).await.unwrap();
+            (status.as_u16(), answer)
+        }
+    };
+
+    let (status, merged) = send(Method::POST, path.clone(), Some(json!({"metadata": {"tier": "1"}}))).await;
+    assert_eq!((status, &merged["metadata"]), (200, &json!({"role": "web", "tier": "1"})));
+    let (status, one) = send(Method::PUT, format!("{path}/tier"), Some(json!({"meta": {"tier": "2"}}))).await;
+    assert_eq!((status, &one["meta"]), (200, &json!({"tier": "2"})));
+    assert_eq!(member.get(&format!("{path}/tier")).await.unwrap()["meta"], json!({"tier": "2"}));
+    let (status, replaced) = send(Method::PUT, path.clone(), Some(json!({"metadata": {"only": "this"}}))).await;
+    assert_eq!((status, &replaced["metadata"]), (200, &json!({"only": "this"})));
+    assert_eq!(
+        member.get(&format!("/compute/v2.1/servers/{id}")).await.unwrap()["server"]["metadata"],
+        json!({"only": "this"})
+    );
+    assert_eq!(send(Method::DELETE, format!("{path}/only"), None).await.0, 204);
+    assert_eq!(send(Method::DELETE, format!("{path}/only"), None).await.0, 404);
+    assert_eq!(send(Method::GET, format!("{path}/only"), None).await.0, 404);
+
+    let many: serde_json::Map<String, Value> = (0..129).map(|n| (format!("k{n}"), json!("v"))).collect();
+    for (method, at, body, expected, why) in [
+        (Method::POST, path.clone(), json!({"metadata": many}), 403, "over 128 items"),
+        (Method::POST, path.clone(), json!({"metadata": {"": "v"}}), 400, "an empty key"),
+        (Method::POST, path.clone(), json!({"metadata": {"k": "v".repeat(256)}}), 400, "a value over 255"),
+        (Method::POST, path.clone(), json!({"metadata": {"k": 7}}), 400, "a value that is not a string"),
+        (Method::PUT, format!("{path}/a"), json!({"meta": {"b": "v"}}), 400, "a key other than the path's"),
+        (Method::PUT, format!("{path}/a"), json!({"meta": {"a": "v", "b": "v"}}), 400, "more than one item"),
+    ] {
+        let (status, answer) = send(method, at, Some(body)).await;
+        assert_eq!(status, expected, "{why}: {answer}");
+    }
+    let (status, _) = reader.raw(Method::POST, &path, Some(&json!({"metadata": {"r": "v"}}))).await.unwrap();
+    assert_eq!(status.as_u16(), 403, "a reader reads, and changes nothing");
+    assert_eq!(reader.get(&path).await.unwrap()["metadata"], json!({}));
+    let (status, _) = member
+        .raw(
+            Method::POST,
+            "/compute/v2.1/servers",
+            Some(&json!({"server": {"name": "m", "imageRef": image,
+            "flavorRef": "1", "metadata": {"k": ["not", "text"]}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 400, "metadata on create is checked too");
+    let quota = format!("/compute/v2.1/os-quota-sets/{project}");
+    let (status, answer) =
+        t.admin.raw(Method::PUT, &quota, Some(&json!({"quota_set": {"metadata_items": 5}}))).await.unwrap();
+    assert_eq!(status.as_u16(), 400, "a limit that would not be honoured is refused: {answer}");
+    assert_eq!(t.admin.get(&quota).await.unwrap()["quota_set"]["metadata_items"], 128);
+    t.shutdown().await;
+}

@@ -67,6 +67,7 @@ pub fn new_instance(
         launched_at: None,
         key: None,
         security_groups: Vec::new(),
+        metadata: Default::default(),
     }
 }
 

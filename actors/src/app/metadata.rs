@@ -120,7 +120,7 @@ fn meta_data(q: &Requester) -> serde_json::Value {
         "availability_zone": "nova",
         "public_keys": public_keys,
         "keys": keys,
-        "meta": {},
+        "meta": i.metadata,
         "devices": [],
     })
 }

@@ -38,6 +38,73 @@ pub struct NewServers {
     pub security_groups: Vec<String>,
     /// What the metadata service hands them as their user data (decoded; at most [`MAX_USER_DATA`] bytes).
     pub user_data: Option<Vec<u8>>,
+    /// Their server metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The most metadata items a server keeps (nova's default `metadata_items` quota).
+pub const MAX_METADATA_ITEMS: usize = 128;
+/// The longest metadata key and value (nova's limits).
+const MAX_METADATA_TEXT: usize = 255;
+
+/// Why `items` cannot be a server's metadata, if it cannot.
+fn metadata_problem(items: &BTreeMap<String, String>) -> Option<CloudError> {
+    if items.len() > MAX_METADATA_ITEMS {
+        return Some(CloudError::QuotaExceeded(format!(
+            "Quota exceeded for metadata_items: {} asked, at most {MAX_METADATA_ITEMS} per server.",
+            items.len()
+        )));
+    }
+    items.iter().find_map(|(key, value)| {
+        if key.is_empty() || key.chars().count() > MAX_METADATA_TEXT {
+            Some(format!("Invalid metadata key {key:?}: keys are 1 to {MAX_METADATA_TEXT} characters."))
+        } else if value.chars().count() > MAX_METADATA_TEXT {
+            Some(format!("Invalid metadata value for key {key:?}: values are at most {MAX_METADATA_TEXT} characters."))
+        } else {
+            None
+        }
+        .map(CloudError::BadRequest)
+    })
+}
+
+/// A change to a server's metadata, as the metadata API's calls ask it.
+#[derive(Clone, Debug)]
+pub enum MetadataChange {
+    /// These items set, the others kept (`POST /metadata`, `PUT /metadata/{key}`).
+    Merge(BTreeMap<String, String>),
+    /// Exactly these items (`PUT /metadata`).
+    Replace(BTreeMap<String, String>),
+    /// This key gone (`DELETE /metadata/{key}`); a key the server does not have is a 404.
+    Delete(String),
+}
+
+/// Changes the metadata of an instance the caller sees; returns all of it after the change.
+pub async fn change_metadata(
+    app: &App,
+    instance: &Instance,
+    change: MetadataChange,
+) -> Result<BTreeMap<String, String>, CloudError> {
+    let id = instance.id;
+    app.store
+        .write(move |tx| {
+            let mut current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            match change {
+                MetadataChange::Merge(items) => current.metadata.extend(items),
+                MetadataChange::Replace(items) => current.metadata = items,
+                MetadataChange::Delete(key) => {
+                    if current.metadata.remove(&key).is_none() {
+                        return Err(CloudError::NotFound(format!("Metadata item {key} was not found.")));
+                    }
+                }
+            }
+            if let Some(problem) = metadata_problem(&current.metadata) {
+                return Err(problem);
+            }
+            current.updated_at = now_ms();
+            tx.put(&INSTANCES, &id, &current)?;
+            Ok(current.metadata)
+        })
+        .await
 }
 
 /// The most user data a server keeps (64 KiB decoded, as nova-era clouds allowed).
@@ -59,6 +126,9 @@ pub async fn create(
     let bad = CloudError::BadRequest;
     if let Some(problem) = crate::names::name_problem("server", &new.name) {
         return Err(bad(format!("Invalid input for field/attribute name: {problem}")));
+    }
+    if let Some(problem) = metadata_problem(&new.metadata) {
+        return Err(problem);
     }
     if let Some(data) = new.user_data.as_ref().filter(|d| d.len() > MAX_USER_DATA) {
         return Err(bad(format!("User data is {} bytes decoded; at most {MAX_USER_DATA} are kept.", data.len())));
@@ -87,7 +157,11 @@ pub async fn create(
     let instances: Vec<Instance> = (1..=new.count)
         .map(|n| {
             let name = if new.count > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
-            Instance { key: key.clone(), ..new_instance(name, auth.project, auth.user, &flavor, image.id, now) }
+            Instance {
+                key: key.clone(),
+                metadata: new.metadata.clone(),
+                ..new_instance(name, auth.project, auth.user, &flavor, image.id, now)
+            }
         })
         .collect();
     let mut records = instances;

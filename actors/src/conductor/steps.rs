@@ -118,6 +118,7 @@ mod tests {
             launched_at: None,
             key: None,
             security_groups: Vec::new(),
+            metadata: Default::default(),
         }
     }
 

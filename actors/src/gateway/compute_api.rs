@@ -1,5 +1,5 @@
-//! Compute v2.1: version documents, flavors, servers (create, list, show, delete, the floating-IP actions),
-//! hypervisors and services.
+//! Compute v2.1: version documents, flavors, servers (create, list, show, rename, delete, their metadata, the
+//! floating-IP and security-group actions), hypervisors and services.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -42,6 +42,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/servers/detail", get(list_servers_detail))
         .route("/compute/v2.1/servers/{id}", get(show_server).put(update_server).delete(delete_server))
         .route("/compute/v2.1/servers/{id}/action", axum::routing::post(server_action))
+        .route("/compute/v2.1/servers/{id}/metadata", get(list_metadata).post(merge_metadata).put(replace_metadata))
+        .route(
+            "/compute/v2.1/servers/{id}/metadata/{key}",
+            get(show_metadata_item).put(set_metadata_item).delete(delete_metadata_item),
+        )
         .route("/compute/v2.1/os-hypervisors", get(list_hypervisors_brief))
         .route("/compute/v2.1/os-hypervisors/detail", get(list_hypervisors_detail))
         .route("/compute/v2.1/os-services", get(list_services))
@@ -241,7 +246,7 @@ struct ServerDetail<'a> {
     status: &'static str,
     tenant_id: String,
     user_id: String,
-    metadata: BTreeMap<String, String>,
+    metadata: &'a BTreeMap<String, String>,
     #[serde(rename = "hostId")]
     host_id: String,
     image: Bookmark,
@@ -308,7 +313,7 @@ fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bo
             status: api_status(i.vm_state),
             tenant_id: i.project.to_string(),
             user_id: i.user.to_string(),
-            metadata: BTreeMap::new(),
+            metadata: &i.metadata,
             host_id: host_id(i),
             image: Bookmark {
                 id: i.image.to_string(),
@@ -453,6 +458,88 @@ async fn update_server(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
     Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
 }
 
+// ------------------------------------------------------------------------------------------ server metadata
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct MetaBody {
+    meta: BTreeMap<String, String>,
+}
+
+async fn list_metadata(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    Ok(Json(MetadataBody { metadata: instance.metadata }).into_response())
+}
+
+async fn change_metadata(s: &AppState, auth: &Auth, id: &str, change: servers::MetadataChange) -> ApiResult {
+    let instance = servers::get(&s.app, &auth.ctx, id).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:server-metadata:update").map_err(ApiError::compute)?;
+    let metadata = servers::change_metadata(&s.app, &instance, change).await.map_err(ApiError::compute)?;
+    Ok(Json(MetadataBody { metadata }).into_response())
+}
+
+async fn merge_metadata(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let request: MetadataBody = parse_json(&body).map_err(ApiError::compute)?;
+    change_metadata(&s, &auth, &id, servers::MetadataChange::Merge(request.metadata)).await
+}
+
+async fn replace_metadata(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let request: MetadataBody = parse_json(&body).map_err(ApiError::compute)?;
+    change_metadata(&s, &auth, &id, servers::MetadataChange::Replace(request.metadata)).await
+}
+
+async fn show_metadata_item(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult {
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    let value = instance
+        .metadata
+        .get(&key)
+        .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("Metadata item {key} was not found."))))?;
+    Ok(Json(MetaBody { meta: BTreeMap::from([(key, value.clone())]) }).into_response())
+}
+
+/// `PUT /metadata/{key}`: the body holds exactly that one item.
+async fn set_metadata_item(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    let request: MetaBody = parse_json(&body).map_err(ApiError::compute)?;
+    if request.meta.len() != 1 || !request.meta.contains_key(&key) {
+        return Err(ApiError::compute(CloudError::BadRequest(format!(
+            "The body must hold exactly one item, {key:?}, the key the path names."
+        ))));
+    }
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:server-metadata:update").map_err(ApiError::compute)?;
+    let change = servers::MetadataChange::Merge(request.meta.clone());
+    servers::change_metadata(&s.app, &instance, change).await.map_err(ApiError::compute)?;
+    Ok(Json(request).into_response())
+}
+
+async fn delete_metadata_item(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult {
+    let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    auth.require(Role::Member, "os_compute_api:server-metadata:delete").map_err(ApiError::compute)?;
+    servers::change_metadata(&s.app, &instance, servers::MetadataChange::Delete(key))
+        .await
+        .map_err(ApiError::compute)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn truthy(v: &str) -> bool {
     !matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "f" | "no" | "off")
 }
@@ -547,6 +634,8 @@ struct NewServer {
     security_groups: Option<Vec<NamedGroup>>,
     #[serde(default, rename = "user_data")]
     user_data: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
 }
 
 /// `user_data` arrives base64-encoded (standard alphabet; line breaks, as some clients send them, are
@@ -638,6 +727,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         key_name: new.key_name,
         security_groups: new.security_groups.unwrap_or_default().into_iter().map(|g| g.name).collect(),
         user_data: decode_user_data(new.user_data).map_err(ApiError::compute)?,
+        metadata: new.metadata.unwrap_or_default(),
     };
     let created = servers::create(&s.app, &auth.trace, &auth.ctx, new).await.map_err(ApiError::compute)?;
     let id = created[0].id.to_string();

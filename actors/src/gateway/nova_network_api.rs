@@ -23,6 +23,7 @@ use super::{ApiError, AppState};
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::quota::{self, QuotaChanges};
+use crate::app::servers::MAX_METADATA_ITEMS;
 use crate::app::{fixed_ips, identity, networks, security_groups};
 use crate::network_plan::NetworkRequest;
 
@@ -421,7 +422,8 @@ struct Detailed {
     reserved: u64,
 }
 
-/// The limits nimbus does not enforce yet, as Nova's defaults.
+/// The limits that are the same for every project, as Nova's defaults: `metadata_items` is enforced (and
+/// cannot be changed), the others not yet.
 #[derive(Serialize)]
 struct OtherLimits {
     metadata_items: u32,
@@ -433,7 +435,7 @@ struct OtherLimits {
 }
 
 const OTHER_LIMITS: OtherLimits = OtherLimits {
-    metadata_items: 128,
+    metadata_items: MAX_METADATA_ITEMS as u32,
     injected_files: 5,
     injected_file_content_bytes: 10240,
     injected_file_path_bytes: 255,
@@ -537,6 +539,15 @@ async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
     auth.require(Role::Admin, "os_compute_api:os-quota-sets:update").map_err(ApiError::compute)?;
     let project = quota_project(&s, &auth, &id)?;
     let request: UpdateQuota = parse_json(&body).map_err(ApiError::compute)?;
+    // Enforced, but the same for every project: another value would be accepted and not honoured.
+    let fixed = MAX_METADATA_ITEMS as i64;
+    if let Some(asked) = request.quota_set.get("metadata_items")
+        && asked.as_i64().or_else(|| asked.as_str().and_then(|s| s.parse().ok())) != Some(fixed)
+    {
+        return Err(ApiError::compute(CloudError::BadRequest(format!(
+            "metadata_items is {fixed} per server for every project here; it cannot be set to {asked}."
+        ))));
+    }
     let parse = |key: &str| -> Result<Option<Option<u64>>, ApiError> {
         match request.quota_set.get(key) {
             None => Ok(None),
