@@ -294,6 +294,19 @@ async fn hypervisors_and_services_show_the_hosts() {
     assert!(
         services["services"].as_array().unwrap().iter().all(|s| s["binary"] == "nova-compute" && s["state"] == "up")
     );
+    let count = |query: &'static str| {
+        let admin = t.admin.clone();
+        async move {
+            let listed = admin.get(&format!("/compute/v2.1/os-services?{query}")).await.unwrap();
+            listed["services"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("host=host-0002").await, 1);
+    assert_eq!(count("host=host-0002&binary=nova-compute").await, 1);
+    assert_eq!(count("binary=nova-scheduler").await, 0, "nimbus's hosts run nova-compute only");
+    assert_eq!(count("host=elsewhere").await, 0);
+    let (status, _) = t.admin.raw(Method::GET, "/compute/v2.1/os-services?zone=nova", None).await.unwrap();
+    assert_eq!(status.as_u16(), 400, "a filter os-services does not have is refused, not ignored");
     let member = t.user_with_role("member").await;
     let (status, _) = member.raw(Method::GET, "/compute/v2.1/os-hypervisors", None).await.unwrap();
     assert_eq!(status.as_u16(), 403);
@@ -428,5 +441,22 @@ async fn server_metadata_is_set_merged_replaced_and_deleted_within_its_limits() 
         t.admin.raw(Method::PUT, &quota, Some(&json!({"quota_set": {"metadata_items": 5}}))).await.unwrap();
     assert_eq!(status.as_u16(), 400, "a limit that would not be honoured is refused: {answer}");
     assert_eq!(t.admin.get(&quota).await.unwrap()["quota_set"]["metadata_items"], 128);
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_compute_versions_list_v2_0_and_v2_1_and_each_self_link_answers() {
+    let t = TestCloud::start().await;
+    let listed = t.admin.get("/compute/").await.unwrap();
+    let versions = listed["versions"].as_array().unwrap();
+    let ids: Vec<&str> = versions.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["v2.0", "v2.1"]);
+    assert_eq!((versions[0]["status"].as_str(), versions[1]["status"].as_str()), (Some("SUPPORTED"), Some("CURRENT")));
+    for version in versions {
+        let href = version["links"][0]["href"].as_str().unwrap();
+        let path = href.strip_prefix(t.url()).unwrap_or_else(|| panic!("{href} is on this cloud"));
+        let answered = t.admin.get(path).await.unwrap();
+        assert_eq!(answered["version"]["id"], version["id"], "{href}");
+    }
     t.shutdown().await;
 }

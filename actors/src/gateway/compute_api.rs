@@ -33,6 +33,8 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/compute", get(versions))
         .route("/compute/", get(versions))
+        .route("/compute/v2", get(version_2_0))
+        .route("/compute/v2/", get(version_2_0))
         .route("/compute/v2.1", get(version))
         .route("/compute/v2.1/", get(version))
         .route("/compute/v2.1/flavors", get(list_flavors_brief))
@@ -81,12 +83,31 @@ fn version_doc(base: &str) -> VersionDoc {
     }
 }
 
+/// The legacy v2.0 API, listed as nova lists it (SUPPORTED, no microversions); nimbus answers it only with
+/// its version document, and v2.1 (which a client without microversions speaks as 2.1) for everything else.
+fn version_2_0_doc(base: &str) -> VersionDoc {
+    VersionDoc {
+        version: Some(""),
+        min_version: Some(""),
+        updated: Some("2011-01-21T11:33:21Z"),
+        ..VersionDoc::plain("v2.0", "SUPPORTED", format!("{base}/compute/v2/"))
+    }
+}
+
 async fn versions(State(s): State<AppState>) -> Response {
     #[derive(Serialize)]
     struct Body {
-        versions: [VersionDoc; 1],
+        versions: [VersionDoc; 2],
     }
-    Json(Body { versions: [version_doc(&s.base_url)] }).into_response()
+    Json(Body { versions: [version_2_0_doc(&s.base_url), version_doc(&s.base_url)] }).into_response()
+}
+
+async fn version_2_0(State(s): State<AppState>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        version: VersionDoc,
+    }
+    Json(Body { version: version_2_0_doc(&s.base_url) }).into_response()
 }
 
 async fn version(State(s): State<AppState>) -> Response {
@@ -859,9 +880,23 @@ async fn list_hypervisors_detail(State(s): State<AppState>, auth: Auth) -> ApiRe
     hypervisors(&s, &auth, true)
 }
 
-async fn list_services(State(s): State<AppState>, auth: Auth) -> ApiResult {
+/// `os-services?host=&binary=`: every host runs one service, `nova-compute`.
+async fn list_services(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(filters): Query<HashMap<String, String>>,
+) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
-    let usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    if let Some(unknown) = filters.keys().find(|k| !matches!(k.as_str(), "host" | "binary")) {
+        return Err(ApiError::compute(CloudError::BadRequest(format!(
+            "os-services is filtered by host and binary, not {unknown:?}."
+        ))));
+    }
+    let mut usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    usage.retain(|u| {
+        filters.get("host").is_none_or(|h| *h == u.host.name.0)
+            && filters.get("binary").is_none_or(|b| b == "nova-compute")
+    });
     #[derive(Serialize)]
     struct ServiceView {
         id: u32,
