@@ -12,11 +12,6 @@ const KEYPAIRS: &str = "/compute/v2.1/os-keypairs";
 const RSA_KEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCxfVUxZFZePpon7rnnRkWIjF0QvCxrKzcMB/wngnEzI9fHtCoCQTj+F4xTqokHczm2G/b+Q4Y9oYgJ/waHkrGOHFytAvgNcoP59mTuVJOPGnrsVIh40iAlyv1OGc9eVX1DjkKYiv4wJ5BMVMDMuzbHOhIJHfPcwzgBG5DUeSShfgt/GgZpxkXOxfJnV4UGLX5EqrfxinAZxezY0jVZS6x+OAxpTHtUQsEXbmKAkKJr2sL2gr6mMrqWgIRbc9cHdp6HoYrlV3+KqcYOGvWeh6BHc8pNAKEvUqry+VzNU8VsDSyd7I7SLSakYvZF1nFzoT6UHTS0n/Xg00z3uz9g17v1 bob@host";
 const RSA_FINGERPRINT: &str = "7c:ff:69:e4:de:88:d1:2c:4d:b1:34:9b:65:d6:80:f1";
 
-async fn status(client: &nimbus::client::Client, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, body) = client.raw(method, path, body.as_ref()).await.unwrap();
-    (status.as_u16(), body)
-}
-
 /// The id of the user named `name`, as the identity API shows it.
 async fn user_id(admin: &nimbus::client::Client, name: &str) -> String {
     let users = admin.get("/identity/v3/users").await.unwrap();

@@ -10,11 +10,6 @@ use serde_json::{Value, json};
 const GROUPS: &str = "/network/v2.0/security-groups";
 const RULES: &str = "/network/v2.0/security-group-rules";
 
-async fn status(client: &nimbus::client::Client, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, body) = client.raw(method, path, body.as_ref()).await.unwrap();
-    (status.as_u16(), body)
-}
-
 async fn groups_of(client: &nimbus::client::Client) -> Vec<Value> {
     client.get(GROUPS).await.unwrap()["security_groups"].as_array().unwrap().clone()
 }

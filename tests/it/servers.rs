@@ -390,10 +390,7 @@ async fn server_metadata_is_set_merged_replaced_and_deleted_within_its_limits() 
     let path = format!("/compute/v2.1/servers/{id}/metadata");
     let send = |method: Method, path: String, body: Option<Value>| {
         let member = member.clone();
-        async move {
-            let (status, answer) = member.raw(method, &path, body.as_ref()).await.unwrap();
-            (status.as_u16(), answer)
-        }
+        async move { status(&member, method, &path, body).await }
     };
 
     let (status, merged) = send(Method::POST, path.clone(), Some(json!({"metadata": {"tier": "1"}}))).await;

@@ -243,6 +243,12 @@ pub async fn create_server(client: &Client, name: &str) -> String {
     created["server"]["id"].as_str().unwrap().to_string()
 }
 
+/// Sends a request and returns its status and JSON body, whatever the status (for tests of refusals).
+pub async fn status(client: &Client, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, body) = client.raw(method, path, body.as_ref()).await.expect("the cloud answers");
+    (status.as_u16(), body)
+}
+
 pub async fn server(client: &Client, id: &str) -> Option<Value> {
     let (status, body) = client.raw(reqwest::Method::GET, &format!("/compute/v2.1/servers/{id}"), None).await.unwrap();
     match status.as_u16() {
