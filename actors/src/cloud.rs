@@ -3,6 +3,7 @@
 //! ```text
 //! cloud                      (one_for_one)
 //! ├── scheduler
+//! ├── firewall               (the security-group firewalls the store implies, for the hosts that filter)
 //! ├── network                (the network manager)
 //! ├── vlans                  (one_for_one; children from the store and on demand)
 //! │   └── vlan/<project>     (the project's VLAN segment, DHCP server, VPN endpoint)
@@ -36,6 +37,7 @@ use crate::compute::netns::{NetnsConfig, NetnsDriver};
 use crate::compute::virt::{FakeHypervisor, VirtDriver};
 use crate::dataplane::linux::{LinuxConfig, LinuxDataplane, SegmentKind};
 use crate::dataplane::{Dataplane, SimDataplane};
+use crate::firewall::FirewallPublisher;
 use crate::gateway::{Gateway, GatewayArgs, ServerLimits};
 use crate::metrics::Metrics;
 use crate::network::NetworkManager;
@@ -96,6 +98,9 @@ pub struct Drivers {
     pub instance_httpd: bool,
     /// The host name of a `netns` host; this machine's host name if `None`.
     pub host_name: Option<String>,
+    /// `fake` hosts follow their security-group firewall as `netns` hosts do, recording it. Off unless asked:
+    /// each filtering host has its firewall computed on every change, too much for a benchmark's thousands.
+    pub fake_filtering: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +127,7 @@ impl Default for Drivers {
             instance_prefix: "nimbus-".into(),
             instance_httpd: false,
             host_name: None,
+            fake_filtering: false,
         }
     }
 }
@@ -302,7 +308,14 @@ impl Cloud {
         let (hypervisors, netns, hosts): (_, _, Vec<(HostId, Arc<dyn VirtDriver>)>) = match drivers.virt {
             VirtKind::Fake => {
                 let fakes: BTreeMap<HostId, Arc<FakeHypervisor>> = (1..=config.fake_hosts)
-                    .map(|n| (HostId(format!("host-{n:04}")), Arc::new(FakeHypervisor::new(config.fake_capacity))))
+                    .map(|n| {
+                        let fake = if drivers.fake_filtering {
+                            FakeHypervisor::filtering(config.fake_capacity)
+                        } else {
+                            FakeHypervisor::new(config.fake_capacity)
+                        };
+                        (HostId(format!("host-{n:04}")), Arc::new(fake))
+                    })
                     .collect();
                 let hosts = fakes.iter().map(|(h, f)| (h.clone(), f.clone() as Arc<dyn VirtDriver>)).collect();
                 (fakes, None, hosts)
@@ -333,6 +346,10 @@ impl Cloud {
             {
                 let app = app.clone();
                 ChildSpec::new(ns.actor_name("scheduler"), move || (Scheduler, app.clone()))
+            },
+            {
+                let app = app.clone();
+                ChildSpec::new(ns.actor_name("firewall"), move || (FirewallPublisher, app.clone()))
             },
             {
                 let applier = applier.clone();

@@ -8,7 +8,7 @@
 //!   module that knows HTTP.
 //! - The actors: [`conductor`] (one per project, under [`projects`]: the build and delete sagas),
 //!   [`scheduler`] (placements), [`network`] (the network manager and the VLAN reconcilers), [`compute`] (one
-//!   agent per host, with the virt drivers).
+//!   agent per host, with the virt drivers), [`firewall`] (each filtering host's security-group firewall).
 //! - [`app`]: every operation on the cloud's state; the only module that touches the store.
 //! - [`dataplane`]: the dataplane contract, the `sim` and `linux` drivers; [`kernel`]: what the real drivers
 //!   share to talk to the Linux kernel.
@@ -25,6 +25,7 @@ pub mod compute;
 pub mod conductor;
 pub mod data_dir;
 pub mod dataplane;
+pub mod firewall;
 pub mod gateway;
 pub mod instance_state;
 pub mod ipam;

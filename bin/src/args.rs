@@ -88,6 +88,7 @@ impl DriverArgs {
             instance_prefix: self.instance_prefix.clone(),
             instance_httpd: self.instance_httpd,
             host_name: None,
+            fake_filtering: false,
         })
     }
 }

@@ -22,6 +22,12 @@ impl<K: KeyCodec> Watch<K> {
         let raw: BTreeSet<Vec<u8>> = self.keys.try_iter().collect();
         raw.iter().filter_map(|k| K::decode_key(k)).collect()
     }
+
+    /// Whether any key was written since the last call, without waiting: for a watcher that re-reads
+    /// everything it derives from the tables, whichever keys changed.
+    pub fn changed(&self) -> bool {
+        self.keys.try_iter().count() > 0
+    }
 }
 
 /// One watch, as the writer keeps it.
@@ -87,6 +93,9 @@ mod tests {
         let written = [("a", b"x".to_vec()), ("b", b"y".to_vec()), ("a", b"x".to_vec())];
         watchers.committed(Vec::new(), &written);
         assert_eq!(kept_watch.written(), ["x".to_string()], "its own table's key, once");
+        assert!(!kept_watch.changed(), "nothing was written since");
+        watchers.committed(Vec::new(), &[("a", b"z".to_vec())]);
+        assert!(kept_watch.changed());
         assert_eq!(watchers.tables(), ["a"], "the dropped watch is gone, and with it table b");
     }
 }

@@ -39,6 +39,48 @@ async fn add_network(t: &TestCloud, body: Value) {
     t.admin.post("/compute/v2.1/os-networks", &json!({ "network": body })).await.unwrap();
 }
 
+const RULES: &str = "/network/v2.0/security-group-rules";
+
+/// The id of the client's security group `name`.
+async fn group_id(client: &Client, name: &str) -> String {
+    let groups = client.get("/network/v2.0/security-groups").await.unwrap();
+    let group = groups["security_groups"].as_array().unwrap().iter().find(|g| g["name"] == name).cloned();
+    group.unwrap_or_else(|| panic!("no group {name} in {groups}"))["id"].as_str().unwrap().to_string()
+}
+
+/// Adds an ingress rule (`rule`'s fields over the group's id) and returns its id.
+async fn allow_in(client: &Client, group: &str, rule: Value) -> String {
+    let mut body = json!({"security_group_id": group, "direction": "ingress"});
+    body.as_object_mut().unwrap().extend(rule.as_object().unwrap().clone());
+    let made = client.post(RULES, &json!({ "security_group_rule": body })).await.unwrap();
+    made["security_group_rule"]["id"].as_str().unwrap().to_string()
+}
+
+/// Makes security group `name` (egress anywhere, nothing in) and returns its id.
+async fn new_group(client: &Client, name: &str) -> String {
+    let made = client.post("/network/v2.0/security-groups", &json!({"security_group": {"name": name}})).await.unwrap();
+    made["security_group"]["id"].as_str().unwrap().to_string()
+}
+
+/// A server in security group `group` only, once ACTIVE.
+async fn boot_in_group(client: &Client, name: &str, group: &str) -> Value {
+    let image = default_image(client).await;
+    let body =
+        json!({"server": {"name": name, "imageRef": image, "flavorRef": "1", "security_groups": [{"name": group}]}});
+    let created = client.post("/compute/v2.1/servers", &body).await.unwrap();
+    wait_for_status(client, created["server"]["id"].as_str().unwrap(), "ACTIVE").await
+}
+
+/// The security-group table of `ns` as nft lists it.
+fn firewall_table(lab: &Lab, ns: &str) -> String {
+    lab.exec(ns, "nft", &["list", "table", "ip", "nimbus-firewall"]).unwrap_or_default()
+}
+
+/// Waits (at most the second a rule change may take) until `ns`'s security-group table satisfies `wanted`.
+async fn firewall_reaches(lab: &Lab, ns: &str, what: &str, wanted: impl Fn(&str) -> bool) {
+    wait_until(what, Duration::from_secs(1), || async { wanted(&firewall_table(lab, ns)) }).await;
+}
+
 #[tokio::test]
 async fn flat_addresses_are_injected_and_dhcp_leases_match_the_store() {
     let Some(lab) = Lab::new("addr") else { return };
@@ -141,6 +183,8 @@ async fn floating_ips_follow_their_instance_survive_a_network_manager_restart_an
     let t = TestCloud::start_with(lab.options()).await;
     add_network(&t, json!({"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"})).await;
     let alice = t.user_in_mode("flat_dhcp", "member").await;
+    // The default group lets in only its own members; the web servers are for the outside too.
+    allow_in(&alice, &group_id(&alice, "default").await, json!({"protocol": "tcp", "port_range_min": 80})).await;
     let (vm1, vm2) = (boot_active(&alice, "vm1").await, boot_active(&alice, "vm2").await);
     for s in [&vm1, &vm2] {
         wait_for_address(&lab, s, fixed_ip(s), 24).await;
@@ -358,6 +402,7 @@ mod multi_host {
         admin.post("/compute/v2.1/os-networks", &body).await.unwrap();
         let project = new_project(&admin, "vlan").await;
         let blue = new_user_on(&admin, &project, "member").await.client(&ctl.url).await;
+        allow_in(&blue, &group_id(&blue, "default").await, json!({"protocol": "tcp", "port_range_min": 80})).await;
         let (b1, b2) = (boot_active(&blue, "blue-1").await, boot_active(&blue, "blue-2").await);
         // The host is shown to admins only.
         let (b1, b2) = (server(&admin, &id_of(&b1)).await.unwrap(), server(&admin, &id_of(&b2)).await.unwrap());
@@ -457,6 +502,115 @@ async fn instances_read_their_own_metadata_at_the_link_local_address_and_nothing
     let t = t.restart(lab.options()).await;
     wait_until("the metadata service to answer after a restart", Duration::from_secs(10), || async {
         get("/latest/user-data").is_ok_and(|data| data == "#!/bin/sh\necho hi\n")
+    })
+    .await;
+    t.shutdown().await;
+}
+
+// Several threads: pings and HTTP run as blocking child processes while the cloud, in this runtime, answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_groups_let_in_what_their_rules_allow_and_a_change_reaches_the_port_within_a_second() {
+    let Some(lab) = Lab::new("sg") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let alice = t.user_in_mode("flat", "member").await;
+    let web = new_group(&alice, "web").await;
+    let http_rule = allow_in(
+        &alice,
+        &web,
+        json!({"protocol": "tcp", "port_range_min": 80, "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0"}),
+    )
+    .await;
+    let vm = boot_in_group(&alice, "web-1", "web").await;
+    let fip = alice.post("/compute/v2.1/os-floating-ips", &json!({"pool": "public"})).await.unwrap();
+    let address = fip["floating_ip"]["ip"].clone();
+    let floating: Ipv4Addr = address.as_str().unwrap().parse().unwrap();
+    alice
+        .post(&format!("/compute/v2.1/servers/{}/action", id_of(&vm)), &json!({"addFloatingIp": {"address": address}}))
+        .await
+        .unwrap();
+
+    // Only TCP 80 from anywhere: HTTP through the floating IP works, ping does not.
+    wait_until("HTTP to reach web-1", Duration::from_secs(5), || async {
+        http_get(&lab.public, floating).await.is_ok_and(|body| body == "web-1")
+    })
+    .await;
+    assert!(!lab.ping(&lab.public, floating), "no rule lets ICMP in");
+
+    // An ICMP rule: on the port within a second, and ping works.
+    allow_in(&alice, &web, json!({"protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0"})).await;
+    firewall_reaches(&lab, &lab.host, "the ICMP rule to reach the port", |table| table.contains("ip protocol icmp"))
+        .await;
+    assert!(lab.ping(&lab.public, floating), "ICMP is let in");
+
+    // A flow the rules allow is not cut by a change that still allows it: a ping running across the
+    // replacement of the whole table (a UDP rule added and taken away) loses nothing.
+    let pinging = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.public, "busybox", "ping", "-c", "15", "-i", "0.2", "-W", "1"])
+        .arg(floating.to_string())
+        .output();
+    let udp_rule = {
+        let udp = allow_in(&alice, &web, json!({"protocol": "udp", "port_range_min": 53})).await;
+        firewall_reaches(&lab, &lab.host, "the UDP rule to be added", |table| table.contains("udp dport 53")).await;
+        alice.delete(&format!("{RULES}/{udp}")).await.unwrap();
+        firewall_reaches(&lab, &lab.host, "the UDP rule to be gone", |table| !table.contains("udp dport 53")).await;
+        udp
+    };
+    let pinged = String::from_utf8_lossy(&pinging.unwrap().stdout).to_string();
+    assert!(pinged.contains(" 0% packet loss"), "rule {udp_rule} came and went under a running ping: {pinged}");
+
+    // The TCP rule taken away: new HTTP connections fail.
+    alice.delete(&format!("{RULES}/{http_rule}")).await.unwrap();
+    firewall_reaches(&lab, &lab.host, "the TCP rule to be gone", |table| !table.contains("tcp dport 80")).await;
+    assert!(http_get(&lab.public, floating).await.is_err(), "HTTP is no longer let in");
+    assert!(lab.ping(&lab.public, floating), "ICMP still is");
+
+    // Killing the publisher or the host's agent, or restarting nimbus, leaves the same rules in force, and
+    // the new incarnations carry the next change.
+    let before = firewall_table(&lab, &lab.host);
+    t.kill_and_wait_for_restart("firewall").await;
+    let host = server(&t.admin, &id_of(&vm)).await.unwrap()["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    t.kill_and_wait_for_restart(&format!("compute/{host}")).await;
+    let t = t.restart(lab.options()).await;
+    assert!(lab.ping(&lab.public, floating), "ICMP is let in after the restart");
+    assert!(http_get(&lab.public, floating).await.is_err(), "and HTTP still not");
+    assert_eq!(firewall_table(&lab, &lab.host), before, "the restarts changed the rules");
+    let alice = t.user_on(vm["tenant_id"].as_str().unwrap(), "member").await;
+    allow_in(&alice, &web, json!({"protocol": "tcp", "port_range_min": 80})).await;
+    wait_until("HTTP to be let in again", Duration::from_secs(5), || async {
+        http_get(&lab.public, floating).await.is_ok_and(|body| body == "web-1")
+    })
+    .await;
+    t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_from_members_of_the_same_group_lets_them_in_and_no_one_else() {
+    let Some(lab) = Lab::new("sgm") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let alice = t.user_in_mode("flat", "member").await;
+    let app = new_group(&alice, "app").await;
+    new_group(&alice, "other").await;
+    allow_in(&alice, &app, json!({"protocol": "tcp", "port_range_min": 80, "remote_group_id": app})).await;
+    let (a1, a2, o1) = (
+        &boot_in_group(&alice, "app-1", "app").await,
+        &boot_in_group(&alice, "app-2", "app").await,
+        &boot_in_group(&alice, "other-1", "other").await,
+    );
+    let ns = |s: &Value| lab.instance(&id_of(s));
+    wait_until("app-1 to reach app-2 on port 80", Duration::from_secs(5), || async {
+        http_get(&ns(a1), fixed_ip(a2)).await.is_ok_and(|body| body == "app-2")
+    })
+    .await;
+    assert_eq!(http_get(&ns(a2), fixed_ip(a1)).await.unwrap(), "app-1", "and the other way round");
+    assert!(!lab.ping(&ns(a1), fixed_ip(a2)), "the rule is for TCP 80 only");
+    assert!(http_get(&ns(o1), fixed_ip(a1)).await.is_err(), "an instance of another group is not let in");
+    assert!(http_get(&ns(o1), fixed_ip(a2)).await.is_err());
+
+    // Moved into the group, the third instance is let in too: membership changes the peers' address sets.
+    let action = format!("/compute/v2.1/servers/{}/action", id_of(o1));
+    alice.post(&action, &json!({"addSecurityGroup": {"name": "app"}})).await.unwrap();
+    wait_until("other-1 to be let in once it is a member", Duration::from_secs(5), || async {
+        http_get(&ns(o1), fixed_ip(a1)).await.is_ok_and(|body| body == "app-1")
     })
     .await;
     t.shutdown().await;

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 
 use nimbus::client::Client;
+use nimbus_actors::compute::virt::VirtDriver;
+use nimbus_protocol::ids::HostId;
 use nimbus_storage::Reads;
 use nimbus_storage::records::VmState;
 use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, INSTANCES};
@@ -191,6 +193,22 @@ pub fn hypervisor_mismatches(t: &TestCloud) -> Vec<String> {
     bad
 }
 
+/// Where a filtering fake host's recorded firewall differs from what the store implies for it.
+pub fn firewall_mismatches(t: &TestCloud) -> Vec<String> {
+    let filtering: Vec<HostId> =
+        t.cloud.hypervisors.iter().filter(|(_, h)| h.filters_ports()).map(|(host, _)| host.clone()).collect();
+    let implied =
+        nimbus_actors::app::security_groups::host_firewalls(&t.cloud.app, &filtering).expect("reading the store");
+    let mut bad = Vec::new();
+    for host in &filtering {
+        let installed = t.cloud.hypervisors[host].firewall();
+        if installed.as_ref() != implied.get(host) {
+            bad.push(format!("{host} enforces {installed:?}, the store implies {:?}", implied.get(host)));
+        }
+    }
+    bad
+}
+
 /// Where the sim dataplane differs from what the store implies: DHCP host entries and floating NAT rules.
 pub fn dataplane_mismatches(t: &TestCloud) -> Vec<String> {
     let state = t.cloud.sim().state();
@@ -263,6 +281,7 @@ pub async fn settle_and_check(t: &TestCloud) -> Vec<String> {
         violations = crate::store_violations(&t.cloud.store);
         violations.extend(dataplane_mismatches(t));
         violations.extend(hypervisor_mismatches(t));
+        violations.extend(firewall_mismatches(t));
         if violations.is_empty() {
             break;
         }

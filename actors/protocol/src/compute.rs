@@ -89,6 +89,8 @@ pub enum VirtError {
         #[source]
         cause: Failure,
     },
+    #[error("the hypervisor could not install the host's firewall")]
+    Firewall(#[source] Failure),
 }
 
 /// Why a call to a compute agent did not succeed.

@@ -9,12 +9,13 @@
 //! - [`ids`]: typed identifiers, shared by the store and the messages.
 //! - [`trace`]: the request a piece of work belongs to, carried in every request message.
 //! - [`failure`]: errors that travel, as chains of messages, and [`failure::chain`] for the text people read.
-//! - [`scheduler`], [`compute`], [`network`], [`conductor`]: each actor's topic, messages, wire types, errors
-//!   and client.
+//! - [`scheduler`], [`compute`], [`network`], [`conductor`], [`firewall`]: each actor's topic, messages, wire
+//!   types, errors and client.
 
 pub mod compute;
 pub mod conductor;
 pub mod failure;
+pub mod firewall;
 pub mod ids;
 pub mod network;
 pub mod scheduler;

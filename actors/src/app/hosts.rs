@@ -13,7 +13,6 @@ use nimbus_storage::{Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
 use crate::app::specs::instance_spec;
-use crate::compute::virt::FakeHypervisor;
 use crate::timing::Timing;
 
 /// A host and what the instances placed on it use of it, as the store shows them.
@@ -24,12 +23,6 @@ pub struct HostUsage {
     pub ram_mb: u64,
     pub disk_gb: u64,
     pub instances: usize,
-}
-
-/// A host that runs real instances (any driver but the simulated one), if the cloud has one: security-group
-/// filtering, which only carries meaning for real instances, is refused until nimbus can apply it there.
-pub(crate) fn real_host_in(r: &impl Reads) -> Result<Option<Host>, StoreError> {
-    Ok(r.scan(&HOSTS)?.into_iter().map(|(_, h)| h).find(|h| h.hypervisor_type != FakeHypervisor::KIND))
 }
 
 /// Whether the host reported recently enough to count as up.

@@ -1,18 +1,21 @@
 //! Security groups: each project's groups (names unique in the project, a `default` group made on first use
 //! and never deleted), their rules, and which instances are in which; each change is one transaction.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
-use nimbus_protocol::ids::{InstanceId, ProjectId, SecurityGroupId, SecurityRuleId};
-use nimbus_storage::records::{Instance, Remote, SecurityGroup, SecurityRule, now_ms};
+use nimbus_protocol::firewall::{FilterRule, Flow, HostFirewall, Peer, Protocol};
+use nimbus_protocol::ids::{HostId, InstanceId, ProjectId, SecurityGroupId, SecurityRuleId};
+use nimbus_storage::records::{Direction, Instance, IpProtocol, Remote, SecurityGroup, SecurityRule, now_ms};
 use nimbus_storage::schema::{
-    self, INSTANCES, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
+    self, INSTANCES, INSTANCES_BY_HOST, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
 };
-use nimbus_storage::{Pair, Reads, StoreError, WriteTx};
+use nimbus_storage::{Pair, Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
 use crate::app::error::CloudError;
-use crate::app::{hosts, quota};
+use crate::app::quota;
 use crate::names::name_problem;
 use crate::security_rules::{RuleRequest, rule_from};
 
@@ -31,20 +34,6 @@ impl Asker {
 
 fn not_found(id: impl std::fmt::Display) -> CloudError {
     CloudError::NotFound(format!("Security group {id} could not be found."))
-}
-
-/// Refuses to take a filtering request while hosts run real instances: the per-port filtering that enforces
-/// rules is not built yet (issue 14), and a rule accepted but not applied would be silently ignored. The
-/// simulated hosts carry no traffic, so nothing is ignored there.
-fn require_enforcement_in(r: &impl Reads) -> Result<(), CloudError> {
-    if let Some(host) = hosts::real_host_in(r)? {
-        return Err(CloudError::Conflict(format!(
-            "Security group rules and memberships are not enforced on {} hosts yet (host {}): nimbus refuses \
-             what it would not apply.",
-            host.hypervisor_type, host.name
-        )));
-    }
-    Ok(())
 }
 
 /// The longest description a group keeps (nova-network's limit).
@@ -213,7 +202,6 @@ pub async fn delete(app: &App, asker: Asker, id: SecurityGroupId) -> Result<(), 
             for other in groups_of_in(tx, group.project)?.into_iter().filter(|g| g.id != id) {
                 let referring = |r: &SecurityRule| r.remote == Remote::Group(id);
                 if other.rules.iter().any(referring) {
-                    require_enforcement_in(tx)?;
                     let mut kept = other.clone();
                     kept.rules.retain(|r| !referring(r));
                     kept.updated_at = now_ms();
@@ -237,7 +225,6 @@ pub async fn add_rule(
     let rule = rule_from(request).map_err(CloudError::BadRequest)?;
     app.store
         .write(move |tx| {
-            require_enforcement_in(tx)?;
             let old = find_in(tx, asker, &group.to_string())?;
             if let Remote::Group(remote) = &rule.remote
                 && tx.get(&SECURITY_GROUPS, remote)?.is_none_or(|r| r.project != old.project)
@@ -287,7 +274,6 @@ fn rule_in(r: &impl Reads, asker: Asker, id: SecurityRuleId) -> Result<(Security
 pub async fn delete_rule(app: &App, asker: Asker, id: SecurityRuleId) -> Result<(), CloudError> {
     app.store
         .write(move |tx| {
-            require_enforcement_in(tx)?;
             let (old, _) = rule_in(tx, asker, id)?;
             let mut updated = old.clone();
             updated.rules.retain(|r| r.id != id);
@@ -318,10 +304,6 @@ pub(crate) fn resolve_in(
             ids.push(group.id);
         }
     }
-    // The default group is what every instance gets: naming it asks for nothing more.
-    if ids != [default.id] {
-        require_enforcement_in(tx)?;
-    }
     Ok(ids)
 }
 
@@ -349,10 +331,6 @@ pub async fn set_membership(app: &App, instance: InstanceId, group: String, memb
                 }
                 (true, false) => record.security_groups.push(found.id),
                 (false, true) => record.security_groups.retain(|g| *g != found.id),
-            }
-            // Only the default group alone is what a server gets without filtering being enforced.
-            if record.security_groups != [schema::default_security_group_in(tx, record.project)?.id] {
-                require_enforcement_in(tx)?;
             }
             schema::leave_security_groups_in(tx, &old)?;
             schema::join_security_groups_in(tx, &record)?;
@@ -393,4 +371,89 @@ pub fn names(
         }
         Ok(names)
     })
+}
+
+/// A watch of the writes that can change some host's firewall: to instances (their host, addresses and
+/// groups) and to groups (their rules).
+pub async fn watch_firewalls(app: &App) -> Result<Watch<()>, StoreError> {
+    app.store.watch(&[INSTANCES.name(), SECURITY_GROUPS.name()]).await
+}
+
+/// The firewall the store implies for each of `hosts`, read in one snapshot. A group's member addresses
+/// are read once however many hosts need them.
+pub fn host_firewalls(app: &App, hosts: &[HostId]) -> Result<BTreeMap<HostId, HostFirewall>, StoreError> {
+    app.store.read(|r| {
+        let mut groups: BTreeMap<SecurityGroupId, Option<Vec<FilterRule>>> = BTreeMap::new();
+        let mut members: BTreeMap<SecurityGroupId, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut firewalls = BTreeMap::new();
+        for host in hosts {
+            let mut firewall = HostFirewall::default();
+            for id in r.index_get(&INSTANCES_BY_HOST, host)? {
+                let Some(instance) = r.get(&INSTANCES, &id)? else { continue };
+                if instance.interfaces.is_empty() {
+                    continue;
+                }
+                for group in &instance.security_groups {
+                    let rules = match groups.entry(*group) {
+                        Entry::Occupied(known) => known.into_mut(),
+                        Entry::Vacant(new) => new
+                            .insert(r.get(&SECURITY_GROUPS, group)?.map(|g| g.rules.iter().map(filter_rule).collect())),
+                    };
+                    if let Some(rules) = rules {
+                        firewall.groups.insert(*group, rules.clone());
+                    }
+                }
+                firewall.instances.insert(id, instance.security_groups.clone());
+            }
+            let peers: BTreeSet<SecurityGroupId> = firewall
+                .groups
+                .values()
+                .flatten()
+                .filter_map(|rule| match rule.peer {
+                    Peer::Group(group) => Some(group),
+                    _ => None,
+                })
+                .collect();
+            for group in peers {
+                let addresses = match members.entry(group) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => new.insert(member_addresses_in(r, group)?),
+                };
+                firewall.members.insert(group, addresses.clone());
+            }
+            firewalls.insert(host.clone(), firewall);
+        }
+        Ok(firewalls)
+    })
+}
+
+fn member_addresses_in(r: &impl Reads, group: SecurityGroupId) -> Result<BTreeSet<Ipv4Addr>, StoreError> {
+    let mut addresses = BTreeSet::new();
+    for (_, id) in r.scan_prefix(&SECURITY_GROUP_MEMBERS, &Pair::<SecurityGroupId, InstanceId>::prefix(&group))? {
+        if let Some(instance) = r.get(&INSTANCES, &id)? {
+            addresses.extend(instance.interfaces.iter().map(|i| i.address));
+        }
+    }
+    Ok(addresses)
+}
+
+fn filter_rule(rule: &SecurityRule) -> FilterRule {
+    FilterRule {
+        flow: match rule.direction {
+            Direction::Ingress => Flow::Ingress,
+            Direction::Egress => Flow::Egress,
+        },
+        protocol: rule.protocol.map(|p| match p {
+            IpProtocol::Tcp => Protocol::Tcp,
+            IpProtocol::Udp => Protocol::Udp,
+            IpProtocol::Icmp => Protocol::Icmp,
+        }),
+        port_min: rule.port_min,
+        port_max: rule.port_max,
+        peer: match rule.remote {
+            Remote::Any => Peer::Any,
+            Remote::Cidr(cidr) => Peer::Cidr(cidr),
+            Remote::Group(group) => Peer::Group(group),
+        },
+    }
 }

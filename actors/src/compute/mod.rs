@@ -3,6 +3,9 @@
 //! it reconciles the driver with what the cloud places here: on start it runs the active instances again,
 //! and every time it destroys what the cloud does not place here (what a cleanup that failed left).
 //!
+//! An agent whose driver filters ports also follows the host's firewall: it asks the firewall publisher for
+//! it, again each time an answer comes, and has the driver install every new one.
+//!
 //! It knows nothing of the store: everything it needs arrives in messages (the protocol's wire types) and
 //! everything it knows leaves in them, so an agent can run on a host of its own, away from the controllers.
 //!
@@ -20,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nimbus_protocol::compute::{self, ComputeMsg, VirtError};
-use nimbus_protocol::failure::chain;
+use nimbus_protocol::failure::{Failure, chain};
+use nimbus_protocol::firewall::FirewallClient;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement, SchedulerClient};
 use nimbus_protocol::trace::Traced;
@@ -151,6 +155,8 @@ pub struct ComputeState {
     report_interval: Duration,
     /// Until the first report: the topic to join after it, and who waits for it.
     before_first_report: Option<(Namespace, Arc<FirstReports>)>,
+    /// The task that keeps the driver's firewall in step, if it filters ports.
+    firewall_follower: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct ComputeAgent;
@@ -166,8 +172,13 @@ impl Actor for ComputeAgent {
         args: ComputeArgs,
     ) -> Result<ComputeState, ActorProcessingErr> {
         args.first_reports.starting(&args.host);
+        let name = myself.get_name().unwrap_or_default();
+        let firewall_follower = args.driver.filters_ports().then(|| {
+            let client = FirewallClient::new(&args.ns, args.timing.call);
+            tokio::spawn(follow_firewall(name.clone(), args.host.clone(), args.driver.clone(), client))
+        });
         let state = ComputeState {
-            name: myself.get_name().unwrap_or_default(),
+            name,
             node: args.node,
             node_address: args.node_address,
             scheduler: SchedulerClient::new(&args.ns, args.timing.call),
@@ -177,6 +188,7 @@ impl Actor for ComputeAgent {
             restored: false,
             report_interval: args.timing.report_interval,
             before_first_report: Some((args.ns, args.first_reports)),
+            firewall_follower,
         };
         // Registered and reconciled before it takes work: it joins its topic after its first report (if the
         // scheduler cannot be reached then, the timer tries again). That report is its first message, not
@@ -206,6 +218,10 @@ impl Actor for ComputeAgent {
         // supervisor, still starting, restarts it only once the wait is over.
         if let Some((_, first_reports)) = state.before_first_report.take() {
             first_reports.settled(&state.host);
+        }
+        // The driver keeps what it installed; the next agent follows on from there.
+        if let Some(follower) = state.firewall_follower.take() {
+            follower.abort();
         }
         Ok(())
     }
@@ -259,6 +275,46 @@ impl Actor for ComputeAgent {
             }
         }
         Ok(())
+    }
+}
+
+/// After a failed ask or install, the wait before trying again.
+const FIREWALL_RETRY: Duration = Duration::from_secs(1);
+
+/// Asks for the host's firewall, again and again, and has the driver install each new one. A failure is
+/// logged once until the next success, and tried again after [`FIREWALL_RETRY`].
+async fn follow_firewall(name: String, host: HostId, driver: Arc<dyn VirtDriver>, client: FirewallClient) {
+    let mut have = None;
+    let mut failing = false;
+    loop {
+        let outcome = match client.next(&host, have).await {
+            Ok(None) => continue,
+            Ok(Some((version, firewall))) => {
+                let instances = firewall.instances.len();
+                match driver.set_firewall(firewall).await {
+                    Ok(()) => {
+                        tracing::debug!(%host, instances, sequence = version.sequence, "firewall installed");
+                        have = Some(version);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot install the firewall; retrying: {}", chain(&e))),
+                }
+            }
+            Err(e) => Err(format!("cannot get the firewall; retrying: {}", chain(&Failure::of(&e)))),
+        };
+        match &outcome {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                tracing::warn!(%host, cause = %e, "firewall");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        let failed = outcome.is_err();
+        introspect::reconciled(&name, "firewall", outcome);
+        if failed {
+            tokio::time::sleep(FIREWALL_RETRY).await;
+        }
     }
 }
 

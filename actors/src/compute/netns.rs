@@ -2,8 +2,9 @@
 //! host end on its network's bridge, the guest end `eth0` with its MAC). Flat networks get the address
 //! injected (an interfaces file written for the instance, then applied); DHCP networks run `busybox udhcpc`
 //! inside the namespace. Optionally `busybox httpd` answers with the instance's name, so tests and operators
-//! can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`), as nova's
-//! compute firewall did.
+//! can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`) and
+//! enforces the host's security groups on them (`ip nimbus-firewall`), as nova's compute firewall did; both
+//! tables are replaced together, in one batch, whenever a port or the firewall changes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,9 +12,11 @@ use std::time::Duration;
 
 use nimbus_protocol::compute::{Addressing, Capacity, InstanceSpec, NicSpec, VirtError};
 use nimbus_protocol::failure::{Failure, chain};
+use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
 
 use super::virt::{DriverFuture, VirtDriver};
+use crate::kernel::firewall;
 use crate::kernel::nft::{self, PortFilter};
 use crate::kernel::{KernelError, netlink, netns_path, process, write_executable};
 
@@ -32,10 +35,20 @@ pub struct NetnsConfig {
 
 pub struct NetnsDriver {
     config: NetnsConfig,
-    /// The filtered ports of every instance here, by instance: the port table is rendered from it whole.
-    /// Loaded from the saved specs at start.
-    ports: tokio::sync::Mutex<BTreeMap<InstanceId, Vec<PortFilter>>>,
+    filters: tokio::sync::Mutex<Filters>,
 }
+
+/// What the filter tables are rendered from, whole.
+struct Filters {
+    /// The ports of every instance here, by instance. Loaded from the saved specs at start.
+    ports: BTreeMap<InstanceId, Vec<PortFilter>>,
+    /// The host's firewall as last given, saved so that a restarted nimbus renders the same tables before
+    /// the publisher is reached.
+    firewall: HostFirewall,
+}
+
+/// Where the last firewall is saved, under the state directory.
+const FIREWALL_FILE: &str = "firewall.json";
 
 const UDHCPC_SCRIPT: &str = "#!/bin/sh
 # busybox udhcpc calls this with deconfig, bound, renew, leasefail or nak.
@@ -74,12 +87,19 @@ fn saved_specs(dir: &std::path::Path) -> BTreeMap<InstanceId, InstanceSpec> {
         .collect()
 }
 
-/// What each of the instance's ports may send.
+/// The instance's ports, as their filters see them.
 fn port_filters(spec: &InstanceSpec) -> Vec<PortFilter> {
     spec.interfaces
         .iter()
         .enumerate()
-        .map(|(n, nic)| PortFilter { port: host_port(spec.id, n), mac: nic.mac.clone(), address: nic.address })
+        .map(|(n, nic)| PortFilter {
+            port: host_port(spec.id, n),
+            instance: spec.id,
+            mac: nic.mac.clone(),
+            address: nic.address,
+            // The network side serves DHCP from the gateway address (`network_plan` makes them one).
+            dhcp_server: nic.gateway,
+        })
         .collect()
 }
 
@@ -111,7 +131,11 @@ impl NetnsDriver {
             .map_err(KernelError::io(format!("resolve {}", config.state_dir.display())))?;
         write_executable(&config.state_dir.join("udhcpc.script"), UDHCPC_SCRIPT)?;
         let ports = saved_specs(&dir).values().map(|spec| (spec.id, port_filters(spec))).collect();
-        Ok(NetnsDriver { config, ports: tokio::sync::Mutex::new(ports) })
+        let firewall = std::fs::read(config.state_dir.join(FIREWALL_FILE))
+            .ok()
+            .and_then(|saved| serde_json::from_slice(&saved).ok())
+            .unwrap_or_default();
+        Ok(NetnsDriver { config, filters: tokio::sync::Mutex::new(Filters { ports, firewall }) })
     }
 
     pub fn namespace(&self, id: InstanceId) -> String {
@@ -122,16 +146,54 @@ impl NetnsDriver {
         self.config.state_dir.join("instances").join(id.to_string())
     }
 
-    /// Records (`Some`) or forgets (`None`) the ports of instance `id`, and replaces the port table.
-    async fn set_ports(&self, id: InstanceId, filters: Option<Vec<PortFilter>>) -> Result<(), KernelError> {
-        let mut ports = self.ports.lock().await;
-        match filters {
-            Some(filters) => ports.insert(id, filters),
-            None => ports.remove(&id),
+    /// Records (`Some`) or forgets (`None`) the ports of instance `id`, and replaces the filter tables.
+    async fn set_ports(&self, id: InstanceId, ports: Option<Vec<PortFilter>>) -> Result<(), KernelError> {
+        let mut filters = self.filters.lock().await;
+        match ports {
+            Some(ports) => filters.ports.insert(id, ports),
+            None => filters.ports.remove(&id),
         };
-        let all: Vec<PortFilter> = ports.values().flatten().cloned().collect();
-        let batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&all).as_deref());
-        nft::apply(self.config.host_netns.as_deref(), &batch).await
+        self.apply_filters(&filters).await
+    }
+
+    /// Installs `firewall` (saved first, so a restart renders it again) and replaces the filter tables. The
+    /// firewall a restarted nimbus is given first is usually the one it saved, which the kernel has already.
+    async fn install_firewall(&self, firewall: HostFirewall) -> Result<(), KernelError> {
+        let mut filters = self.filters.lock().await;
+        if filters.firewall == firewall {
+            return Ok(());
+        }
+        let path = self.config.state_dir.join(FIREWALL_FILE);
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, serde_json::to_vec(&firewall).expect("a firewall serializes"))
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(KernelError::io(format!("save {}", path.display())))?;
+        filters.firewall = firewall;
+        self.apply_filters(&filters).await
+    }
+
+    /// Replaces the anti-spoofing and the security-group tables in one batch.
+    async fn apply_filters(&self, filters: &Filters) -> Result<(), KernelError> {
+        let netns = self.config.host_netns.clone();
+        // Bridged frames reach the ip family's hooks, where the firewall tracks connections, only through
+        // br_netfilter.
+        crate::kernel::in_netns(netns.as_deref(), || {
+            let setting = "net.bridge.bridge-nf-call-iptables";
+            if !std::path::Path::new(&format!("/proc/sys/{}", setting.replace('.', "/"))).exists() {
+                return Err(KernelError::Unsupported(
+                    "bridged traffic cannot be filtered: br_netfilter is not loaded (modprobe br_netfilter)".into(),
+                ));
+            }
+            netlink::set_sysctl(setting, "1")
+        })
+        .await?;
+        let all: Vec<PortFilter> = filters.ports.values().flatten().cloned().collect();
+        let mut batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&all).as_deref());
+        batch.push_str(&nft::replace_table(
+            firewall::FIREWALL_TABLE,
+            firewall::firewall_body(&all, &filters.firewall).as_deref(),
+        ));
+        nft::apply(netns.as_deref(), &batch).await
     }
 
     async fn spawn_instance(&self, spec: InstanceSpec) -> Result<(), KernelError> {
@@ -287,6 +349,14 @@ impl VirtDriver for NetnsDriver {
                 .filter_map(|name| name[self.config.prefix.len()..].parse().ok())
                 .collect())
         })
+    }
+
+    fn filters_ports(&self) -> bool {
+        true
+    }
+
+    fn set_firewall(&self, firewall: HostFirewall) -> DriverFuture<'_, ()> {
+        Box::pin(async move { self.install_firewall(firewall).await.map_err(|e| VirtError::Firewall(Failure::of(&e))) })
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
 use nimbus_protocol::failure::Failure;
+use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
 
 use super::virt::{DriverFuture, VirtDriver};
@@ -59,6 +60,14 @@ impl VirtDriver for PlumbedDriver {
 
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
         self.inner.list()
+    }
+
+    fn filters_ports(&self) -> bool {
+        self.inner.filters_ports()
+    }
+
+    fn set_firewall(&self, firewall: HostFirewall) -> DriverFuture<'_, ()> {
+        self.inner.set_firewall(firewall)
     }
 }
 

@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
 use nimbus_protocol::failure::Failure;
+use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
 
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, VirtError>> + Send + 'a>>;
 
 /// The contract of a virt driver. Spawn and destroy are idempotent: spawning a running instance and
 /// destroying a missing one succeed, so a resumed operation can simply do its step again. A spawn that fails
-/// leaves nothing of the instance: the conductor may place it elsewhere.
+/// leaves nothing of the instance: the conductor may place it elsewhere. A driver that filters ports
+/// enforces the last [`HostFirewall`] it was given on the ports of the instances it runs, and lets an instance
+/// port it has no rules for send and take nothing but DHCP.
 pub trait VirtDriver: Send + Sync + 'static {
     /// `fake`, `netns`, …: what `os-hypervisors` shows as the hypervisor type.
     fn kind(&self) -> &'static str;
@@ -24,6 +27,10 @@ pub trait VirtDriver: Send + Sync + 'static {
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()>;
     /// The instances the hypervisor runs now, for reconciliation with the store.
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>>;
+    /// Whether it enforces security groups: its agent then follows the host's firewall.
+    fn filters_ports(&self) -> bool;
+    /// Replaces the firewall it enforces, at once: no packet sees a mix of the old and the new rules.
+    fn set_firewall(&self, firewall: HostFirewall) -> DriverFuture<'_, ()>;
 }
 
 /// An in-memory hypervisor: instant, with a configurable capacity and failure injection for tests. One per
@@ -35,6 +42,9 @@ pub struct FakeHypervisor {
     running: Mutex<HashMap<InstanceId, InstanceSpec>>,
     fail_next: AtomicU32,
     broken: AtomicBool,
+    /// Records the firewalls it is sent (the simulated enforcement), if made [`FakeHypervisor::filtering`].
+    filtering: bool,
+    firewall: Mutex<Option<HostFirewall>>,
 }
 
 impl FakeHypervisor {
@@ -43,6 +53,17 @@ impl FakeHypervisor {
 
     pub fn new(capacity: Capacity) -> FakeHypervisor {
         FakeHypervisor { capacity, ..FakeHypervisor::default() }
+    }
+
+    /// A fake host that follows its firewall as a real one does, recording what it would enforce. Not the
+    /// default: a benchmark's thousands of hosts would each have their firewall computed on every change.
+    pub fn filtering(capacity: Capacity) -> FakeHypervisor {
+        FakeHypervisor { capacity, filtering: true, ..FakeHypervisor::default() }
+    }
+
+    /// The firewall it was last sent.
+    pub fn firewall(&self) -> Option<HostFirewall> {
+        self.firewall.lock().expect("fake hypervisor lock").clone()
     }
 
     /// Makes the next `n` spawns fail.
@@ -97,6 +118,17 @@ impl VirtDriver for FakeHypervisor {
 
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
         Box::pin(async move { Ok(self.running.lock().expect("fake hypervisor lock").keys().copied().collect()) })
+    }
+
+    fn filters_ports(&self) -> bool {
+        self.filtering
+    }
+
+    fn set_firewall(&self, firewall: HostFirewall) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            *self.firewall.lock().expect("fake hypervisor lock") = Some(firewall);
+            Ok(())
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Talking to the Linux kernel for the `linux` dataplane and the `netns` virt driver: network namespaces,
-//! netlink requests ([`netlink`]), nftables batches ([`nft`]) and the helper processes (dnsmasq, udhcpc,
+//! netlink requests ([`netlink`]), nftables batches ([`nft`]; security groups in [`firewall`]) and the helper processes (dnsmasq, udhcpc,
 //! httpd) they run ([`process`]).
 
+pub mod firewall;
 pub mod netlink;
 pub mod nft;
 pub mod process;

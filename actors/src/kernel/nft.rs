@@ -5,21 +5,27 @@
 //! - `ip nimbus`: floating-IP DNAT / SNAT, the VPN forwards, SNAT of the fixed ranges for outbound traffic,
 //!   and isolation between networks (owned by the `linux` dataplane).
 //! - `bridge nimbus`: anti-spoofing per instance port (owned by the `netns` virt driver, as nova's compute
-//!   firewall was).
+//!   firewall was), replaced in the same batch as the security groups' `ip nimbus-firewall`
+//!   ([`super::firewall`]).
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
+use nimbus_protocol::ids::InstanceId;
 
 use super::{KernelError, process};
 
-/// What one instance port may send: only its MAC, its IPv4 address, ARP for that address, and DHCP requests.
+/// One instance port, as its filters see it. Anti-spoofing: it may send only from its MAC and IPv4 address,
+/// ARP for that address, and DHCP requests. Its security groups are those of `instance`, and it always takes
+/// DHCP answers from `dhcp_server` (its network's gateway, where the network side runs dnsmasq).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PortFilter {
     pub port: String,
+    pub instance: InstanceId,
     pub mac: String,
     pub address: Ipv4Addr,
+    pub dhcp_server: Ipv4Addr,
 }
 
 /// One floating address: DNAT to `fixed`, and `fixed`'s outbound traffic SNATed to it.
@@ -221,8 +227,10 @@ mod tests {
     fn each_port_may_only_use_its_own_addresses() {
         let ports = [PortFilter {
             port: "nv0123".into(),
+            instance: InstanceId(uuid::Uuid::from_bytes([1; 16])),
             mac: "fa:16:3e:00:00:01".into(),
             address: "10.0.0.2".parse().unwrap(),
+            dhcp_server: "10.0.0.1".parse().unwrap(),
         }];
         let body = port_body(&ports).unwrap();
         for line in [

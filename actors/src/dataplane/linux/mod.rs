@@ -80,19 +80,9 @@ impl LinuxDataplane {
         // dnsmasq changes to `/` and its scripts run anywhere: every path handed out must be absolute.
         config.state_dir = std::fs::canonicalize(&config.state_dir)
             .map_err(KernelError::io(format!("resolve {}", config.state_dir.display())))?;
-        crate::kernel::in_netns(config.netns.as_deref(), || {
-            netlink::set_sysctl("net.ipv4.ip_forward", "1")?;
-            // Bridged frames must not go through the ip family's hooks (br_netfilter): nimbus filters them in
-            // the bridge family, and its routed isolation rules would otherwise drop traffic within a network.
-            for family in ["iptables", "ip6tables", "arptables"] {
-                let path = format!("net.bridge.bridge-nf-call-{family}");
-                if std::path::Path::new(&format!("/proc/sys/{}", path.replace('.', "/"))).exists() {
-                    netlink::set_sysctl(&path, "0")?;
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        // Bridged frames pass the ip family's hooks too (br_netfilter), where the compute side filters them;
+        // the isolation rules here leave traffic within one network alone.
+        crate::kernel::in_netns(config.netns.as_deref(), || netlink::set_sysctl("net.ipv4.ip_forward", "1")).await?;
         let inner = Arc::new(Inner {
             config,
             segments: tokio::sync::Mutex::new(()),
