@@ -218,13 +218,16 @@ pub struct Host {
 }
 record!(Host, "host", 1);
 
-/// Nova's vm_state: the stable state of an instance.
+/// Nova's vm_state: the stable state of an instance. New states go at the end: a record names its state by
+/// position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum VmState {
     Building,
     Active,
     Stopped,
     Error,
+    Paused,
+    Suspended,
 }
 
 /// Nova's task_state: what is being done to an instance right now.
@@ -234,6 +237,14 @@ pub enum TaskState {
     Networking,
     Spawning,
     Deleting,
+    PoweringOff,
+    PoweringOn,
+    Rebooting,
+    RebootingHard,
+    Pausing,
+    Unpausing,
+    Suspending,
+    Resuming,
 }
 
 /// Nova's power_state codes.
@@ -242,6 +253,8 @@ pub enum PowerState {
     NoState = 0,
     Running = 1,
     Shutdown = 4,
+    Paused = 3,
+    Suspended = 7,
 }
 
 /// The flavor as it was when the instance was built (flavors can change later; the instance keeps its size).
@@ -569,6 +582,9 @@ impl Record for Operation {
 pub enum OperationKind {
     Build,
     Delete,
+    /// A power action (stop, start, reboot, pause, suspend and their undoing): which one, the instance's
+    /// task_state says.
+    Power,
 }
 
 /// A pool of floating addresses, created by the operator.

@@ -17,8 +17,9 @@ use crate::records::{
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
-/// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed, and teach
-/// [`migrate`] to fill it from what the previous version kept.
+/// The layout version this nimbus writes. Bump it when a table is added, removed or re-keyed (and teach
+/// [`migrate`] to fill it from what the previous version kept), or when records gain values an older nimbus
+/// cannot read.
 /// - 2: `counters` (version 1 files need no migration: a missing counter is counted once from its table).
 /// - 3: `host_loads` (counted once from the instances when an older file is opened).
 /// - 4: `instance_list`, `project_instance_list` (filled once from the instances when an older file is opened);
@@ -31,7 +32,10 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 10: `security_groups`, `security_group_names`, `security_rules`, `security_group_members` (an older
 ///   file's instances are put in their project's default group, made then).
 /// - 11: `user_data` (new: nothing to fill).
-pub const SCHEMA_VERSION: u32 = 11;
+/// - 12: no table changed; instances may be stopped, paused or suspended, with power actions logged as
+///   operations: values an older nimbus cannot read, so it refuses the file at open instead of failing on
+///   the first such record.
+pub const SCHEMA_VERSION: u32 = 12;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 

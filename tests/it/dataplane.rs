@@ -615,3 +615,51 @@ async fn a_rule_from_members_of_the_same_group_lets_them_in_and_no_one_else() {
     .await;
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_has_its_interfaces_down_and_a_paused_one_answers_nothing_until_undone() {
+    let Some(lab) = Lab::new("pwr") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let alice = t.user_in_mode("flat", "member").await;
+    let vm = boot_active(&alice, "pwr-1").await;
+    let (id, address) = (id_of(&vm), fixed_ip(&vm));
+    let ns = lab.instance(&id);
+    let action = format!("/compute/v2.1/servers/{id}/action");
+    let answers = || async { http_get(&lab.host, address).await.is_ok_and(|body| body == "pwr-1") };
+    let settle = |status: &'static str| {
+        let (alice, id) = (&alice, &id);
+        async move {
+            wait_for_status(alice, id, status).await;
+            wait_until(&format!("{id} to settle in {status}"), Duration::from_secs(10), || async {
+                server(alice, id).await.is_some_and(|s| s["OS-EXT-STS:task_state"].is_null())
+            })
+            .await;
+        }
+    };
+    wait_until("pwr-1 to answer", Duration::from_secs(5), answers).await;
+
+    alice.post(&action, &json!({"os-stop": null})).await.unwrap();
+    settle("SHUTOFF").await;
+    let link = lab.exec(&ns, "ip", &["-o", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains("state DOWN"), "{link}");
+    assert!(lab.processes(&ns).is_empty(), "nothing runs in a stopped instance: {:?}", lab.processes(&ns));
+    assert!(http_get(&lab.host, address).await.is_err(), "a stopped instance does not answer");
+
+    alice.post(&action, &json!({"os-start": null})).await.unwrap();
+    settle("ACTIVE").await;
+    wait_until("pwr-1 to answer again after its start", Duration::from_secs(5), answers).await;
+    let route = lab.exec(&ns, "ip", &["route", "show", "default"]).unwrap();
+    assert!(route.contains("via 10.0.0.1"), "the injected route is back: {route}");
+
+    alice.post(&action, &json!({"pause": null})).await.unwrap();
+    settle("PAUSED").await;
+    assert!(http_get(&lab.host, address).await.is_err(), "a paused instance does not answer");
+    alice.post(&action, &json!({"unpause": null})).await.unwrap();
+    settle("ACTIVE").await;
+    wait_until("pwr-1 to answer after its pause", Duration::from_secs(5), answers).await;
+
+    alice.post(&action, &json!({"reboot": {"type": "HARD"}})).await.unwrap();
+    settle("ACTIVE").await;
+    wait_until("pwr-1 to answer after its reboot", Duration::from_secs(5), answers).await;
+    t.shutdown().await;
+}

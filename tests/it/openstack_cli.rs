@@ -1,5 +1,7 @@
 //! The stock `openstack` CLI against nimbus: the commands a new user runs first.
 
+use std::time::Duration;
+
 use nimbus_tests::openstack;
 use nimbus_tests::*;
 
@@ -61,6 +63,28 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     assert_eq!(properties["properties"], serde_json::json!({"role": "web"}), "{properties}");
     let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "flavor"]).await.unwrap();
     assert!(shown.contains("ACTIVE") && shown.contains("m1.tiny"), "{shown}");
+    // The power actions, each waited for as a user watches `server show`.
+    for (command, status) in [
+        (&["server", "stop", "vm1"][..], "SHUTOFF"),
+        (&["server", "start", "vm1"][..], "ACTIVE"),
+        (&["server", "reboot", "--hard", "vm1"][..], "ACTIVE"),
+        (&["server", "pause", "vm1"][..], "PAUSED"),
+        (&["server", "unpause", "vm1"][..], "ACTIVE"),
+        (&["server", "suspend", "vm1"][..], "SUSPENDED"),
+        (&["server", "resume", "vm1"][..], "ACTIVE"),
+        (&["server", "reboot", "vm1"][..], "ACTIVE"),
+    ] {
+        run(command).await.unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        wait_until(&format!("{command:?} to end in {status}"), Duration::from_secs(20), || async {
+            let shown = run(&["server", "show", "vm1", "-f", "value", "-c", "status", "-c", "OS-EXT-STS:task_state"])
+                .await
+                .unwrap();
+            // The columns come in the CLI's order, not the one asked for.
+            let fields: std::collections::BTreeSet<&str> = shown.split_whitespace().collect();
+            fields == [status, "None"].into()
+        })
+        .await;
+    }
     let hypervisors =
         run(&["hypervisor", "list", "-f", "value", "-c", "Hypervisor Hostname", "-c", "State"]).await.unwrap();
     assert_eq!(hypervisors.lines().count(), 4, "{hypervisors}");

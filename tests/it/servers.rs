@@ -457,3 +457,79 @@ async fn the_compute_versions_list_v2_0_and_v2_1_and_each_self_link_answers() {
     }
     t.shutdown().await;
 }
+
+/// The fake host's view of the server's guest.
+fn guest_power(t: &TestCloud, server: &Value) -> Option<nimbus_actors::compute::virt::GuestPower> {
+    let id = server["id"].as_str().unwrap().parse().unwrap();
+    t.cloud.hypervisors.values().find_map(|h| h.power_of(id))
+}
+
+#[tokio::test]
+async fn power_actions_move_a_server_through_nova_s_states_and_refuse_what_the_state_does_not_allow() {
+    use nimbus_actors::compute::virt::GuestPower;
+    let t = TestCloud::start().await;
+    let alice = t.user_with_role("member").await;
+    let vm = boot_active(&alice, "vm").await;
+    let id = vm["id"].as_str().unwrap().to_string();
+    let action = format!("/compute/v2.1/servers/{id}/action");
+    let act = |body: Value| {
+        let (alice, action) = (&alice, &action);
+        async move { status(alice, Method::POST, action, Some(body)).await }
+    };
+
+    for (body, status_after, power_state, guest) in [
+        (json!({"os-stop": null}), "SHUTOFF", 4, GuestPower::Off),
+        (json!({"reboot": {"type": "HARD"}}), "ACTIVE", 1, GuestPower::Running),
+        (json!({"pause": null}), "PAUSED", 3, GuestPower::Paused),
+        (json!({"unpause": null}), "ACTIVE", 1, GuestPower::Running),
+        (json!({"suspend": null}), "SUSPENDED", 7, GuestPower::Suspended),
+        (json!({"resume": null}), "ACTIVE", 1, GuestPower::Running),
+        (json!({"reboot": {"type": "SOFT"}}), "ACTIVE", 1, GuestPower::Running),
+        (json!({"os-stop": null}), "SHUTOFF", 4, GuestPower::Off),
+    ] {
+        let (got, answer) = act(body.clone()).await;
+        assert_eq!(got, 202, "{body}: {answer}");
+        let shown = wait_for_status(&alice, &id, status_after).await;
+        wait_until(&format!("{body} to settle"), Duration::from_secs(10), || async {
+            server(&alice, &id).await.is_some_and(|s| s["OS-EXT-STS:task_state"].is_null())
+        })
+        .await;
+        assert_eq!(shown["OS-EXT-STS:power_state"], power_state, "{body}");
+        assert_eq!(guest_power(&t, &vm), Some(guest), "{body}");
+    }
+
+    // What a stopped server cannot do is a 409 naming its state; a bad reboot type is a 400.
+    for (body, expected) in [
+        (json!({"os-stop": null}), "Cannot 'stop' instance"),
+        (json!({"pause": null}), "vm_state stopped"),
+        (json!({"reboot": {"type": "SOFT"}}), "Cannot 'reboot' instance"),
+        (json!({"resume": null}), "vm_state stopped"),
+    ] {
+        let (got, answer) = act(body.clone()).await;
+        assert_eq!(got, 409, "{body}: {answer}");
+        assert!(answer.to_string().contains(expected), "{body}: {answer}");
+    }
+    let (got, answer) = act(json!({"reboot": {"type": "GENTLE"}})).await;
+    assert_eq!(got, 400, "{answer}");
+    let (got, answer) = act(json!({"hibernate": null})).await;
+    assert_eq!(got, 400, "{answer}");
+    assert!(answer.to_string().contains("os-stop"), "the refusal lists what nimbus supports: {answer}");
+    let reader = t.user_on(vm["tenant_id"].as_str().unwrap(), "reader").await;
+    assert_eq!(status(&reader, Method::POST, &action, Some(json!({"os-start": null}))).await.0, 403);
+
+    // A restarted cloud runs its hosts' instances again in their state: still off.
+    let t = t.restart(Options::default()).await;
+    wait_until("the stopped server to be restored off", Duration::from_secs(10), || async {
+        guest_power(&t, &vm) == Some(GuestPower::Off)
+    })
+    .await;
+    let alice = t.user_on(vm["tenant_id"].as_str().unwrap(), "member").await;
+    assert_eq!(status(&alice, Method::POST, &action, Some(json!({"os-start": null}))).await.0, 202);
+    wait_for_status(&alice, &id, "ACTIVE").await;
+    // A stopped server can be deleted.
+    assert_eq!(status(&alice, Method::POST, &action, Some(json!({"os-stop": null}))).await.0, 202);
+    wait_for_status(&alice, &id, "SHUTOFF").await;
+    assert_eq!(status(&alice, Method::DELETE, &format!("/compute/v2.1/servers/{id}"), None).await.0, 204);
+    wait_for_gone(&alice, &id).await;
+    t.shutdown().await;
+}

@@ -386,11 +386,12 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                         bad.push(format!("instance {id} holds {} without an allocation", interface.address));
                     }
                 }
-                if instance.task_state.is_some() || !matches!(instance.vm_state, VmState::Active | VmState::Error) {
+                let settled = [VmState::Active, VmState::Error, VmState::Stopped, VmState::Paused, VmState::Suspended];
+                if instance.task_state.is_some() || !settled.contains(&instance.vm_state) {
                     bad.push(format!("instance {id} is stuck in {:?}/{:?}", instance.vm_state, instance.task_state));
                 }
-                if instance.vm_state == VmState::Active && (instance.host.is_none() || instance.interfaces.is_empty()) {
-                    bad.push(format!("instance {id} is ACTIVE without a host or an address"));
+                if instance.vm_state != VmState::Error && (instance.host.is_none() || instance.interfaces.is_empty()) {
+                    bad.push(format!("instance {id} is {:?} without a host or an address", instance.vm_state));
                 }
                 let at = nimbus_storage::NewestFirst::of(instance);
                 if r.get(&INSTANCE_LIST, &at)? != Some(instance.project) {

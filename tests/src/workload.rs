@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 
 use nimbus::client::Client;
-use nimbus_actors::compute::virt::VirtDriver;
+use nimbus_actors::compute::virt::{GuestPower, VirtDriver};
 use nimbus_protocol::ids::HostId;
 use nimbus_storage::Reads;
-use nimbus_storage::records::VmState;
+use nimbus_storage::records::{Instance, VmState};
 use nimbus_storage::schema::{FIXED_IPS, FLOATING_IPS, INSTANCES};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -27,11 +27,14 @@ pub enum Op {
     Release(usize, usize),
     /// Takes the server out of the default group if it is in it, else puts it in.
     Regroup(usize, usize),
+    /// A power action the server's status allows (for an ACTIVE one, the `a`-th of stop, reboot, pause
+    /// and suspend); for a server in another state, a stop, which it refuses.
+    Power(usize, usize, usize),
 }
 
 impl Op {
     /// The numbers [`Op::from_numbers`] reads as kinds: 0 up to this.
-    pub const KINDS: u32 = 12;
+    pub const KINDS: u32 = 13;
 
     /// An operation from a number below [`Op::KINDS`] and three more for its targets, weighted as a user
     /// would act.
@@ -43,7 +46,8 @@ impl Op {
             7 | 8 => Op::Associate(project, a, b),
             9 => Op::Disassociate(project, a),
             10 => Op::Release(project, a),
-            _ => Op::Regroup(project, a),
+            11 => Op::Regroup(project, a),
+            _ => Op::Power(project, a, b),
         }
     }
 }
@@ -171,6 +175,26 @@ async fn run_inner(op: &Op, clients: &[Client]) -> Result<Outcome, Outcome> {
             let path = format!("/compute/v2.1/servers/{}/action", server["id"].as_str().unwrap_or_default());
             send(&clients[p], Method::POST, &path, Some(&json!({ action: {"name": "default"} }))).await?
         }
+        Op::Power(p, s, a) => {
+            let Some(server) = nth(&clients[p], "/compute/v2.1/servers/detail", "servers", s).await? else {
+                return refused;
+            };
+            let action = match server["status"].as_str().unwrap_or_default() {
+                "ACTIVE" => [
+                    json!({"os-stop": null}),
+                    json!({"reboot": {"type": "SOFT"}}),
+                    json!({"pause": null}),
+                    json!({"suspend": null}),
+                ][a % 4]
+                    .clone(),
+                "SHUTOFF" => json!({"os-start": null}),
+                "PAUSED" => json!({"unpause": null}),
+                "SUSPENDED" => json!({"resume": null}),
+                _ => json!({"os-stop": null}),
+            };
+            let path = format!("/compute/v2.1/servers/{}/action", server["id"].as_str().unwrap_or_default());
+            send(&clients[p], Method::POST, &path, Some(&action)).await?
+        }
     };
     Ok(classify(status, &body))
 }
@@ -181,13 +205,30 @@ pub fn hypervisor_mismatches(t: &TestCloud) -> Vec<String> {
     let mut bad = Vec::new();
     for (host, hypervisor) in &t.cloud.hypervisors {
         let running: BTreeSet<String> = hypervisor.running().iter().map(|s| s.id.to_string()).collect();
+        let settled = |i: &Instance| {
+            matches!(i.vm_state, VmState::Active | VmState::Stopped | VmState::Paused | VmState::Suspended)
+                && i.task_state.is_none()
+        };
         let placed: BTreeSet<String> = instances
             .iter()
-            .filter(|(_, i)| i.host.as_ref() == Some(host) && i.vm_state == VmState::Active)
+            .filter(|(_, i)| i.host.as_ref() == Some(host) && settled(i))
             .map(|(id, _)| id.to_string())
             .collect();
         if running != placed {
             bad.push(format!("{host} runs {running:?}, the store places {placed:?} there"));
+        }
+        for (id, instance) in instances.iter().filter(|(_, i)| i.host.as_ref() == Some(host) && settled(i)) {
+            let expected = match instance.vm_state {
+                VmState::Stopped => GuestPower::Off,
+                VmState::Paused => GuestPower::Paused,
+                VmState::Suspended => GuestPower::Suspended,
+                _ => GuestPower::Running,
+            };
+            if let Some(power) = hypervisor.power_of(*id)
+                && power != expected
+            {
+                bad.push(format!("{id} on {host} is {power:?}, the store says {:?}", instance.vm_state));
+            }
         }
     }
     bad

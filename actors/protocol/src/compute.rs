@@ -75,6 +75,21 @@ pub struct NicSpec {
     pub hostname: String,
 }
 
+/// What a power action does to a running instance. Each is idempotent: stopping a stopped instance succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PowerAction {
+    Stop,
+    Start,
+    /// The guest restarts itself (nova's SOFT reboot).
+    SoftReboot,
+    /// The hypervisor restarts the guest, whatever state it is in (nova's HARD reboot).
+    HardReboot,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum VirtError {
     #[error("the hypervisor refused to spawn {id}")]
@@ -86,6 +101,13 @@ pub enum VirtError {
     #[error("the hypervisor failed to destroy {id}")]
     Destroy {
         id: InstanceId,
+        #[source]
+        cause: Failure,
+    },
+    #[error("the hypervisor could not {action:?} {id}")]
+    Power {
+        id: InstanceId,
+        action: PowerAction,
         #[source]
         cause: Failure,
     },
@@ -122,6 +144,9 @@ pub enum ComputeMsg {
     /// Destroys the instance here (idempotent).
     #[rpc]
     Destroy(Wire<Traced<InstanceId>>, RpcReplyPort<StepReply>),
+    /// Powers the instance here off, on, through a reboot, into a pause or a suspension, or out of one.
+    #[rpc]
+    Power(Wire<Traced<(InstanceId, PowerAction)>>, RpcReplyPort<StepReply>),
     /// Timer: report this host to the scheduler, and reconcile if the last attempt could not.
     ReportIn,
 }
@@ -148,6 +173,18 @@ impl ComputeClient {
     pub async fn destroy(&self, trace: &Trace, id: InstanceId, timeout: Duration) -> Result<(), ComputeError> {
         let request = Wire(Traced::new(trace, id));
         self.step(|r| ComputeMsg::Destroy(request, r), timeout).await
+    }
+
+    /// Applies the power action to the instance on this host, waiting at most `timeout`.
+    pub async fn power(
+        &self,
+        trace: &Trace,
+        id: InstanceId,
+        action: PowerAction,
+        timeout: Duration,
+    ) -> Result<(), ComputeError> {
+        let request = Wire(Traced::new(trace, (id, action)));
+        self.step(|r| ComputeMsg::Power(request, r), timeout).await
     }
 
     async fn step(

@@ -9,7 +9,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::compute::{Capacity, InstanceSpec};
+use crate::compute::{Capacity, InstanceSpec, PowerAction};
 use crate::failure::Failure;
 use crate::ids::{HostId, InstanceId};
 use crate::trace::{Trace, Traced};
@@ -60,8 +60,17 @@ pub struct HostReport {
 pub struct Placement {
     /// Every instance placed there, in any state (those being built are their conductor's to finish or undo).
     pub instances: Vec<InstanceId>,
-    /// The active ones, to run again: only for an agent that is restoring.
-    pub restore: Vec<InstanceSpec>,
+    /// The settled ones (active, stopped, paused, suspended), to run again: only for an agent that is
+    /// restoring.
+    pub restore: Vec<Restore>,
+}
+
+/// An instance to run again, and the power action that then puts it back in its state, if it is not
+/// running (a stopped instance is spawned and stopped).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    pub spec: InstanceSpec,
+    pub then: Option<PowerAction>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The steps a conductor persists for builds and deletes (the saga log is the `operations` table). Each is one
+//! The steps a conductor persists for builds, deletes and power actions (the saga log is the `operations` table). Each is one
 //! transaction, guarded by "is it still ours" (the operation is still this build, the instance still on this
 //! host), so a step repeated after a crash, or overtaken by a delete, changes nothing it should not.
 
@@ -13,7 +13,7 @@ use crate::app::error::CloudError;
 use crate::app::instances::{TransitionError, remove_in, set_host_in, transition_in};
 use crate::app::specs::instance_spec;
 use crate::app::{App, fixed_ips};
-use crate::instance_state::Event;
+use crate::instance_state::{Event, power_action};
 
 /// The logged operation on an instance and the instance, from one snapshot.
 pub fn load(app: &App, id: InstanceId) -> Result<(Option<Operation>, Option<Instance>), StoreError> {
@@ -37,6 +37,26 @@ fn on_host(host: HostId) -> impl Fn(&Instance) -> Result<(), String> {
         Some(h) if *h == host => Ok(()),
         _ => Err(format!("no longer on {host}")),
     }
+}
+
+/// Ends the power action logged for `id`: the instance goes to the state the action leads to (`done`) or
+/// stays as it was, and the operation is closed, in one transaction. `false` if a delete replaced the action
+/// meanwhile (nothing changes then).
+pub async fn finish_power(app: &App, id: InstanceId, done: bool) -> Result<bool, TransitionError> {
+    app.store
+        .write(move |tx| {
+            if !tx.get(&OPERATIONS, &id)?.is_some_and(|op| op.kind == OperationKind::Power) {
+                return Ok(false);
+            }
+            let under_way = tx.get(&INSTANCES, &id)?.and_then(|i| i.task_state).and_then(power_action).is_some();
+            if under_way {
+                let event = if done { Event::PowerDone } else { Event::PowerFailed };
+                transition_in(tx, id, event, |_| Ok(()), |_| {})?;
+            }
+            tx.delete(&OPERATIONS, &id)?;
+            Ok(true)
+        })
+        .await
 }
 
 /// Closes a build that is over; `false` if a delete replaced it meanwhile (nothing is closed then).

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use nimbus_protocol::ids::{HostId, InstanceId};
-use nimbus_protocol::scheduler::{HostReport, Placement};
+use nimbus_protocol::scheduler::{HostReport, Placement, Restore};
 use nimbus_storage::records::{AllocationCursor, Host, HostLoad, VmState, now_ms};
 use nimbus_storage::schema::{COUNTERS, HOST_LOADS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
 use nimbus_storage::{Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
 use crate::app::specs::instance_spec;
+use crate::instance_state::restore_action;
 use crate::timing::Timing;
 
 /// A host and what the instances placed on it use of it, as the store shows them.
@@ -227,9 +228,13 @@ fn placement_in(r: &impl Reads, host: &HostId, restoring: bool) -> Result<Placem
     let mut restore = Vec::new();
     if restoring {
         for id in &instances {
-            let active = r.get(&INSTANCES, id)?.filter(|i| i.vm_state == VmState::Active && i.task_state.is_none());
-            if let Some(instance) = active {
-                restore.push(instance_spec(r, &instance)?);
+            let settled = r.get(&INSTANCES, id)?.filter(|i| {
+                matches!(i.vm_state, VmState::Active | VmState::Stopped | VmState::Paused | VmState::Suspended)
+                    && i.task_state.is_none()
+            });
+            if let Some(instance) = settled {
+                let then = restore_action(instance.vm_state);
+                restore.push(Restore { spec: instance_spec(r, &instance)?, then });
             }
         }
     }

@@ -1,10 +1,11 @@
 //! Servers as the Compute API has them: create (the intent is logged and the project's conductor told),
-//! delete (logged the same way), show and list what the caller may see, and the nova-network era floating-IP
-//! actions.
+//! delete and the power actions (logged the same way), show and list what the caller may see, and the
+//! nova-network era floating-IP actions.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId};
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, UserData, now_ms};
@@ -19,7 +20,7 @@ use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
 use crate::app::{images, key_pairs, networks, quota, security_groups};
-use crate::instance_state::{Event, api_status};
+use crate::instance_state::{Event, api_status, api_status_of, task_state_name, vm_state_name};
 
 /// A create request, checked for its shape by the gateway.
 #[derive(Clone, Debug)]
@@ -264,6 +265,53 @@ pub async fn delete(app: &App, trace: &Trace, instance: &Instance) -> Result<(),
     Ok(())
 }
 
+/// Logs a power action on the server (`os-stop`, `os-start`, `reboot`, `pause`, …, named `name` in the
+/// refusal) and tells its conductor, which has its host do it. A state the action cannot start from, or
+/// another action under way, is a 409 with the state, as nova answers.
+pub async fn power(
+    app: &App,
+    trace: &Trace,
+    instance: &Instance,
+    action: PowerAction,
+    name: &'static str,
+) -> Result<(), CloudError> {
+    let (id, project) = (instance.id, instance.project);
+    let request_id = trace.request_id.clone();
+    let logged = app
+        .store
+        .write(move |tx| {
+            let current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            let refusal = match current.task_state {
+                Some(task) => format!("while it is in task_state {}", task_state_name(task)),
+                None => format!("while it is in vm_state {}", vm_state_name(current.vm_state)),
+            };
+            let conflict = || CloudError::Conflict(format!("Cannot '{name}' instance {id} {refusal}"));
+            if current.host.is_none() || tx.get(&OPERATIONS, &id)?.is_some() {
+                return Err(conflict());
+            }
+            transition_in(tx, id, Event::PowerRequested(action), |_| Ok(()), |_| {}).map_err(|e| match e {
+                TransitionError::Invalid { .. } => conflict(),
+                other => transition_failure(id, other),
+            })?;
+            let op = Operation { instance: id, project, kind: OperationKind::Power, started_at: now_ms(), request_id };
+            tx.put(&OPERATIONS, &id, &op)?;
+            Ok(())
+        })
+        .await;
+    logged?;
+    tracing::info!(instance = %id, %project, ?action, "power action logged");
+    app.notify_conductor(trace, project, id);
+    Ok(())
+}
+
+fn transition_failure(id: InstanceId, e: TransitionError) -> CloudError {
+    match e {
+        TransitionError::Gone(_) => CloudError::not_found("Instance", id),
+        TransitionError::Store(e) => e.into(),
+        e => CloudError::Conflict(nimbus_protocol::failure::chain(&e)),
+    }
+}
+
 /// Which servers a list shows.
 #[derive(Clone, Debug, Default)]
 pub struct ServerFilters {
@@ -311,7 +359,10 @@ pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Ve
             }
             let passes = |i: &Instance| {
                 filters.name.as_deref().is_none_or(|n| i.name.contains(n))
-                    && filters.status.as_deref().is_none_or(|st| api_status(i.vm_state).eq_ignore_ascii_case(st))
+                    && filters
+                        .status
+                        .as_deref()
+                        .is_none_or(|st| api_status_of(i.vm_state, i.task_state).eq_ignore_ascii_case(st))
             };
             page.extend(r.get(&INSTANCES, &id)?.filter(passes));
             Ok(page.len() < limit)

@@ -266,6 +266,22 @@ impl Actor for ComputeAgent {
                     .instrument(span),
                 );
             }
+            ComputeMsg::Power(Wire(Traced { trace, body: (id, action) }), reply) => {
+                let driver = state.driver.clone();
+                let span =
+                    tracing::info_span!("power", request_id = %trace, actor = %state.name, instance = %id, ?action);
+                tokio::spawn(
+                    async move {
+                        let outcome = driver.power(id, action).await;
+                        match &outcome {
+                            Ok(()) => tracing::info!("power action done"),
+                            Err(e) => tracing::warn!(cause = %chain(e), "power action failed"),
+                        }
+                        let _ = reply.send(Wire(outcome));
+                    }
+                    .instrument(span),
+                );
+            }
             ComputeMsg::ReportIn => {
                 state.report_and_reconcile().await;
                 if let Some((ns, first_reports)) = state.before_first_report.take() {
@@ -357,13 +373,17 @@ impl ComputeState {
             .map_err(|e| format!("reconcile failed; retrying at the next report: {}", chain(&e)))
     }
 
-    /// Runs the active instances again if the answer carries them, and destroys what ran before the report
+    /// Runs the settled instances again if the answer carries them (and puts a stopped, paused or suspended
+    /// one back in its state), and destroys what ran before the report
     /// but the cloud does not place here. Instances being built here are left to their conductor, which
     /// repeats or undoes its step; one deleted meanwhile is destroyed by its delete as well (destroy is
     /// idempotent).
     async fn reconcile(&mut self, running: Vec<InstanceId>, placed: Placement) -> Result<(), VirtError> {
-        for spec in &placed.restore {
-            self.driver.spawn(spec.clone()).await?;
+        for restore in &placed.restore {
+            self.driver.spawn(restore.spec.clone()).await?;
+            if let Some(action) = restore.then {
+                self.driver.power(restore.spec.id, action).await?;
+            }
         }
         self.restored = true;
         for id in running.into_iter().filter(|id| !placed.instances.contains(id)) {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nimbus_protocol::compute::{Addressing, Capacity, InstanceSpec, NicSpec, VirtError};
+use nimbus_protocol::compute::{Addressing, Capacity, InstanceSpec, NicSpec, PowerAction, VirtError};
 use nimbus_protocol::failure::{Failure, chain};
 use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
@@ -257,7 +257,17 @@ impl NetnsDriver {
         })
         .await?;
         self.set_ports(spec.id, Some(port_filters(&spec))).await?;
+        self.start_guest(&spec).await?;
+        std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))
+    }
 
+    /// What a booting guest starts: a DHCP client per DHCP interface and, if asked, the web server. Nothing
+    /// is started twice: a guest with processes running is up already.
+    async fn start_guest(&self, spec: &InstanceSpec) -> Result<(), KernelError> {
+        let (ns, dir) = (self.namespace(spec.id), self.instance_dir(spec.id));
+        if !process::pids_in(&ns).await?.is_empty() {
+            return Ok(());
+        }
         let script = self.config.state_dir.join("udhcpc.script").display().to_string();
         for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.addressing != Addressing::Injected) {
             let eth = format!("eth{n}");
@@ -281,13 +291,85 @@ impl NetnsDriver {
                 .spawn()
                 .map_err(KernelError::io("start httpd"))?;
         }
-        std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))
+        Ok(())
+    }
+
+    /// Takes the guest's interfaces down, or brings them up with their injected addresses and routes (a link
+    /// going down takes its routes with it).
+    async fn set_guest_links(&self, spec: &InstanceSpec, up: bool) -> Result<(), KernelError> {
+        let nics = spec.interfaces.clone();
+        netlink::in_netns(Some(&self.namespace(spec.id)), move |h| async move {
+            for (n, nic) in nics.iter().enumerate() {
+                let eth = format!("eth{n}");
+                let index = netlink::index(&h, &eth).await?;
+                if !up {
+                    netlink::set_down(&h, index, &eth).await?;
+                    continue;
+                }
+                netlink::set_up(&h, index, &eth).await?;
+                if nic.addressing == Addressing::Injected {
+                    netlink::add_address(&h, index, nic.address, nic.cidr.prefix(), None).await?;
+                    netlink::set_default_route(&h, nic.gateway).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sends `signal` to every process of the guest (SIGSTOP freezes it, SIGCONT thaws it).
+    async fn signal_guest(&self, id: InstanceId, signal: nix::sys::signal::Signal) -> Result<(), KernelError> {
+        for pid in process::pids_in(&self.namespace(id)).await? {
+            process::signal(pid, signal);
+        }
+        Ok(())
+    }
+
+    /// A power action: off is the guest's processes stopped (a DHCP client releases its lease, as a guest
+    /// shutting down does) and its interfaces down; on is the reverse; a pause freezes the processes; a
+    /// suspension freezes them and takes the interfaces down.
+    async fn power_instance(&self, id: InstanceId, action: PowerAction) -> Result<(), KernelError> {
+        use nix::sys::signal::Signal;
+        let saved = std::fs::read(self.instance_dir(id).join("spec.json")).ok();
+        let spec: InstanceSpec = match saved.and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(spec) if netns_path(&self.namespace(id)).exists() => spec,
+            _ => return Err(KernelError::Unsupported(format!("instance {id} does not run on this host"))),
+        };
+        match action {
+            PowerAction::Stop | PowerAction::SoftReboot | PowerAction::HardReboot => {
+                // A frozen process takes its SIGTERM only once thawed.
+                self.signal_guest(id, Signal::SIGCONT).await?;
+                process::stop_all_in(&self.namespace(id), Duration::from_secs(1)).await?;
+                self.set_guest_links(&spec, false).await?;
+                if action != PowerAction::Stop {
+                    self.set_guest_links(&spec, true).await?;
+                    self.start_guest(&spec).await?;
+                }
+            }
+            PowerAction::Start => {
+                self.set_guest_links(&spec, true).await?;
+                self.start_guest(&spec).await?;
+            }
+            PowerAction::Pause => self.signal_guest(id, Signal::SIGSTOP).await?,
+            PowerAction::Suspend => {
+                self.signal_guest(id, Signal::SIGSTOP).await?;
+                self.set_guest_links(&spec, false).await?;
+            }
+            PowerAction::Unpause => self.signal_guest(id, Signal::SIGCONT).await?,
+            PowerAction::Resume => {
+                self.set_guest_links(&spec, true).await?;
+                self.signal_guest(id, Signal::SIGCONT).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn destroy_instance(&self, id: InstanceId) -> Result<(), KernelError> {
         let ns = self.namespace(id);
         if netns_path(&ns).exists() {
-            // SIGTERM first: the DHCP client releases its lease, as a guest shutting down does.
+            // SIGTERM first: the DHCP client releases its lease, as a guest shutting down does (a paused
+            // guest is thawed first, or it would take its SIGTERM only at the SIGKILL).
+            self.signal_guest(id, nix::sys::signal::Signal::SIGCONT).await?;
             process::stop_all_in(&ns, Duration::from_secs(1)).await?;
             process::run(process::command_in(None, "ip", &["netns", "del", &ns]), None).await?;
         }
@@ -339,6 +421,12 @@ impl VirtDriver for NetnsDriver {
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
         Box::pin(async move {
             self.destroy_instance(id).await.map_err(|e| VirtError::Destroy { id, cause: Failure::of(&e) })
+        })
+    }
+
+    fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            self.power_instance(id, action).await.map_err(|e| VirtError::Power { id, action, cause: Failure::of(&e) })
         })
     }
 

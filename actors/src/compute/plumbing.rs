@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
+use nimbus_protocol::compute::{Capacity, InstanceSpec, PowerAction, VirtError};
 use nimbus_protocol::failure::Failure;
 use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
@@ -56,6 +56,10 @@ impl VirtDriver for PlumbedDriver {
 
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()> {
         self.inner.destroy(id)
+    }
+
+    fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()> {
+        self.inner.power(id, action)
     }
 
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use nimbus_protocol::compute::{Capacity, InstanceSpec, VirtError};
+use nimbus_protocol::compute::{Capacity, InstanceSpec, PowerAction, VirtError};
 use nimbus_protocol::failure::Failure;
 use nimbus_protocol::firewall::HostFirewall;
 use nimbus_protocol::ids::InstanceId;
@@ -25,6 +25,9 @@ pub trait VirtDriver: Send + Sync + 'static {
     fn capacity(&self) -> Capacity;
     fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()>;
     fn destroy(&self, id: InstanceId) -> DriverFuture<'_, ()>;
+    /// Powers a running instance off or on, reboots, pauses, suspends it or undoes that; idempotent (an
+    /// action whose end state the instance is in already succeeds). An instance it does not run is an error.
+    fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()>;
     /// The instances the hypervisor runs now, for reconciliation with the store.
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>>;
     /// Whether it enforces security groups: its agent then follows the host's firewall.
@@ -33,13 +36,38 @@ pub trait VirtDriver: Send + Sync + 'static {
     fn set_firewall(&self, firewall: HostFirewall) -> DriverFuture<'_, ()>;
 }
 
+/// What a guest is doing, as a hypervisor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestPower {
+    Running,
+    Off,
+    Paused,
+    Suspended,
+}
+
+impl GuestPower {
+    /// Where `action` takes a guest.
+    pub fn after(action: PowerAction) -> GuestPower {
+        match action {
+            PowerAction::Stop => GuestPower::Off,
+            PowerAction::Pause => GuestPower::Paused,
+            PowerAction::Suspend => GuestPower::Suspended,
+            PowerAction::Start
+            | PowerAction::SoftReboot
+            | PowerAction::HardReboot
+            | PowerAction::Unpause
+            | PowerAction::Resume => GuestPower::Running,
+        }
+    }
+}
+
 /// An in-memory hypervisor: instant, with a configurable capacity and failure injection for tests. One per
 /// simulated host; it outlives the agent actor (a real hypervisor keeps running when its agent restarts),
 /// but not the process.
 #[derive(Debug, Default)]
 pub struct FakeHypervisor {
     capacity: Capacity,
-    running: Mutex<HashMap<InstanceId, InstanceSpec>>,
+    running: Mutex<HashMap<InstanceId, (InstanceSpec, GuestPower)>>,
     fail_next: AtomicU32,
     broken: AtomicBool,
     /// Records the firewalls it is sent (the simulated enforcement), if made [`FakeHypervisor::filtering`].
@@ -76,8 +104,14 @@ impl FakeHypervisor {
         self.broken.store(broken, Ordering::SeqCst);
     }
 
+    /// The instances it runs, in whatever power state.
     pub fn running(&self) -> Vec<InstanceSpec> {
-        self.running.lock().expect("fake hypervisor lock").values().cloned().collect()
+        self.running.lock().expect("fake hypervisor lock").values().map(|(spec, _)| spec.clone()).collect()
+    }
+
+    /// The power state of an instance it runs.
+    pub fn power_of(&self, id: InstanceId) -> Option<GuestPower> {
+        self.running.lock().expect("fake hypervisor lock").get(&id).map(|(_, power)| *power)
     }
 
     fn take_injected_failure(&self) -> bool {
@@ -104,7 +138,7 @@ impl VirtDriver for FakeHypervisor {
             if self.take_injected_failure() {
                 return Err(VirtError::Spawn { id: spec.id, cause: Failure::message("injected failure") });
             }
-            running.insert(spec.id, spec);
+            running.insert(spec.id, (spec, GuestPower::Running));
             Ok(())
         })
     }
@@ -113,6 +147,18 @@ impl VirtDriver for FakeHypervisor {
         Box::pin(async move {
             self.running.lock().expect("fake hypervisor lock").remove(&id);
             Ok(())
+        })
+    }
+
+    fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            match self.running.lock().expect("fake hypervisor lock").get_mut(&id) {
+                Some((_, power)) => {
+                    *power = GuestPower::after(action);
+                    Ok(())
+                }
+                None => Err(VirtError::Power { id, action, cause: Failure::message("no such instance here") }),
+            }
         })
     }
 
@@ -156,6 +202,21 @@ pub(crate) mod contract {
         let mut listed = driver.list().await.unwrap();
         listed.sort();
         assert_eq!(listed, vec![a.id, b.id]);
+        for action in [
+            PowerAction::Stop,
+            PowerAction::Stop,
+            PowerAction::Start,
+            PowerAction::SoftReboot,
+            PowerAction::Pause,
+            PowerAction::Unpause,
+            PowerAction::Suspend,
+            PowerAction::Resume,
+            PowerAction::Stop,
+            PowerAction::HardReboot,
+        ] {
+            driver.power(a.id, action).await.unwrap_or_else(|e| panic!("{action:?}: {e}"));
+        }
+        assert!(driver.power(spec(9).id, PowerAction::Stop).await.is_err(), "an instance it does not run");
         driver.destroy(a.id).await.expect("destroy a");
         driver.destroy(a.id).await.expect("destroying a missing instance succeeds");
         assert_eq!(driver.list().await.unwrap(), vec![b.id]);

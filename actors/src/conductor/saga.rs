@@ -1,4 +1,4 @@
-//! The build and delete sagas of one instance, as omicron runs its sagas: every step is persisted before the
+//! The build, delete and power sagas of one instance, as omicron runs its sagas: every step is persisted before the
 //! next starts, every step is idempotent, and a failure unwinds what the attempt did (nothing of it stays on
 //! the host, its addresses are released) before the build goes to another host or ends in ERROR.
 //!
@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use nimbus_protocol::compute::{ComputeClient, ComputeError, InstanceSpec};
+use nimbus_protocol::compute::{ComputeClient, ComputeError, InstanceSpec, PowerAction};
 use nimbus_protocol::failure::chain;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::network::{NetworkChanges, NetworkClient, NetworkError};
@@ -69,6 +69,9 @@ pub trait Effects: Send + Sync {
     ) -> impl Future<Output = Result<Option<usize>, TransitionError>> + Send;
     fn fail_build(&self, id: InstanceId, message: String) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn close_build(&self, id: InstanceId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends the power action under way, where it led (`done`) or where it started; `false` if a delete
+    /// replaced it.
+    fn finish_power(&self, id: InstanceId, done: bool) -> impl Future<Output = Result<bool, TransitionError>> + Send;
     /// Releases the instance's addresses and removes its records (a store step); returns what the release
     /// asks of the network host.
     fn remove(&self, id: InstanceId) -> impl Future<Output = Result<NetworkChanges, StoreError>> + Send;
@@ -99,6 +102,13 @@ pub trait Effects: Send + Sync {
         host: &HostId,
         id: InstanceId,
         patience: Patience,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    fn power(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
+        action: PowerAction,
     ) -> impl Future<Output = Result<(), StepFailure>> + Send;
     /// Waits before the `attempt`th repetition of a step whose worker did not answer.
     fn pause(&self, attempt: u32) -> impl Future<Output = ()> + Send;
@@ -195,6 +205,30 @@ async fn run_step(
         }
         Step::Delete(host) => {
             delete(fx, trace, id, host).await?;
+            return Ok(true);
+        }
+        Step::Power { host, action } => match fx.power(trace, &host, id, action).await {
+            Ok(()) => {
+                if unless_superseded(fx.finish_power(id, true).await)?.is_some() {
+                    tracing::info!(%host, ?action, "power action done");
+                }
+                return Ok(true);
+            }
+            Err(StepFailure::Lost(cause)) if *retries < MAX_TRANSIENT_RETRIES => {
+                // Power actions are idempotent: asking again is safe whatever the host did.
+                *retries += 1;
+                tracing::warn!(%host, ?action, %cause, "the host did not answer the power action; retrying");
+                fx.pause(*retries).await;
+            }
+            Err(failure) => {
+                tracing::warn!(%host, ?action, cause = %failure.reason(), "power action failed; the instance stays as it was");
+                unless_superseded(fx.finish_power(id, false).await)?;
+                return Ok(true);
+            }
+        },
+        Step::AbandonPower => {
+            tracing::warn!("power action with no host to do it; the instance stays as it was");
+            unless_superseded(fx.finish_power(id, false).await)?;
             return Ok(true);
         }
         Step::Interrupted { vm, task } => {
@@ -360,6 +394,10 @@ impl Effects for CloudEffects {
         builds::close_build(&self.app, id).await
     }
 
+    async fn finish_power(&self, id: InstanceId, done: bool) -> Result<bool, TransitionError> {
+        builds::finish_power(&self.app, id, done).await
+    }
+
     async fn remove(&self, id: InstanceId) -> Result<NetworkChanges, StoreError> {
         builds::release_and_remove(&self.app, id).await
     }
@@ -404,6 +442,16 @@ impl Effects for CloudEffects {
             Patience::Build => timing.build,
         };
         compute_outcome(self.compute(host).destroy(trace, id, timeout).await)
+    }
+
+    async fn power(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
+        action: PowerAction,
+    ) -> Result<(), StepFailure> {
+        compute_outcome(self.compute(host).power(trace, id, action, self.app.timing().build).await)
     }
 
     async fn pause(&self, attempt: u32) {

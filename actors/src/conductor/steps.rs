@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{Demand, NoValidHost};
 use nimbus_storage::records::{Instance, Operation, OperationKind, TaskState, VmState};
+
+use crate::instance_state::power_action;
 
 /// How many hosts a build is tried on before it fails (Nova's `scheduler_max_attempts`).
 pub const MAX_ATTEMPTS: usize = 3;
@@ -33,6 +36,11 @@ pub enum Step {
     BuildOn(HostId),
     /// The delete: destroy on the host it reached (if any), release its addresses, remove its records.
     Delete(Option<HostId>),
+    /// The power action under way: have the instance's host do it, then record where it led.
+    Power { host: HostId, action: PowerAction },
+    /// A power action that cannot be done (the instance has no host, or none is under way): the instance
+    /// stays as it was and the operation is closed.
+    AbandonPower,
     /// A build in a state no step leads to: it fails.
     Interrupted { vm: VmState, task: Option<TaskState> },
 }
@@ -43,6 +51,10 @@ pub fn next_step(op: Option<&Operation>, instance: Option<&Instance>) -> Step {
     let Some(instance) = instance else { return Step::RemoveRecords };
     match op.kind {
         OperationKind::Delete => Step::Delete(instance.host.clone()),
+        OperationKind::Power => match (instance.task_state.and_then(power_action), &instance.host) {
+            (Some(action), Some(host)) => Step::Power { host: host.clone(), action },
+            _ => Step::AbandonPower,
+        },
         OperationKind::Build => match (instance.vm_state, instance.task_state, &instance.host) {
             (VmState::Active | VmState::Error, None, _) => Step::CloseBuild,
             (VmState::Building, Some(TaskState::Scheduling), _) => Step::Place(Demand {
@@ -130,7 +142,11 @@ mod tests {
             kind => Some(Operation {
                 instance: InstanceId(uuid::Uuid::nil()),
                 project: ProjectId(uuid::Uuid::nil()),
-                kind: if kind == "build" { OperationKind::Build } else { OperationKind::Delete },
+                kind: match kind {
+                    "build" => OperationKind::Build,
+                    "power" => OperationKind::Power,
+                    _ => OperationKind::Delete,
+                },
                 started_at: 0,
                 request_id: None,
             }),
@@ -153,6 +169,8 @@ mod tests {
             Step::Place(d) => format!("place {}MB avoiding {:?}", d.ram_mb, d.tried),
             Step::BuildOn(host) => format!("build on {host}"),
             Step::Delete(host) => format!("delete on {host:?}"),
+            Step::Power { host, action } => format!("{action:?} on {host}"),
+            Step::AbandonPower => "abandon power".into(),
             Step::Interrupted { vm, task } => format!("interrupted {vm:?}/{task:?}"),
         }
     }
@@ -171,6 +189,17 @@ mod tests {
         check("delete", "active/deleting@h1", r#"delete on Some(HostId("h1"))"#);
         check("delete", "building/deleting", "delete on None");
         check("delete", "error/deleting", "delete on None");
+    }
+
+    #[test]
+    fn a_power_action_is_done_on_the_instance_s_host() {
+        check("power", "active/powering-off@h1", "Stop on h1");
+        check("power", "stopped/powering-on@h1", "Start on h1");
+        check("power", "paused/rebooting_hard@h1", "HardReboot on h1");
+        check("power", "suspended/resuming@h1", "Resume on h1");
+        check("power", "active/powering-off", "abandon power");
+        check("power", "active/-@h1", "abandon power");
+        check("power", "-", "remove records");
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::app::flavors;
 use crate::app::hosts::{self, HostUsage};
 use crate::app::security_groups;
 use crate::app::servers::{self, NewServers, ServerFilters};
-use crate::instance_state::{api_status, task_state_name, vm_state_name};
+use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
+use nimbus_protocol::compute::PowerAction;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -331,7 +332,7 @@ fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bo
         }
         let host = i.host.as_ref().map(|h| h.0.clone());
         ServerDetail {
-            status: api_status(i.vm_state),
+            status: api_status_of(i.vm_state, i.task_state),
             tenant_id: i.project.to_string(),
             user_id: i.user.to_string(),
             metadata: &i.metadata,
@@ -384,31 +385,73 @@ fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bo
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum ServerAction {
-    AddFloatingIp { address: String },
-    RemoveFloatingIp { address: String },
-    AddSecurityGroup { name: String },
-    RemoveSecurityGroup { name: String },
+    AddFloatingIp {
+        address: String,
+    },
+    RemoveFloatingIp {
+        address: String,
+    },
+    AddSecurityGroup {
+        name: String,
+    },
+    RemoveSecurityGroup {
+        name: String,
+    },
+    #[serde(rename = "os-stop")]
+    Stop(()),
+    #[serde(rename = "os-start")]
+    Start(()),
+    Reboot {
+        #[serde(rename = "type")]
+        kind: String,
+    },
+    Pause(()),
+    Unpause(()),
+    Suspend(()),
+    Resume(()),
 }
 
-/// `POST /servers/{id}/action`: the nova-network era floating-IP and security-group actions.
+/// The policy a server action is checked against.
+fn policy_of(action: &ServerAction) -> &'static str {
+    match action {
+        ServerAction::AddFloatingIp { .. } | ServerAction::RemoveFloatingIp { .. } => "os_compute_api:os-floating-ips",
+        ServerAction::AddSecurityGroup { .. } => "os_compute_api:os-security-groups:add",
+        ServerAction::RemoveSecurityGroup { .. } => "os_compute_api:os-security-groups:remove",
+        ServerAction::Stop(_) => "os_compute_api:servers:stop",
+        ServerAction::Start(_) => "os_compute_api:servers:start",
+        ServerAction::Reboot { .. } => "os_compute_api:servers:reboot",
+        ServerAction::Pause(_) => "os_compute_api:os-pause-server:pause",
+        ServerAction::Unpause(_) => "os_compute_api:os-pause-server:unpause",
+        ServerAction::Suspend(_) => "os_compute_api:os-suspend-server:suspend",
+        ServerAction::Resume(_) => "os_compute_api:os-suspend-server:resume",
+    }
+}
+
+/// A reboot's `type`.
+fn reboot_of(kind: &str) -> Result<PowerAction, CloudError> {
+    match kind {
+        "SOFT" => Ok(PowerAction::SoftReboot),
+        "HARD" => Ok(PowerAction::HardReboot),
+        other => Err(CloudError::BadRequest(format!("Invalid reboot type {other:?}: it is SOFT or HARD."))),
+    }
+}
+
+/// `POST /servers/{id}/action`: the power actions, and the nova-network era floating-IP and security-group
+/// actions.
 async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     let action: ServerAction = parse_json(&body).map_err(|e| {
         ApiError::compute(match e {
             CloudError::BadRequest(m) if m.contains("unknown variant") => CloudError::BadRequest(
-                "nimbus supports the server actions addFloatingIp, removeFloatingIp, addSecurityGroup and \
-                     removeSecurityGroup."
+                "nimbus supports the server actions os-stop, os-start, reboot, pause, unpause, suspend, resume, \
+                     addFloatingIp, removeFloatingIp, addSecurityGroup and removeSecurityGroup."
                     .into(),
             ),
             other => other,
         })
     })?;
-    let policy = match action {
-        ServerAction::AddFloatingIp { .. } | ServerAction::RemoveFloatingIp { .. } => "os_compute_api:os-floating-ips",
-        ServerAction::AddSecurityGroup { .. } => "os_compute_api:os-security-groups:add",
-        ServerAction::RemoveSecurityGroup { .. } => "os_compute_api:os-security-groups:remove",
-    };
-    auth.require(Role::Member, policy).map_err(ApiError::compute)?;
+    auth.require(Role::Member, policy_of(&action)).map_err(ApiError::compute)?;
+    let power = |action, name| servers::power(&s.app, &auth.trace, &instance, action, name);
     match action {
         ServerAction::AddFloatingIp { address } => {
             let address = parse_address(&address).map_err(ApiError::compute)?;
@@ -424,6 +467,16 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
         ServerAction::RemoveSecurityGroup { name } => {
             security_groups::set_membership(&s.app, instance.id, name, false).await
         }
+        ServerAction::Stop(_) => power(PowerAction::Stop, "stop").await,
+        ServerAction::Start(_) => power(PowerAction::Start, "start").await,
+        ServerAction::Reboot { kind } => match reboot_of(&kind) {
+            Ok(action) => power(action, "reboot").await,
+            Err(e) => Err(e),
+        },
+        ServerAction::Pause(_) => power(PowerAction::Pause, "pause").await,
+        ServerAction::Unpause(_) => power(PowerAction::Unpause, "unpause").await,
+        ServerAction::Suspend(_) => power(PowerAction::Suspend, "suspend").await,
+        ServerAction::Resume(_) => power(PowerAction::Resume, "resume").await,
     }
     .map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())

@@ -159,6 +159,11 @@ pub async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<(), Kerne
     handle.link().set(message).execute().await.map_err(KernelError::netlink(format!("bring {name} up")))
 }
 
+pub async fn set_down(handle: &Handle, index: u32, name: &str) -> Result<(), KernelError> {
+    let message = LinkUnspec::new_with_index(index).down().build();
+    handle.link().set(message).execute().await.map_err(KernelError::netlink(format!("take {name} down")))
+}
+
 /// Makes `bridge` the controller of the link `port` (unless it already is) and brings the port up.
 pub async fn attach(handle: &Handle, port: &str, bridge: u32) -> Result<(), KernelError> {
     let link = link(handle, port).await?.ok_or_else(|| KernelError::Unsupported(format!("link {port} is missing")))?;

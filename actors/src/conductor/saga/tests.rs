@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use nimbus_protocol::compute::InstanceSpec;
+use nimbus_protocol::compute::{InstanceSpec, PowerAction};
 use nimbus_protocol::failure::chain;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::network::NetworkChanges;
@@ -24,7 +24,7 @@ use crate::app::identity::{self, AuthContext};
 use crate::app::instances::TransitionError;
 use crate::app::servers::{self, NewServers};
 use crate::app::{App, builds, fixed_ips, quota};
-use crate::compute::virt::{FakeHypervisor, VirtDriver};
+use crate::compute::virt::{FakeHypervisor, GuestPower, VirtDriver};
 use crate::timing::Timing;
 
 /// How an injected failure shows.
@@ -114,6 +114,10 @@ impl Effects for TestEffects {
         self.step(|_| store_fault(), || builds::close_build(&self.app, id)).await
     }
 
+    async fn finish_power(&self, id: InstanceId, done: bool) -> Result<bool, TransitionError> {
+        self.step(|_| store_fault().into(), || builds::finish_power(&self.app, id, done)).await
+    }
+
     async fn remove(&self, id: InstanceId) -> Result<NetworkChanges, StoreError> {
         let changes = self.step(|_| store_fault(), || builds::release_and_remove(&self.app, id)).await?;
         self.owed.lock().unwrap().merge(changes.clone());
@@ -185,6 +189,19 @@ impl Effects for TestEffects {
     ) -> Result<(), StepFailure> {
         self.step(worker_failure, || async {
             self.hypervisor(host).destroy(id).await.map_err(|e| StepFailure::Failed(chain(&e)))
+        })
+        .await
+    }
+
+    async fn power(
+        &self,
+        _trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
+        action: PowerAction,
+    ) -> Result<(), StepFailure> {
+        self.step(worker_failure, || async {
+            self.hypervisor(host).power(id, action).await.map_err(|e| StepFailure::Failed(chain(&e)))
         })
         .await
     }
@@ -406,4 +423,54 @@ async fn a_build_in_a_state_no_step_leads_to_ends_in_error() {
     fx.app.store().write(move |tx| tx.put(&nimbus_storage::schema::INSTANCES, &record.id, &record)).await.unwrap();
     run_to_end(&fx, id).await;
     assert_eq!(outcome(&fx, id).as_deref(), Ok("error: Build interrupted in state Building/Some(Networking)"));
+}
+
+/// Logs a stop of the (active) instance, as the API does.
+async fn start_stop(fx: &TestEffects, id: InstanceId) {
+    let instance = builds::load(&fx.app, id).unwrap().1.unwrap();
+    servers::power(&fx.app, &Trace::none(), &instance, PowerAction::Stop, "stop").await.unwrap();
+}
+
+/// The instance's state as the store and its host show it, once its power action is over.
+fn power_outcome(fx: &TestEffects, id: InstanceId) -> Result<String, String> {
+    let (op, instance) = builds::load(&fx.app, id).unwrap();
+    let instance = instance.ok_or("the instance is gone")?;
+    if let Some(op) = op {
+        return Err(format!("the {:?} is still logged", op.kind));
+    }
+    let host = instance.host.clone().ok_or("the instance lost its host")?;
+    let guest = fx.hypervisor(&host).power_of(id);
+    match (instance.vm_state, instance.task_state, guest) {
+        (VmState::Stopped, None, Some(GuestPower::Off)) => Ok("stopped".into()),
+        (VmState::Active, None, Some(GuestPower::Running)) => Ok("active".into()),
+        (vm, task, guest) => Err(format!("{vm:?}/{task:?} in the store, {guest:?} on {host}")),
+    }
+}
+
+#[tokio::test]
+async fn a_failure_at_any_step_of_a_stop_leaves_the_store_and_the_host_agreeing() {
+    let (_dir, fx, id) = setup(false).await;
+    run_to_end(&fx, id).await;
+    start_stop(&fx, id).await;
+    fx.calls.store(0, Ordering::SeqCst);
+    run_to_end(&fx, id).await;
+    assert_eq!(power_outcome(&fx, id).as_deref(), Ok("stopped"));
+    let steps = fx.calls.load(Ordering::SeqCst);
+    assert!(steps >= 3, "load, power, record and close: {steps}");
+    for at in 0..steps {
+        for fault in [Fault::Refused, Fault::Lost] {
+            let (_dir, fx, id) = setup(false).await;
+            run_to_end(&fx, id).await;
+            start_stop(&fx, id).await;
+            fx.calls.store(0, Ordering::SeqCst);
+            *fx.fault.lock().unwrap() = Some((at, fault));
+            run_to_end(&fx, id).await;
+            let settled = power_outcome(&fx, id);
+            assert!(settled.is_ok(), "a {fault:?} failure at stop step {at}: {settled:?}");
+            // Stopped or not, the delete still removes everything.
+            start_delete(&fx, id).await;
+            run_to_end(&fx, id).await;
+            assert_eq!(outcome(&fx, id).as_deref(), Ok("deleted"), "after a {fault:?} failure at stop step {at}");
+        }
+    }
 }
