@@ -315,16 +315,46 @@ fn transition_failure(id: InstanceId, e: TransitionError) -> CloudError {
 /// Which servers a list shows.
 #[derive(Clone, Debug, Default)]
 pub struct ServerFilters {
-    /// Servers whose name contains this.
-    pub name: Option<String>,
+    /// Servers whose name this regular expression matches somewhere (as nova's `re.search`).
+    pub name: Option<regex::Regex>,
     /// The API status (`ACTIVE`, `BUILD`, …), in any case.
     pub status: Option<String>,
+    pub image: Option<String>,
+    pub flavor: Option<String>,
+    /// Servers with a fixed or floating address this regular expression matches somewhere.
+    pub ip: Option<regex::Regex>,
+    /// Servers changed at or after this time (ms since the epoch).
+    pub changes_since: Option<u64>,
+    /// Servers on this host (admin only; the gateway checks the policy).
+    pub host: Option<String>,
+    pub user: Option<String>,
+    pub key_name: Option<String>,
+    /// The vm_state, as nova names it (`active`, `stopped`, …).
+    pub vm_state: Option<String>,
     /// Every project's servers (admin only; the gateway checks the policy).
     pub all_projects: bool,
     pub project: Option<String>,
     pub limit: Option<usize>,
     /// Only the servers after this one.
     pub marker: Option<String>,
+}
+
+impl ServerFilters {
+    /// Whether `i` passes every filter given.
+    pub fn pass(&self, i: &Instance) -> bool {
+        let addresses =
+            || i.interfaces.iter().flat_map(|n| std::iter::once(n.address).chain(n.floating.iter().copied()));
+        self.name.as_ref().is_none_or(|n| n.is_match(&i.name))
+            && self.status.as_deref().is_none_or(|st| api_status_of(i.vm_state, i.task_state).eq_ignore_ascii_case(st))
+            && self.image.as_deref().is_none_or(|image| i.image.to_string() == image)
+            && self.flavor.as_deref().is_none_or(|flavor| i.flavor.id.0 == flavor)
+            && self.ip.as_ref().is_none_or(|ip| addresses().any(|a| ip.is_match(&a.to_string())))
+            && self.changes_since.is_none_or(|since| i.updated_at >= since)
+            && self.host.as_deref().is_none_or(|host| i.host.as_ref().is_some_and(|h| h.0 == host))
+            && self.user.as_deref().is_none_or(|user| i.user.to_string() == user)
+            && self.key_name.as_deref().is_none_or(|key| i.key.as_ref().is_some_and(|k| k.name == key))
+            && self.vm_state.as_deref().is_none_or(|vm| vm_state_name(i.vm_state) == vm)
+    }
 }
 
 /// The servers the caller sees that pass `filters`, newest first (as Nova sorts by default), read from the
@@ -357,13 +387,7 @@ pub fn list(app: &App, auth: &AuthContext, filters: &ServerFilters) -> Result<Ve
             if page.len() == limit {
                 return Ok(false);
             }
-            let passes = |i: &Instance| {
-                filters.name.as_deref().is_none_or(|n| i.name.contains(n))
-                    && filters
-                        .status
-                        .as_deref()
-                        .is_none_or(|st| api_status_of(i.vm_state, i.task_state).eq_ignore_ascii_case(st))
-            };
+            let passes = |i: &Instance| filters.pass(i);
             page.extend(r.get(&INSTANCES, &id)?.filter(passes));
             Ok(page.len() < limit)
         };

@@ -183,8 +183,44 @@ fn flavor_view<'a>(f: &'a Flavor, base: &str, detail: bool) -> FlavorView<'a> {
     }
 }
 
-fn list_flavors(s: &AppState, detail: bool) -> ApiResult {
+/// The flavor list's parameters; `is_public` other than `true` is an admin's (nova shows the others only the
+/// public flavors).
+fn flavor_query(raw: &HashMap<String, String>, auth: &Auth) -> Result<flavors::FlavorQuery, ApiError> {
+    let number = |key: &str| -> Result<Option<u64>, ApiError> {
+        raw.get(key)
+            .map(|v| v.parse().map_err(|_| bad_request(format!("Invalid {key} {v:?}: it is a non-negative integer."))))
+            .transpose()
+    };
+    let is_public = match raw.get("is_public").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Some(true),
+        Some("none") => None,
+        Some(v) if ["1", "t", "true", "on", "y", "yes"].contains(&v) => Some(true),
+        Some(v) if ["0", "f", "false", "off", "n", "no"].contains(&v) => Some(false),
+        Some(v) => return Err(bad_request(format!("Invalid is_public {v:?}: it is true, false or none."))),
+    };
+    if is_public != Some(true) {
+        auth.require(Role::Admin, "os_compute_api:flavors:list-private").map_err(ApiError::compute)?;
+    }
+    let descending = match raw.get("sort_dir").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(bad_request(format!("Invalid sort_dir {other:?}: it is asc or desc."))),
+    };
+    Ok(flavors::FlavorQuery {
+        min_disk: number("minDisk")?,
+        min_ram: number("minRam")?,
+        is_public,
+        sort_key: raw.get("sort_key").cloned(),
+        descending,
+        limit: number("limit")?.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        marker: raw.get("marker").cloned(),
+    })
+}
+
+fn list_flavors(s: &AppState, auth: &Auth, raw: &HashMap<String, String>, detail: bool) -> ApiResult {
+    let query = flavor_query(raw, auth)?;
     let all = flavors::list(&s.app).map_err(ApiError::compute)?;
+    let all = flavors::select(all, &query).map_err(bad_request)?;
     #[derive(Serialize)]
     struct Body<'a> {
         flavors: Vec<FlavorView<'a>>,
@@ -192,12 +228,20 @@ fn list_flavors(s: &AppState, detail: bool) -> ApiResult {
     Ok(Json(Body { flavors: all.iter().map(|f| flavor_view(f, &s.base_url, detail)).collect() }).into_response())
 }
 
-async fn list_flavors_brief(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    list_flavors(&s, false)
+async fn list_flavors_brief(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(raw): Query<HashMap<String, String>>,
+) -> ApiResult {
+    list_flavors(&s, &auth, &raw, false)
 }
 
-async fn list_flavors_detail(State(s): State<AppState>, _auth: Auth) -> ApiResult {
-    list_flavors(&s, true)
+async fn list_flavors_detail(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(raw): Query<HashMap<String, String>>,
+) -> ApiResult {
+    list_flavors(&s, &auth, &raw, true)
 }
 
 async fn show_flavor(State(s): State<AppState>, _auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -627,6 +671,9 @@ fn list_servers(s: &AppState, auth: &Auth, mut raw: HashMap<String, String>, det
     if filters.all_projects {
         auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants").map_err(ApiError::compute)?;
     }
+    if filters.host.is_some() {
+        auth.require(Role::Admin, "os_compute_api:servers:allow_all_filters").map_err(ApiError::compute)?;
+    }
     let limit = filters.limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT);
     filters.limit = Some(limit);
     let instances = servers::list(&s.app, &auth.ctx, &filters).map_err(ApiError::compute)?;
@@ -667,17 +714,115 @@ async fn list_servers_detail(
     list_servers(&s, &auth, filters, true)
 }
 
-/// Known filters are parsed; unknown query parameters are ignored, as clients send some nimbus does not use.
+/// The filters of the Compute API's server list (api-ref) nimbus does not apply: asked for, they are a 400,
+/// never ignored (a client would take the unfiltered list for the filtered one).
+const UNSUPPORTED_SERVER_FILTERS: &[&str] = &[
+    "access_ip_v4",
+    "access_ip_v6",
+    "auto_disk_config",
+    "availability_zone",
+    "changes-before",
+    "config_drive",
+    "created_at",
+    "description",
+    "hostname",
+    "ip6",
+    "kernel_id",
+    "launch_index",
+    "launched_at",
+    "locked",
+    "locked_by",
+    "node",
+    "not-tags",
+    "not-tags-any",
+    "pinned_availability_zone",
+    "power_state",
+    "progress",
+    "ramdisk_id",
+    "reservation_id",
+    "root_device_name",
+    "sort_dir",
+    "sort_key",
+    "tags",
+    "tags-any",
+    "task_state",
+    "terminated_at",
+    "uuid",
+];
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::compute(CloudError::BadRequest(message))
+}
+
+/// A regular expression filter (nova matches `name` and `ip` as Python regular expressions).
+fn regex_filter(raw: &HashMap<String, String>, key: &str) -> Result<Option<regex::Regex>, ApiError> {
+    raw.get(key)
+        .map(|pattern| {
+            regex::Regex::new(pattern).map_err(|e| bad_request(format!("Invalid {key} filter {pattern:?}: {e}")))
+        })
+        .transpose()
+}
+
+/// An ISO 8601 time (`2026-12-04`, `2026-12-04T10:00:00Z`, `…T10:00:00.5+01:00`), as ms since the epoch.
+pub(crate) fn parse_iso8601(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let with_time = if text.len() == 10 { format!("{text}T00:00:00") } else { text.to_string() };
+    // An offset (`+01:00`, `-0500`) is taken off and applied; `Z` and no zone are UTC.
+    let (base, offset_s) = match with_time.rfind(['+', '-']).filter(|i| *i > 10) {
+        Some(i) => {
+            let digits: String = with_time[i + 1..].chars().filter(char::is_ascii_digit).collect();
+            if digits.len() != 4 {
+                return None;
+            }
+            let (h, m): (i64, i64) = (digits[..2].parse().ok()?, digits[2..].parse().ok()?);
+            let sign = if with_time.as_bytes()[i] == b'-' { -1 } else { 1 };
+            (&with_time[..i], sign * (h * 3600 + m * 60))
+        }
+        None => (with_time.trim_end_matches(['Z', 'z']), 0),
+    };
+    let at = humantime::parse_rfc3339_weak(base).ok()?;
+    let ms = i64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    u64::try_from(ms - offset_s * 1000).ok()
+}
+
+/// The list's filters. The documented ones nimbus does not apply are a 400; a parameter the api-ref does not
+/// name is ignored, as nova does.
 fn server_filters(raw: &HashMap<String, String>) -> Result<ServerFilters, ApiError> {
+    if let Some(unsupported) = UNSUPPORTED_SERVER_FILTERS.iter().find(|f| raw.contains_key(**f)) {
+        return Err(bad_request(format!(
+            "nimbus does not filter servers by {unsupported}: it filters by name, status, image, flavor, ip, \
+             changes-since, host, user_id, key_name, vm_state, project_id and all_tenants, with limit and marker."
+        )));
+    }
+    // Deleted servers leave no record: asking for the others is what every list is.
+    if let Some(deleted) = raw.get("deleted").filter(|d| truthy(d)) {
+        return Err(bad_request(format!(
+            "nimbus keeps no record of deleted servers: deleted={deleted} matches nothing it could list."
+        )));
+    }
     let limit = match raw.get("limit") {
-        Some(l) => Some(l.parse::<usize>().map_err(|_| {
-            ApiError::compute(CloudError::BadRequest(format!("limit must be a non-negative integer, not {l:?}")))
+        Some(l) => Some(
+            l.parse::<usize>().map_err(|_| bad_request(format!("limit must be a non-negative integer, not {l:?}")))?,
+        ),
+        None => None,
+    };
+    let changes_since = match raw.get("changes-since") {
+        Some(t) => Some(parse_iso8601(t).ok_or_else(|| {
+            bad_request(format!("Invalid changes-since {t:?}: it is an ISO 8601 time, as 2026-12-04T10:00:00Z."))
         })?),
         None => None,
     };
     Ok(ServerFilters {
-        name: raw.get("name").cloned(),
+        name: regex_filter(raw, "name")?,
         status: raw.get("status").cloned(),
+        image: raw.get("image").cloned(),
+        flavor: raw.get("flavor").cloned(),
+        ip: regex_filter(raw, "ip")?,
+        changes_since,
+        host: raw.get("host").cloned(),
+        user: raw.get("user_id").cloned(),
+        key_name: raw.get("key_name").cloned(),
+        vm_state: raw.get("vm_state").cloned(),
         all_projects: raw.get("all_tenants").is_some_and(|v| truthy(v)),
         project: raw.get("project_id").or_else(|| raw.get("tenant_id")).cloned(),
         limit,
@@ -979,4 +1124,29 @@ async fn list_services(
         })
         .collect();
     Ok(Json(Body { services }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_iso8601;
+
+    #[test]
+    fn changes_since_takes_iso_8601_times_with_or_without_a_zone() {
+        let at = 1_764_842_400_000; // 2025-12-04T10:00:00Z
+        for (text, expected) in [
+            ("2025-12-04T10:00:00Z", Some(at)),
+            ("2025-12-04T10:00:00", Some(at)),
+            ("2025-12-04 10:00:00", Some(at)),
+            ("2025-12-04T10:00:00.250Z", Some(at + 250)),
+            ("2025-12-04T11:00:00+01:00", Some(at)),
+            ("2025-12-04T05:00:00-0500", Some(at)),
+            ("2025-12-04", Some(at - 10 * 3600 * 1000)),
+            ("yesterday", None),
+            ("2025-13-04T10:00:00Z", None),
+            ("2025-12-04T10:00:00+1", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_iso8601(text), expected, "{text:?}");
+        }
+    }
 }
