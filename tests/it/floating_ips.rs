@@ -44,11 +44,14 @@ async fn a_floating_ip_is_allocated_associated_moved_and_released() {
         (address.clone(), fixed, "eth0")
     );
 
-    // Associated elsewhere: moving is explicit.
-    let (status, body) =
-        alice.raw(Method::POST, &action(&vm2), Some(&json!({"addFloatingIp": {"address": address}}))).await.unwrap();
-    assert_eq!(status.as_u16(), 400, "{body}");
-    alice.post(&action(&vm1), &json!({"removeFloatingIp": {"address": address}})).await.unwrap();
+    // Associated with another server of the project, it moves there, as nova does: never on both.
+    alice.post(&action(&vm2), &json!({"addFloatingIp": {"address": address}})).await.unwrap();
+    assert!(floating_of(&server(&alice, vm1["id"].as_str().unwrap()).await.unwrap()).is_empty());
+    assert_eq!(floating_of(&server(&alice, vm2["id"].as_str().unwrap()).await.unwrap()), vec![address.clone()]);
+    let nat = t.cloud.sim().state().nat.floating;
+    assert_eq!(nat.len(), 1);
+    assert_eq!(nat.first().unwrap().fixed.to_string(), fixed_addresses(&vm2)[0]);
+    alice.post(&action(&vm2), &json!({"removeFloatingIp": {"address": address}})).await.unwrap();
     assert!(t.cloud.sim().state().nat.floating.is_empty());
     let (status, _) =
         alice.raw(Method::POST, &action(&vm1), Some(&json!({"removeFloatingIp": {"address": address}}))).await.unwrap();

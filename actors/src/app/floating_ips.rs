@@ -324,10 +324,10 @@ fn associate_in(
     if ip.instance == Some(id) {
         return Ok(ip);
     }
-    if let Some(other) = ip.instance {
-        return Err(CloudError::BadRequest(format!(
-            "Floating IP {address} is associated with instance {other}; disassociate it first."
-        )));
+    // On another server of the project, it moves (as nova's addFloatingIp does): one transaction, so the
+    // address is never on both.
+    if ip.instance.is_some() {
+        detach_in(tx, &mut ip)?;
     }
     let interface = instance.interfaces.first_mut().ok_or_else(|| {
         CloudError::BadRequest(format!("Instance {id} has no fixed IP yet to associate a floating IP with."))
