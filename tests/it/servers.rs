@@ -408,7 +408,47 @@ async fn hypervisors_and_services_show_the_hosts() {
     let member = t.user_with_role("member").await;
     let (status, _) = member.raw(Method::GET, "/compute/v2.1/os-hypervisors", None).await.unwrap();
     assert_eq!(status.as_u16(), 403);
+
+    // One hypervisor, the sums, a search by name, the servers on matching hosts, the uptime.
+    let vm = boot_active(&member, "on-a-host").await;
+    let vm = server(&t.admin, vm["id"].as_str().unwrap()).await.unwrap();
+    let host = vm["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    let number = hypervisors["hypervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hypervisor_hostname"] == host.as_str())
+        .unwrap()["id"]
+        .clone();
+    let one = t.admin.get(&format!("/compute/v2.1/os-hypervisors/{number}")).await.unwrap();
+    assert_eq!(one["hypervisor"]["hypervisor_hostname"], host.as_str());
+    assert_eq!(one["hypervisor"]["running_vms"], 1);
+    let sums = t.admin.get("/compute/v2.1/os-hypervisors/statistics").await.unwrap();
+    assert_eq!(sums["hypervisor_statistics"]["count"], 3);
+    assert_eq!(sums["hypervisor_statistics"]["running_vms"], 1);
+    assert_eq!(sums["hypervisor_statistics"]["vcpus_used"], 1);
+    let found = t.admin.get("/compute/v2.1/os-hypervisors/host-000/search").await.unwrap();
+    assert_eq!(found["hypervisors"].as_array().unwrap().len(), 3);
+    let on = t.admin.get(&format!("/compute/v2.1/os-hypervisors/{host}/servers")).await.unwrap();
+    assert_eq!(on["hypervisors"][0]["servers"], json!([{"name": "on-a-host", "uuid": vm["id"]}]));
+    let uptime = t.admin.get(&format!("/compute/v2.1/os-hypervisors/{number}/uptime")).await.unwrap();
+    let line = uptime["hypervisor"]["uptime"].as_str().unwrap();
+    assert!(line.contains(" up ") && line.contains("load average: "), "{line}");
+    for path in [
+        "/compute/v2.1/os-hypervisors/999",
+        "/compute/v2.1/os-hypervisors/nothing",
+        "/compute/v2.1/os-hypervisors/zzz/search",
+        "/compute/v2.1/os-hypervisors/zzz/servers",
+        "/compute/v2.1/os-hypervisors/999/uptime",
+    ] {
+        assert_eq!(status_of(&t.admin, path).await, 404, "{path}");
+    }
+    assert_eq!(status_of(&member, "/compute/v2.1/os-hypervisors/statistics").await, 403);
     t.shutdown().await;
+}
+
+async fn status_of(client: &nimbus::client::Client, path: &str) -> u16 {
+    status(client, Method::GET, path, None).await.0
 }
 
 #[tokio::test]

@@ -147,6 +147,9 @@ pub enum ComputeMsg {
     /// Powers the instance here off, on, through a reboot, into a pause or a suspension, or out of one.
     #[rpc]
     Power(Wire<Traced<(InstanceId, PowerAction)>>, RpcReplyPort<StepReply>),
+    /// The host's uptime line, as `uptime` prints it (what nova's `os-hypervisors/{id}/uptime` shows).
+    #[rpc]
+    Uptime(RpcReplyPort<Wire<String>>),
     /// Timer: report this host to the scheduler, and reconcile if the last attempt could not.
     ReportIn,
 }
@@ -185,6 +188,14 @@ impl ComputeClient {
     ) -> Result<(), ComputeError> {
         let request = Wire(Traced::new(trace, (id, action)));
         self.step(|r| ComputeMsg::Power(request, r), timeout).await
+    }
+
+    /// The host's uptime line, waiting at most `timeout`.
+    pub async fn uptime(&self, timeout: Duration) -> Result<String, ComputeError> {
+        let Wire(line) = rpc::call_topic(&self.ns, &topic(&self.host), ComputeMsg::Uptime, timeout)
+            .await
+            .map_err(|source| ComputeError::NoAnswer { host: self.host.clone(), source })?;
+        Ok(line)
     }
 
     async fn step(

@@ -5,13 +5,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use nimbus_protocol::compute::ComputeClient;
+use nimbus_protocol::failure::Failure;
 use nimbus_protocol::ids::{HostId, InstanceId};
 use nimbus_protocol::scheduler::{HostReport, Placement, Restore};
-use nimbus_storage::records::{AllocationCursor, Host, HostLoad, VmState, now_ms};
+use nimbus_storage::records::{AllocationCursor, Host, HostLoad, Instance, VmState, now_ms};
 use nimbus_storage::schema::{COUNTERS, HOST_LOADS, HOSTS, INSTANCES, INSTANCES_BY_HOST};
 use nimbus_storage::{Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
+use crate::app::error::CloudError;
 use crate::app::specs::instance_spec;
 use crate::instance_state::restore_action;
 use crate::timing::Timing;
@@ -24,6 +27,22 @@ pub struct HostUsage {
     pub ram_mb: u64,
     pub disk_gb: u64,
     pub instances: usize,
+}
+
+/// The instances placed on `host`, in the order of their ids.
+pub fn instances_on(app: &App, host: &HostId) -> Result<Vec<Instance>, StoreError> {
+    app.store.read(|r| {
+        let ids = r.index_get(&INSTANCES_BY_HOST, host)?;
+        Ok(ids.iter().map(|id| r.get(&INSTANCES, id)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
+    })
+}
+
+/// The uptime line of `host`'s machine, from its agent.
+pub async fn uptime(app: &App, host: &HostId) -> Result<String, CloudError> {
+    ComputeClient::new(app.ns(), host).uptime(app.timing().call).await.map_err(|e| CloudError::Unavailable {
+        what: format!("The compute agent of {host} did not answer"),
+        source: Failure::of(&e),
+    })
 }
 
 /// Whether the host reported recently enough to count as up.

@@ -282,6 +282,9 @@ impl Actor for ComputeAgent {
                     .instrument(span),
                 );
             }
+            ComputeMsg::Uptime(reply) => {
+                let _ = reply.send(Wire(machine_uptime()));
+            }
             ComputeMsg::ReportIn => {
                 state.report_and_reconcile().await;
                 if let Some((ns, first_reports)) = state.before_first_report.take() {
@@ -292,6 +295,28 @@ impl Actor for ComputeAgent {
         }
         Ok(())
     }
+}
+
+/// The uptime line of the machine the agent runs on, from `/proc` (what a host's hypervisor runs on; a
+/// simulated host shares its agent's machine).
+fn machine_uptime() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let up: f64 = read("/proc/uptime").split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let loads: Vec<String> = read("/proc/loadavg").split_whitespace().take(3).map(str::to_string).collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    uptime_line(now % 86_400, up as u64, &loads)
+}
+
+/// `uptime`'s line: the time of day (UTC), how long the machine has run, and its load averages.
+fn uptime_line(second_of_day: u64, up_secs: u64, loads: &[String]) -> String {
+    let clock = format!("{:02}:{:02}:{:02}", second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+    let (days, hours, minutes) = (up_secs / 86_400, up_secs / 3600 % 24, up_secs / 60 % 60);
+    let span = match days {
+        0 => format!("{hours:2}:{minutes:02}"),
+        1 => format!("1 day, {hours:2}:{minutes:02}"),
+        d => format!("{d} days, {hours:2}:{minutes:02}"),
+    };
+    format!(" {clock} up {span},  load average: {}", loads.join(", "))
 }
 
 /// After a failed ask or install, the wait before trying again.
@@ -391,5 +416,21 @@ impl ComputeState {
             self.driver.destroy(id).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uptime_line;
+
+    #[test]
+    fn the_uptime_line_reads_as_uptime_prints_it() {
+        let loads = ["0.20".to_string(), "0.12".into(), "0.14".into()];
+        assert_eq!(
+            uptime_line(30_731, 8_113_500, &loads),
+            " 08:32:11 up 93 days, 21:45,  load average: 0.20, 0.12, 0.14"
+        );
+        assert_eq!(uptime_line(0, 90_000, &loads), " 00:00:00 up 1 day,  1:00,  load average: 0.20, 0.12, 0.14");
+        assert_eq!(uptime_line(59, 600, &loads), " 00:00:59 up  0:10,  load average: 0.20, 0.12, 0.14");
     }
 }

@@ -1,5 +1,5 @@
 //! Compute v2.1: version documents, flavors, servers (create, list, show, rename, delete, their metadata, the
-//! floating-IP and security-group actions), hypervisors and services.
+//! power, floating-IP and security-group actions). Hypervisors and services are in `hypervisors_api`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -22,7 +22,6 @@ use super::views::{Link, MediaType, VersionDoc};
 use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
 use crate::app::error::CloudError;
 use crate::app::flavors;
-use crate::app::hosts::{self, HostUsage};
 use crate::app::security_groups;
 use crate::app::servers::{self, NewServers, ServerFilters};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
@@ -50,9 +49,6 @@ pub fn routes() -> axum::Router<AppState> {
             "/compute/v2.1/servers/{id}/metadata/{key}",
             get(show_metadata_item).put(set_metadata_item).delete(delete_metadata_item),
         )
-        .route("/compute/v2.1/os-hypervisors", get(list_hypervisors_brief))
-        .route("/compute/v2.1/os-hypervisors/detail", get(list_hypervisors_detail))
-        .route("/compute/v2.1/os-services", get(list_services))
 }
 
 /// The microversion the client asked for: `None` if it did not ask, an error if nimbus does not implement it.
@@ -980,150 +976,6 @@ async fn delete_server(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
     auth.require(Role::Member, "os_compute_api:servers:delete").map_err(ApiError::compute)?;
     servers::delete(&s.app, &auth.trace, &instance).await.map_err(ApiError::compute)?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-// ------------------------------------------------------------------------------- hypervisors, services
-
-fn up_or_down(s: &AppState, u: &HostUsage) -> &'static str {
-    if hosts::is_up(&u.host, s.app.timing()) { "up" } else { "down" }
-}
-
-fn enabled_or_disabled(u: &HostUsage) -> &'static str {
-    if u.host.enabled { "enabled" } else { "disabled" }
-}
-
-#[derive(Serialize)]
-struct HypervisorService {
-    host: String,
-    id: u32,
-    disabled_reason: Option<String>,
-}
-
-#[derive(Serialize)]
-struct HypervisorDetail {
-    hypervisor_type: String,
-    hypervisor_version: u32,
-    host_ip: String,
-    vcpus: u32,
-    vcpus_used: u32,
-    memory_mb: u64,
-    memory_mb_used: u64,
-    local_gb: u64,
-    local_gb_used: u64,
-    free_ram_mb: i64,
-    free_disk_gb: i64,
-    running_vms: usize,
-    current_workload: u32,
-    disk_available_least: i64,
-    cpu_info: &'static str,
-    service: HypervisorService,
-}
-
-#[derive(Serialize)]
-struct HypervisorView {
-    id: u32,
-    hypervisor_hostname: String,
-    state: &'static str,
-    status: &'static str,
-    #[serde(flatten)]
-    detail: Option<HypervisorDetail>,
-}
-
-fn hypervisors(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-hypervisors:list").map_err(ApiError::compute)?;
-    let usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
-    let views: Vec<HypervisorView> = usage
-        .iter()
-        .map(|u| {
-            let h = &u.host;
-            let free_disk = h.disk_gb as i64 - u.disk_gb as i64;
-            HypervisorView {
-                id: h.number,
-                hypervisor_hostname: h.name.0.clone(),
-                state: up_or_down(s, u),
-                status: enabled_or_disabled(u),
-                detail: detail.then(|| HypervisorDetail {
-                    hypervisor_type: h.hypervisor_type.clone(),
-                    hypervisor_version: 1,
-                    host_ip: h.host_ip.to_string(),
-                    vcpus: h.vcpus,
-                    vcpus_used: u.vcpus,
-                    memory_mb: h.ram_mb,
-                    memory_mb_used: u.ram_mb,
-                    local_gb: h.disk_gb,
-                    local_gb_used: u.disk_gb,
-                    free_ram_mb: h.ram_mb as i64 - u.ram_mb as i64,
-                    free_disk_gb: free_disk,
-                    running_vms: u.instances,
-                    current_workload: 0,
-                    disk_available_least: free_disk,
-                    cpu_info: "{}",
-                    service: HypervisorService { host: h.name.0.clone(), id: h.number, disabled_reason: None },
-                }),
-            }
-        })
-        .collect();
-    #[derive(Serialize)]
-    struct Body {
-        hypervisors: Vec<HypervisorView>,
-    }
-    Ok(Json(Body { hypervisors: views }).into_response())
-}
-
-async fn list_hypervisors_brief(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    hypervisors(&s, &auth, false)
-}
-
-async fn list_hypervisors_detail(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    hypervisors(&s, &auth, true)
-}
-
-/// `os-services?host=&binary=`: every host runs one service, `nova-compute`.
-async fn list_services(
-    State(s): State<AppState>,
-    auth: Auth,
-    Query(filters): Query<HashMap<String, String>>,
-) -> ApiResult {
-    auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
-    if let Some(unknown) = filters.keys().find(|k| !matches!(k.as_str(), "host" | "binary")) {
-        return Err(ApiError::compute(CloudError::BadRequest(format!(
-            "os-services is filtered by host and binary, not {unknown:?}."
-        ))));
-    }
-    let mut usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
-    usage.retain(|u| {
-        filters.get("host").is_none_or(|h| *h == u.host.name.0)
-            && filters.get("binary").is_none_or(|b| b == "nova-compute")
-    });
-    #[derive(Serialize)]
-    struct ServiceView {
-        id: u32,
-        binary: &'static str,
-        host: String,
-        zone: &'static str,
-        status: &'static str,
-        state: &'static str,
-        updated_at: String,
-        disabled_reason: Option<String>,
-    }
-    #[derive(Serialize)]
-    struct Body {
-        services: Vec<ServiceView>,
-    }
-    let services = usage
-        .iter()
-        .map(|u| ServiceView {
-            id: u.host.number,
-            binary: "nova-compute",
-            host: u.host.name.0.clone(),
-            zone: "nova",
-            status: enabled_or_disabled(u),
-            state: up_or_down(&s, u),
-            updated_at: iso8601(u.host.last_seen),
-            disabled_reason: None,
-        })
-        .collect();
-    Ok(Json(Body { services }).into_response())
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@
 //! # Layout
 //! - [`server`]: the accept loop with its timeouts and connection cap; `auth`: the `Auth` extractor and role
 //!   checks; [`errors`]: statuses and error bodies per service; `views`: the shapes several APIs share.
-//! - `identity_api`, `compute_api`, `image_api`, `nova_network_api` (the nova-network era compute endpoints),
-//!   `network_api` (Network v2.0), `admin_api`: the routes and typed views of each API.
+//! - `identity_api`, `compute_api`, `hypervisors_api` (os-hypervisors, os-services), `image_api`,
+//!   `nova_network_api` (the nova-network era compute endpoints), `network_api` (Network v2.0), `admin_api`:
+//!   the routes and typed views of each API.
 
 mod admin_api;
 mod auth;
 mod compute_api;
 mod errors;
+mod hypervisors_api;
 mod identity_api;
 mod image_api;
 mod key_pairs_api;
@@ -196,6 +198,7 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
     Router::new()
         .merge(identity_api::routes(MAX_LOGIN_BODY))
         .merge(compute_api::routes())
+        .merge(hypervisors_api::routes())
         .merge(key_pairs_api::routes())
         .merge(image_api::routes())
         .merge(nova_network_api::routes())

@@ -1,0 +1,281 @@
+//! The hosts as the Compute API shows them to admins: `os-hypervisors` (list, detail, one, statistics,
+//! search by host name, the servers on matching hosts, uptime) and `os-services` (every host runs
+//! `nova-compute`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use nimbus_storage::records::Role;
+use serde::Serialize;
+
+use super::auth::Auth;
+use super::{ApiError, AppState, iso8601};
+use crate::app::error::CloudError;
+use crate::app::hosts::{self, HostUsage};
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/compute/v2.1/os-hypervisors", get(list_brief))
+        .route("/compute/v2.1/os-hypervisors/detail", get(list_detail))
+        .route("/compute/v2.1/os-hypervisors/statistics", get(statistics))
+        .route("/compute/v2.1/os-hypervisors/{id}", get(show))
+        .route("/compute/v2.1/os-hypervisors/{id}/uptime", get(uptime))
+        .route("/compute/v2.1/os-hypervisors/{id}/search", get(search))
+        .route("/compute/v2.1/os-hypervisors/{id}/servers", get(servers_on))
+        .route("/compute/v2.1/os-services", get(list_services))
+}
+
+fn up_or_down(s: &AppState, u: &HostUsage) -> &'static str {
+    if hosts::is_up(&u.host, s.app.timing()) { "up" } else { "down" }
+}
+
+fn enabled_or_disabled(u: &HostUsage) -> &'static str {
+    if u.host.enabled { "enabled" } else { "disabled" }
+}
+
+#[derive(Serialize)]
+struct HypervisorService {
+    host: String,
+    id: u32,
+    disabled_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HypervisorDetail {
+    hypervisor_type: String,
+    hypervisor_version: u32,
+    host_ip: String,
+    vcpus: u32,
+    vcpus_used: u32,
+    memory_mb: u64,
+    memory_mb_used: u64,
+    local_gb: u64,
+    local_gb_used: u64,
+    free_ram_mb: i64,
+    free_disk_gb: i64,
+    running_vms: usize,
+    current_workload: u32,
+    disk_available_least: i64,
+    cpu_info: &'static str,
+    service: HypervisorService,
+}
+
+#[derive(Serialize)]
+struct ServerRef {
+    name: String,
+    uuid: String,
+}
+
+#[derive(Serialize)]
+struct HypervisorView {
+    id: u32,
+    hypervisor_hostname: String,
+    state: &'static str,
+    status: &'static str,
+    #[serde(flatten)]
+    detail: Option<HypervisorDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime: Option<String>,
+    /// Only in `…/servers`, and only for a host with servers (as nova omits it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    servers: Option<Vec<ServerRef>>,
+}
+
+fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
+    let h = &u.host;
+    let free_disk = h.disk_gb as i64 - u.disk_gb as i64;
+    HypervisorView {
+        id: h.number,
+        hypervisor_hostname: h.name.0.clone(),
+        state: up_or_down(s, u),
+        status: enabled_or_disabled(u),
+        detail: detail.then(|| HypervisorDetail {
+            hypervisor_type: h.hypervisor_type.clone(),
+            hypervisor_version: 1,
+            host_ip: h.host_ip.to_string(),
+            vcpus: h.vcpus,
+            vcpus_used: u.vcpus,
+            memory_mb: h.ram_mb,
+            memory_mb_used: u.ram_mb,
+            local_gb: h.disk_gb,
+            local_gb_used: u.disk_gb,
+            free_ram_mb: h.ram_mb as i64 - u.ram_mb as i64,
+            free_disk_gb: free_disk,
+            running_vms: u.instances,
+            current_workload: 0,
+            disk_available_least: free_disk,
+            cpu_info: "{}",
+            service: HypervisorService { host: h.name.0.clone(), id: h.number, disabled_reason: None },
+        }),
+        uptime: None,
+        servers: None,
+    }
+}
+
+#[derive(Serialize)]
+struct ListBody {
+    hypervisors: Vec<HypervisorView>,
+}
+
+#[derive(Serialize)]
+struct OneBody {
+    hypervisor: HypervisorView,
+}
+
+/// Every host, after the admin check every `os-hypervisors` call makes.
+fn usage(s: &AppState, auth: &Auth, policy: &str) -> Result<Vec<HostUsage>, ApiError> {
+    auth.require(Role::Admin, policy).map_err(ApiError::compute)?;
+    hosts::usage(&s.app).map_err(ApiError::compute)
+}
+
+fn list(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
+    let usage = usage(s, auth, "os_compute_api:os-hypervisors:list")?;
+    Ok(Json(ListBody { hypervisors: usage.iter().map(|u| view(s, u, detail)).collect() }).into_response())
+}
+
+async fn list_brief(State(s): State<AppState>, auth: Auth) -> ApiResult {
+    list(&s, &auth, false)
+}
+
+async fn list_detail(State(s): State<AppState>, auth: Auth) -> ApiResult {
+    list(&s, &auth, true)
+}
+
+/// The host with number `id` (at microversion 2.1 hypervisors are known by number).
+fn by_id(all: Vec<HostUsage>, id: &str) -> Result<HostUsage, ApiError> {
+    let not_found = || ApiError::compute(CloudError::NotFound(format!("Hypervisor with ID {id} could not be found.")));
+    let number: u32 = id.parse().map_err(|_| not_found())?;
+    all.into_iter().find(|u| u.host.number == number).ok_or_else(not_found)
+}
+
+async fn show(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+    let host = by_id(usage(&s, &auth, "os_compute_api:os-hypervisors:show")?, &id)?;
+    Ok(Json(OneBody { hypervisor: view(&s, &host, true) }).into_response())
+}
+
+async fn uptime(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+    let host = by_id(usage(&s, &auth, "os_compute_api:os-hypervisors:uptime")?, &id)?;
+    let line = hosts::uptime(&s.app, &host.host.name).await.map_err(ApiError::compute)?;
+    let hypervisor = HypervisorView { uptime: Some(line), ..view(&s, &host, false) };
+    Ok(Json(OneBody { hypervisor }).into_response())
+}
+
+/// The hosts whose name contains `pattern` (nova's `hypervisor_hostname_pattern`); none is a 404.
+fn matching(all: Vec<HostUsage>, pattern: &str) -> Result<Vec<HostUsage>, ApiError> {
+    let found: Vec<HostUsage> = all.into_iter().filter(|u| u.host.name.0.contains(pattern)).collect();
+    if found.is_empty() {
+        return Err(ApiError::compute(CloudError::NotFound(format!(
+            "No hypervisor matching '{pattern}' could be found."
+        ))));
+    }
+    Ok(found)
+}
+
+async fn search(State(s): State<AppState>, auth: Auth, Path(pattern): Path<String>) -> ApiResult {
+    let found = matching(usage(&s, &auth, "os_compute_api:os-hypervisors:search")?, &pattern)?;
+    Ok(Json(ListBody { hypervisors: found.iter().map(|u| view(&s, u, false)).collect() }).into_response())
+}
+
+async fn servers_on(State(s): State<AppState>, auth: Auth, Path(pattern): Path<String>) -> ApiResult {
+    let found = matching(usage(&s, &auth, "os_compute_api:os-hypervisors:servers")?, &pattern)?;
+    let mut hypervisors = Vec::with_capacity(found.len());
+    for u in &found {
+        let instances = hosts::instances_on(&s.app, &u.host.name).map_err(ApiError::compute)?;
+        let servers: Vec<ServerRef> =
+            instances.into_iter().map(|i| ServerRef { name: i.name, uuid: i.id.to_string() }).collect();
+        hypervisors.push(HypervisorView { servers: (!servers.is_empty()).then_some(servers), ..view(&s, u, false) });
+    }
+    Ok(Json(ListBody { hypervisors }).into_response())
+}
+
+/// `os-hypervisors/statistics`: the sums over every host.
+async fn statistics(State(s): State<AppState>, auth: Auth) -> ApiResult {
+    let all = usage(&s, &auth, "os_compute_api:os-hypervisors:statistics")?;
+    #[derive(Serialize, Default)]
+    struct Statistics {
+        count: usize,
+        vcpus: u64,
+        vcpus_used: u64,
+        memory_mb: u64,
+        memory_mb_used: u64,
+        local_gb: u64,
+        local_gb_used: u64,
+        free_ram_mb: i64,
+        free_disk_gb: i64,
+        running_vms: usize,
+        current_workload: u32,
+        disk_available_least: i64,
+    }
+    let mut sum = Statistics { count: all.len(), ..Statistics::default() };
+    for u in &all {
+        let h = &u.host;
+        sum.vcpus += u64::from(h.vcpus);
+        sum.vcpus_used += u64::from(u.vcpus);
+        sum.memory_mb += h.ram_mb;
+        sum.memory_mb_used += u.ram_mb;
+        sum.local_gb += h.disk_gb;
+        sum.local_gb_used += u.disk_gb;
+        sum.free_ram_mb += h.ram_mb as i64 - u.ram_mb as i64;
+        sum.free_disk_gb += h.disk_gb as i64 - u.disk_gb as i64;
+        sum.running_vms += u.instances;
+    }
+    sum.disk_available_least = sum.free_disk_gb;
+    #[derive(Serialize)]
+    struct Body {
+        hypervisor_statistics: Statistics,
+    }
+    Ok(Json(Body { hypervisor_statistics: sum }).into_response())
+}
+
+/// `os-services?host=&binary=`: every host runs one service, `nova-compute`.
+async fn list_services(
+    State(s): State<AppState>,
+    auth: Auth,
+    Query(filters): Query<HashMap<String, String>>,
+) -> ApiResult {
+    auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
+    if let Some(unknown) = filters.keys().find(|k| !matches!(k.as_str(), "host" | "binary")) {
+        return Err(ApiError::compute(CloudError::BadRequest(format!(
+            "os-services is filtered by host and binary, not {unknown:?}."
+        ))));
+    }
+    let mut usage = hosts::usage(&s.app).map_err(ApiError::compute)?;
+    usage.retain(|u| {
+        filters.get("host").is_none_or(|h| *h == u.host.name.0)
+            && filters.get("binary").is_none_or(|b| b == "nova-compute")
+    });
+    #[derive(Serialize)]
+    struct ServiceView {
+        id: u32,
+        binary: &'static str,
+        host: String,
+        zone: &'static str,
+        status: &'static str,
+        state: &'static str,
+        updated_at: String,
+        disabled_reason: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct Body {
+        services: Vec<ServiceView>,
+    }
+    let services = usage
+        .iter()
+        .map(|u| ServiceView {
+            id: u.host.number,
+            binary: "nova-compute",
+            host: u.host.name.0.clone(),
+            zone: "nova",
+            status: enabled_or_disabled(u),
+            state: up_or_down(&s, u),
+            updated_at: iso8601(u.host.last_seen),
+            disabled_reason: None,
+        })
+        .collect();
+    Ok(Json(Body { services }).into_response())
+}
