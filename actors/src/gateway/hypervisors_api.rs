@@ -45,13 +45,11 @@ struct HypervisorService {
     disabled_reason: Option<String>,
 }
 
-#[derive(Serialize)]
-struct HypervisorDetail {
-    hypervisor_type: String,
-    hypervisor_version: u32,
-    host_ip: String,
-    vcpus: u32,
-    vcpus_used: u32,
+/// What hosts offer and use: one host's in its detail, every host's summed in the statistics.
+#[derive(Serialize, Default)]
+struct Resources {
+    vcpus: u64,
+    vcpus_used: u64,
     memory_mb: u64,
     memory_mb_used: u64,
     local_gb: u64,
@@ -61,6 +59,31 @@ struct HypervisorDetail {
     running_vms: usize,
     current_workload: u32,
     disk_available_least: i64,
+}
+
+impl Resources {
+    fn add(&mut self, u: &HostUsage) {
+        let h = &u.host;
+        self.vcpus += u64::from(h.vcpus);
+        self.vcpus_used += u64::from(u.vcpus);
+        self.memory_mb += h.ram_mb;
+        self.memory_mb_used += u.ram_mb;
+        self.local_gb += h.disk_gb;
+        self.local_gb_used += u.disk_gb;
+        self.free_ram_mb += h.ram_mb as i64 - u.ram_mb as i64;
+        self.free_disk_gb += h.disk_gb as i64 - u.disk_gb as i64;
+        self.disk_available_least = self.free_disk_gb;
+        self.running_vms += u.instances;
+    }
+}
+
+#[derive(Serialize)]
+struct HypervisorDetail {
+    hypervisor_type: String,
+    hypervisor_version: u32,
+    host_ip: String,
+    #[serde(flatten)]
+    resources: Resources,
     cpu_info: &'static str,
     service: HypervisorService,
 }
@@ -88,7 +111,6 @@ struct HypervisorView {
 
 fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
     let h = &u.host;
-    let free_disk = h.disk_gb as i64 - u.disk_gb as i64;
     HypervisorView {
         id: h.number,
         hypervisor_hostname: h.name.0.clone(),
@@ -98,17 +120,11 @@ fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
             hypervisor_type: h.hypervisor_type.clone(),
             hypervisor_version: 1,
             host_ip: h.host_ip.to_string(),
-            vcpus: h.vcpus,
-            vcpus_used: u.vcpus,
-            memory_mb: h.ram_mb,
-            memory_mb_used: u.ram_mb,
-            local_gb: h.disk_gb,
-            local_gb_used: u.disk_gb,
-            free_ram_mb: h.ram_mb as i64 - u.ram_mb as i64,
-            free_disk_gb: free_disk,
-            running_vms: u.instances,
-            current_workload: 0,
-            disk_available_least: free_disk,
+            resources: {
+                let mut one = Resources::default();
+                one.add(u);
+                one
+            },
             cpu_info: "{}",
             service: HypervisorService { host: h.name.0.clone(), id: h.number, disabled_reason: None },
         }),
@@ -196,35 +212,16 @@ async fn servers_on(State(s): State<AppState>, auth: Auth, Path(pattern): Path<S
 /// `os-hypervisors/statistics`: the sums over every host.
 async fn statistics(State(s): State<AppState>, auth: Auth) -> ApiResult {
     let all = usage(&s, &auth, "os_compute_api:os-hypervisors:statistics")?;
-    #[derive(Serialize, Default)]
+    #[derive(Serialize)]
     struct Statistics {
         count: usize,
-        vcpus: u64,
-        vcpus_used: u64,
-        memory_mb: u64,
-        memory_mb_used: u64,
-        local_gb: u64,
-        local_gb_used: u64,
-        free_ram_mb: i64,
-        free_disk_gb: i64,
-        running_vms: usize,
-        current_workload: u32,
-        disk_available_least: i64,
+        #[serde(flatten)]
+        resources: Resources,
     }
-    let mut sum = Statistics { count: all.len(), ..Statistics::default() };
+    let mut sum = Statistics { count: all.len(), resources: Resources::default() };
     for u in &all {
-        let h = &u.host;
-        sum.vcpus += u64::from(h.vcpus);
-        sum.vcpus_used += u64::from(u.vcpus);
-        sum.memory_mb += h.ram_mb;
-        sum.memory_mb_used += u.ram_mb;
-        sum.local_gb += h.disk_gb;
-        sum.local_gb_used += u.disk_gb;
-        sum.free_ram_mb += h.ram_mb as i64 - u.ram_mb as i64;
-        sum.free_disk_gb += h.disk_gb as i64 - u.disk_gb as i64;
-        sum.running_vms += u.instances;
+        sum.resources.add(u);
     }
-    sum.disk_available_least = sum.free_disk_gb;
     #[derive(Serialize)]
     struct Body {
         hypervisor_statistics: Statistics,
