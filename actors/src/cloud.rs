@@ -265,7 +265,8 @@ impl Cloud {
         // A new store file gets the process's umask; it holds the password hashes.
         crate::data_dir::make_private(&config.data_dir).map_err(private)?;
         let app =
-            App::new(store.clone(), config.namespace.clone(), config.timing.clone(), config.auto_assign_floating_ip);
+            App::new(store.clone(), config.namespace.clone(), config.timing.clone(), config.auto_assign_floating_ip)
+                .with_images_dir(config.data_dir.join("images"));
         let metrics = Arc::new(
             Metrics::new(app.clone(), &store)
                 .map_err(|e| CloudError::Internal(format!("the metrics cannot be set up: {}", chain(&e))))?,

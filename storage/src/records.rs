@@ -23,6 +23,15 @@ macro_rules! record {
     };
 }
 
+/// An older version of a record whose newer versions only appended fields with a one-zero-byte empty value
+/// (`None`, an empty list or map, an enum's first variant): read as the current one once `missing` zero
+/// bytes are added.
+fn decode_padded<T: Record>(bytes: &[u8], missing: usize) -> Result<T, StoreError> {
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len() + missing, 0);
+    decode_version(T::KIND, T::VERSION, T::VERSION, &padded)
+}
+
 /// Milliseconds since the Unix epoch: the one time format the store holds.
 pub type Millis = u64;
 
@@ -193,8 +202,43 @@ pub struct Image {
     pub owner: Option<ProjectId>,
     pub public: bool,
     pub created_at: Millis,
+    pub status: ImageStatus,
+    /// The uploaded data, if any (the catalog's own images are records only).
+    pub data: Option<ImageData>,
 }
-record!(Image, "image", 1);
+
+impl Record for Image {
+    const KIND: &'static str = "image";
+    const VERSION: u8 = 2;
+
+    /// Version 2 appended `status` (`Active`, bincode's single 0 byte, as every version-1 image was) and
+    /// `data` (`None`, another 0 byte).
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => decode_padded(bytes, 2),
+            found => Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
+        }
+    }
+}
+
+/// Glance's image status: an image made through the API waits for its data, then is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageStatus {
+    Active,
+    Queued,
+}
+
+/// Image data kept under the data directory, and what was computed of it as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageData {
+    /// Its file's name in the images directory (one per upload, so a losing concurrent upload cannot
+    /// overwrite the winner's).
+    pub file: String,
+    /// MD5, as Glance's `checksum`.
+    pub md5: String,
+    /// SHA-512, as Glance's `os_hash_value`.
+    pub sha512: String,
+}
 
 /// A compute host and its nova-compute service, as registered by its agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,9 +373,7 @@ impl Record for Instance {
             3 => 1,
             found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len() + missing, 0);
-        decode_version(Self::KIND, Self::VERSION, Self::VERSION, &padded)
+        decode_padded(bytes, missing)
     }
 }
 
@@ -923,5 +965,43 @@ mod tests {
         let old = encode_record(&V1 { instance, project, kind: OperationKind::Delete, started_at: 7 }).unwrap();
         let read: Operation = decode_record(&old).unwrap();
         assert_eq!(read, Operation { instance, project, kind: OperationKind::Delete, started_at: 7, request_id: None });
+    }
+
+    #[test]
+    fn an_image_of_an_older_nimbus_is_read_as_active_without_data() {
+        /// Image version 1: no status, no data.
+        #[derive(Serialize, Deserialize)]
+        struct V1 {
+            id: ImageId,
+            name: String,
+            disk_format: String,
+            container_format: String,
+            size_bytes: u64,
+            min_disk_gb: u64,
+            min_ram_mb: u64,
+            owner: Option<ProjectId>,
+            public: bool,
+            created_at: Millis,
+        }
+        impl Record for V1 {
+            const KIND: &'static str = "image";
+            const VERSION: u8 = 1;
+        }
+        let (id, owner) = (ImageId::generate(), Some(ProjectId::generate()));
+        let old = V1 {
+            id,
+            name: "cirros".into(),
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+            size_bytes: 9,
+            min_disk_gb: 1,
+            min_ram_mb: 2,
+            owner,
+            public: true,
+            created_at: 7,
+        };
+        let read: Image = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!((read.id, read.owner, read.size_bytes, read.created_at), (id, owner, 9, 7));
+        assert_eq!((read.status, read.data), (ImageStatus::Active, None));
     }
 }

@@ -33,8 +33,8 @@ use crate::table::{Index, Reads, Table, WriteTx};
 ///   file's instances are put in their project's default group, made then).
 /// - 11: `user_data` (new: nothing to fill).
 /// - 12: no table changed; instances may be stopped, paused or suspended, with power actions logged as
-///   operations: values an older nimbus cannot read, so it refuses the file at open instead of failing on
-///   the first such record.
+///   operations, and images have a status and data (record version 2): values an older nimbus cannot read,
+///   so it refuses the file at open instead of failing on the first such record.
 pub const SCHEMA_VERSION: u32 = 12;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");

@@ -8,6 +8,7 @@ mod dataplane;
 mod floating_ips;
 mod fuzz;
 mod hardening;
+mod images;
 mod key_pairs;
 mod metadata;
 mod networks;

@@ -156,6 +156,20 @@ async fn the_stock_openstack_cli_takes_access_away() {
     assert_eq!(shown.trim(), "True");
     let alice = nimbus::client::Client::login(t.url(), "cli-alice", "pw2", "cli-demo").await.unwrap();
 
+    // A member makes an image of a file: uploaded, its size and checksum recorded.
+    let disk = t.data_dir().join("alice-disk.raw");
+    std::fs::write(&disk, vec![7u8; 1 << 20]).unwrap();
+    let as_alice = "--os-username cli-alice --os-password pw2 --os-project-name cli-demo";
+    run(format!("{as_alice} image create --disk-format raw --file {} alice-disk", disk.display())).await.unwrap();
+    let shown = run(format!("{as_alice} image show alice-disk -f json")).await.unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!((shown["status"].as_str(), shown["size"].as_u64()), (Some("active"), Some(1 << 20)), "{shown}");
+    // The MD5 of a MiB of sevens.
+    assert_eq!(shown["checksum"], "24c8b42e9f4d53ef58987e469baaad49", "{shown}");
+    let copy = t.data_dir().join("alice-copy.raw");
+    run(format!("{as_alice} image save --file {} alice-disk", copy.display())).await.unwrap();
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&disk).unwrap(), "the data downloads as it was uploaded");
+
     let token = run("token issue -f value -c id".into()).await.unwrap();
     run(format!("token revoke {}", token.trim())).await.unwrap();
     let (status, _) = reqwest::Client::new()

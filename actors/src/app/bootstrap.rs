@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ipnetwork::Ipv4Network;
 use nimbus_protocol::ids::{FlavorId, ImageId};
-use nimbus_storage::records::{Flavor, Image, NetworkMode, Role, User, now_ms};
+use nimbus_storage::records::{Flavor, Image, ImageStatus, NetworkMode, Role, User, now_ms};
 use nimbus_storage::schema::{self, FLAVORS, FLOATING_POOLS, IMAGES, NETWORKS};
 use nimbus_storage::{Reads, StoreError};
 use rand::Rng;
@@ -125,6 +125,8 @@ pub async fn ensure_defaults(app: &App, data_dir: &Path, defaults: &Defaults) ->
                     owner: None,
                     public: true,
                     created_at: now_ms(),
+                    status: ImageStatus::Active,
+                    data: None,
                 };
                 tx.put(&IMAGES, &image.id, &image)?;
             }

@@ -21,6 +21,9 @@ pub enum CloudError {
     NotAcceptable(String),
     #[error("{0}")]
     Conflict(String),
+    /// The body is of a media type the route does not take (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     QuotaExceeded(String),
     /// The request body is over the limit (413).

@@ -60,12 +60,19 @@ pub struct App {
     /// released with the instance and not counted against the project's quota.
     auto_assign_floating_ip: bool,
     login_guard: Arc<LoginGuard>,
+    /// Where uploaded image data is kept (`<data dir>/images`); `None` keeps none, and uploads are refused.
+    images_dir: Option<std::path::PathBuf>,
 }
 
 impl App {
     pub fn new(store: Store, ns: Namespace, timing: Timing, auto_assign_floating_ip: bool) -> App {
         let login_guard = Arc::new(LoginGuard::new(timing.login.clone()));
-        App { store, ns, timing, auto_assign_floating_ip, login_guard }
+        App { store, ns, timing, auto_assign_floating_ip, login_guard, images_dir: None }
+    }
+
+    /// The same application layer, keeping uploaded image data in `dir`.
+    pub fn with_images_dir(self, dir: std::path::PathBuf) -> App {
+        App { images_dir: Some(dir), ..self }
     }
 
     /// The hashing pool and the failed-login record every password check goes through.

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId};
 use nimbus_protocol::trace::Trace;
-use nimbus_storage::records::{Instance, Operation, OperationKind, Role, TaskState, UserData, now_ms};
+use nimbus_storage::records::{ImageStatus, Instance, Operation, OperationKind, Role, TaskState, UserData, now_ms};
 use nimbus_storage::schema::{
     FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
 };
@@ -147,6 +147,9 @@ pub async fn create(
     let image = image
         .filter(|i| images::visible(auth, i))
         .ok_or_else(|| bad(format!("Image {} could not be found.", new.image)))?;
+    if image.status != ImageStatus::Active {
+        return Err(bad(format!("Image {} is not active: its data has not been uploaded.", image.id)));
+    }
     let flavor = flavor.ok_or_else(|| bad(format!("Flavor {} could not be found.", new.flavor)))?;
     for (id, network) in new.networks.iter().zip(requested) {
         if !network.is_some_and(|n| networks::visible(auth, &n)) {

@@ -62,6 +62,7 @@ fn status(error: &CloudError, service: Service) -> u16 {
         CloudError::NotFound(_) => 404,
         CloudError::NotAcceptable(_) => 406,
         CloudError::Conflict(_) => 409,
+        CloudError::UnsupportedMediaType(_) => 415,
         // Neutron answers 409 (OverQuota); Nova 403 since 2.1.
         CloudError::QuotaExceeded(_) if service == Service::Network => 409,
         CloudError::QuotaExceeded(_) => 403,
@@ -94,6 +95,7 @@ fn neutron_type(error: &CloudError) -> &'static str {
         CloudError::Forbidden(_) => "PolicyNotAuthorized",
         CloudError::NotFound(_) => "NotFound",
         CloudError::Conflict(_) => "Conflict",
+        CloudError::UnsupportedMediaType(_) => "UnsupportedMediaType",
         CloudError::QuotaExceeded(_) => "OverQuota",
         CloudError::NotAcceptable(_) => "NotAcceptable",
         CloudError::TooManyRequests { .. } => "TooManyRequests",

@@ -208,6 +208,8 @@ pub fn router(state: AppState, limits: &ServerLimits) -> Router {
         .route_layer(middleware::from_fn(matched_route))
         .fallback(errors::not_found)
         .layer(middleware::from_fn_with_state(limits.body_timeout, whole_body_in_time))
+        // Image data streams, with limits of its own.
+        .merge(image_api::streaming_routes().route_layer(middleware::from_fn(matched_route)))
         // Inside the request-id layer, so the answer to a panicking handler gets its request id too.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(errors::panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), requests))
