@@ -151,6 +151,20 @@ async fn access_taken_away_is_gone_at_the_next_request() {
     assert_eq!(status_of(&first, servers).await, 401);
     assert_eq!(status_of(&second, servers).await, 200, "only the revoked token is gone");
 
+    // Validating a token: its own user may, an admin may, another user may not (Keystone's policy).
+    let validate = |caller: &str, subject: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/identity/v3/auth/tokens", t.url()))
+            .header("x-auth-token", caller)
+            .header("x-subject-token", subject);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let other = new_user_on(&t.admin, &project, "member").await.client(t.url()).await;
+    assert_eq!(validate(second.token(), second.token()).await, 200, "its own user");
+    assert_eq!(validate(t.admin.token(), second.token()).await, 200, "an admin");
+    assert_eq!(validate(other.token(), second.token()).await, 403, "another user");
+    assert_eq!(validate(other.token(), first.token()).await, 404, "a revoked token is not found, for anyone");
+
     // A removed role.
     let user_id = user_id(&t.admin, &login.user).await;
     let grant = format!("/identity/v3/projects/{project}/users/{user_id}/roles/member");

@@ -259,11 +259,16 @@ fn source_of(client: Option<Extension<ClientAddr>>) -> IpAddr {
     client.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ClientAddr(addr))| addr.ip())
 }
 
-/// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts).
-async fn check_token(State(s): State<AppState>, _caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
+/// `GET /auth/tokens`: validates the token in `X-Subject-Token` (for services and for scripts). Another
+/// user's token only an admin validates (Keystone's `identity:validate_token`: the token's own user, or an
+/// admin); a token that is not valid is a 404 for anyone, as in Keystone.
+async fn check_token(State(s): State<AppState>, caller: Auth, headers: axum::http::HeaderMap) -> ApiResult {
     let subject = subject_token(&headers)?;
     let ctx = identity::authenticate(&s.app, subject)
         .map_err(|_| ApiError::identity(CloudError::NotFound("Could not find token.".into())))?;
+    if ctx.user != caller.ctx.user {
+        caller.require(Role::Admin, "identity:validate_token").map_err(ApiError::identity)?;
+    }
     Ok(Json(token_body(&ctx, &s.base_url)).into_response())
 }
 
