@@ -415,9 +415,14 @@ impl Cloud {
         let _ = (&mut self.root_task).await;
     }
 
-    /// Stops every actor (last started first), then the store.
+    /// Stops every actor (last started first), then the store, and lets its file go once the last task
+    /// holding it has ended (a host record's refresh may still be waiting for its commit).
     pub async fn shutdown(self) {
-        let _ = self.root.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
-        self.store.close();
+        let Cloud { root, store, app, metrics, .. } = self;
+        let _ = root.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
+        drop((app, metrics));
+        if !store.close_and_release(Duration::from_secs(5)).await {
+            tracing::warn!("tasks still hold the store 5 s after the shutdown; the data file is released when they end");
+        }
     }
 }

@@ -209,6 +209,21 @@ impl Store {
             let _ = writer.join();
         }
     }
+
+    /// Closes the store and waits, at most `patience`, until this is its last handle, then lets the file go:
+    /// the same process may open it again at once (a task that still held a handle, a write refused by the
+    /// closing, has ended). `false` if handles were still held when the patience ran out.
+    pub async fn close_and_release(self, patience: Duration) -> bool {
+        self.close();
+        let deadline = Instant::now() + patience;
+        while Arc::strong_count(&self.inner) > 1 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
 }
 
 impl Drop for Inner {

@@ -663,3 +663,34 @@ async fn a_stopped_instance_has_its_interfaces_down_and_a_paused_one_answers_not
     wait_until("pwr-1 to answer after its reboot", Duration::from_secs(5), answers).await;
     t.shutdown().await;
 }
+
+// Several threads: nslookup runs as a blocking child process while the cloud, in this runtime, answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_of_a_dhcp_network_resolve_each_other_by_name_through_dnsmasq() {
+    let Some(lab) = Lab::new("dns") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    add_network(
+        &t,
+        json!({"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101", "dns1": "192.0.2.53"}),
+    )
+    .await;
+    let user = t.user_in_mode("flat_dhcp", "member").await;
+    let (a, b) = (boot_active(&user, "dns-a").await, boot_active(&user, "dns-b").await);
+    for s in [&a, &b] {
+        wait_for_address(&lab, s, fixed_ip(s), 24).await;
+    }
+    let ns = lab.instance(&id_of(&a));
+    for name in ["dns-b", "dns-b.novalocal"] {
+        let answer = lab.exec(&ns, "busybox", &["nslookup", name, "10.1.0.1"]).unwrap_or_else(|e| e);
+        assert!(answer.contains(&fixed_ip(&b).to_string()), "{name}: {answer}");
+    }
+    let unknown = lab.exec(&ns, "busybox", &["nslookup", "nobody.novalocal", "10.1.0.1"]).unwrap_or_else(|e| e);
+    assert!(unknown.contains("NXDOMAIN"), "an unknown name under the domain does not exist: {unknown}");
+
+    // DHCP told the instance its domain, its network's DNS server first, then dns1.
+    let netns = t.cloud.netns.as_ref().unwrap();
+    let resolv = netns.instance_dir(id_of(&a).parse().unwrap()).join("resolv.conf");
+    let resolv = std::fs::read_to_string(&resolv).unwrap_or_else(|e| panic!("{}: {e}", resolv.display()));
+    assert_eq!(resolv, "search novalocal\nnameserver 10.1.0.1\nnameserver 192.0.2.53\n");
+    t.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! The `netns` virt driver: an instance is a Linux network namespace named after it, with a veth pair (the
 //! host end on its network's bridge, the guest end `eth0` with its MAC). Flat networks get the address
 //! injected (an interfaces file written for the instance, then applied); DHCP networks run `busybox udhcpc`
-//! inside the namespace. Optionally `busybox httpd` answers with the instance's name, so tests and operators
+//! inside the namespace, which writes the instance's `resolv.conf` into its directory. Optionally `busybox httpd` answers with the instance's name, so tests and operators
 //! can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`) and
 //! enforces the host's security groups on them (`ip nimbus-firewall`), as nova's compute firewall did; both
 //! tables are replaced together, in one batch, whenever a port or the firewall changes.
@@ -56,7 +56,12 @@ case \"$1\" in
   deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;
   bound|renew)
     ip addr replace \"$ip/$mask\" dev \"$interface\"
-    if [ -n \"$router\" ]; then ip route replace default via \"${router%% *}\" dev \"$interface\"; fi ;;
+    if [ -n \"$router\" ]; then ip route replace default via \"${router%% *}\" dev \"$interface\"; fi
+    # The guest's resolv.conf, kept in its directory (the namespace shares the host's /etc).
+    if [ -n \"$NIMBUS_RESOLV_CONF\" ]; then
+      { if [ -n \"$domain\" ]; then echo \"search $domain\"; fi
+        for server in $dns; do echo \"nameserver $server\"; done; } > \"$NIMBUS_RESOLV_CONF\"
+    fi ;;
 esac
 exit 0
 ";
@@ -142,7 +147,8 @@ impl NetnsDriver {
         format!("{}{id}", self.config.prefix)
     }
 
-    fn instance_dir(&self, id: InstanceId) -> PathBuf {
+    /// Where an instance's files are: its spec, interfaces file, logs, web root and `resolv.conf`.
+    pub fn instance_dir(&self, id: InstanceId) -> PathBuf {
         self.config.state_dir.join("instances").join(id.to_string())
     }
 
@@ -278,6 +284,7 @@ impl NetnsDriver {
             let log = std::fs::File::create(dir.join(format!("udhcpc-{eth}.log")))
                 .map_err(KernelError::io("create the DHCP client log"))?;
             let mut command = process::command_in(Some(&ns), "busybox", &args);
+            command.env("NIMBUS_RESOLV_CONF", dir.join("resolv.conf"));
             command.stdout(log.try_clone().map_err(KernelError::io("log"))?).stderr(log);
             command.spawn().map_err(KernelError::io("start udhcpc"))?;
         }

@@ -44,6 +44,9 @@ pub struct Segment {
     pub gateway: Ipv4Addr,
     /// FlatDHCP / VLAN: the server's address and its host entries.
     pub dhcp: Option<(Ipv4Addr, BTreeSet<DhcpHost>)>,
+    /// The network's `dns1` / `dns2`: where its DNS server sends the names it does not know, and handed
+    /// out to its instances after that server.
+    pub dns_servers: Vec<Ipv4Addr>,
 }
 
 /// A network's bridge and segment on a compute host (multi_host): no addresses, no DHCP server; those stay
@@ -275,6 +278,7 @@ pub(crate) mod contract {
             vlan: None,
             cidr,
             gateway,
+            dns_servers: Vec::new(),
             dhcp: dhcp.then(|| {
                 let host = DhcpHost {
                     mac: format!("fa:16:3e:00:00:{n:02x}"),

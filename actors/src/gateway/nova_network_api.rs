@@ -131,11 +131,15 @@ async fn show_network(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateNetwork {
     network: NewNetwork,
 }
 
+/// What an `os-networks` create may ask for; a field nimbus does not apply (`mtu`, `cidr_v6`, `priority`,
+/// …) is a 400, never dropped.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NewNetwork {
     label: String,
     cidr: String,

@@ -38,11 +38,18 @@ impl DhcpFiles {
     }
 }
 
-/// dnsmasq's arguments for `segment`'s DHCP server: DHCP only (no DNS), static leases from the hosts file,
-/// bound to the bridge and the server address only, every lease change reported through the script.
+/// The domain instances' names are under (nova's `dhcp_domain`): `vm1.novalocal`.
+pub const DHCP_DOMAIN: &str = "novalocal";
+
+/// dnsmasq's arguments for `segment`'s DHCP server: static leases from the hosts file, bound to the bridge
+/// and the server address only, every lease change reported through the script. It serves DNS too: the
+/// instances' names (`vm1`, `vm1.novalocal`, from their leases) itself, other names through the network's
+/// `dns1` / `dns2` (never the host's resolv.conf); the instances are told it first, then `dns1` / `dns2`.
 pub fn args(segment: &Segment, server: Ipv4Addr, files: &DhcpFiles) -> Vec<String> {
     let path = |p: PathBuf| p.display().to_string();
-    vec![
+    let nameservers: Vec<String> =
+        std::iter::once(server).chain(segment.dns_servers.iter().copied()).map(|a| a.to_string()).collect();
+    let mut args = vec![
         "--keep-in-foreground".into(),
         "--strict-order".into(),
         "--bind-interfaces".into(),
@@ -51,7 +58,9 @@ pub fn args(segment: &Segment, server: Ipv4Addr, files: &DhcpFiles) -> Vec<Strin
         format!("--listen-address={server}"),
         format!("--interface={}", segment.bridge),
         "--except-interface=lo".into(),
-        "--port=0".into(),
+        format!("--domain={DHCP_DOMAIN}"),
+        format!("--local=/{DHCP_DOMAIN}/"),
+        format!("--dhcp-option=6,{}", nameservers.join(",")),
         format!("--dhcp-range=set:nimbus,{},static,{},{}s", segment.cidr.network(), segment.cidr.mask(), LEASE_SECS),
         format!("--dhcp-lease-max={}", segment.cidr.size()),
         format!("--dhcp-option=3,{}", segment.gateway),
@@ -60,7 +69,9 @@ pub fn args(segment: &Segment, server: Ipv4Addr, files: &DhcpFiles) -> Vec<Strin
         "--leasefile-ro".into(),
         "--no-hosts".into(),
         "--no-resolv".into(),
-    ]
+    ];
+    args.extend(segment.dns_servers.iter().map(|dns| format!("--server={dns}")));
+    args
 }
 
 /// The hosts file: one `mac,hostname,ip` line per instance.
@@ -97,7 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_command_line_serves_static_leases_on_the_bridge_only() {
+    fn the_command_line_serves_static_leases_and_names_on_the_bridge_only() {
         let network = NetworkId::generate();
         let segment = Segment {
             network,
@@ -108,13 +119,17 @@ mod tests {
             cidr: "10.0.0.0/24".parse().unwrap(),
             gateway: "10.0.0.1".parse().unwrap(),
             dhcp: None,
+            dns_servers: vec!["192.0.2.53".parse().unwrap()],
         };
         let files = DhcpFiles::new(Path::new("/var/lib/nimbus/dataplane"), network);
         let args = args(&segment, "10.0.0.1".parse().unwrap(), &files);
         for expected in [
             "--listen-address=10.0.0.1",
             "--interface=br100",
-            "--port=0",
+            "--domain=novalocal",
+            "--local=/novalocal/",
+            "--dhcp-option=6,10.0.0.1,192.0.2.53",
+            "--server=192.0.2.53",
             "--dhcp-range=set:nimbus,10.0.0.0,static,255.255.255.0,600s",
             "--dhcp-lease-max=256",
             "--leasefile-ro",
@@ -122,6 +137,7 @@ mod tests {
             assert!(args.iter().any(|a| a == expected), "missing {expected} in {args:?}");
         }
         assert!(args.contains(&format!("--dhcp-hostsfile=/var/lib/nimbus/dataplane/dhcp/{network}/hosts")));
+        assert!(!args.iter().any(|a| a.starts_with("--port")), "DNS on its standard port: {args:?}");
     }
 
     #[test]
