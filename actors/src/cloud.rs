@@ -422,7 +422,9 @@ impl Cloud {
         let _ = root.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10))).await;
         drop((app, metrics));
         if !store.close_and_release(Duration::from_secs(5)).await {
-            tracing::warn!("tasks still hold the store 5 s after the shutdown; the data file is released when they end");
+            tracing::warn!(
+                "tasks still hold the store 5 s after the shutdown; the data file is released when they end"
+            );
         }
     }
 }

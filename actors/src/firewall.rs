@@ -46,6 +46,8 @@ pub struct PublisherState {
     watch: Option<Watch<()>>,
     hosts: HashMap<HostId, Published>,
     parked: Vec<Parked>,
+    /// A commit changed what some firewall is made of, and no recompute has succeeded since.
+    dirty: bool,
 }
 
 pub struct FirewallPublisher;
@@ -106,9 +108,11 @@ impl PublisherState {
     fn tick(&mut self, name: &str) {
         let now = Instant::now();
         self.hosts.retain(|_, known| now.duration_since(known.asked_at) < FORGET_AFTER);
-        if self.watch.as_ref().is_some_and(Watch::changed) {
+        self.dirty |= self.watch.as_ref().is_some_and(Watch::changed);
+        if self.dirty {
             let hosts: Vec<HostId> = self.hosts.keys().cloned().collect();
             let outcome = self.refresh(&hosts).map_err(|e| format!("cannot read the store: {e}"));
+            self.dirty = outcome.is_err();
             introspect::reconciled(name, "firewalls", outcome);
         }
         for parked in std::mem::take(&mut self.parked) {
@@ -140,6 +144,7 @@ impl Actor for FirewallPublisher {
             watch: None,
             hosts: HashMap::new(),
             parked: Vec::new(),
+            dirty: false,
         })
     }
 

@@ -82,7 +82,8 @@ pub fn power_action(task: TaskState) -> Option<PowerAction> {
     POWER_ACTIONS.into_iter().find(|a| power_task(*a) == task)
 }
 
-/// The vm_states a power action may start from (nova's `check_instance_state`).
+/// The vm_states a power action may start from (nova's `check_instance_state`, but for ERROR: nova also
+/// stops and hard-reboots instances in ERROR, and nimbus's have no host left to act on).
 fn power_allowed_from(action: PowerAction) -> &'static [VmState] {
     use VmState::*;
     match action {

@@ -46,6 +46,9 @@ async fn members_create_upload_download_boot_and_delete_their_images() {
     let id = made["id"].as_str().unwrap().to_string();
     assert_eq!((made["status"].as_str(), made["visibility"].as_str()), (Some("queued"), Some("private")), "{made}");
     assert_eq!(status(&eve, Method::GET, &format!("{IMAGES}/{id}"), None).await.0, 404, "another project's");
+    let queued = alice.get(&format!("{IMAGES}?status=queued")).await.unwrap();
+    assert_eq!(queued["images"].as_array().unwrap().len(), 1, "{queued}");
+    assert_eq!(status(&alice, Method::GET, &format!("{IMAGES}?status=killed"), None).await.0, 400);
 
     // No server from an image without data.
     let boot = |image: &str| json!({"server": {"name": "from-mine", "imageRef": image, "flavorRef": "1"}});

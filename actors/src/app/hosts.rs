@@ -16,7 +16,7 @@ use nimbus_storage::{Reads, StoreError, Watch, WriteTx};
 use crate::app::App;
 use crate::app::error::CloudError;
 use crate::app::specs::instance_spec;
-use crate::instance_state::restore_action;
+use crate::instance_state::{power_action, restore_action};
 use crate::timing::Timing;
 
 /// A host and what the instances placed on it use of it, as the store shows them.
@@ -247,9 +247,10 @@ fn placement_in(r: &impl Reads, host: &HostId, restoring: bool) -> Result<Placem
     let mut restore = Vec::new();
     if restoring {
         for id in &instances {
+            // Settled, or under a power action (its conductor then repeats the action on what runs again).
             let settled = r.get(&INSTANCES, id)?.filter(|i| {
                 matches!(i.vm_state, VmState::Active | VmState::Stopped | VmState::Paused | VmState::Suspended)
-                    && i.task_state.is_none()
+                    && i.task_state.is_none_or(|t| power_action(t).is_some())
             });
             if let Some(instance) = settled {
                 let then = restore_action(instance.vm_state);

@@ -30,6 +30,8 @@ pub struct ImageFilters {
     pub ids: Option<Vec<String>>,
     /// `public`, `private`, or `all`.
     pub visibility: Option<String>,
+    /// `active` or `queued`.
+    pub status: Option<ImageStatus>,
 }
 
 /// The images the caller sees that pass `filters`, newest first.
@@ -43,6 +45,7 @@ pub fn list(app: &App, auth: &AuthContext, filters: &ImageFilters) -> Result<Vec
         .filter(|i| filters.name.as_ref().is_none_or(|n| &i.name == n))
         .filter(|i| filters.ids.as_ref().is_none_or(|ids| ids.contains(&i.id.to_string())))
         .filter(|i| filters.visibility.as_deref().is_none_or(|v| v == "all" || (v == "public") == i.public))
+        .filter(|i| filters.status.is_none_or(|s| i.status == s))
         .collect();
     images.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
     Ok(images)

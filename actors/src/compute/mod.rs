@@ -1,7 +1,8 @@
-//! The compute agent: one per host (`compute/host-0003`, topic `compute.host-0003`). It runs and destroys
-//! instances through its virt driver and reports its host to the scheduler at an interval; with every report
-//! it reconciles the driver with what the cloud places here: on start it runs the active instances again,
-//! and every time it destroys what the cloud does not place here (what a cleanup that failed left).
+//! The compute agent: one per host (`compute/host-0003`, topic `compute.host-0003`). It runs, destroys and
+//! powers instances through its virt driver and reports its host to the scheduler at an interval; with every
+//! report it reconciles the driver with what the cloud places here: on start it runs the settled instances
+//! again (a stopped, paused or suspended one put back in its state), and every time it destroys what the
+//! cloud does not place here (what a cleanup that failed left).
 //!
 //! An agent whose driver filters ports also follows the host's firewall: it asks the firewall publisher for
 //! it, again each time an answer comes, and has the driver install every new one.
@@ -155,8 +156,18 @@ pub struct ComputeState {
     report_interval: Duration,
     /// Until the first report: the topic to join after it, and who waits for it.
     before_first_report: Option<(Namespace, Arc<FirstReports>)>,
-    /// The task that keeps the driver's firewall in step, if it filters ports.
-    firewall_follower: Option<tokio::task::JoinHandle<()>>,
+    /// The task that keeps the driver's firewall in step, if it filters ports; it ends with the agent.
+    _firewall_follower: Option<Follower>,
+}
+
+/// A task that lives as long as its agent's state: aborted when the state is dropped, however the agent
+/// ended (a kill skips `post_stop`). The driver keeps what it installed; the next agent follows on from there.
+struct Follower(tokio::task::JoinHandle<()>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub struct ComputeAgent;
@@ -175,7 +186,7 @@ impl Actor for ComputeAgent {
         let name = myself.get_name().unwrap_or_default();
         let firewall_follower = args.driver.filters_ports().then(|| {
             let client = FirewallClient::new(&args.ns, args.timing.call);
-            tokio::spawn(follow_firewall(name.clone(), args.host.clone(), args.driver.clone(), client))
+            Follower(tokio::spawn(follow_firewall(name.clone(), args.host.clone(), args.driver.clone(), client)))
         });
         let state = ComputeState {
             name,
@@ -188,7 +199,7 @@ impl Actor for ComputeAgent {
             restored: false,
             report_interval: args.timing.report_interval,
             before_first_report: Some((args.ns, args.first_reports)),
-            firewall_follower,
+            _firewall_follower: firewall_follower,
         };
         // Registered and reconciled before it takes work: it joins its topic after its first report (if the
         // scheduler cannot be reached then, the timer tries again). That report is its first message, not
@@ -218,10 +229,6 @@ impl Actor for ComputeAgent {
         // supervisor, still starting, restarts it only once the wait is over.
         if let Some((_, first_reports)) = state.before_first_report.take() {
             first_reports.settled(&state.host);
-        }
-        // The driver keeps what it installed; the next agent follows on from there.
-        if let Some(follower) = state.firewall_follower.take() {
-            follower.abort();
         }
         Ok(())
     }

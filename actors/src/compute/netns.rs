@@ -159,7 +159,7 @@ impl NetnsDriver {
             Some(ports) => filters.ports.insert(id, ports),
             None => filters.ports.remove(&id),
         };
-        self.apply_filters(&filters).await
+        self.apply_filters(&filters.ports, &filters.firewall).await
     }
 
     /// Installs `firewall` (saved first, so a restart renders it again) and replaces the filter tables. The
@@ -169,35 +169,43 @@ impl NetnsDriver {
         if filters.firewall == firewall {
             return Ok(());
         }
+        // Recorded only once in the kernel: a failed apply is tried again with the next ask.
+        self.apply_filters(&filters.ports, &firewall).await?;
         let path = self.config.state_dir.join(FIREWALL_FILE);
         let partial = path.with_extension("json.partial");
         std::fs::write(&partial, serde_json::to_vec(&firewall).expect("a firewall serializes"))
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(KernelError::io(format!("save {}", path.display())))?;
         filters.firewall = firewall;
-        self.apply_filters(&filters).await
+        Ok(())
     }
 
     /// Replaces the anti-spoofing and the security-group tables in one batch.
-    async fn apply_filters(&self, filters: &Filters) -> Result<(), KernelError> {
+    async fn apply_filters(
+        &self,
+        ports: &BTreeMap<InstanceId, Vec<PortFilter>>,
+        firewall: &HostFirewall,
+    ) -> Result<(), KernelError> {
         let netns = self.config.host_netns.clone();
+        let all: Vec<PortFilter> = ports.values().flatten().cloned().collect();
         // Bridged frames reach the ip family's hooks, where the firewall tracks connections, only through
-        // br_netfilter.
-        crate::kernel::in_netns(netns.as_deref(), || {
-            let setting = "net.bridge.bridge-nf-call-iptables";
-            if !std::path::Path::new(&format!("/proc/sys/{}", setting.replace('.', "/"))).exists() {
-                return Err(KernelError::Unsupported(
-                    "bridged traffic cannot be filtered: br_netfilter is not loaded (modprobe br_netfilter)".into(),
-                ));
-            }
-            netlink::set_sysctl(setting, "1")
-        })
-        .await?;
-        let all: Vec<PortFilter> = filters.ports.values().flatten().cloned().collect();
+        // br_netfilter (needed only while there are ports to filter: the last destroy needs no module).
+        if !all.is_empty() {
+            crate::kernel::in_netns(netns.as_deref(), || {
+                let setting = "net.bridge.bridge-nf-call-iptables";
+                if !std::path::Path::new(&format!("/proc/sys/{}", setting.replace('.', "/"))).exists() {
+                    return Err(KernelError::Unsupported(
+                        "bridged traffic cannot be filtered: br_netfilter is not loaded (modprobe br_netfilter)".into(),
+                    ));
+                }
+                netlink::set_sysctl(setting, "1")
+            })
+            .await?;
+        }
         let mut batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&all).as_deref());
         batch.push_str(&nft::replace_table(
             firewall::FIREWALL_TABLE,
-            firewall::firewall_body(&all, &filters.firewall).as_deref(),
+            firewall::firewall_body(&all, firewall).as_deref(),
         ));
         nft::apply(netns.as_deref(), &batch).await
     }

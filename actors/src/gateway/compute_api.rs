@@ -179,9 +179,9 @@ fn flavor_view<'a>(f: &'a Flavor, base: &str, detail: bool) -> FlavorView<'a> {
     }
 }
 
-/// The flavor list's parameters; `is_public` other than `true` is an admin's (nova shows the others only the
-/// public flavors).
-fn flavor_query(raw: &HashMap<String, String>, auth: &Auth) -> Result<flavors::FlavorQuery, ApiError> {
+/// The flavor list's parameters. `is_public=none` is every flavor the caller may use, `false` the private
+/// ones: for anyone but an admin (nimbus keeps no flavor access lists) those are the public ones, and none.
+fn flavor_query(raw: &HashMap<String, String>) -> Result<flavors::FlavorQuery, ApiError> {
     let number = |key: &str| -> Result<Option<u64>, ApiError> {
         raw.get(key)
             .map(|v| v.parse().map_err(|_| bad_request(format!("Invalid {key} {v:?}: it is a non-negative integer."))))
@@ -194,9 +194,6 @@ fn flavor_query(raw: &HashMap<String, String>, auth: &Auth) -> Result<flavors::F
         Some(v) if ["0", "f", "false", "off", "n", "no"].contains(&v) => Some(false),
         Some(v) => return Err(bad_request(format!("Invalid is_public {v:?}: it is true, false or none."))),
     };
-    if is_public != Some(true) {
-        auth.require(Role::Admin, "os_compute_api:flavors:list-private").map_err(ApiError::compute)?;
-    }
     let descending = match raw.get("sort_dir").map(String::as_str) {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -214,8 +211,11 @@ fn flavor_query(raw: &HashMap<String, String>, auth: &Auth) -> Result<flavors::F
 }
 
 fn list_flavors(s: &AppState, auth: &Auth, raw: &HashMap<String, String>, detail: bool) -> ApiResult {
-    let query = flavor_query(raw, auth)?;
-    let all = flavors::list(&s.app).map_err(ApiError::compute)?;
+    let query = flavor_query(raw)?;
+    let mut all = flavors::list(&s.app).map_err(ApiError::compute)?;
+    if !auth.is_admin() {
+        all.retain(|f| f.is_public);
+    }
     let all = flavors::select(all, &query).map_err(bad_request)?;
     #[derive(Serialize)]
     struct Body<'a> {
@@ -469,7 +469,7 @@ fn policy_of(action: &ServerAction) -> &'static str {
 
 /// A reboot's `type`.
 fn reboot_of(kind: &str) -> Result<PowerAction, CloudError> {
-    match kind {
+    match kind.to_ascii_uppercase().as_str() {
         "SOFT" => Ok(PowerAction::SoftReboot),
         "HARD" => Ok(PowerAction::HardReboot),
         other => Err(CloudError::BadRequest(format!("Invalid reboot type {other:?}: it is SOFT or HARD."))),

@@ -120,6 +120,16 @@ async fn list_images(State(s): State<AppState>, auth: Auth, Query(q): Query<Hash
         // `id=in:a,b` is how the CLI fetches the images of a server list at once.
         ids: q.get("id").map(|v| v.strip_prefix("in:").unwrap_or(v).split(',').map(str::to_string).collect()),
         visibility: q.get("visibility").cloned(),
+        status: match q.get("status").map(String::as_str) {
+            None => None,
+            Some("active") => Some(ImageStatus::Active),
+            Some("queued") => Some(ImageStatus::Queued),
+            Some(other) => {
+                return Err(ApiError::image(CloudError::BadRequest(format!(
+                    "Invalid status {other:?}: nimbus images are queued (waiting for their data) or active."
+                ))));
+            }
+        },
     };
     let images = images::list(&s.app, &auth.ctx, &filters).map_err(ApiError::image)?;
     #[derive(Serialize)]

@@ -82,6 +82,17 @@ pub fn nat_body(nat: &NatTable) -> Option<String> {
         let ranges: Vec<String> = nat.fixed_ranges.iter().map(|r| r.to_string()).collect();
         let _ = writeln!(b, "  set fixed {{ type ipv4_addr; flags interval; elements = {{ {} }} }}", ranges.join(", "));
     }
+    // Every network's bridge (each has its metadata redirect). Outbound SNAT is for what an instance sends
+    // to be routed, which arrives on its bridge; a frame bridged within a network (br_netfilter hands those
+    // to these hooks too, for the security groups) has no input device at postrouting and is left alone.
+    let bridges: std::collections::BTreeSet<&str> = nat.metadata.iter().map(|m| m.bridge.as_str()).collect();
+    let routed = if bridges.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = bridges.iter().map(|b| format!("\"{b}\"")).collect();
+        let _ = writeln!(b, "  set bridges {{ type ifname; elements = {{ {} }} }}", names.join(", "));
+        "iifname @bridges ".to_string()
+    };
     let mut dnat = String::new();
     for f in &nat.floating {
         let _ = writeln!(dnat, "    ip daddr {} dnat to {}", f.floating, f.fixed);
@@ -103,9 +114,9 @@ pub fn nat_body(nat: &NatTable) -> Option<String> {
     let _ = writeln!(b, "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;");
     if !nat.fixed_ranges.is_empty() {
         for f in &nat.floating {
-            let _ = writeln!(b, "    ip saddr {} ip daddr != @fixed snat to {}", f.fixed, f.floating);
+            let _ = writeln!(b, "    {routed}ip saddr {} ip daddr != @fixed snat to {}", f.fixed, f.floating);
         }
-        let _ = writeln!(b, "    ip saddr @fixed ip daddr != @fixed masquerade");
+        let _ = writeln!(b, "    {routed}ip saddr @fixed ip daddr != @fixed masquerade");
         // Hairpin: an instance reaching a floating address of its own network must see the answer come back
         // through the router, not straight from the neighbour.
         for range in &nat.fixed_ranges {
@@ -208,9 +219,10 @@ mod tests {
         for line in [
             "elements = { 10.0.0.0/24, 10.1.0.0/24 }",
             "ip daddr 203.0.113.20 dnat to 10.0.0.2",
-            "ip saddr 10.0.0.2 ip daddr != @fixed snat to 203.0.113.20",
+            "set bridges { type ifname; elements = { \"br100\" } }",
+            "iifname @bridges ip saddr 10.0.0.2 ip daddr != @fixed snat to 203.0.113.20",
             "fib daddr type local udp dport 1000 dnat to 10.1.0.2:1194",
-            "ip saddr @fixed ip daddr != @fixed masquerade",
+            "iifname @bridges ip saddr @fixed ip daddr != @fixed masquerade",
             "ip saddr 10.0.0.0/24 ip daddr != 10.0.0.0/24 ip daddr @fixed drop",
             "ct status dnat ct original ip daddr . ct reply ip saddr { 203.0.113.20 . 10.0.0.2 } accept",
             "ct status dnat ip daddr @fixed drop",
