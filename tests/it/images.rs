@@ -59,6 +59,15 @@ async fn members_create_upload_download_boot_and_delete_their_images() {
     // Upload: the media type is checked, the data taken once, its size and checksums recorded.
     let data: Vec<u8> = (0..3 * 1024 * 1024).map(|n: u32| (n % 251) as u8).collect();
     assert_eq!(put_data(&alice, &id, "application/json", data.clone()).await, 415);
+    let oversized = reqwest::Client::new()
+        .put(format!("{}{IMAGES}/{id}/file", alice.base()))
+        .header("X-Auth-Token", alice.token())
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Length", (65u64 << 30).to_string())
+        .body(Vec::new())
+        .send()
+        .await;
+    assert_eq!(oversized.unwrap().status().as_u16(), 413, "an announced 65 GiB is refused before its body");
     assert_eq!(put_data(&eve, &id, "application/octet-stream", data.clone()).await, 404);
     assert_eq!(put_data(&alice, &id, "application/octet-stream", data.clone()).await, 204);
     assert_eq!(put_data(&alice, &id, "application/octet-stream", data.clone()).await, 409, "data is uploaded once");

@@ -217,6 +217,14 @@ async fn upload(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, r
             "Image data is sent as application/octet-stream, not {content_type:?}."
         ))));
     }
+    // A body announced larger than the cap is refused before a byte is written.
+    let announced = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > images::MAX_IMAGE_BYTES) {
+        return Err(ApiError::image(CloudError::PayloadTooLarge(format!(
+            "An image is at most {} GiB.",
+            images::MAX_IMAGE_BYTES >> 30
+        ))));
+    }
     // Each chunk must come before the bytes so far stop buying time at the minimum rate.
     let started = tokio::time::Instant::now();
     let body = request.into_body().into_data_stream();
