@@ -1,6 +1,7 @@
-//! The steps a conductor persists for builds, deletes and power actions (the saga log is the `operations` table). Each is one
-//! transaction, guarded by "is it still ours" (the operation is still this build, the instance still on this
-//! host), so a step repeated after a crash, or overtaken by a delete, changes nothing it should not.
+//! The steps a conductor persists for builds, deletes and power actions (the saga log is the `operations`
+//! table). Each is one transaction, guarded by "is it still ours" (the operation is still this build or
+//! power action, the instance still on this host), so a step repeated after a crash, or overtaken by a
+//! delete, changes nothing it should not.
 
 use nimbus_protocol::compute::InstanceSpec;
 use nimbus_protocol::ids::{HostId, InstanceId, ProjectId};

@@ -31,10 +31,12 @@ pub struct HostUsage {
 
 /// The instances placed on `host`, in the order of their ids.
 pub fn instances_on(app: &App, host: &HostId) -> Result<Vec<Instance>, StoreError> {
-    app.store.read(|r| {
-        let ids = r.index_get(&INSTANCES_BY_HOST, host)?;
-        Ok(ids.iter().map(|id| r.get(&INSTANCES, id)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
-    })
+    app.store.read(|r| instances_on_in(r, host))
+}
+
+pub(crate) fn instances_on_in(r: &impl Reads, host: &HostId) -> Result<Vec<Instance>, StoreError> {
+    let ids = r.index_get(&INSTANCES_BY_HOST, host)?;
+    Ok(ids.iter().map(|id| r.get(&INSTANCES, id)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
 }
 
 /// The uptime line of `host`'s machine, from its agent.

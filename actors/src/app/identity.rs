@@ -37,7 +37,7 @@ impl AuthContext {
 }
 
 fn token_key(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::app::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 fn validate_name(kind: &str, name: &str) -> Result<(), CloudError> {
@@ -230,7 +230,7 @@ async fn login_as(
     guard.succeeded(&subject);
     let mut secret_bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut secret_bytes);
-    let secret: String = secret_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = crate::app::hex(&secret_bytes);
     let issued_at = now_ms();
     let expires_at = issued_at + app.timing.token_ttl.as_millis() as u64;
     let token = Token { user: user.id, project: project.id, user_epoch: user.token_epoch, issued_at, expires_at };

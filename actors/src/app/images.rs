@@ -13,9 +13,9 @@ use nimbus_storage::{Reads, StoreError};
 use sha2::{Digest, Sha512};
 use tokio::io::AsyncWriteExt;
 
-use crate::app::App;
 use crate::app::error::CloudError;
 use crate::app::identity::AuthContext;
+use crate::app::{App, hex};
 
 /// Whether the caller may see (and boot) the image.
 pub fn visible(auth: &AuthContext, i: &Image) -> bool {
@@ -184,10 +184,6 @@ async fn write_data<B: AsRef<[u8]>>(
     }
     file.sync_all().await.map_err(io)?;
     Ok((size, hex(&md5.finalize()), hex(&sha512.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where the image's data is, if it has any (the catalog's own images are records only), with its size.

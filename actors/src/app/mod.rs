@@ -50,6 +50,11 @@ use nimbus_storage::{Store, StoreStats};
 use crate::app::login_guard::LoginGuard;
 use crate::timing::Timing;
 
+/// Lowercase hexadecimal, as digests and token secrets are written.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The application layer of one cloud: its store, and how to reach its workers. Cheap to clone.
 #[derive(Clone)]
 pub struct App {

@@ -9,13 +9,13 @@ use nimbus_protocol::firewall::{FilterRule, Flow, HostFirewall, Peer, Protocol};
 use nimbus_protocol::ids::{HostId, InstanceId, ProjectId, SecurityGroupId, SecurityRuleId};
 use nimbus_storage::records::{Direction, Instance, IpProtocol, Remote, SecurityGroup, SecurityRule, now_ms};
 use nimbus_storage::schema::{
-    self, INSTANCES, INSTANCES_BY_HOST, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
+    self, INSTANCES, SECURITY_GROUP_MEMBERS, SECURITY_GROUP_NAMES, SECURITY_GROUPS, SECURITY_RULES,
 };
 use nimbus_storage::{Pair, Reads, StoreError, Watch, WriteTx};
 
 use crate::app::App;
 use crate::app::error::CloudError;
-use crate::app::quota;
+use crate::app::{hosts, quota};
 use crate::names::name_problem;
 use crate::security_rules::{RuleRequest, rule_from};
 
@@ -388,8 +388,7 @@ pub fn host_firewalls(app: &App, hosts: &[HostId]) -> Result<BTreeMap<HostId, Ho
         let mut firewalls = BTreeMap::new();
         for host in hosts {
             let mut firewall = HostFirewall::default();
-            for id in r.index_get(&INSTANCES_BY_HOST, host)? {
-                let Some(instance) = r.get(&INSTANCES, &id)? else { continue };
+            for instance in hosts::instances_on_in(r, host)? {
                 if instance.interfaces.is_empty() {
                     continue;
                 }
@@ -403,7 +402,7 @@ pub fn host_firewalls(app: &App, hosts: &[HostId]) -> Result<BTreeMap<HostId, Ho
                         firewall.groups.insert(*group, rules.clone());
                     }
                 }
-                firewall.instances.insert(id, instance.security_groups.clone());
+                firewall.instances.insert(instance.id, instance.security_groups.clone());
             }
             let peers: BTreeSet<SecurityGroupId> = firewall
                 .groups

@@ -240,54 +240,27 @@ impl Actor for ComputeAgent {
         state: &mut ComputeState,
     ) -> Result<(), ActorProcessingErr> {
         introspect::handled(&myself.get_cell());
-        // Builds and destroys run on their own tasks: one slow spawn does not hold up the others.
+        // Builds, destroys and power actions run on their own tasks (`spawn_step`).
         match msg {
             ComputeMsg::Build(Wire(Traced { trace, body: spec }), reply) => {
                 let driver = state.driver.clone();
                 let span = tracing::info_span!("build", request_id = %trace, actor = %state.name, instance = %spec.id);
-                tokio::spawn(
-                    async move {
-                        // A failed spawn leaves nothing behind (the driver contract), ready for another host.
-                        let outcome = driver.spawn(spec).await;
-                        match &outcome {
-                            Ok(()) => tracing::info!("instance spawned"),
-                            Err(e) => tracing::warn!(cause = %chain(e), "spawn failed"),
-                        }
-                        let _ = reply.send(Wire(outcome));
-                    }
-                    .instrument(span),
-                );
+                // A failed spawn leaves nothing behind (the driver contract), ready for another host.
+                let step = async move { driver.spawn(spec).await };
+                spawn_step(span, ("instance spawned", "spawn failed"), step, reply);
             }
             ComputeMsg::Destroy(Wire(Traced { trace, body: id }), reply) => {
                 let driver = state.driver.clone();
                 let span = tracing::info_span!("destroy", request_id = %trace, actor = %state.name, instance = %id);
-                tokio::spawn(
-                    async move {
-                        let outcome = driver.destroy(id).await;
-                        match &outcome {
-                            Ok(()) => tracing::info!("instance destroyed"),
-                            Err(e) => tracing::warn!(cause = %chain(e), "destroy failed"),
-                        }
-                        let _ = reply.send(Wire(outcome));
-                    }
-                    .instrument(span),
-                );
+                let step = async move { driver.destroy(id).await };
+                spawn_step(span, ("instance destroyed", "destroy failed"), step, reply);
             }
             ComputeMsg::Power(Wire(Traced { trace, body: (id, action) }), reply) => {
                 let driver = state.driver.clone();
                 let span =
                     tracing::info_span!("power", request_id = %trace, actor = %state.name, instance = %id, ?action);
-                tokio::spawn(
-                    async move {
-                        let outcome = driver.power(id, action).await;
-                        match &outcome {
-                            Ok(()) => tracing::info!("power action done"),
-                            Err(e) => tracing::warn!(cause = %chain(e), "power action failed"),
-                        }
-                        let _ = reply.send(Wire(outcome));
-                    }
-                    .instrument(span),
-                );
+                let step = async move { driver.power(id, action).await };
+                spawn_step(span, ("power action done", "power action failed"), step, reply);
             }
             ComputeMsg::Uptime(reply) => {
                 let _ = reply.send(Wire(machine_uptime()));
@@ -302,6 +275,27 @@ impl Actor for ComputeAgent {
         }
         Ok(())
     }
+}
+
+/// Runs one driver step on a task of its own (one slow spawn does not hold up the others), logs how it ended
+/// (`said`: the words for done and for failed) and answers `reply` with it.
+fn spawn_step(
+    span: tracing::Span,
+    said: (&'static str, &'static str),
+    step: impl std::future::Future<Output = Result<(), VirtError>> + Send + 'static,
+    reply: ractor::RpcReplyPort<compute::StepReply>,
+) {
+    tokio::spawn(
+        async move {
+            let outcome = step.await;
+            match &outcome {
+                Ok(()) => tracing::info!("{}", said.0),
+                Err(e) => tracing::warn!(cause = %chain(e), "{}", said.1),
+            }
+            let _ = reply.send(Wire(outcome));
+        }
+        .instrument(span),
+    );
 }
 
 /// The uptime line of the machine the agent runs on, from `/proc` (what a host's hypervisor runs on; a

@@ -1,8 +1,8 @@
 //! The `netns` virt driver: an instance is a Linux network namespace named after it, with a veth pair (the
 //! host end on its network's bridge, the guest end `eth0` with its MAC). Flat networks get the address
 //! injected (an interfaces file written for the instance, then applied); DHCP networks run `busybox udhcpc`
-//! inside the namespace, which writes the instance's `resolv.conf` into its directory. Optionally `busybox httpd` answers with the instance's name, so tests and operators
-//! can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`) and
+//! inside the namespace, which writes the instance's `resolv.conf` into its directory. Optionally `busybox
+//! httpd` answers with the instance's name, so tests and operators can check reachability. The driver also keeps each port's anti-spoofing rules (`bridge nimbus`) and
 //! enforces the host's security groups on them (`ip nimbus-firewall`), as nova's compute firewall did; both
 //! tables are replaced together, in one batch, whenever a port or the firewall changes.
 
@@ -36,6 +36,8 @@ pub struct NetnsConfig {
 pub struct NetnsDriver {
     config: NetnsConfig,
     filters: tokio::sync::Mutex<Filters>,
+    /// Set once the host namespace hands bridged frames to the ip family's hooks (br_netfilter).
+    bridged_filtering: tokio::sync::OnceCell<()>,
 }
 
 /// What the filter tables are rendered from, whole.
@@ -140,7 +142,8 @@ impl NetnsDriver {
             .ok()
             .and_then(|saved| serde_json::from_slice(&saved).ok())
             .unwrap_or_default();
-        Ok(NetnsDriver { config, filters: tokio::sync::Mutex::new(Filters { ports, firewall }) })
+        let filters = tokio::sync::Mutex::new(Filters { ports, firewall });
+        Ok(NetnsDriver { config, filters, bridged_filtering: tokio::sync::OnceCell::new() })
     }
 
     pub fn namespace(&self, id: InstanceId) -> String {
@@ -191,16 +194,20 @@ impl NetnsDriver {
         // Bridged frames reach the ip family's hooks, where the firewall tracks connections, only through
         // br_netfilter (needed only while there are ports to filter: the last destroy needs no module).
         if !all.is_empty() {
-            crate::kernel::in_netns(netns.as_deref(), || {
-                let setting = "net.bridge.bridge-nf-call-iptables";
-                if !std::path::Path::new(&format!("/proc/sys/{}", setting.replace('.', "/"))).exists() {
-                    return Err(KernelError::Unsupported(
-                        "bridged traffic cannot be filtered: br_netfilter is not loaded (modprobe br_netfilter)".into(),
-                    ));
-                }
-                netlink::set_sysctl(setting, "1")
-            })
-            .await?;
+            self.bridged_filtering
+                .get_or_try_init(|| {
+                    crate::kernel::in_netns(netns.as_deref(), || {
+                        let setting = "net.bridge.bridge-nf-call-iptables";
+                        if !std::path::Path::new(&format!("/proc/sys/{}", setting.replace('.', "/"))).exists() {
+                            return Err(KernelError::Unsupported(
+                                "bridged traffic cannot be filtered: br_netfilter is not loaded (modprobe br_netfilter)"
+                                    .into(),
+                            ));
+                        }
+                        netlink::set_sysctl(setting, "1")
+                    })
+                })
+                .await?;
         }
         let mut batch = nft::replace_table(nft::PORT_TABLE, nft::port_body(&all).as_deref());
         batch.push_str(&nft::replace_table(
@@ -248,7 +255,7 @@ impl NetnsDriver {
         })
         .await?;
 
-        // Guest side: eth<n> with the instance's MAC; flat addresses injected.
+        // Guest side: eth<n> with the instance's MAC and its bridge's MTU, then up with flat addresses injected.
         let interfaces = interfaces_file(&spec.interfaces);
         std::fs::write(dir.join("interfaces"), &interfaces).map_err(KernelError::io("write the interfaces file"))?;
         let nics = spec.interfaces.clone();
@@ -259,17 +266,12 @@ impl NetnsDriver {
                 if let Some(guest) = netlink::link(&h, &guest_port(id, n)).await? {
                     netlink::rename_and_set_mac(&h, guest.header.index, &eth, netlink::parse_mac(&nic.mac)?).await?;
                 }
-                let index = netlink::index(&h, &eth).await?;
-                netlink::set_mtu(&h, index, mtus[n]).await?;
-                netlink::set_up(&h, index, &eth).await?;
-                if nic.addressing == Addressing::Injected {
-                    netlink::add_address(&h, index, nic.address, nic.cidr.prefix(), None).await?;
-                    netlink::set_default_route(&h, nic.gateway).await?;
-                }
+                netlink::set_mtu(&h, netlink::index(&h, &eth).await?, mtus[n]).await?;
             }
             Ok(())
         })
         .await?;
+        self.set_guest_links(&spec, true).await?;
         self.set_ports(spec.id, Some(port_filters(&spec))).await?;
         self.start_guest(&spec).await?;
         std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{NetworkId, SecurityGroupId};
 use nimbus_storage::records::{Flavor, Instance, Role};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,6 @@ use crate::app::flavors;
 use crate::app::security_groups;
 use crate::app::servers::{self, NewServers, ServerFilters};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
-use nimbus_protocol::compute::PowerAction;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -254,10 +254,7 @@ async fn show_flavor(State(s): State<AppState>, _auth: Auth, Path(id): Path<Stri
 /// Nova's `hostId`: the host, hashed with the project, so projects cannot compare hosts.
 fn host_id(instance: &Instance) -> String {
     match &instance.host {
-        Some(host) => Sha224::digest(format!("{}{}", instance.project, host).as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        Some(host) => crate::app::hex(&Sha224::digest(format!("{}{}", instance.project, host).as_bytes())),
         None => String::new(),
     }
 }
