@@ -232,6 +232,7 @@ mod tests {
             allowed_end: None,
             project: None,
             created_at: 0,
+            subnet_name: String::new(),
         };
         for part in parts {
             let (k, v) = part.split_once('=').unwrap();

@@ -10,6 +10,12 @@ pub fn name_problem(kind: &str, name: &str) -> Option<String> {
     (!acceptable).then(|| format!("A {kind} name must be 1 to 255 printable characters, not only spaces."))
 }
 
+/// Why `name` cannot name an optional thing (a port, a subnet), if it cannot: empty is no name, else as
+/// [`name_problem`].
+pub fn optional_name_problem(kind: &str, name: &str) -> Option<String> {
+    if name.is_empty() { None } else { name_problem(kind, name) }
+}
+
 /// A DHCP hostname for an instance: lowercase letters, digits and dashes, at most 63 characters (dnsmasq
 /// silently refuses longer ones), never empty.
 pub fn dhcp_hostname(name: &str, id: InstanceId) -> String {

@@ -178,10 +178,24 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
             allowed_end: r.allowed_end,
             project: r.project,
             created_at: now,
+            subnet_name: String::new(),
         });
     }
     check_conflicts(&planned, existing)?;
     Ok(planned)
+}
+
+/// The lowest VLAN id from 100 on that no existing network has (a Network API network's segment).
+pub fn free_vlan(existing: &[Network]) -> u32 {
+    let taken: std::collections::BTreeSet<u32> = existing.iter().filter_map(|n| n.vlan).map(u32::from).collect();
+    (100..=MAX_VLAN).find(|v| !taken.contains(v)).unwrap_or(MAX_VLAN + 1)
+}
+
+/// The lowest VPN port from 1000 on that no existing VLAN network's endpoint has.
+pub fn free_vpn_port(existing: &[Network]) -> u32 {
+    let taken: std::collections::BTreeSet<u32> =
+        existing.iter().filter_map(|n| n.vpn.as_ref()).map(|v| u32::from(v.public_port)).collect();
+    (1000..=u32::from(u16::MAX)).find(|p| !taken.contains(p)).unwrap_or(u32::from(u16::MAX))
 }
 
 /// Whether two ranges share an address.

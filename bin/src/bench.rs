@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use nimbus_actors::app::floating_ips::{self, Caller};
 use nimbus_actors::app::servers::{self, NewServers, ServerFilters};
-use nimbus_actors::app::{fixed_ips, identity};
+use nimbus_actors::app::{identity, interfaces};
 use nimbus_actors::cloud::{Cloud, CloudConfig};
 use nimbus_actors::kernel::process;
 use nimbus_protocol::compute::Capacity;
@@ -215,7 +215,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             name: format!("ip-{chunk}"),
             image: image.clone(),
             flavor: "1".into(),
-            networks: Vec::new(),
+            networks: Default::default(),
             count: 100.min(args.fixed - chunk * 100) as u32,
             key_name: None,
             security_groups: Vec::new(),
@@ -243,7 +243,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
     let fixed = run_concurrently(args.fixed, args.concurrency, move |i| {
         let (app, id) = (fixed_app.clone(), ids[i]);
         async move {
-            let changes = fixed_ips::allocate(&app, id).await?;
+            let changes = interfaces::allocate(&app, id).await?;
             NetworkClient::new(app.ns(), app.timing().call).apply(&Trace::none(), changes).await?;
             Ok(())
         }
@@ -996,7 +996,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 name: format!("{}-{chunk}", if chunk % 2 == 0 { "even" } else { "odd" }),
                 image,
                 flavor: "1".into(),
-                networks: Vec::new(),
+                networks: Default::default(),
                 count: 100.min(n - chunk * 100) as u32,
                 key_name: None,
                 security_groups: Vec::new(),

@@ -357,20 +357,45 @@ pub struct Instance {
     pub security_groups: Vec<SecurityGroupId>,
     /// The server's metadata (key-value pairs its users set, shown by the APIs and the metadata service).
     pub metadata: BTreeMap<String, String>,
+    /// The interfaces it was created asking for, which its network step gives it.
+    pub requested_nics: RequestedNics,
+}
+
+/// The interfaces a server create asks for (its `networks`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestedNics {
+    /// One interface, on the network the project's mode gives it (`"auto"`, or no `networks`).
+    #[default]
+    Auto,
+    /// No interface (`"none"`).
+    None,
+    /// These, in this order (`eth0`, `eth1`, …).
+    These(Vec<NicRequest>),
+}
+
+/// One interface a server create asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NicRequest {
+    /// A new port on the network, with this fixed address if one is given.
+    Network { network: NetworkId, address: Option<Ipv4Addr> },
+    /// A port the Network API created, which the instance takes (and gives back when it is deleted).
+    Port(PortId),
 }
 
 impl Record for Instance {
     const KIND: &'static str = "instance";
-    const VERSION: u8 = 4;
+    const VERSION: u8 = 5;
 
-    /// Each version appended one field whose empty value (`None`, an empty list or map) bincode writes as a
-    /// single 0 byte: an older record is the current one without its last fields, and reads as it once
-    /// those bytes are added. Version 2 added `key`, version 3 `security_groups`, version 4 `metadata`.
+    /// Each version appended one field whose empty value (`None`, an empty list or map, an enum's first
+    /// variant) bincode writes as a single 0 byte: an older record is the current one without its last
+    /// fields, and reads as it once those bytes are added. Version 2 added `key`, version 3
+    /// `security_groups`, version 4 `metadata`, version 5 `requested_nics`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         let missing = match version {
-            1 => 3,
-            2 => 2,
-            3 => 1,
+            1 => 4,
+            2 => 3,
+            3 => 2,
+            4 => 1,
             found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
         decode_padded(bytes, missing)
@@ -561,8 +586,54 @@ pub struct Network {
     /// `None` for a network every project of its mode shares (or, in VLAN mode, one not bound yet).
     pub project: Option<ProjectId>,
     pub created_at: Millis,
+    /// The name of its subnet in the Network API, if it was given one (else the subnet shows the label).
+    pub subnet_name: String,
 }
-record!(Network, "network", 1);
+
+impl Record for Network {
+    const KIND: &'static str = "network";
+    const VERSION: u8 = 2;
+
+    /// Version 2 appended `subnet_name` (an empty string is one 0 byte).
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => decode_padded(bytes, 1),
+            found => Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
+        }
+    }
+}
+
+/// A network the Network API created that has no subnet yet: without a range it has no bridge, segment or
+/// addresses. Its subnet's create makes it a [`Network`] with the same id; deleting the subnet makes it bare
+/// again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BareNetwork {
+    pub id: NetworkId,
+    pub label: String,
+    /// The project's mode when it was created; its subnet picks Flat or FlatDHCP by `enable_dhcp`.
+    pub mode: NetworkMode,
+    /// `None` for a network every project of its mode shares (an admin's `shared` network).
+    pub project: Option<ProjectId>,
+    pub created_at: Millis,
+}
+record!(BareNetwork, "bare_network", 1);
+
+/// A port the Network API created: a fixed address and a MAC held on a network, for an instance to take
+/// (`networks: [{"port": …}]`). Its instance, while it has one, keeps the interface; the port outlives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub id: PortId,
+    pub name: String,
+    pub project: ProjectId,
+    pub network: NetworkId,
+    pub network_label: String,
+    pub mac: String,
+    pub address: Ipv4Addr,
+    /// The instance that has it now.
+    pub device: Option<InstanceId>,
+    pub created_at: Millis,
+}
+record!(Port, "port", 1);
 
 /// A fixed address that is in use (allocated to an instance, or still leased after its release), or held
 /// back by the operator. Addresses with no row are free.
@@ -842,6 +913,58 @@ mod tests {
     }
 
     #[test]
+    fn a_network_of_an_older_nimbus_is_read_with_no_subnet_name() {
+        #[derive(Serialize, Deserialize)]
+        struct NetworkV1 {
+            id: NetworkId,
+            label: String,
+            mode: NetworkMode,
+            cidr: Ipv4Network,
+            gateway: Ipv4Addr,
+            bridge: String,
+            bridge_interface: Option<String>,
+            vlan: Option<u16>,
+            dhcp_server: Option<Ipv4Addr>,
+            vpn: Option<VpnEndpoint>,
+            vpn_clients: u32,
+            dns1: Option<Ipv4Addr>,
+            dns2: Option<Ipv4Addr>,
+            multi_host: bool,
+            allowed_start: Option<Ipv4Addr>,
+            allowed_end: Option<Ipv4Addr>,
+            project: Option<ProjectId>,
+            created_at: Millis,
+        }
+        impl Record for NetworkV1 {
+            const KIND: &'static str = "network";
+            const VERSION: u8 = 1;
+        }
+        let old = NetworkV1 {
+            id: NetworkId::generate(),
+            label: "private".into(),
+            mode: NetworkMode::FlatDhcp,
+            cidr: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            bridge: "br100".into(),
+            bridge_interface: None,
+            vlan: None,
+            dhcp_server: Some("10.0.0.1".parse().unwrap()),
+            vpn: None,
+            vpn_clients: 0,
+            dns1: Some("192.0.2.53".parse().unwrap()),
+            dns2: None,
+            multi_host: false,
+            allowed_start: None,
+            allowed_end: None,
+            project: None,
+            created_at: 7,
+        };
+        let read: Network = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!((read.id, read.label.as_str(), read.dns1, read.created_at), (old.id, "private", old.dns1, 7));
+        assert_eq!(read.subnet_name, "");
+    }
+
+    #[test]
     fn an_instance_and_a_quota_of_an_older_nimbus_are_read_without_a_key() {
         /// Instance version 1: everything up to `launched_at`, no key.
         #[derive(Serialize, Deserialize)]
@@ -906,6 +1029,7 @@ mod tests {
         let read: Instance = decode_record(&encode_record(&v2).unwrap()).unwrap();
         assert_eq!((read.name.as_str(), read.launched_at, read.key), ("vm", Some(3), Some(key)));
         assert!(read.security_groups.is_empty() && read.metadata.is_empty());
+        assert_eq!(read.requested_nics, RequestedNics::Auto, "an older instance asked for its project's network");
 
         #[derive(Serialize, Deserialize)]
         struct QuotaV1 {

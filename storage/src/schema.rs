@@ -5,15 +5,17 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use nimbus_protocol::ids::{
-    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, ProjectId, SecurityGroupId, SecurityRuleId, UserId,
+    FlavorId, FloatingIpId, HostId, ImageId, InstanceId, NetworkId, PortId, ProjectId, SecurityGroupId, SecurityRuleId,
+    UserId,
 };
 
 use crate::codec::{KeyCodec, Record};
 use crate::error::StoreError;
 use crate::keys::{NetworkChoice, NetworkOwner, NewestFirst, Pair};
 use crate::records::{
-    AllocationCursor, Assignment, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image, Instance, KeyPair,
-    Millis, Network, Operation, Project, Quota, SecurityGroup, Token, Usage, User, UserData, now_ms,
+    AllocationCursor, Assignment, BareNetwork, FixedIp, Flavor, FloatingIp, FloatingPool, Host, HostLoad, Image,
+    Instance, KeyPair, Millis, Network, Operation, Port, Project, Quota, SecurityGroup, Token, Usage, User, UserData,
+    now_ms,
 };
 use crate::table::{Index, Reads, Table, WriteTx};
 
@@ -35,7 +37,10 @@ use crate::table::{Index, Reads, Table, WriteTx};
 /// - 12: no table changed; instances may be stopped, paused or suspended, with power actions logged as
 ///   operations, and images have a status and data (record version 2): values an older nimbus cannot read,
 ///   so it refuses the file at open instead of failing on the first such record.
-pub const SCHEMA_VERSION: u32 = 12;
+/// - 13: `ports`, `bare_networks` (new: nothing to fill); `macs` names the port of each MAC, not its
+///   instance (rewritten from the instances' interfaces when an older file is opened); instances record the
+///   interfaces they were asked for (record version 5).
+pub const SCHEMA_VERSION: u32 = 13;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");
 
@@ -72,8 +77,12 @@ pub const FIXED_IPS: Table<Pair<NetworkId, u32>, FixedIp> = Table::new("fixed_ip
 pub const FIXED_RELEASES: Table<Pair<Millis, Pair<NetworkId, u32>>, NetworkId> = Table::new("fixed_releases");
 pub const OPERATIONS: Table<InstanceId, Operation> = Table::new("operations");
 pub const ALLOCATION_CURSORS: Table<NetworkId, AllocationCursor> = Table::new("allocation_cursors");
-/// Every MAC in use, so a new one is never a duplicate.
-pub const MACS: Table<String, InstanceId> = Table::new("macs");
+/// Every MAC in use and the port it is on, so a new one is never a duplicate.
+pub const MACS: Table<String, PortId> = Table::new("macs");
+/// The ports the Network API created (see [`Port`]).
+pub const PORTS: Table<PortId, Port> = Table::new("ports");
+/// The networks the Network API created that have no subnet yet (see [`BareNetwork`]).
+pub const BARE_NETWORKS: Table<NetworkId, BareNetwork> = Table::new("bare_networks");
 pub const FLOATING_POOLS: Table<String, FloatingPool> = Table::new("floating_pools");
 /// Keyed by the address as a big-endian integer.
 pub const FLOATING_IPS: Table<u32, FloatingIp> = Table::new("floating_ips");
@@ -138,6 +147,8 @@ const TABLES: &[&str] = &[
     SECURITY_RULES.name(),
     SECURITY_GROUP_MEMBERS.name(),
     USER_DATA.name(),
+    PORTS.name(),
+    BARE_NETWORKS.name(),
 ];
 const INDEXES: &[&str] = &[INSTANCES_BY_HOST.name(), FLOATING_BY_ID.name()];
 /// Indexes of older schemas, dropped when a file is opened: `instances_by_project` (up to 3; the project's list
@@ -226,6 +237,13 @@ fn migrate(tx: &mut WriteTx<'_>, found: u32) -> Result<(), StoreError> {
             instance.security_groups = vec![default_security_group_in(tx, instance.project)?.id];
             tx.put(&INSTANCES, &instance.id, &instance)?;
             join_security_groups_in(tx, &instance)?;
+        }
+    }
+    if found < 13 {
+        for (_, instance) in tx.scan(&INSTANCES)? {
+            for interface in &instance.interfaces {
+                tx.put(&MACS, &interface.mac, &interface.id)?;
+            }
         }
     }
     Ok(())
@@ -441,6 +459,7 @@ mod tests {
             key: None,
             security_groups: Vec::new(),
             metadata: Default::default(),
+            requested_nics: Default::default(),
         }
     }
 
@@ -472,6 +491,7 @@ mod tests {
             allowed_end: None,
             project,
             created_at,
+            subnet_name: String::new(),
         }
     }
 
@@ -676,5 +696,39 @@ mod tests {
             .read(|r| r.scan_prefix(&PROJECT_INSTANCE_LIST, &Pair::<ProjectId, NewestFirst>::prefix(&project)))
             .unwrap();
         assert_eq!(in_project.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [newest_first[0]]);
+    }
+
+    #[tokio::test]
+    async fn an_older_file_has_its_macs_named_by_port_when_opened() {
+        use crate::records::Interface;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let mut vm = instance(Some("h"), 1);
+        let nic = |n: u8| Interface {
+            id: PortId::generate(),
+            network: NetworkId::generate(),
+            network_label: "private".into(),
+            mac: format!("fa:16:3e:00:00:0{n}"),
+            address: format!("10.0.0.{n}").parse().unwrap(),
+            floating: Vec::new(),
+        };
+        vm.interfaces = vec![nic(1), nic(2)];
+        let written = vm.clone();
+        store
+            .write(move |tx| {
+                tx.put(&INSTANCES, &written.id, &written)?;
+                // Schema 12 kept the instance's id under each MAC.
+                for f in &written.interfaces {
+                    tx.put(&MACS, &f.mac, &PortId(written.id.0))?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+        let store = reopened_as_schema(store, &path, 12);
+        for f in &vm.interfaces {
+            assert_eq!(store.read(|r| r.get(&MACS, &f.mac)).unwrap(), Some(f.id));
+        }
     }
 }

@@ -694,3 +694,51 @@ async fn instances_of_a_dhcp_network_resolve_each_other_by_name_through_dnsmasq(
     assert_eq!(resolv, "search novalocal\nnameserver 10.1.0.1\nnameserver 192.0.2.53\n");
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_with_two_nics_answers_on_both_addresses_with_one_default_route() {
+    let Some(lab) = Lab::new("nics") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let alice = t.user_in_mode("flat", "member").await;
+    let mut networks = Vec::new();
+    for (name, cidr, dhcp) in [("injected", "10.60.0.0/24", false), ("leased", "10.61.0.0/24", true)] {
+        let made = alice.post("/network/v2.0/networks", &json!({"network": {"name": name}})).await.unwrap();
+        let id = made["network"]["id"].as_str().unwrap().to_string();
+        let subnet = json!({"subnet": {"network_id": id, "cidr": cidr, "ip_version": 4, "enable_dhcp": dhcp}});
+        alice.post("/network/v2.0/subnets", &subnet).await.unwrap();
+        networks.push(id);
+    }
+    allow_in(&alice, &group_id(&alice, "default").await, json!({"protocol": "icmp"})).await;
+    let image = default_image(&alice).await;
+    let body = json!({"server": {"name": "two", "imageRef": image, "flavorRef": "1",
+                                 "networks": [{"uuid": networks[0]}, {"uuid": networks[1]}]}});
+    let created = alice.post("/compute/v2.1/servers", &body).await.unwrap();
+    let vm = wait_for_status(&alice, created["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    let ns = lab.instance(&id_of(&vm));
+    let injected: Ipv4Addr = vm["addresses"]["injected"][0]["addr"].as_str().unwrap().parse().unwrap();
+    let leased: Ipv4Addr = vm["addresses"]["leased"][0]["addr"].as_str().unwrap().parse().unwrap();
+    assert!(injected.to_string().starts_with("10.60.0.") && leased.to_string().starts_with("10.61.0."), "{vm}");
+
+    // eth0 on the first network asked for, with the address injected; eth1 on the second, leased by DHCP.
+    assert_eq!(lab.addresses(&ns, "eth0"), vec![format!("{injected}/24")]);
+    wait_until("eth1's lease", Duration::from_secs(20), || async {
+        lab.addresses(&ns, "eth1") == vec![format!("{leased}/24")]
+    })
+    .await;
+    let routes = lab.exec(&ns, "ip", &["route", "show", "default"]).unwrap();
+    assert_eq!(routes.lines().count(), 1, "one default route: {routes}");
+    assert!(routes.contains("via 10.60.0.1 dev eth0"), "{routes}");
+
+    // Both addresses answer from the network host, each through its own bridge.
+    for address in [injected, leased] {
+        wait_until(&format!("{address} to answer"), Duration::from_secs(5), || async { lab.ping(&lab.host, address) })
+            .await;
+    }
+    for (nic, address) in [("eth0", injected), ("eth1", leased)] {
+        let mac = lab.exec(&ns, "cat", &[&format!("/sys/class/net/{nic}/address")]).unwrap();
+        let shown = vm["addresses"].as_object().unwrap().values().flat_map(|v| v.as_array().unwrap().clone());
+        let entry = shown.into_iter().find(|a| a["addr"] == address.to_string()).unwrap();
+        assert_eq!(mac.trim(), entry["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap(), "{nic} has its port's MAC");
+    }
+    t.shutdown().await;
+}

@@ -252,3 +252,46 @@ async fn the_stock_openstack_cli_manages_security_groups() {
     assert_eq!(listed.trim(), "default");
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_stock_openstack_cli_creates_networks_subnets_ports_and_a_server_on_two_networks() {
+    let t = TestCloud::start().await;
+    let run = cli(&t);
+    let ok = |line: &str| {
+        let task = run(line.to_string());
+        let line = line.to_string();
+        async move { task.await.unwrap_or_else(|e| panic!("{line}: {e}")) }
+    };
+    ok("network create red").await;
+    ok("subnet create --network red --subnet-range 10.70.0.0/24 red-sub").await;
+    ok("network create blue").await;
+    ok("subnet create --network blue --subnet-range 10.71.0.0/24 --no-dhcp blue-sub").await;
+    let subnets = ok("subnet list -f value -c Name -c Subnet").await;
+    assert!(subnets.contains("red-sub 10.70.0.0/24") && subnets.contains("blue-sub 10.71.0.0/24"), "{subnets}");
+    let port = ok("port create --network red --fixed-ip ip-address=10.70.0.40 -f json p1").await;
+    let port: serde_json::Value = serde_json::from_str(&port).unwrap();
+    assert!(port["fixed_ips"].to_string().contains("10.70.0.40"), "{port}");
+
+    let created = ok("server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --network red --network blue \
+                      --wait -f json vm2")
+    .await;
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["status"], "ACTIVE", "{created}");
+    let addresses = created["addresses"].to_string();
+    assert!(addresses.contains("10.70.0.") && addresses.contains("10.71.0."), "two addresses: {addresses}");
+    let ports = ok("port list --server vm2 -f value -c ID").await;
+    assert_eq!(ports.lines().count(), 2, "{ports}");
+
+    ok("server create --image cirros-0.6.2-x86_64-disk --flavor m1.tiny --port p1 --wait vm3").await;
+    let shown = ok("server show vm3 -f value -c addresses").await;
+    assert!(shown.contains("10.70.0.40"), "the server has the port's address: {shown}");
+    ok("server delete --wait vm2 vm3").await;
+    let status = ok("port show p1 -f value -c status").await;
+    assert_eq!(status.trim(), "DOWN", "the port outlives its server");
+    ok("port delete p1").await;
+    ok("subnet delete red-sub blue-sub").await;
+    ok("network delete red blue").await;
+    let networks = ok("network list -f value -c Name").await;
+    assert_eq!(networks.lines().collect::<Vec<_>>(), vec!["private", "public"]);
+    t.shutdown().await;
+}

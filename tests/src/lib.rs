@@ -316,6 +316,7 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
         .read(|r| {
             let mut bad = Vec::new();
             let instances = r.scan(&INSTANCES)?;
+            let ports = r.scan(&PORTS)?;
             for (id, op) in r.scan(&OPERATIONS)? {
                 bad.push(format!("operation {:?} on {id} is still pending", op.kind));
             }
@@ -329,6 +330,13 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                         && r.get(&FIXED_RELEASES, &Pair(at, Pair(network, ip)))?.is_none()
                     {
                         bad.push(format!("fixed IP {} waits for a release the reclaim does not know of", row.address));
+                    }
+                    continue;
+                }
+                if row.instance.is_none() {
+                    let port = ports.iter().find(|(_, p)| p.network == network && u32::from(p.address) == ip);
+                    if !port.is_some_and(|(_, p)| p.device.is_none() && row.mac.as_ref() == Some(&p.mac)) {
+                        bad.push(format!("fixed IP {} is allocated to no instance and no free port", row.address));
                     }
                     continue;
                 }
@@ -349,6 +357,30 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 u.cores += u64::from(instance.flavor.vcpus);
                 u.ram_mb += instance.flavor.ram_mb;
                 u.fixed_ips += instance.interfaces.len() as u64;
+            }
+            for (id, port) in &ports {
+                match port.device {
+                    None => recomputed.entry(port.project).or_default().fixed_ips += 1,
+                    Some(device) => {
+                        let holds = instances
+                            .iter()
+                            .any(|(i, inst)| *i == device && inst.interfaces.iter().any(|f| f.id == *id));
+                        if !holds {
+                            bad.push(format!("port {id} is on {device}, which does not have it"));
+                        }
+                    }
+                }
+            }
+            let macs: BTreeMap<_, _> = r.scan(&MACS)?.into_iter().collect();
+            let in_use: BTreeMap<_, _> = instances
+                .iter()
+                .flat_map(|(_, i)| i.interfaces.iter().map(|f| (f.mac.clone(), f.id)))
+                .chain(ports.iter().filter(|(_, p)| p.device.is_none()).map(|(id, p)| (p.mac.clone(), *id)))
+                .collect();
+            for (mac, port) in &in_use {
+                if macs.get(mac) != Some(port) {
+                    bad.push(format!("MAC {mac} of port {port} is not recorded as its in macs"));
+                }
             }
             for (_, ip) in r.scan(&FLOATING_IPS)? {
                 if let Some(project) = ip.project.filter(|_| !ip.auto_assigned) {
@@ -390,7 +422,9 @@ pub fn store_violations(store: &nimbus_storage::Store) -> Vec<String> {
                 if instance.task_state.is_some() || !settled.contains(&instance.vm_state) {
                     bad.push(format!("instance {id} is stuck in {:?}/{:?}", instance.vm_state, instance.task_state));
                 }
-                if instance.vm_state != VmState::Error && (instance.host.is_none() || instance.interfaces.is_empty()) {
+                let unaddressed = instance.interfaces.is_empty()
+                    && instance.requested_nics != nimbus_storage::records::RequestedNics::None;
+                if instance.vm_state != VmState::Error && (instance.host.is_none() || unaddressed) {
                     bad.push(format!("instance {id} is {:?} without a host or an address", instance.vm_state));
                 }
                 let at = nimbus_storage::NewestFirst::of(instance);

@@ -13,7 +13,7 @@ use nimbus_storage::{Reads, StoreError, WriteTx};
 use crate::app::error::CloudError;
 use crate::app::instances::{TransitionError, remove_in, set_host_in, transition_in};
 use crate::app::specs::instance_spec;
-use crate::app::{App, fixed_ips};
+use crate::app::{App, interfaces};
 use crate::instance_state::{Event, power_action};
 
 /// The logged operation on an instance and the instance, from one snapshot.
@@ -87,7 +87,7 @@ pub async fn record_placed(app: &App, id: InstanceId, host: HostId) -> Result<()
             if !place_in(tx, id, on)? {
                 return Ok(());
             }
-            fixed_ips::allocate_with_floating_in(tx, id, auto_assign).map_err(PlacedError::Allocation)?;
+            interfaces::allocate_with_floating_in(tx, id, auto_assign).map_err(PlacedError::Allocation)?;
             Ok(())
         })
         .await;
@@ -203,7 +203,7 @@ pub async fn fail_build(app: &App, id: InstanceId, message: String) -> Result<()
 pub async fn release_and_remove(app: &App, id: InstanceId) -> Result<NetworkChanges, StoreError> {
     app.store
         .write(move |tx| {
-            let changes = fixed_ips::deallocate_in(tx, id)?;
+            let changes = interfaces::deallocate_in(tx, id)?;
             remove_in(tx, id)?;
             Ok(changes)
         })

@@ -1,135 +1,114 @@
-//! Fixed IPs: allocation to an instance (binding a VLAN network to its project on first use), release, the
-//! DHCP lease events that follow them, the reclaim of addresses whose release never came, and the operator's
+//! Fixed IPs: a new address and MAC on a network (for an instance's interface or a port), the DHCP lease
+//! events that follow them, the reclaim of addresses whose release never came, and the operator's
 //! reservations. Each change is one transaction, so an address is never handed out twice, even with several
-//! controllers or with actors killed mid-way; what it asks of the network host is returned for the caller to
-//! pass on.
+//! controllers or with actors killed mid-way.
 
 use std::net::Ipv4Addr;
 
-use nimbus_protocol::ids::{InstanceId, NetworkId, PortId};
-use nimbus_protocol::network::{EndLease, LeaseEvent, NetworkChanges};
-use nimbus_storage::records::{
-    AllocationCursor, FixedIp, Instance, Interface, Network, NetworkMode, TaskState, Usage, now_ms,
-};
+use nimbus_protocol::ids::{InstanceId, NetworkId, PortId, ProjectId};
+use nimbus_protocol::network::LeaseEvent;
+use nimbus_storage::records::{AllocationCursor, FixedIp, Instance, Interface, Network, Usage, now_ms};
 use nimbus_storage::schema::{
-    self, ALLOCATION_CURSORS, COUNTERS, FIXED_IPS, FIXED_RELEASES, INSTANCES, MACS, NETWORKS, PROJECTS,
+    self, ALLOCATION_CURSORS, COUNTERS, FIXED_IPS, FIXED_RELEASES, INSTANCES, MACS, NETWORKS,
 };
-use nimbus_storage::{NetworkOwner, Pair, Reads, StoreError, WriteTx};
+use nimbus_storage::{Pair, Reads, StoreError, WriteTx};
 
 use crate::app::App;
-use crate::app::dataplane_state::changes_of;
 use crate::app::error::CloudError;
-use crate::app::{floating_ips, quota};
+use crate::app::quota;
 use crate::ipam::{FixedIpAllocator, LeaseChange, MacAllocator, lease_change};
-use crate::names::dhcp_hostname;
 
-/// Gives the instance its interface (or leaves the one it has), and with `auto_assign_floating_ip` a
-/// floating IP. Returns what the network host must apply. An instance that has its interface already (the
-/// placement step allocated it, or the step is repeated) costs a read, not a write.
-pub async fn allocate(app: &App, instance: InstanceId) -> Result<NetworkChanges, CloudError> {
-    let auto_assign = app.auto_assign_floating_ip;
-    if let Some(changes) = app.store.read(|r| allocated_changes(r, instance, auto_assign))? {
-        return Ok(changes);
-    }
-    app.store.write(move |tx| allocate_with_floating_in(tx, instance, auto_assign)).await
+/// Who a new address is for.
+pub(crate) enum Holder<'a> {
+    /// An instance's new interface, under its DHCP hostname.
+    Instance(InstanceId, &'a str),
+    /// A port of the Network API with no instance yet.
+    Port(PortId),
 }
 
-/// What the network host must apply for an instance that has its interface already; `None` if it has none.
-fn allocated_changes(r: &impl Reads, id: InstanceId, auto_assign: bool) -> Result<Option<NetworkChanges>, CloudError> {
-    // A deleting instance goes through the transaction, which refuses it.
-    let Some(instance) = r.get(&INSTANCES, &id)?.filter(|i| i.task_state != Some(TaskState::Deleting)) else {
-        return Ok(None);
-    };
-    let Some(first) = instance.interfaces.first() else { return Ok(None) };
-    let network = r.get(&NETWORKS, &first.network)?.ok_or_else(|| CloudError::not_found("Network", first.network))?;
-    let floating = instance.interfaces.iter().any(|i| !i.floating.is_empty());
-    if auto_assign && !floating {
-        // The floating IP is still to be assigned (the option was turned on since, or it was taken off).
-        return Ok(None);
-    }
-    let mut changes = changes_of(&network);
-    changes.nat = auto_assign;
-    Ok(Some(changes))
-}
-
-/// The allocation transaction with the auto-assigned floating IP; returns what the network host must apply.
-pub(crate) fn allocate_with_floating_in(
+/// A new address and MAC on `network` (`wanted`, if given, else the lowest free one), charged to `project`'s
+/// fixed-IP quota; returns the interface they make.
+pub(crate) fn new_address_in(
     tx: &mut WriteTx<'_>,
-    instance: InstanceId,
-    auto_assign: bool,
-) -> Result<NetworkChanges, CloudError> {
-    let network = allocate_in(tx, instance)?;
-    let mut changes = changes_of(&network);
-    changes.nat = auto_assign && floating_ips::auto_assign_in(tx, instance)?;
-    Ok(changes)
-}
-
-/// The network an instance of `instance.project` gets: a network bound to the project if it has one; else,
-/// by the project's mode, the oldest shared network of that mode, or (VLAN) a free VLAN network, bound to
-/// the project now.
-fn network_for(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<Network, CloudError> {
-    if let Some(own) = schema::first_network_of(tx, NetworkOwner::Project(instance.project))? {
-        return Ok(own);
-    }
-    let project = tx.get(&PROJECTS, &instance.project)?;
-    let mode = project.map_or(NetworkMode::Flat, |p| p.network_mode);
-    let free = schema::first_network_of(tx, NetworkOwner::Unbound(mode))?;
-    match (mode, free) {
-        (NetworkMode::Vlan, Some(mut network)) => {
-            network.project = Some(instance.project);
-            schema::put_network_in(tx, &network)?;
-            tracing::info!(project = %instance.project, network = %network.label, vlan = ?network.vlan, "VLAN network bound to project");
-            Ok(network)
-        }
-        (_, Some(network)) => Ok(network),
-        (NetworkMode::Vlan, None) => Err(CloudError::Conflict(format!(
-            "No free VLAN network is left for project {}; create more with `nimbus network create --mode vlan`.",
-            instance.project
-        ))),
-        (mode, None) => Err(CloudError::Conflict(format!("No {} network is available.", mode.name()))),
-    }
-}
-
-/// The allocation transaction; returns the network the interface is on.
-fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Network, CloudError> {
-    let gone = || CloudError::NotFound(format!("Instance {id} no longer exists or is being deleted."));
-    let mut instance = tx.get(&INSTANCES, &id)?.ok_or_else(gone)?;
-    if instance.task_state == Some(TaskState::Deleting) {
-        return Err(gone());
-    }
-    if let Some(first) = instance.interfaces.first() {
-        return tx.get(&NETWORKS, &first.network)?.ok_or_else(|| CloudError::not_found("Network", first.network));
-    }
-    let network = network_for(tx, &instance)?;
-    let address = take_free_address_in(tx, &network)?
-        .ok_or_else(|| CloudError::Conflict(format!("No more fixed IPs available on network {}.", network.label)))?;
+    network: &Network,
+    wanted: Option<Ipv4Addr>,
+    project: ProjectId,
+    holder: Holder<'_>,
+) -> Result<Interface, CloudError> {
+    let address = match wanted {
+        Some(address) => take_address_in(tx, network, address)?,
+        None => take_free_address_in(tx, network)?.ok_or_else(|| {
+            CloudError::Conflict(format!("No more fixed IPs available on network {}.", network.label))
+        })?,
+    };
     let mac = take_free_mac_in(tx)?.ok_or_else(|| {
         CloudError::Conflict(format!("Every MAC address {}xx:xx:xx is in use.", MacAllocator::PREFIX))
     })?;
-    tx.put(&MACS, &mac, &id)?;
-    quota::charge_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
+    let (port, instance, hostname) = match holder {
+        Holder::Instance(id, hostname) => (PortId::generate(), Some(id), hostname.to_string()),
+        Holder::Port(port) => (port, None, port_hostname(address)),
+    };
+    tx.put(&MACS, &mac, &port)?;
+    quota::charge_in(tx, project, Usage { fixed_ips: 1, ..Usage::default() })?;
     let row = FixedIp {
         address,
-        instance: Some(id),
+        instance,
         mac: Some(mac.clone()),
-        hostname: Some(dhcp_hostname(&instance.name, id)),
+        hostname: Some(hostname),
         allocated: true,
         leased: false,
         reserved: false,
         released_at: None,
     };
     tx.put(&FIXED_IPS, &Pair(network.id, u32::from(address)), &row)?;
-    instance.interfaces = vec![Interface {
-        id: PortId::generate(),
+    Ok(Interface {
+        id: port,
         network: network.id,
         network_label: network.label.clone(),
         mac,
         address,
         floating: Vec::new(),
-    }];
-    instance.updated_at = now_ms();
-    tx.put(&INSTANCES, &id, &instance)?;
-    Ok(network)
+    })
+}
+
+/// The DHCP hostname of a port no instance has (Neutron's `host-10-0-0-5`).
+pub(crate) fn port_hostname(address: Ipv4Addr) -> String {
+    format!("host-{}", address.to_string().replace('.', "-"))
+}
+
+/// A fixed address asked for by name: it must be one the network hands out, and free.
+fn take_address_in(tx: &mut WriteTx<'_>, network: &Network, address: Ipv4Addr) -> Result<Ipv4Addr, CloudError> {
+    match address_problem(tx, network, address)? {
+        Some(problem) => Err(problem),
+        None => Ok(address),
+    }
+}
+
+/// Why `address` cannot be given on `network`, if it cannot: not on it, not one it hands out, or taken.
+pub(crate) fn address_problem(
+    r: &impl Reads,
+    network: &Network,
+    address: Ipv4Addr,
+) -> Result<Option<CloudError>, StoreError> {
+    let label = &network.label;
+    if !network.cidr.contains(address) {
+        return Ok(Some(CloudError::BadRequest(format!(
+            "Fixed IP {address} is not on network {label} ({}).",
+            network.cidr
+        ))));
+    }
+    if !FixedIpAllocator::for_network(network).is_allocatable(address) {
+        return Ok(Some(CloudError::BadRequest(format!(
+            "Fixed IP {address} is not one network {label} hands out (network, gateway, broadcast, DHCP or VPN \
+             address, or outside its allocation pool)."
+        ))));
+    }
+    if r.get(&FIXED_IPS, &Pair(network.id, u32::from(address)))?.is_some() {
+        return Ok(Some(CloudError::Conflict(format!(
+            "Fixed IP address {address} is already in use on network {label}."
+        ))));
+    }
+    Ok(None)
 }
 
 /// The lowest free address from the network's cursor on (wrapping), moving the cursor past it.
@@ -182,47 +161,6 @@ pub(crate) fn free_fixed_ip_in(tx: &mut WriteTx<'_>, key: &Pair<NetworkId, u32>)
         }
     }
     Ok(())
-}
-
-/// Frees the instance's fixed IPs and disassociates its floating ones (releasing those auto-assigned with it);
-/// nothing to do if it has none. Returns what the network host must apply.
-pub async fn deallocate(app: &App, instance: InstanceId) -> Result<NetworkChanges, StoreError> {
-    app.store.write(move |tx| deallocate_in(tx, instance)).await
-}
-
-/// The deallocation transaction. A leased address stays associated (not allocated) until the DHCP server
-/// reports the lease ended, or the reclaim timer frees it; any other address is free at once.
-pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<NetworkChanges, StoreError> {
-    let mut changes = NetworkChanges::default();
-    let Some(mut instance) = tx.get(&INSTANCES, &id)? else { return Ok(changes) };
-    changes.nat = floating_ips::release_for_instance_in(tx, &instance)?;
-    for interface in &instance.interfaces {
-        let key = Pair(interface.network, u32::from(interface.address));
-        let Some(mut row) = tx.get(&FIXED_IPS, &key)?.filter(|row| row.instance == Some(id) && row.allocated) else {
-            continue;
-        };
-        if row.leased {
-            let at = now_ms();
-            row.allocated = false;
-            row.released_at = Some(at);
-            tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
-            let mac = row.mac.clone().unwrap_or_default();
-            changes.leases.push(EndLease { network: interface.network, mac, address: row.address });
-            tx.put(&FIXED_IPS, &key, &row)?;
-        } else {
-            free_fixed_ip_in(tx, &key)?;
-        }
-        quota::refund_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
-        if let Some(network) = tx.get(&NETWORKS, &interface.network)? {
-            changes.merge(changes_of(&network));
-        }
-    }
-    if !instance.interfaces.is_empty() {
-        instance.interfaces.clear();
-        instance.updated_at = now_ms();
-        tx.put(&INSTANCES, &id, &instance)?;
-    }
-    Ok(changes)
 }
 
 /// Records what a DHCP server reported about a lease.
@@ -304,12 +242,14 @@ pub async fn reserve(app: &App, address: Ipv4Addr, reserve: bool) -> Result<(), 
                         released_at: None,
                     },
                 )?,
-                (Some(row), true) if row.instance.is_some() => {
-                    return Err(CloudError::Conflict(format!("Fixed IP {address} is in use by an instance.")));
+                (Some(row), true) if row.instance.is_some() || row.allocated => {
+                    return Err(CloudError::Conflict(format!(
+                        "Fixed IP {address} is in use by an instance or a port."
+                    )));
                 }
                 (Some(mut row), _) => {
                     row.reserved = reserve;
-                    if row.instance.is_none() && !reserve {
+                    if row.instance.is_none() && !row.allocated && !reserve {
                         free_fixed_ip_in(tx, &key)?;
                     } else {
                         tx.put(&FIXED_IPS, &key, &row)?;

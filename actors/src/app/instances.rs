@@ -3,8 +3,10 @@
 
 use nimbus_protocol::ids::{HostId, ImageId, InstanceId, ProjectId, UserId};
 use nimbus_storage::records::{Flavor, FlavorSnapshot, HostLoad, Instance, Millis, now_ms};
-use nimbus_storage::schema::{self, HOST_LOADS, INSTANCES, INSTANCES_BY_HOST, OPERATIONS, USER_DATA};
-use nimbus_storage::{Reads, StoreError, WriteTx};
+use nimbus_storage::schema::{
+    self, HOST_LOADS, INSTANCE_LIST, INSTANCES, INSTANCES_BY_HOST, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
+};
+use nimbus_storage::{NewestFirst, Pair, Reads, StoreError, WriteTx};
 
 use crate::app::quota;
 use crate::instance_state::{Event, InvalidTransition, Lifecycle, apply};
@@ -68,7 +70,30 @@ pub fn new_instance(
         key: None,
         security_groups: Vec::new(),
         metadata: Default::default(),
+        requested_nics: Default::default(),
     }
+}
+
+/// The instances of `project`, or of every project (`None`), newest first: read from the list orders.
+pub fn all_in(r: &impl Reads, project: Option<ProjectId>) -> Result<Vec<Instance>, StoreError> {
+    let mut ids = Vec::new();
+    match project {
+        Some(p) => {
+            r.visit_keys(&PROJECT_INSTANCE_LIST, &Pair::<ProjectId, NewestFirst>::prefix(&p), None, |Pair(_, at)| {
+                ids.push(at.id);
+                Ok(true)
+            })?
+        }
+        None => r.visit_keys(&INSTANCE_LIST, &[], None, |at: NewestFirst| {
+            ids.push(at.id);
+            Ok(true)
+        })?,
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(r.get(&INSTANCES, &id)?);
+    }
+    Ok(out)
 }
 
 pub fn lifecycle(instance: &Instance) -> Lifecycle {

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use nimbus_protocol::compute::PowerAction;
-use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, NetworkId, ProjectId};
+use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, ProjectId};
 use nimbus_protocol::trace::Trace;
-use nimbus_storage::records::{ImageStatus, Instance, Operation, OperationKind, Role, TaskState, UserData, now_ms};
+use nimbus_storage::records::{
+    ImageStatus, Instance, NicRequest, Operation, OperationKind, RequestedNics, Role, TaskState, UserData, now_ms,
+};
 use nimbus_storage::schema::{
-    FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
+    BARE_NETWORKS, FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
 };
 use nimbus_storage::{NewestFirst, Pair, Reads, StoreError};
 
@@ -19,7 +21,7 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{images, key_pairs, networks, quota, security_groups};
+use crate::app::{fixed_ips, images, key_pairs, networks, ports, quota, security_groups};
 use crate::instance_state::{Event, api_status, api_status_of, task_state_name, vm_state_name};
 
 /// A create request, checked for its shape by the gateway.
@@ -28,9 +30,9 @@ pub struct NewServers {
     pub name: String,
     pub image: String,
     pub flavor: String,
-    /// Networks asked for by id: each must exist and be visible to the caller. They are checked, not
-    /// honoured: an instance gets one interface, on the network its project's mode gives it.
-    pub networks: Vec<NetworkId>,
+    /// The interfaces asked for: each network must be one the caller sees (with its subnet), each port one of
+    /// its project's that no instance has.
+    pub networks: RequestedNics,
     /// How many to create (`max_count`; `min_count` is not lower).
     pub count: u32,
     /// The caller's key pair the instances get (`key_name`).
@@ -140,7 +142,7 @@ pub async fn create(
             Err(_) => None,
         };
         let flavor = r.get(&FLAVORS, &FlavorId(new.flavor.clone()))?;
-        let requested = new.networks.iter().map(|id| r.get(&NETWORKS, id)).collect::<Result<Vec<_>, _>>()?;
+        let requested = nics_problem(r, auth, &new.networks, new.count)?;
         let key = new.key_name.as_deref().map(|name| key_pairs::instance_key(r, auth.user, name)).transpose()?;
         Ok::<_, CloudError>((image, flavor, requested, key))
     })?;
@@ -151,10 +153,8 @@ pub async fn create(
         return Err(bad(format!("Image {} is not active: its data has not been uploaded.", image.id)));
     }
     let flavor = flavor.ok_or_else(|| bad(format!("Flavor {} could not be found.", new.flavor)))?;
-    for (id, network) in new.networks.iter().zip(requested) {
-        if !network.is_some_and(|n| networks::visible(auth, &n)) {
-            return Err(bad(format!("Network {id} could not be found.")));
-        }
+    if let Some(problem) = requested {
+        return Err(problem);
     }
 
     let now = now_ms();
@@ -164,6 +164,7 @@ pub async fn create(
             Instance {
                 key: key.clone(),
                 metadata: new.metadata.clone(),
+                requested_nics: new.networks.clone(),
                 ..new_instance(name, auth.project, auth.user, &flavor, image.id, now)
             }
         })
@@ -202,6 +203,54 @@ pub async fn create(
         app.notify_conductor(trace, instance.project, instance.id);
     }
     Ok(instances)
+}
+
+/// Why the interfaces asked for cannot be given to `count` new instances of the caller's project, if they
+/// cannot: a network it does not see or without a subnet, a port not its project's or in use, or one port (or
+/// fixed address) asked for twice or for several instances.
+fn nics_problem(
+    r: &impl Reads,
+    auth: &AuthContext,
+    nics: &RequestedNics,
+    count: u32,
+) -> Result<Option<CloudError>, StoreError> {
+    let RequestedNics::These(list) = nics else { return Ok(None) };
+    let bad = |m: String| Ok(Some(CloudError::BadRequest(m)));
+    let mut ports = std::collections::BTreeSet::new();
+    for nic in list {
+        match nic {
+            NicRequest::Network { network, address } => {
+                if address.is_some() && count > 1 {
+                    return bad("A fixed IP cannot be given to several instances; create them one at a time.".into());
+                }
+                match r.get(&NETWORKS, network)? {
+                    Some(n) if networks::visible(auth, &n) => {
+                        if let Some(address) = address
+                            && let Some(problem) = fixed_ips::address_problem(r, &n, *address)?
+                        {
+                            return Ok(Some(problem));
+                        }
+                    }
+                    _ if r.get(&BARE_NETWORKS, network)?.is_some_and(|n| networks::bare_visible(auth, &n)) => {
+                        return bad(format!("Network {network} has no subnet; create one before booting on it."));
+                    }
+                    _ => return bad(format!("Network {network} could not be found.")),
+                }
+            }
+            NicRequest::Port(port) => {
+                if count > 1 {
+                    return bad("Unable to launch multiple instances with a single configured port ID.".into());
+                }
+                if !ports.insert(*port) {
+                    return bad(format!("Port {port} is asked for twice."));
+                }
+                if let Some(problem) = ports::unusable(r, *port, auth.project)? {
+                    return Ok(Some(problem));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The instance if the caller may see it: their project's, or any for an admin. Anything else is "not

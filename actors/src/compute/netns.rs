@@ -58,7 +58,10 @@ case \"$1\" in
   deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;
   bound|renew)
     ip addr replace \"$ip/$mask\" dev \"$interface\"
-    if [ -n \"$router\" ]; then ip route replace default via \"${router%% *}\" dev \"$interface\"; fi
+    # The first interface has the default route (nova's use_single_default_gateway).
+    if [ -n \"$router\" ] && [ \"$interface\" = eth0 ]; then
+      ip route replace default via \"${router%% *}\" dev \"$interface\"
+    fi
     # The guest's resolv.conf, kept in its directory (the namespace shares the host's /etc).
     if [ -n \"$NIMBUS_RESOLV_CONF\" ]; then
       { if [ -n \"$domain\" ]; then echo \"search $domain\"; fi
@@ -116,11 +119,14 @@ pub fn interfaces_file(nics: &[NicSpec]) -> String {
     for (n, nic) in nics.iter().enumerate() {
         if nic.addressing == Addressing::Injected {
             text.push_str(&format!(
-                "\nauto eth{n}\niface eth{n} inet static\n    address {}/{}\n    gateway {}\n",
+                "\nauto eth{n}\niface eth{n} inet static\n    address {}/{}\n",
                 nic.address,
-                nic.cidr.prefix(),
-                nic.gateway
+                nic.cidr.prefix()
             ));
+            // Only the first interface has a gateway (one default route).
+            if n == 0 {
+                text.push_str(&format!("    gateway {}\n", nic.gateway));
+            }
         } else {
             text.push_str(&format!("\nauto eth{n}\niface eth{n} inet dhcp\n"));
         }
@@ -326,7 +332,10 @@ impl NetnsDriver {
                 netlink::set_up(&h, index, &eth).await?;
                 if nic.addressing == Addressing::Injected {
                     netlink::add_address(&h, index, nic.address, nic.cidr.prefix(), None).await?;
-                    netlink::set_default_route(&h, nic.gateway).await?;
+                    // The first interface has the default route; the others reach their own subnets.
+                    if n == 0 {
+                        netlink::set_default_route(&h, nic.gateway).await?;
+                    }
                 }
             }
             Ok(())
@@ -510,9 +519,14 @@ mod tests {
 
     #[test]
     fn flat_interfaces_are_static_and_the_others_use_dhcp() {
-        let text = interfaces_file(&[nic(Addressing::Injected, "10.0.0.2"), nic(Addressing::Dhcp, "10.0.0.3")]);
+        let text = interfaces_file(&[
+            nic(Addressing::Injected, "10.0.0.2"),
+            nic(Addressing::Dhcp, "10.0.0.3"),
+            nic(Addressing::Injected, "10.0.0.4"),
+        ]);
         assert!(text.contains("iface eth0 inet static\n    address 10.0.0.2/24\n    gateway 10.0.0.1\n"), "{text}");
         assert!(text.contains("iface eth1 inet dhcp\n"), "{text}");
+        assert!(text.ends_with("iface eth2 inet static\n    address 10.0.0.4/24\n"), "only eth0 has a gateway: {text}");
         assert_eq!(host_port(InstanceId(uuid::Uuid::from_bytes([0xab; 16])), 0), "nvabababababa0");
     }
 }

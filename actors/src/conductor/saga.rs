@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::steps::{self, MAX_ATTEMPTS, MAX_STEPS_PER_RUN, MAX_TRANSIENT_RETRIES, Step, next_step};
 use crate::app::error::CloudError;
 use crate::app::instances::TransitionError;
-use crate::app::{App, builds, fixed_ips};
+use crate::app::{App, builds, interfaces};
 
 /// Why a worker's step did not succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,14 +407,14 @@ impl Effects for CloudEffects {
     }
 
     async fn allocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
-        fixed_ips::allocate(&self.app, id).await.map_err(|e| match e {
+        interfaces::allocate(&self.app, id).await.map_err(|e| match e {
             CloudError::Store(e) => StepFailure::Lost(chain(&e)),
             e => StepFailure::Failed(format!("network allocation failed: {}", chain(&e))),
         })
     }
 
     async fn deallocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
-        fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Lost(chain(&e)))
+        interfaces::deallocate(&self.app, id).await.map_err(|e| StepFailure::Lost(chain(&e)))
     }
 
     /// The network side's own failure is `Failed`; no answer is `Lost`.

@@ -131,6 +131,7 @@ mod tests {
             key: None,
             security_groups: Vec::new(),
             metadata: Default::default(),
+            requested_nics: Default::default(),
         }
     }
 

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_protocol::compute::PowerAction;
-use nimbus_protocol::ids::{NetworkId, SecurityGroupId};
-use nimbus_storage::records::{Flavor, Instance, Role};
+use nimbus_protocol::ids::SecurityGroupId;
+use nimbus_storage::records::{Flavor, Instance, NicRequest, RequestedNics, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha224};
@@ -885,28 +885,47 @@ fn ref_id(reference: &str) -> &str {
     reference.trim_end_matches('/').rsplit('/').next().unwrap_or(reference)
 }
 
-/// `networks` may be "auto", "none", or a list of `{"uuid": …}` (or `{"port": …}`, which nimbus does not
-/// have); the ids of the listed ones.
-fn requested_networks(networks: Option<&Value>) -> Result<Vec<NetworkId>, CloudError> {
+/// `networks` may be "auto", "none", or a list of `{"uuid": …}` (with a `fixed_ip` if wanted) and
+/// `{"port": …}` entries, one interface each, in that order. An empty list is "auto", as in nova's v2.1.
+fn requested_networks(networks: Option<&Value>) -> Result<RequestedNics, CloudError> {
     let bad = CloudError::BadRequest;
     match networks {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(v)) if v == "auto" || v == "none" => Ok(Vec::new()),
-        Some(Value::Array(list)) => list
-            .iter()
-            .map(|entry| {
-                if entry.get("port").is_some_and(|p| !p.is_null()) {
-                    return Err(bad("Ports are not supported; request a network by uuid.".into()));
-                }
-                let uuid = entry
-                    .get("uuid")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("Each requested network needs a uuid.".into()))?;
-                uuid.parse()
-                    .map_err(|_| bad(format!("Bad network format: network uuid is not in proper format ({uuid})")))
-            })
-            .collect(),
+        None | Some(Value::Null) => Ok(RequestedNics::Auto),
+        Some(Value::String(v)) if v == "auto" => Ok(RequestedNics::Auto),
+        Some(Value::String(v)) if v == "none" => Ok(RequestedNics::None),
+        Some(Value::Array(list)) if list.is_empty() => Ok(RequestedNics::Auto),
+        Some(Value::Array(list)) => list.iter().map(requested_nic).collect::<Result<_, _>>().map(RequestedNics::These),
         Some(other) => Err(bad(format!("Invalid networks value {other}; expected \"auto\", \"none\" or a list."))),
+    }
+}
+
+/// One entry of a server create's `networks`.
+fn requested_nic(entry: &Value) -> Result<NicRequest, CloudError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        uuid: Option<String>,
+        port: Option<String>,
+        fixed_ip: Option<String>,
+    }
+    let bad = CloudError::BadRequest;
+    let entry: Entry = serde_json::from_value(entry.clone())
+        .map_err(|e| bad(format!("Invalid input for field/attribute networks: {e}.")))?;
+    match (entry.uuid, entry.port, entry.fixed_ip) {
+        (_, Some(port), None) => {
+            port.parse().map(NicRequest::Port).map_err(|_| bad(format!("Port {port} could not be found.")))
+        }
+        (_, Some(_), Some(_)) => Err(bad("A port comes with its own fixed IP; do not give both.".into())),
+        (Some(uuid), None, fixed_ip) => {
+            let network = uuid
+                .parse()
+                .map_err(|_| bad(format!("Bad network format: network uuid is not in proper format ({uuid})")))?;
+            let address = fixed_ip
+                .map(|ip| ip.parse().map_err(|_| bad(format!("Invalid fixed IP address ({ip})"))))
+                .transpose()?;
+            Ok(NicRequest::Network { network, address })
+        }
+        (None, None, _) => Err(bad("Each requested network needs a uuid or a port.".into())),
     }
 }
 

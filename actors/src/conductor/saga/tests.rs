@@ -23,7 +23,7 @@ use crate::app::bootstrap::{self, Defaults};
 use crate::app::identity::{self, AuthContext};
 use crate::app::instances::TransitionError;
 use crate::app::servers::{self, NewServers};
-use crate::app::{App, builds, fixed_ips, quota};
+use crate::app::{App, builds, interfaces, quota};
 use crate::compute::virt::{FakeHypervisor, GuestPower, VirtDriver};
 use crate::timing::Timing;
 
@@ -140,7 +140,7 @@ impl Effects for TestEffects {
     async fn allocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
         let changes = self
             .step(worker_failure, || async {
-                fixed_ips::allocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
+                interfaces::allocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
             })
             .await?;
         self.owed.lock().unwrap().merge(changes.clone());
@@ -150,7 +150,7 @@ impl Effects for TestEffects {
     async fn deallocate(&self, id: InstanceId) -> Result<NetworkChanges, StepFailure> {
         let changes = self
             .step(worker_failure, || async {
-                fixed_ips::deallocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
+                interfaces::deallocate(&self.app, id).await.map_err(|e| StepFailure::Failed(chain(&e)))
             })
             .await?;
         self.owed.lock().unwrap().merge(changes.clone());
@@ -236,7 +236,7 @@ async fn setup(twice: bool) -> (tempfile::TempDir, TestEffects, InstanceId) {
         name: "vm".into(),
         image: image.to_string(),
         flavor: "1".into(),
-        networks: Vec::new(),
+        networks: Default::default(),
         count: 1,
         key_name: None,
         security_groups: Vec::new(),
