@@ -295,3 +295,21 @@ async fn the_stock_openstack_cli_creates_networks_subnets_ports_and_a_server_on_
     assert_eq!(networks.lines().collect::<Vec<_>>(), vec!["private", "public"]);
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn openstacksdk_boots_a_server_on_two_networks_and_stops_and_starts_it() {
+    let t = TestCloud::start().await;
+    let clouds = t.data_dir().join("clouds.yaml");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sdk_two_networks.py");
+    let out = tokio::task::spawn_blocking(move || openstack::run_sdk_script(&clouds, &script)).await.unwrap();
+    let seen: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the script's last line is its JSON report ({e}): {out}"));
+    let addresses: Vec<&str> = seen["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(addresses.len(), 2, "{seen}");
+    assert!(addresses[0].starts_with("10.80.0.") && addresses[1].starts_with("10.81.0."), "{seen}");
+    assert_eq!(seen["ports"], seen["addresses"], "the ports are the server's addresses: {seen}");
+    assert_eq!((seen["stopped"].as_str(), seen["started"].as_str()), (Some("SHUTOFF"), Some("ACTIVE")), "{seen}");
+    assert_eq!(seen["networks_left"], serde_json::json!([]), "{seen}");
+    assert!(store_violations(&t.cloud.store).is_empty(), "{:?}", store_violations(&t.cloud.store));
+    t.shutdown().await;
+}

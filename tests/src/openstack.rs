@@ -1,4 +1,5 @@
-//! The stock `openstack` CLI (python-openstackclient 10.5.0), installed once into a venv under `target/`.
+//! The stock `openstack` CLI (python-openstackclient 10.5.0, with the openstacksdk it is built on), installed
+//! once into a venv under `target/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +36,28 @@ pub fn openstack_cli() -> PathBuf {
         .expect("running pip");
     assert!(status.success(), "pip install python-openstackclient failed");
     cli
+}
+
+/// Runs a Python script with the CLI venv's interpreter (where openstacksdk is, the library the CLI is built
+/// on) against the cloud described by `clouds_yaml`; returns stdout, panics on failure.
+pub fn run_sdk_script(clouds_yaml: &Path, script: &Path) -> String {
+    let python = openstack_cli().with_file_name("python");
+    let output = Command::new(python)
+        .arg(script)
+        .env("OS_CLIENT_CONFIG_FILE", clouds_yaml)
+        .env("OS_CLOUD", "nimbus")
+        .env_remove("OS_AUTH_URL")
+        .output()
+        .expect("running the openstacksdk script");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{} failed with {}\nstdout:\n{stdout}\nstderr:\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// Runs `openstack ARGS` against the cloud described by `clouds_yaml`; returns stdout, panics on failure.
