@@ -698,6 +698,8 @@ pub enum OperationKind {
     /// A power action (stop, start, reboot, pause, suspend and their undoing): which one, the instance's
     /// task_state says.
     Power,
+    /// Its host is to give it the interfaces its record has now (`addFixedIp`, `removeFixedIp`).
+    Interfaces,
 }
 
 /// A pool of floating addresses, created by the operator.

@@ -39,7 +39,7 @@ use crate::table::{Index, Reads, Table, WriteTx};
 ///   so it refuses the file at open instead of failing on the first such record.
 /// - 13: `ports`, `bare_networks` (new: nothing to fill); `macs` names the port of each MAC, not its
 ///   instance (rewritten from the instances' interfaces when an older file is opened); instances record the
-///   interfaces they were asked for (record version 5).
+///   interfaces they were asked for (record version 5); operations may be interface changes.
 pub const SCHEMA_VERSION: u32 = 13;
 
 const META: TableDefinition<'static, &str, u32> = TableDefinition::new("meta");

@@ -696,7 +696,7 @@ async fn instances_of_a_dhcp_network_resolve_each_other_by_name_through_dnsmasq(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_with_two_nics_answers_on_both_addresses_with_one_default_route() {
+async fn an_instance_with_two_nics_answers_on_both_and_a_nic_plugged_or_unplugged_while_it_runs_follows() {
     let Some(lab) = Lab::new("nics") else { return };
     let t = TestCloud::start_with(lab.options()).await;
     let alice = t.user_in_mode("flat", "member").await;
@@ -740,5 +740,39 @@ async fn an_instance_with_two_nics_answers_on_both_addresses_with_one_default_ro
         let entry = shown.into_iter().find(|a| a["addr"] == address.to_string()).unwrap();
         assert_eq!(mac.trim(), entry["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap(), "{nic} has its port's MAC");
     }
+
+    // addFixedIp plugs a third NIC into the running instance; it answers too.
+    let made = alice.post("/network/v2.0/networks", &json!({"network": {"name": "third"}})).await.unwrap();
+    let third = made["network"]["id"].as_str().unwrap().to_string();
+    let subnet = json!({"subnet": {"network_id": third, "cidr": "10.62.0.0/24", "ip_version": 4}});
+    alice.post("/network/v2.0/subnets", &subnet).await.unwrap();
+    let action = format!("/compute/v2.1/servers/{}/action", id_of(&vm));
+    alice.post(&action, &json!({"addFixedIp": {"networkId": third}})).await.unwrap();
+    let added: Ipv4Addr = wait_for_value("the third address", Duration::from_secs(20), || async {
+        let shown = server(&alice, &id_of(&vm)).await?;
+        shown["addresses"]["third"][0]["addr"].as_str().and_then(|a| a.parse().ok())
+    })
+    .await;
+    wait_until("eth2's lease", Duration::from_secs(20), || async {
+        lab.addresses(&ns, "eth2") == vec![format!("{added}/24")]
+    })
+    .await;
+    wait_until(&format!("{added} to answer"), Duration::from_secs(5), || async { lab.ping(&lab.host, added) }).await;
+
+    // removeFixedIp takes eth0 away: the others move up, the leased one is eth0 with the default route.
+    alice.post(&action, &json!({"removeFixedIp": {"address": injected.to_string()}})).await.unwrap();
+    wait_until("the leased address on eth0", Duration::from_secs(20), || async {
+        lab.addresses(&ns, "eth0") == vec![format!("{leased}/24")]
+            && lab.addresses(&ns, "eth1") == vec![format!("{added}/24")]
+    })
+    .await;
+    assert!(lab.addresses(&ns, "eth2").is_empty(), "two NICs are left");
+    for address in [leased, added] {
+        wait_until(&format!("{address} to answer"), Duration::from_secs(5), || async { lab.ping(&lab.host, address) })
+            .await;
+    }
+    assert!(!lab.ping(&lab.host, injected), "the removed address answers no more");
+    let routes = lab.exec(&ns, "ip", &["route", "show", "default"]).unwrap();
+    assert!(routes.lines().count() == 1 && routes.contains("via 10.61.0.1 dev eth0"), "{routes}");
     t.shutdown().await;
 }

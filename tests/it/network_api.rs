@@ -347,3 +347,79 @@ async fn what_nimbus_cannot_honour_is_refused_with_a_reason() {
     assert!(store_violations(&t.cloud.store).is_empty(), "{:?}", store_violations(&t.cloud.store));
     t.shutdown().await;
 }
+
+/// The addresses of the interfaces the fake hypervisor running `server` was given, in order.
+fn plugged(t: &TestCloud, server: &str) -> Vec<String> {
+    let spec = t.cloud.hypervisors.values().flat_map(|h| h.running()).find(|s| s.id.to_string() == server);
+    spec.map(|s| s.interfaces.iter().map(|n| n.address.to_string()).collect()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn add_fixed_ip_and_remove_fixed_ip_plug_and_unplug_an_interface_on_the_servers_host() {
+    let t = TestCloud::start().await;
+    let alice = t.user_with_role("member").await;
+    let extra = network_with_subnet(&alice, "extra", "10.90.0.0/24", true).await;
+    let vm = boot_active(&alice, "multinic").await;
+    let id = vm["id"].as_str().unwrap().to_string();
+    let first = fixed_addresses(&vm)[0].clone();
+    let action = format!("/compute/v2.1/servers/{id}/action");
+
+    let (code, body) = status(&alice, Method::POST, &action, Some(json!({"addFixedIp": {"networkId": extra}}))).await;
+    assert_eq!(code, 202, "{body}");
+    let added = wait_for_value("the new interface on the host", Duration::from_secs(5), || async {
+        let plugged = plugged(&t, &id);
+        (plugged.len() == 2).then(|| plugged[1].clone())
+    })
+    .await;
+    assert!(added.starts_with("10.90.0."), "{added}");
+    assert_eq!(plugged(&t, &id)[0], first, "the first interface stays where it was");
+    let shown = server(&alice, &id).await.unwrap();
+    let mut addresses = fixed_addresses(&shown);
+    addresses.sort();
+    let mut expected = vec![first.clone(), added.clone()];
+    expected.sort();
+    assert_eq!(addresses, expected);
+    assert_eq!(interfaces(&alice, &id).await.len(), 2);
+    wait_until("the change to be closed", Duration::from_secs(5), || async {
+        store_violations(&t.cloud.store).is_empty()
+    })
+    .await;
+
+    // The first interface goes; the added one is all that is left, on the host too.
+    let remove = json!({"removeFixedIp": {"address": first}});
+    let (code, body) = status(&alice, Method::POST, &action, Some(remove.clone())).await;
+    assert_eq!(code, 202, "{body}");
+    wait_until("the interface to be unplugged", Duration::from_secs(5), || async {
+        plugged(&t, &id) == [added.clone()]
+    })
+    .await;
+    assert_eq!(fixed_addresses(&server(&alice, &id).await.unwrap()), std::slice::from_ref(&added));
+
+    // Refusals: an address it does not have, a network the caller does not see, a malformed body.
+    wait_until("the change to be closed", Duration::from_secs(5), || async {
+        store_violations(&t.cloud.store).is_empty()
+    })
+    .await;
+    for (body, code) in [
+        (remove, 400),
+        (json!({"addFixedIp": {"networkId": "00000000-0000-0000-0000-000000000000"}}), 400),
+        (json!({"removeFixedIp": {"address": "not-an-ip"}}), 400),
+        (json!({"addFixedIp": {}}), 400),
+    ] {
+        let (got, answer) = status(&alice, Method::POST, &action, Some(body.clone())).await;
+        assert_eq!(got, code, "{body}: {answer}");
+    }
+    // A server that is not ACTIVE cannot change its interfaces.
+    alice.post(&action, &json!({"os-stop": null})).await.unwrap();
+    wait_for_status(&alice, &id, "SHUTOFF").await;
+    wait_until("the stop to be closed", Duration::from_secs(5), || async {
+        store_violations(&t.cloud.store).is_empty()
+    })
+    .await;
+    let (code, body) = status(&alice, Method::POST, &action, Some(json!({"addFixedIp": {"networkId": extra}}))).await;
+    assert_eq!(code, 409, "{body}");
+    alice.delete(&format!("/compute/v2.1/servers/{id}")).await.unwrap();
+    wait_for_gone(&alice, &id).await;
+    assert!(store_violations(&t.cloud.store).is_empty(), "{:?}", store_violations(&t.cloud.store));
+    t.shutdown().await;
+}

@@ -59,6 +59,22 @@ where
     }
 }
 
+/// Polls `probe` every 20 ms until it has a value, and returns it; panics with `what` after `timeout`.
+pub async fn wait_for_value<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct TestCloud {
     pub cloud: Cloud,
     pub admin: Client,

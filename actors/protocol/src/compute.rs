@@ -113,6 +113,12 @@ pub enum VirtError {
     },
     #[error("the hypervisor could not install the host's firewall")]
     Firewall(#[source] Failure),
+    #[error("the hypervisor could not change the interfaces of {id}")]
+    Interfaces {
+        id: InstanceId,
+        #[source]
+        cause: Failure,
+    },
 }
 
 /// Why a call to a compute agent did not succeed.
@@ -147,6 +153,9 @@ pub enum ComputeMsg {
     /// Powers the instance here off, on, through a reboot, into a pause or a suspension, or out of one.
     #[rpc]
     Power(Wire<Traced<(InstanceId, PowerAction)>>, RpcReplyPort<StepReply>),
+    /// Gives the running instance exactly the spec's interfaces (plugs those added, unplugs those removed).
+    #[rpc]
+    SetInterfaces(Wire<Traced<InstanceSpec>>, RpcReplyPort<StepReply>),
     /// The host's uptime line, as `uptime` prints it (what nova's `os-hypervisors/{id}/uptime` shows).
     #[rpc]
     Uptime(RpcReplyPort<Wire<String>>),
@@ -188,6 +197,17 @@ impl ComputeClient {
     ) -> Result<(), ComputeError> {
         let request = Wire(Traced::new(trace, (id, action)));
         self.step(|r| ComputeMsg::Power(request, r), timeout).await
+    }
+
+    /// Gives the running instance the spec's interfaces, waiting at most `timeout`.
+    pub async fn set_interfaces(
+        &self,
+        trace: &Trace,
+        spec: InstanceSpec,
+        timeout: Duration,
+    ) -> Result<(), ComputeError> {
+        let request = Wire(Traced::new(trace, spec));
+        self.step(|r| ComputeMsg::SetInterfaces(request, r), timeout).await
     }
 
     /// The host's uptime line, waiting at most `timeout`.

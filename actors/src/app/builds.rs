@@ -1,4 +1,4 @@
-//! The steps a conductor persists for builds, deletes and power actions (the saga log is the `operations`
+//! The steps a conductor persists for builds, deletes, power actions and interface changes (the saga log is the `operations`
 //! table). Each is one transaction, guarded by "is it still ours" (the operation is still this build or
 //! power action, the instance still on this host), so a step repeated after a crash, or overtaken by a
 //! delete, changes nothing it should not.
@@ -58,6 +58,27 @@ pub async fn finish_power(app: &App, id: InstanceId, done: bool) -> Result<bool,
             Ok(true)
         })
         .await
+}
+
+/// Closes the interface change logged for `id`; `false` if another operation replaced it meanwhile.
+pub async fn finish_interfaces(app: &App, id: InstanceId) -> Result<bool, StoreError> {
+    app.store
+        .write(move |tx| {
+            let ours = tx.get(&OPERATIONS, &id)?.is_some_and(|op| op.kind == OperationKind::Interfaces);
+            if ours {
+                tx.delete(&OPERATIONS, &id)?;
+            }
+            Ok(ours)
+        })
+        .await
+}
+
+/// The spec of the instance as its record has it now.
+pub fn current_spec(app: &App, id: InstanceId) -> Result<InstanceSpec, CloudError> {
+    app.store.read(|r| {
+        let instance = r.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+        Ok(instance_spec(r, &instance)?)
+    })
 }
 
 /// Closes a build that is over; `false` if a delete replaced it meanwhile (nothing is closed then).

@@ -9,7 +9,9 @@ use ipnetwork::Ipv4Network;
 use nimbus_protocol::ids::{FloatingIpId, InstanceId, PoolId, ProjectId};
 use nimbus_protocol::network::NetworkChanges;
 use nimbus_protocol::trace::Trace;
-use nimbus_storage::records::{AllocationCursor, FloatingIp, FloatingPool, Instance, TaskState, Usage, now_ms};
+use nimbus_storage::records::{
+    AllocationCursor, FloatingIp, FloatingPool, Instance, Interface, TaskState, Usage, now_ms,
+};
 use nimbus_storage::schema::{self, FLOATING_BY_ID, FLOATING_IPS, FLOATING_POOLS, INSTANCES, NETWORKS, POOL_CURSORS};
 use nimbus_storage::{Reads, StoreError, WriteTx};
 
@@ -418,13 +420,17 @@ pub(crate) fn auto_assign_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<boo
     Ok(true)
 }
 
-/// Disassociates every floating IP of an instance that is going away; auto-assigned ones go back to their
-/// pool. Returns whether anything changed.
-pub(crate) fn release_for_instance_in(tx: &mut WriteTx<'_>, instance: &Instance) -> Result<bool, StoreError> {
+/// Disassociates the floating IPs NATed to `interfaces` of instance `id`, which are going away; auto-assigned
+/// ones go back to their pool. Returns whether anything changed.
+pub(crate) fn release_for_interfaces_in(
+    tx: &mut WriteTx<'_>,
+    id: InstanceId,
+    interfaces: &[Interface],
+) -> Result<bool, StoreError> {
     let mut changed = false;
-    for address in instance.interfaces.iter().flat_map(|i| i.floating.iter().copied()) {
+    for address in interfaces.iter().flat_map(|i| i.floating.iter().copied()) {
         let key = u32::from(address);
-        let Some(mut ip) = tx.get(&FLOATING_IPS, &key)?.filter(|ip| ip.instance == Some(instance.id)) else { continue };
+        let Some(mut ip) = tx.get(&FLOATING_IPS, &key)?.filter(|ip| ip.instance == Some(id)) else { continue };
         detach_in(tx, &mut ip)?;
         if ip.auto_assigned {
             // Never counted against the quota, so nothing to refund.

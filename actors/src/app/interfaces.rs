@@ -4,9 +4,13 @@
 //! controllers or with actors killed mid-way; what it asks of the network host is returned for the caller to
 //! pass on.
 
+use std::net::Ipv4Addr;
+
 use nimbus_protocol::ids::{InstanceId, NetworkId};
 use nimbus_protocol::network::{EndLease, NetworkChanges};
-use nimbus_storage::records::{Instance, Network, NetworkMode, NicRequest, RequestedNics, TaskState, Usage, now_ms};
+use nimbus_storage::records::{
+    Instance, Interface, Network, NetworkMode, NicRequest, RequestedNics, TaskState, Usage, now_ms,
+};
 use nimbus_storage::schema::{self, FIXED_IPS, FIXED_RELEASES, INSTANCES, NETWORKS, PROJECTS};
 use nimbus_storage::{NetworkOwner, Pair, Reads, StoreError, WriteTx};
 
@@ -150,44 +154,100 @@ pub async fn deallocate(app: &App, instance: InstanceId) -> Result<NetworkChange
     app.store.write(move |tx| deallocate_in(tx, instance)).await
 }
 
-/// The deallocation transaction. A leased address stays associated (not allocated) until the DHCP server
-/// reports the lease ended, or the reclaim timer frees it; any other address is free at once.
+/// The deallocation transaction: every interface released (see [`release_in`]).
 pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<NetworkChanges, StoreError> {
     let mut changes = NetworkChanges::default();
     let Some(mut instance) = tx.get(&INSTANCES, &id)? else { return Ok(changes) };
-    changes.nat = floating_ips::release_for_instance_in(tx, &instance)?;
+    changes.nat = floating_ips::release_for_interfaces_in(tx, id, &instance.interfaces)?;
     for interface in &instance.interfaces {
-        let key = Pair(interface.network, u32::from(interface.address));
-        let Some(mut row) = tx.get(&FIXED_IPS, &key)?.filter(|row| row.instance == Some(id) && row.allocated) else {
-            continue;
-        };
-        // A port of the Network API keeps its address, still charged to the project (and its lease, for the
-        // next instance with its MAC).
-        let kept_by_port = ports::unbind_in(tx, interface.id, &mut row)?;
-        if kept_by_port {
-            tx.put(&FIXED_IPS, &key, &row)?;
-        } else if row.leased {
-            let at = now_ms();
-            row.allocated = false;
-            row.released_at = Some(at);
-            tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
-            let mac = row.mac.clone().unwrap_or_default();
-            changes.leases.push(EndLease { network: interface.network, mac, address: row.address });
-            tx.put(&FIXED_IPS, &key, &row)?;
-        } else {
-            free_fixed_ip_in(tx, &key)?;
-        }
-        if !kept_by_port {
-            quota::refund_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
-        }
-        if let Some(network) = tx.get(&NETWORKS, &interface.network)? {
-            changes.merge(changes_of(&network));
-        }
+        release_in(tx, &instance, interface, &mut changes)?;
     }
     if !instance.interfaces.is_empty() {
         instance.interfaces.clear();
         instance.updated_at = now_ms();
         tx.put(&INSTANCES, &id, &instance)?;
     }
+    Ok(changes)
+}
+
+/// Releases one interface's address; the caller takes the interface off the record. A leased address stays
+/// associated (not allocated) until the DHCP server reports the lease ended, or the reclaim timer frees it;
+/// any other address is free at once. A port of the Network API keeps its address, still charged to the
+/// project (and its lease, for the next instance with its MAC).
+fn release_in(
+    tx: &mut WriteTx<'_>,
+    instance: &Instance,
+    interface: &Interface,
+    changes: &mut NetworkChanges,
+) -> Result<(), StoreError> {
+    let key = Pair(interface.network, u32::from(interface.address));
+    let Some(mut row) = tx.get(&FIXED_IPS, &key)?.filter(|row| row.instance == Some(instance.id) && row.allocated)
+    else {
+        return Ok(());
+    };
+    let kept_by_port = ports::unbind_in(tx, interface.id, &mut row)?;
+    if kept_by_port {
+        tx.put(&FIXED_IPS, &key, &row)?;
+    } else if row.leased {
+        let at = now_ms();
+        row.allocated = false;
+        row.released_at = Some(at);
+        tx.put(&FIXED_RELEASES, &Pair(at, key.clone()), &key.0)?;
+        let mac = row.mac.clone().unwrap_or_default();
+        changes.leases.push(EndLease { network: interface.network, mac, address: row.address });
+        tx.put(&FIXED_IPS, &key, &row)?;
+    } else {
+        free_fixed_ip_in(tx, &key)?;
+    }
+    if !kept_by_port {
+        quota::refund_in(tx, instance.project, Usage { fixed_ips: 1, ..Usage::default() })?;
+    }
+    if let Some(network) = tx.get(&NETWORKS, &interface.network)? {
+        changes.merge(changes_of(&network));
+    }
+    Ok(())
+}
+
+/// A change to the interfaces of an instance that runs (nova-network's interface attach and detach).
+#[derive(Clone, Debug)]
+pub enum InterfaceChange {
+    /// A new interface on this network, after the others (`addFixedIp`).
+    Add(Network),
+    /// The interface with this fixed address goes (`removeFixedIp`); the ones after it move up.
+    Remove(Ipv4Addr),
+}
+
+/// Makes the change on the instance's record, in the caller's transaction; returns what the network host
+/// must apply.
+pub(crate) fn change_in(
+    tx: &mut WriteTx<'_>,
+    id: InstanceId,
+    change: InterfaceChange,
+) -> Result<NetworkChanges, CloudError> {
+    let mut instance = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+    let mut changes = NetworkChanges::default();
+    match change {
+        InterfaceChange::Add(network) => {
+            let hostname = dhcp_hostname(&instance.name, id);
+            let interface = new_address_in(tx, &network, None, instance.project, Holder::Instance(id, &hostname))?;
+            instance.interfaces.push(interface);
+            changes.merge(changes_of(&network));
+        }
+        InterfaceChange::Remove(address) => {
+            let interface = instance
+                .interfaces
+                .iter()
+                .find(|i| i.address == address)
+                .cloned()
+                .ok_or_else(|| CloudError::BadRequest(format!("Instance {id} has no fixed IP {address}.")))?;
+            changes.nat = floating_ips::release_for_interfaces_in(tx, id, std::slice::from_ref(&interface))?;
+            release_in(tx, &instance, &interface, &mut changes)?;
+            // Disassociating its floating IPs rewrote the record.
+            instance = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            instance.interfaces.retain(|i| i.id != interface.id);
+        }
+    }
+    instance.updated_at = now_ms();
+    tx.put(&INSTANCES, &id, &instance)?;
     Ok(changes)
 }

@@ -9,7 +9,8 @@ use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{FlavorId, ImageId, InstanceId, ProjectId};
 use nimbus_protocol::trace::Trace;
 use nimbus_storage::records::{
-    ImageStatus, Instance, NicRequest, Operation, OperationKind, RequestedNics, Role, TaskState, UserData, now_ms,
+    ImageStatus, Instance, NicRequest, Operation, OperationKind, RequestedNics, Role, TaskState, UserData, VmState,
+    now_ms,
 };
 use nimbus_storage::schema::{
     BARE_NETWORKS, FLAVORS, IMAGES, INSTANCE_LIST, INSTANCES, NETWORKS, OPERATIONS, PROJECT_INSTANCE_LIST, USER_DATA,
@@ -21,7 +22,8 @@ use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
 use crate::app::identity::AuthContext;
 use crate::app::instances::{self, TransitionError, new_instance, transition_in};
-use crate::app::{fixed_ips, images, key_pairs, networks, ports, quota, security_groups};
+use crate::app::interfaces::InterfaceChange;
+use crate::app::{fixed_ips, images, interfaces, key_pairs, networks, ports, quota, security_groups};
 use crate::instance_state::{Event, api_status, api_status_of, task_state_name, vm_state_name};
 
 /// A create request, checked for its shape by the gateway.
@@ -354,6 +356,61 @@ pub async fn power(
     tracing::info!(instance = %id, %project, ?action, "power action logged");
     app.notify_conductor(trace, project, id);
     Ok(())
+}
+
+/// `addFixedIp` / `removeFixedIp` (named `name` in a refusal): changes the interfaces of an ACTIVE server and
+/// logs the change for its conductor, which has its host plug or unplug the NIC; the network host learns of
+/// the address at once. Another operation under way, or a server not ACTIVE, is a 409.
+pub async fn change_interfaces(
+    app: &App,
+    trace: &Trace,
+    auth: &AuthContext,
+    instance: &Instance,
+    change: NicChange,
+    name: &'static str,
+) -> Result<(), CloudError> {
+    let change = match change {
+        NicChange::Add(network) => {
+            let network = networks::get(app, auth, &network)
+                .map_err(|_| CloudError::BadRequest(format!("Network {network} could not be found.")))?;
+            InterfaceChange::Add(network)
+        }
+        NicChange::Remove(address) => InterfaceChange::Remove(address),
+    };
+    let (id, project) = (instance.id, instance.project);
+    let request_id = trace.request_id.clone();
+    let changes = app
+        .store
+        .write(move |tx| {
+            let current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            let refusal = match current.task_state {
+                Some(task) => format!("while it is in task_state {}", task_state_name(task)),
+                None => format!("while it is in vm_state {}", vm_state_name(current.vm_state)),
+            };
+            let ready = current.vm_state == VmState::Active && current.task_state.is_none() && current.host.is_some();
+            if !ready || tx.get(&OPERATIONS, &id)?.is_some() {
+                return Err(CloudError::Conflict(format!("Cannot '{name}' instance {id} {refusal}")));
+            }
+            let changes = interfaces::change_in(tx, id, change)?;
+            let op =
+                Operation { instance: id, project, kind: OperationKind::Interfaces, started_at: now_ms(), request_id };
+            tx.put(&OPERATIONS, &id, &op)?;
+            Ok(changes)
+        })
+        .await?;
+    tracing::info!(instance = %id, %project, action = name, "interface change logged");
+    app.notify_conductor(trace, project, id);
+    app.network().apply(trace, changes).await?;
+    Ok(())
+}
+
+/// What `addFixedIp` and `removeFixedIp` ask, as the gateway parsed it.
+#[derive(Clone, Debug)]
+pub enum NicChange {
+    /// A new interface on the network with this id.
+    Add(String),
+    /// The interface with this fixed address goes.
+    Remove(Ipv4Addr),
 }
 
 fn transition_failure(id: InstanceId, e: TransitionError) -> CloudError {

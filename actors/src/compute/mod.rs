@@ -240,7 +240,7 @@ impl Actor for ComputeAgent {
         state: &mut ComputeState,
     ) -> Result<(), ActorProcessingErr> {
         introspect::handled(&myself.get_cell());
-        // Builds, destroys and power actions run on their own tasks (`spawn_step`).
+        // Builds, destroys, power actions and interface changes run on their own tasks (`spawn_step`).
         match msg {
             ComputeMsg::Build(Wire(Traced { trace, body: spec }), reply) => {
                 let driver = state.driver.clone();
@@ -261,6 +261,13 @@ impl Actor for ComputeAgent {
                     tracing::info_span!("power", request_id = %trace, actor = %state.name, instance = %id, ?action);
                 let step = async move { driver.power(id, action).await };
                 spawn_step(span, ("power action done", "power action failed"), step, reply);
+            }
+            ComputeMsg::SetInterfaces(Wire(Traced { trace, body: spec }), reply) => {
+                let driver = state.driver.clone();
+                let span =
+                    tracing::info_span!("interfaces", request_id = %trace, actor = %state.name, instance = %spec.id);
+                let step = async move { driver.set_interfaces(spec).await };
+                spawn_step(span, ("interfaces changed", "interface change failed"), step, reply);
             }
             ComputeMsg::Uptime(reply) => {
                 let _ = reply.send(Wire(machine_uptime()));

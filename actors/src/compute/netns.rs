@@ -234,14 +234,31 @@ impl NetnsDriver {
         std::fs::write(dir.join("spec.json"), saved).map_err(KernelError::io("save the instance spec"))?;
         process::ensure_namespace(&ns).await?;
 
-        // Host side: a veth per interface, the host end on the network's bridge, the guest end moved in.
-        let (id, nics) = (spec.id, spec.interfaces.clone());
+        self.plug(&spec, 0).await?;
+        let interfaces = interfaces_file(&spec.interfaces);
+        std::fs::write(dir.join("interfaces"), &interfaces).map_err(KernelError::io("write the interfaces file"))?;
+        netlink::in_netns(
+            Some(&ns),
+            |h| async move { netlink::set_up(&h, netlink::index(&h, "lo").await?, "lo").await },
+        )
+        .await?;
+        self.set_guest_links(&spec, true).await?;
+        self.set_ports(spec.id, Some(port_filters(&spec))).await?;
+        self.start_guest(&spec).await?;
+        std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))
+    }
+
+    /// Plugs the spec's interfaces from the `from`th on: a veth each, the host end on its network's bridge
+    /// with the bridge's MTU, the guest end moved in as `eth<n>` with the interface's MAC.
+    async fn plug(&self, spec: &InstanceSpec, from: usize) -> Result<(), KernelError> {
+        let ns = self.namespace(spec.id);
+        let (id, nics) = (spec.id, spec.interfaces[from..].to_vec());
         let target = ns.clone();
         // Ports take their bridge's MTU (a VXLAN segment lowers it), or large packets would be dropped.
         let mtus = netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
             let netns = std::fs::File::open(netns_path(&target)).map_err(KernelError::io(format!("open {target}")))?;
             let mut mtus = Vec::new();
-            for (n, nic) in nics.iter().enumerate() {
+            for (n, nic) in (from..).zip(&nics) {
                 let bridge = netlink::link(&h, &nic.bridge).await?.ok_or_else(|| {
                     KernelError::Unsupported(format!(
                         "bridge {} of network {} does not exist on this host",
@@ -260,27 +277,67 @@ impl NetnsDriver {
             Ok(mtus)
         })
         .await?;
-
-        // Guest side: eth<n> with the instance's MAC and its bridge's MTU, then up with flat addresses injected.
-        let interfaces = interfaces_file(&spec.interfaces);
-        std::fs::write(dir.join("interfaces"), &interfaces).map_err(KernelError::io("write the interfaces file"))?;
-        let nics = spec.interfaces.clone();
+        let nics = spec.interfaces[from..].to_vec();
         netlink::in_netns(Some(&ns), move |h| async move {
-            netlink::set_up(&h, netlink::index(&h, "lo").await?, "lo").await?;
-            for (n, nic) in nics.iter().enumerate() {
+            for ((n, nic), mtu) in (from..).zip(&nics).zip(mtus) {
                 let eth = format!("eth{n}");
                 if let Some(guest) = netlink::link(&h, &guest_port(id, n)).await? {
                     netlink::rename_and_set_mac(&h, guest.header.index, &eth, netlink::parse_mac(&nic.mac)?).await?;
                 }
-                netlink::set_mtu(&h, netlink::index(&h, &eth).await?, mtus[n]).await?;
+                netlink::set_mtu(&h, netlink::index(&h, &eth).await?, mtu).await?;
             }
             Ok(())
         })
-        .await?;
+        .await
+    }
+
+    /// Unplugs the interfaces of `saved` from the `from`th on: their DHCP clients stopped (releasing their
+    /// leases), their veths deleted.
+    async fn unplug(&self, saved: &InstanceSpec, from: usize) -> Result<(), KernelError> {
+        let ns = self.namespace(saved.id);
+        let gone: Vec<String> = (from..saved.interfaces.len()).map(|n| format!("eth{n}")).collect();
+        for pid in process::pids_in(&ns).await? {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let on_gone = args.windows(2).any(|w| w[0] == b"-i" && gone.iter().any(|eth| w[1] == eth.as_bytes()));
+            if on_gone {
+                process::signal(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        let ports: Vec<String> = (from..saved.interfaces.len()).map(|n| host_port(saved.id, n)).collect();
+        netlink::in_netns(self.config.host_netns.as_deref(), move |h| async move {
+            for port in ports {
+                netlink::delete_link(&h, &port).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives a running instance exactly `spec`'s interfaces: those after the first that differs from what it
+    /// has are unplugged and plugged again in the new order (as a guest sees a NIC removed and the later ones
+    /// renumbered), the ones before it are left alone.
+    async fn set_instance_interfaces(&self, spec: InstanceSpec) -> Result<(), KernelError> {
+        let dir = self.instance_dir(spec.id);
+        let saved: InstanceSpec =
+            match std::fs::read(dir.join("spec.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(saved) if netns_path(&self.namespace(spec.id)).exists() => saved,
+                _ => return Err(KernelError::Unsupported(format!("instance {} does not run on this host", spec.id))),
+            };
+        let same = saved.interfaces.iter().zip(&spec.interfaces).take_while(|(a, b)| a.port == b.port).count();
+        if same == saved.interfaces.len() && same == spec.interfaces.len() {
+            return Ok(());
+        }
+        self.unplug(&saved, same).await?;
+        // The new spec is saved before the plug, so a failure half-way is repaired by the next try.
+        let bytes = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
+        std::fs::write(dir.join("spec.json"), bytes).map_err(KernelError::io("save the instance spec"))?;
+        std::fs::write(dir.join("interfaces"), interfaces_file(&spec.interfaces))
+            .map_err(KernelError::io("write the interfaces file"))?;
+        self.plug(&spec, same).await?;
         self.set_guest_links(&spec, true).await?;
         self.set_ports(spec.id, Some(port_filters(&spec))).await?;
-        self.start_guest(&spec).await?;
-        std::fs::write(dir.join("running"), b"").map_err(KernelError::io("mark the instance running"))
+        self.start_dhcp_clients(&spec, same).await
     }
 
     /// What a booting guest starts: a DHCP client per DHCP interface and, if asked, the web server. Nothing
@@ -290,8 +347,27 @@ impl NetnsDriver {
         if !process::pids_in(&ns).await?.is_empty() {
             return Ok(());
         }
+        self.start_dhcp_clients(spec, 0).await?;
+        if self.config.httpd {
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(KernelError::io("create the web root"))?;
+            std::fs::write(www.join("index.html"), format!("{}\n", spec.name))
+                .map_err(KernelError::io("write the web page"))?;
+            let root = www.display().to_string();
+            process::command_in(Some(&ns), "busybox", &["httpd", "-f", "-p", "80", "-h", &root])
+                .spawn()
+                .map_err(KernelError::io("start httpd"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a DHCP client for each DHCP interface from the `from`th on, as the guest's network service does.
+    async fn start_dhcp_clients(&self, spec: &InstanceSpec, from: usize) -> Result<(), KernelError> {
+        let (ns, dir) = (self.namespace(spec.id), self.instance_dir(spec.id));
         let script = self.config.state_dir.join("udhcpc.script").display().to_string();
-        for (n, nic) in spec.interfaces.iter().enumerate().filter(|(_, nic)| nic.addressing != Addressing::Injected) {
+        let dhcp =
+            spec.interfaces.iter().enumerate().skip(from).filter(|(_, nic)| nic.addressing != Addressing::Injected);
+        for (n, nic) in dhcp {
             let eth = format!("eth{n}");
             let hostname = format!("hostname:{}", nic.hostname);
             // Foreground, retrying forever like a booting guest; -R releases the lease when it is stopped.
@@ -303,16 +379,6 @@ impl NetnsDriver {
             command.env("NIMBUS_RESOLV_CONF", dir.join("resolv.conf"));
             command.stdout(log.try_clone().map_err(KernelError::io("log"))?).stderr(log);
             command.spawn().map_err(KernelError::io("start udhcpc"))?;
-        }
-        if self.config.httpd {
-            let www = dir.join("www");
-            std::fs::create_dir_all(&www).map_err(KernelError::io("create the web root"))?;
-            std::fs::write(www.join("index.html"), format!("{}\n", spec.name))
-                .map_err(KernelError::io("write the web page"))?;
-            let root = www.display().to_string();
-            process::command_in(Some(&ns), "busybox", &["httpd", "-f", "-p", "80", "-h", &root])
-                .spawn()
-                .map_err(KernelError::io("start httpd"))?;
         }
         Ok(())
     }
@@ -453,6 +519,13 @@ impl VirtDriver for NetnsDriver {
     fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()> {
         Box::pin(async move {
             self.power_instance(id, action).await.map_err(|e| VirtError::Power { id, action, cause: Failure::of(&e) })
+        })
+    }
+
+    fn set_interfaces(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            let id = spec.id;
+            self.set_instance_interfaces(spec).await.map_err(|e| VirtError::Interfaces { id, cause: Failure::of(&e) })
         })
     }
 

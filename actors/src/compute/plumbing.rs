@@ -31,6 +31,14 @@ impl PlumbedDriver {
             })
             .collect()
     }
+
+    /// Has this host's dataplane ensure the segment of each of `spec`'s networks.
+    async fn ensure_segments(&self, spec: &InstanceSpec) -> Result<(), Failure> {
+        for segment in PlumbedDriver::segments(spec) {
+            self.dataplane.ensure_host_segment(segment).await.map_err(|e| Failure::of(&e))?;
+        }
+        Ok(())
+    }
 }
 
 impl VirtDriver for PlumbedDriver {
@@ -44,13 +52,17 @@ impl VirtDriver for PlumbedDriver {
 
     fn spawn(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
         Box::pin(async move {
-            for segment in PlumbedDriver::segments(&spec) {
-                self.dataplane
-                    .ensure_host_segment(segment)
-                    .await
-                    .map_err(|e| VirtError::Spawn { id: spec.id, cause: Failure::of(&e) })?;
-            }
+            let id = spec.id;
+            self.ensure_segments(&spec).await.map_err(|cause| VirtError::Spawn { id, cause })?;
             self.inner.spawn(spec).await
+        })
+    }
+
+    fn set_interfaces(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            let id = spec.id;
+            self.ensure_segments(&spec).await.map_err(|cause| VirtError::Interfaces { id, cause })?;
+            self.inner.set_interfaces(spec).await
         })
     }
 

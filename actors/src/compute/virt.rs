@@ -28,6 +28,10 @@ pub trait VirtDriver: Send + Sync + 'static {
     /// Powers a running instance off or on, reboots, pauses, suspends it or undoes that; idempotent (an
     /// action whose end state the instance is in already succeeds). An instance it does not run is an error.
     fn power(&self, id: InstanceId, action: PowerAction) -> DriverFuture<'_, ()>;
+    /// Gives a running instance exactly `spec`'s interfaces, in order: those it lacks are plugged, those it has
+    /// no longer are unplugged, the others are left alone (idempotent). An instance it does not run is an
+    /// error.
+    fn set_interfaces(&self, spec: InstanceSpec) -> DriverFuture<'_, ()>;
     /// The instances the hypervisor runs now, for reconciliation with the store.
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>>;
     /// Whether it enforces security groups: its agent then follows the host's firewall.
@@ -162,6 +166,18 @@ impl VirtDriver for FakeHypervisor {
         })
     }
 
+    fn set_interfaces(&self, spec: InstanceSpec) -> DriverFuture<'_, ()> {
+        Box::pin(async move {
+            match self.running.lock().expect("fake hypervisor lock").get_mut(&spec.id) {
+                Some((running, _)) => {
+                    running.interfaces = spec.interfaces;
+                    Ok(())
+                }
+                None => Err(VirtError::Interfaces { id: spec.id, cause: Failure::message("no such instance here") }),
+            }
+        })
+    }
+
     fn list(&self) -> DriverFuture<'_, Vec<InstanceId>> {
         Box::pin(async move { Ok(self.running.lock().expect("fake hypervisor lock").keys().copied().collect()) })
     }
@@ -217,6 +233,8 @@ pub(crate) mod contract {
             driver.power(a.id, action).await.unwrap_or_else(|e| panic!("{action:?}: {e}"));
         }
         assert!(driver.power(spec(9).id, PowerAction::Stop).await.is_err(), "an instance it does not run");
+        driver.set_interfaces(a.clone()).await.expect("the interfaces it has already");
+        assert!(driver.set_interfaces(spec(9)).await.is_err(), "interfaces of an instance it does not run");
         driver.destroy(a.id).await.expect("destroy a");
         driver.destroy(a.id).await.expect("destroying a missing instance succeeds");
         assert_eq!(driver.list().await.unwrap(), vec![b.id]);

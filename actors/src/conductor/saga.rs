@@ -1,4 +1,4 @@
-//! The build, delete and power sagas of one instance, as omicron runs its sagas: every step is persisted before the
+//! The build, delete, power and interface sagas of one instance, as omicron runs its sagas: every step is persisted before the
 //! next starts, every step is idempotent, and a failure unwinds what the attempt did (nothing of it stays on
 //! the host, its addresses are released) before the build goes to another host or ends in ERROR.
 //!
@@ -72,6 +72,8 @@ pub trait Effects: Send + Sync {
     /// Ends the power action under way, where it led (`done`) or where it started; `false` if a delete
     /// replaced it.
     fn finish_power(&self, id: InstanceId, done: bool) -> impl Future<Output = Result<bool, TransitionError>> + Send;
+    /// Closes the interface change logged for `id`; `false` if another operation (a delete) replaced it.
+    fn finish_interfaces(&self, id: InstanceId) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Releases the instance's addresses and removes its records (a store step); returns what the release
     /// asks of the network host.
     fn remove(&self, id: InstanceId) -> impl Future<Output = Result<NetworkChanges, StoreError>> + Send;
@@ -109,6 +111,13 @@ pub trait Effects: Send + Sync {
         host: &HostId,
         id: InstanceId,
         action: PowerAction,
+    ) -> impl Future<Output = Result<(), StepFailure>> + Send;
+    /// Has `host` give the instance the interfaces its record has now.
+    fn set_interfaces(
+        &self,
+        trace: &Trace,
+        host: &HostId,
+        id: InstanceId,
     ) -> impl Future<Output = Result<(), StepFailure>> + Send;
     /// Waits before the `attempt`th repetition of a step whose worker did not answer.
     fn pause(&self, attempt: u32) -> impl Future<Output = ()> + Send;
@@ -231,6 +240,32 @@ async fn run_step(
             unless_superseded(fx.finish_power(id, false).await)?;
             return Ok(true);
         }
+        Step::Interfaces(None) => {
+            tracing::warn!("interface change of an instance with no host; closing it");
+            fx.finish_interfaces(id).await?;
+            return Ok(true);
+        }
+        Step::Interfaces(Some(host)) => match fx.set_interfaces(trace, &host, id).await {
+            Ok(()) => {
+                if fx.finish_interfaces(id).await? {
+                    tracing::info!(%host, "interfaces changed");
+                }
+                return Ok(true);
+            }
+            Err(StepFailure::Lost(cause)) if *retries < MAX_TRANSIENT_RETRIES => {
+                // Idempotent: the host is given the whole list each time.
+                *retries += 1;
+                tracing::warn!(%host, %cause, "the host did not answer the interface change; retrying");
+                fx.pause(*retries).await;
+            }
+            Err(failure) => {
+                // The record keeps the change; the host's next interface change (or a reboot of the
+                // instance's host agent) brings it in line.
+                tracing::error!(%host, cause = %failure.reason(), "the host could not change the interfaces");
+                fx.finish_interfaces(id).await?;
+                return Ok(true);
+            }
+        },
         Step::Interrupted { vm, task } => {
             tracing::error!(?vm, ?task, "build operation in an unexpected state; failing it");
             fx.fail_build(id, format!("Build interrupted in state {vm:?}/{task:?}")).await?;
@@ -398,6 +433,10 @@ impl Effects for CloudEffects {
         builds::finish_power(&self.app, id, done).await
     }
 
+    async fn finish_interfaces(&self, id: InstanceId) -> Result<bool, StoreError> {
+        builds::finish_interfaces(&self.app, id).await
+    }
+
     async fn remove(&self, id: InstanceId) -> Result<NetworkChanges, StoreError> {
         builds::release_and_remove(&self.app, id).await
     }
@@ -452,6 +491,11 @@ impl Effects for CloudEffects {
         action: PowerAction,
     ) -> Result<(), StepFailure> {
         compute_outcome(self.compute(host).power(trace, id, action, self.app.timing().build).await)
+    }
+
+    async fn set_interfaces(&self, trace: &Trace, host: &HostId, id: InstanceId) -> Result<(), StepFailure> {
+        let spec = builds::current_spec(&self.app, id).map_err(|e| StepFailure::Lost(chain(&e)))?;
+        compute_outcome(self.compute(host).set_interfaces(trace, spec, self.app.timing().build).await)
     }
 
     async fn pause(&self, attempt: u32) {

@@ -41,6 +41,9 @@ pub enum Step {
     /// A power action that cannot be done (the instance has no host, or none is under way): the instance
     /// stays as it was and the operation is closed.
     AbandonPower,
+    /// An interface change: have the instance's host give it the interfaces its record has, then close it
+    /// (closed at once if the instance has no host).
+    Interfaces(Option<HostId>),
     /// A build in a state no step leads to: it fails.
     Interrupted { vm: VmState, task: Option<TaskState> },
 }
@@ -55,6 +58,7 @@ pub fn next_step(op: Option<&Operation>, instance: Option<&Instance>) -> Step {
             (Some(action), Some(host)) => Step::Power { host: host.clone(), action },
             _ => Step::AbandonPower,
         },
+        OperationKind::Interfaces => Step::Interfaces(instance.host.clone()),
         OperationKind::Build => match (instance.vm_state, instance.task_state, &instance.host) {
             (VmState::Active | VmState::Error, None, _) => Step::CloseBuild,
             (VmState::Building, Some(TaskState::Scheduling), _) => Step::Place(Demand {
@@ -146,6 +150,7 @@ mod tests {
                 kind: match kind {
                     "build" => OperationKind::Build,
                     "power" => OperationKind::Power,
+                    "interfaces" => OperationKind::Interfaces,
                     _ => OperationKind::Delete,
                 },
                 started_at: 0,
@@ -172,6 +177,7 @@ mod tests {
             Step::Delete(host) => format!("delete on {host:?}"),
             Step::Power { host, action } => format!("{action:?} on {host}"),
             Step::AbandonPower => "abandon power".into(),
+            Step::Interfaces(host) => format!("interfaces on {host:?}"),
             Step::Interrupted { vm, task } => format!("interrupted {vm:?}/{task:?}"),
         }
     }
@@ -183,6 +189,13 @@ mod tests {
         check("build", "building/spawning@h1", "build on h1");
         check("build", "active/-@h1", "close build");
         check("build", "error/-", "close build");
+    }
+
+    #[test]
+    fn an_interface_change_goes_to_the_instances_host() {
+        check("interfaces", "active/-@h1", r#"interfaces on Some(HostId("h1"))"#);
+        check("interfaces", "error/-", "interfaces on None");
+        check("interfaces", "-", "remove records");
     }
 
     #[test]

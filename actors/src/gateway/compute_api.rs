@@ -24,7 +24,7 @@ use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
 use crate::app::error::CloudError;
 use crate::app::flavors;
 use crate::app::security_groups;
-use crate::app::servers::{self, NewServers, ServerFilters};
+use crate::app::servers::{self, NewServers, NicChange, ServerFilters};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
 
 type ApiResult = Result<Response, ApiError>;
@@ -434,6 +434,13 @@ enum ServerAction {
     RemoveSecurityGroup {
         name: String,
     },
+    AddFixedIp {
+        #[serde(rename = "networkId")]
+        network_id: Value,
+    },
+    RemoveFixedIp {
+        address: String,
+    },
     #[serde(rename = "os-stop")]
     Stop(()),
     #[serde(rename = "os-start")]
@@ -454,6 +461,7 @@ fn policy_of(action: &ServerAction) -> &'static str {
         ServerAction::AddFloatingIp { .. } | ServerAction::RemoveFloatingIp { .. } => "os_compute_api:os-floating-ips",
         ServerAction::AddSecurityGroup { .. } => "os_compute_api:os-security-groups:add",
         ServerAction::RemoveSecurityGroup { .. } => "os_compute_api:os-security-groups:remove",
+        ServerAction::AddFixedIp { .. } | ServerAction::RemoveFixedIp { .. } => "os_compute_api:os-multinic",
         ServerAction::Stop(_) => "os_compute_api:servers:stop",
         ServerAction::Start(_) => "os_compute_api:servers:start",
         ServerAction::Reboot { .. } => "os_compute_api:servers:reboot",
@@ -473,15 +481,16 @@ fn reboot_of(kind: &str) -> Result<PowerAction, CloudError> {
     }
 }
 
-/// `POST /servers/{id}/action`: the power actions, and the nova-network era floating-IP and security-group
-/// actions.
+/// `POST /servers/{id}/action`: the power actions, and the nova-network era floating-IP, fixed-IP (multinic)
+/// and security-group actions.
 async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     let action: ServerAction = parse_json(&body).map_err(|e| {
         ApiError::compute(match e {
             CloudError::BadRequest(m) if m.contains("unknown variant") => CloudError::BadRequest(
                 "nimbus supports the server actions os-stop, os-start, reboot, pause, unpause, suspend, resume, \
-                     addFloatingIp, removeFloatingIp, addSecurityGroup and removeSecurityGroup."
+                     addFloatingIp, removeFloatingIp, addFixedIp, removeFixedIp, addSecurityGroup \
+                     and removeSecurityGroup."
                     .into(),
             ),
             other => other,
@@ -503,6 +512,19 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
         }
         ServerAction::RemoveSecurityGroup { name } => {
             security_groups::set_membership(&s.app, instance.id, name, false).await
+        }
+        ServerAction::AddFixedIp { network_id } => {
+            // Nova takes the id as a string or a number; nimbus's ids are UUIDs.
+            let network = match network_id {
+                Value::String(id) => id,
+                other => other.to_string(),
+            };
+            let change = NicChange::Add(network);
+            servers::change_interfaces(&s.app, &auth.trace, &auth.ctx, &instance, change, "addFixedIp").await
+        }
+        ServerAction::RemoveFixedIp { address } => {
+            let change = NicChange::Remove(parse_address(&address).map_err(ApiError::compute)?);
+            servers::change_interfaces(&s.app, &auth.trace, &auth.ctx, &instance, change, "removeFixedIp").await
         }
         ServerAction::Stop(_) => power(PowerAction::Stop, "stop").await,
         ServerAction::Start(_) => power(PowerAction::Start, "start").await,

@@ -118,6 +118,10 @@ impl Effects for TestEffects {
         self.step(|_| store_fault().into(), || builds::finish_power(&self.app, id, done)).await
     }
 
+    async fn finish_interfaces(&self, id: InstanceId) -> Result<bool, StoreError> {
+        self.step(|_| store_fault(), || builds::finish_interfaces(&self.app, id)).await
+    }
+
     async fn remove(&self, id: InstanceId) -> Result<NetworkChanges, StoreError> {
         let changes = self.step(|_| store_fault(), || builds::release_and_remove(&self.app, id)).await?;
         self.owed.lock().unwrap().merge(changes.clone());
@@ -202,6 +206,14 @@ impl Effects for TestEffects {
     ) -> Result<(), StepFailure> {
         self.step(worker_failure, || async {
             self.hypervisor(host).power(id, action).await.map_err(|e| StepFailure::Failed(chain(&e)))
+        })
+        .await
+    }
+
+    async fn set_interfaces(&self, _trace: &Trace, host: &HostId, id: InstanceId) -> Result<(), StepFailure> {
+        self.step(worker_failure, || async {
+            let spec = builds::current_spec(&self.app, id).map_err(|e| StepFailure::Lost(chain(&e)))?;
+            self.hypervisor(host).set_interfaces(spec).await.map_err(|e| StepFailure::Failed(chain(&e)))
         })
         .await
     }
