@@ -233,6 +233,7 @@ mod tests {
             project: None,
             created_at: 0,
             subnet_name: String::new(),
+            mtu: None,
         };
         for part in parts {
             let (k, v) = part.split_once('=').unwrap();

@@ -33,6 +33,7 @@ pub struct NetworkRequest {
     pub allowed_end: Option<Ipv4Addr>,
     pub project: Option<ProjectId>,
     pub vpn_public_address: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
 }
 
 impl NetworkRequest {
@@ -55,6 +56,7 @@ impl NetworkRequest {
             allowed_end: None,
             project: None,
             vpn_public_address: None,
+            mtu: None,
         }
     }
 }
@@ -101,6 +103,9 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
     if let Some(problem) =
         crate::names::name_problem("network", &r.label).or_else(|| network_address_problem(r.fixed_range))
     {
+        return Err(invalid(problem));
+    }
+    if let Some(problem) = r.mtu.and_then(mtu_problem) {
         return Err(invalid(problem));
     }
     if r.num_networks == 0 {
@@ -179,10 +184,20 @@ pub fn plan(request: &NetworkRequest, existing: &[Network], now: Millis) -> Resu
             project: r.project,
             created_at: now,
             subnet_name: String::new(),
+            mtu: r.mtu,
         });
     }
     check_conflicts(&planned, existing)?;
     Ok(planned)
+}
+
+/// The MTUs a network may have: IPv4's minimum up to jumbo frames.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=9000;
+
+/// Why `mtu` cannot be a network's, if it cannot.
+pub fn mtu_problem(mtu: u32) -> Option<String> {
+    (!MTU_RANGE.contains(&mtu))
+        .then(|| format!("MTU {mtu} is out of range: a network's MTU is {} to {}.", MTU_RANGE.start(), MTU_RANGE.end()))
 }
 
 /// The lowest VLAN id from 100 on that no existing network has (a Network API network's segment).
@@ -250,6 +265,7 @@ mod tests {
                 "vlan" => r.vlan_start = v.parse().unwrap(),
                 "gw" => r.gateway = Some(v.parse().unwrap()),
                 "bridge" => r.bridge = Some(v.into()),
+                "mtu" => r.mtu = Some(v.parse().unwrap()),
                 other => panic!("unknown key {other}"),
             }
         }
@@ -304,6 +320,9 @@ mod tests {
     #[test]
     fn bad_requests_say_what_is_wrong() {
         check(&[], "x flat 10.0.0.5/24", "10.0.0.5/24 is not a network address; did you mean 10.0.0.0/24?");
+        check(&[], "x flat 10.0.0.0/24 mtu=67", "MTU 67 is out of range: a network's MTU is 68 to 9000.");
+        check(&[], "x flat 10.0.0.0/24 mtu=9001", "MTU 9001 is out of range: a network's MTU is 68 to 9000.");
+        check(&[], "x flat 10.0.0.0/24 mtu=1400", "x 10.0.0.0/24 br100 - - -");
         check(
             &[],
             "x vlan 10.0.0.0/16 n=3 size=256 vlan=4093",

@@ -588,16 +588,20 @@ pub struct Network {
     pub created_at: Millis,
     /// The name of its subnet in the Network API, if it was given one (else the subnet shows the label).
     pub subnet_name: String,
+    /// The MTU its bridge, its segment link and its instances' ports are given (and DHCP hands out); `None`:
+    /// the kernel's default for its links.
+    pub mtu: Option<u32>,
 }
 
 impl Record for Network {
     const KIND: &'static str = "network";
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
-    /// Version 2 appended `subnet_name` (an empty string is one 0 byte).
+    /// Version 2 appended `subnet_name` (an empty string is one 0 byte), version 3 `mtu`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         match version {
-            1 => decode_padded(bytes, 1),
+            1 => decode_padded(bytes, 2),
+            2 => decode_padded(bytes, 1),
             found => Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         }
     }
@@ -615,8 +619,22 @@ pub struct BareNetwork {
     /// `None` for a network every project of its mode shares (an admin's `shared` network).
     pub project: Option<ProjectId>,
     pub created_at: Millis,
+    /// The MTU its create asked for, which its subnet's create gives the network.
+    pub mtu: Option<u32>,
 }
-record!(BareNetwork, "bare_network", 1);
+
+impl Record for BareNetwork {
+    const KIND: &'static str = "bare_network";
+    const VERSION: u8 = 2;
+
+    /// Version 2 appended `mtu`.
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => decode_padded(bytes, 1),
+            found => Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
+        }
+    }
+}
 
 /// A port the Network API created: a fixed address and a MAC held on a network, for an instance to take
 /// (`networks: [{"port": …}]`). Its instance, while it has one, keeps the interface; the port outlives it.
@@ -963,7 +981,7 @@ mod tests {
         };
         let read: Network = decode_record(&encode_record(&old).unwrap()).unwrap();
         assert_eq!((read.id, read.label.as_str(), read.dns1, read.created_at), (old.id, "private", old.dns1, 7));
-        assert_eq!(read.subnet_name, "");
+        assert_eq!((read.subnet_name.as_str(), read.mtu), ("", None));
     }
 
     #[test]

@@ -492,6 +492,7 @@ mod tests {
             project,
             created_at,
             subnet_name: String::new(),
+            mtu: None,
         }
     }
 

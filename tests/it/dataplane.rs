@@ -776,3 +776,34 @@ async fn an_instance_with_two_nics_answers_on_both_and_a_nic_plugged_or_unplugge
     assert!(routes.lines().count() == 1 && routes.contains("via 10.61.0.1 dev eth0"), "{routes}");
     t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networks_mtu_is_its_bridges_and_its_ports_and_dhcp_hands_it_out() {
+    let Some(lab) = Lab::new("mtu") else { return };
+    let t = TestCloud::start_with(lab.options()).await;
+    let alice = t.user_in_mode("flat", "member").await;
+    let made = alice.post("/network/v2.0/networks", &json!({"network": {"name": "small", "mtu": 1400}})).await.unwrap();
+    let id = made["network"]["id"].as_str().unwrap().to_string();
+    assert_eq!(made["network"]["mtu"], 1400);
+    let subnet = json!({"subnet": {"network_id": id, "cidr": "10.63.0.0/24", "ip_version": 4}});
+    alice.post("/network/v2.0/subnets", &subnet).await.unwrap();
+    let image = default_image(&alice).await;
+    let body = json!({"server": {"name": "mtu", "imageRef": image, "flavorRef": "1", "networks": [{"uuid": id}]}});
+    let created = alice.post("/compute/v2.1/servers", &body).await.unwrap();
+    let vm = wait_for_status(&alice, created["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    wait_for_address(&lab, &vm, fixed_ip(&vm), 24).await;
+    let ns = lab.instance(&id_of(&vm));
+
+    let bridge = format!("brq{}", &id.replace('-', "")[21..]);
+    let link = |ns: &str, dev: &str| lab.exec(ns, "ip", &["-o", "link", "show", dev]).unwrap_or_else(|e| e);
+    assert!(link(&lab.host, &bridge).contains("mtu 1400"), "{}", link(&lab.host, &bridge));
+    assert!(link(&ns, "eth0").contains("mtu 1400"), "{}", link(&ns, "eth0"));
+    // A DHCP exchange of its own, from the instance, shows what the server hands out.
+    let script = t.data_dir().join("print-mtu.sh");
+    std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = bound ] && echo \"mtu=$mtu\"\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = script.display().to_string();
+    let asked = lab.exec(&ns, "busybox", &["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-O", "mtu", "-s", &script]);
+    assert!(asked.as_deref().unwrap_or_default().contains("mtu=1400"), "{asked:?}");
+    t.shutdown().await;
+}

@@ -170,7 +170,7 @@ async fn a_server_gets_one_interface_per_requested_network_and_port_in_order_and
 }
 
 #[tokio::test]
-async fn a_server_asking_for_none_has_no_interface_and_a_vlan_project_network_gets_its_own_segment() {
+async fn a_server_asking_for_none_has_no_interface_and_networks_get_their_mtu_and_vlan_segment() {
     let t = TestCloud::start().await;
     let alice = t.user_with_role("member").await;
     let (code, body) = boot_with(&alice, "offline", json!("none")).await;
@@ -179,6 +179,19 @@ async fn a_server_asking_for_none_has_no_interface_and_a_vlan_project_network_ge
     let server = wait_for_status(&alice, &id, "ACTIVE").await;
     assert!(fixed_addresses(&server).is_empty(), "{server}");
     assert!(interfaces(&alice, &id).await.is_empty());
+
+    // The MTU a network is made with is its segment's, on the network host and in the views.
+    let small = alice.post(NETWORKS, &json!({"network": {"name": "small", "mtu": 1400}})).await.unwrap();
+    let small = small["network"]["id"].as_str().unwrap().to_string();
+    let subnet = json!({"subnet": {"network_id": small, "cidr": "10.31.0.0/24", "ip_version": 4}});
+    alice.post(SUBNETS, &subnet).await.unwrap();
+    assert_eq!(alice.get(&format!("{NETWORKS}/{small}")).await.unwrap()["network"]["mtu"], 1400);
+    wait_until("the small network's segment", Duration::from_secs(5), || async {
+        t.cloud.sim().state().segments.values().any(|s| s.network.to_string() == small && s.mtu == Some(1400))
+    })
+    .await;
+    let os_network = t.admin.get(&format!("/compute/v2.1/os-networks/{small}")).await.unwrap();
+    assert_eq!(os_network["network"]["mtu"], 1400);
 
     let vlan = t.user_in_mode("vlan", "member").await;
     let net = network_with_subnet(&vlan, "seg", "10.30.0.0/24", true).await;
@@ -283,7 +296,8 @@ async fn what_nimbus_cannot_honour_is_refused_with_a_reason() {
         json!({"subnet": body})
     };
     for (path, body, code) in [
-        (NETWORKS, json!({"network": {"name": "x", "mtu": 9000}}), 400),
+        (NETWORKS, json!({"network": {"name": "x", "mtu": 9001}}), 400),
+        (NETWORKS, json!({"network": {"name": "x", "dns_domain": "example.org."}}), 400),
         (NETWORKS, json!({"network": {"name": "x", "router:external": true}}), 400),
         (NETWORKS, json!({"network": {"name": "x", "provider:network_type": "vxlan"}}), 400),
         (NETWORKS, json!({"network": {"name": "x", "shared": true}}), 403),
@@ -307,6 +321,10 @@ async fn what_nimbus_cannot_honour_is_refused_with_a_reason() {
         let message = answer.as_object().and_then(|o| o.values().next()).and_then(|e| e["message"].as_str());
         assert!(message.is_some_and(|m| !m.is_empty()), "{path} {body}: a reason is given: {answer}");
     }
+
+    let (code, body) =
+        status(&alice, Method::PUT, &format!("{NETWORKS}/{net}"), Some(json!({"network": {"mtu": 1400}}))).await;
+    assert_eq!(code, 400, "the MTU is given at create: {body}");
 
     // Another project's network and port are not found; its network cannot be changed.
     let (code, _) = status(&bob, Method::GET, &format!("{NETWORKS}/{net}"), None).await;

@@ -146,8 +146,9 @@ async fn bad_network_requests_are_refused_clearly() {
         (json!({"label": "x", "cidr": "10.9.0.0/24", "num_networks": 2}), 400, "too few"),
         (json!({"label": "x", "cidr": "nonsense"}), 400, "not an IPv4 CIDR"),
         (json!({"label": "x", "cidr": "10.9.0.0/24", "mode": "token-ring"}), 400, "Unknown mode"),
+        (json!({"label": "x", "cidr": "10.9.0.0/24", "mtu": 9001}), 400, "MTU 9001 is out of range"),
         // A field nimbus would not apply is refused, not dropped.
-        (json!({"label": "x", "cidr": "10.9.0.0/24", "mtu": 9000}), 400, "unknown field `mtu`"),
+        (json!({"label": "x", "cidr": "10.9.0.0/24", "priority": 1}), 400, "unknown field `priority`"),
     ];
     for (network, status, message) in cases {
         let (got, body) =

@@ -262,7 +262,9 @@ async fn the_stock_openstack_cli_creates_networks_subnets_ports_and_a_server_on_
         let line = line.to_string();
         async move { task.await.unwrap_or_else(|e| panic!("{line}: {e}")) }
     };
-    ok("network create red").await;
+    ok("network create red --mtu 1400").await;
+    let mtu = ok("network show red -f value -c mtu").await;
+    assert_eq!(mtu.trim(), "1400");
     ok("subnet create --network red --subnet-range 10.70.0.0/24 red-sub").await;
     ok("network create blue").await;
     ok("subnet create --network blue --subnet-range 10.71.0.0/24 --no-dhcp blue-sub").await;

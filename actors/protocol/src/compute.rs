@@ -73,6 +73,9 @@ pub struct NicSpec {
     pub vlan: Option<u16>,
     /// The name the instance gives its DHCP server.
     pub hostname: String,
+    /// The network's MTU, if it has one set (its bridge has it, and the host end takes the bridge's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// What a power action does to a running instance. Each is idempotent: stopping a stopped instance succeeds.

@@ -101,6 +101,7 @@ fn segment(r: &impl Reads, network: &Network) -> Result<Segment, StoreError> {
         gateway: network.gateway,
         dhcp,
         dns_servers: network.dns1.into_iter().chain(network.dns2).collect(),
+        mtu: network.mtu,
     })
 }
 

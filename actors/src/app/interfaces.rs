@@ -212,7 +212,7 @@ fn release_in(
 #[derive(Clone, Debug)]
 pub enum InterfaceChange {
     /// A new interface on this network, after the others (`addFixedIp`).
-    Add(Network),
+    Add(Box<Network>),
     /// The interface with this fixed address goes (`removeFixedIp`); the ones after it move up.
     Remove(Ipv4Addr),
 }

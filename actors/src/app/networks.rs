@@ -185,6 +185,7 @@ pub struct NewNetwork {
     pub shared: bool,
     /// The project it is for, by name or id (an admin may name another), else the caller's.
     pub project: Option<String>,
+    pub mtu: Option<u32>,
 }
 
 /// Creates bare networks, all or none: each in its project's mode, waiting for its subnet.
@@ -196,6 +197,9 @@ pub async fn create_bare(
     let mut planned = Vec::with_capacity(requests.len());
     for request in requests {
         if let Some(problem) = crate::names::name_problem("network", &request.name) {
+            return Err(CloudError::BadRequest(problem));
+        }
+        if let Some(problem) = request.mtu.and_then(network_plan::mtu_problem) {
             return Err(CloudError::BadRequest(problem));
         }
         if request.shared && !auth.has(Role::Admin) {
@@ -217,6 +221,7 @@ pub async fn create_bare(
             mode,
             project: (!request.shared).then_some(project),
             created_at: now_ms(),
+            mtu: request.mtu,
         });
     }
     app.store
@@ -375,6 +380,7 @@ pub async fn create_subnet(
     request.dns1 = new.dns.first().copied();
     request.dns2 = new.dns.get(1).copied();
     request.project = bare.project;
+    request.mtu = bare.mtu;
     request.allowed_start = new.pool.map(|p| p.0);
     request.allowed_end = new.pool.map(|p| p.1);
     // A flat network of the Network API gets a bridge of its own, named as Neutron's Linux bridges are, from
@@ -422,6 +428,7 @@ pub async fn delete_subnet(app: &App, trace: &Trace, auth: &AuthContext, network
                 mode: if network.mode == NetworkMode::Vlan { NetworkMode::Vlan } else { NetworkMode::Flat },
                 project: network.project,
                 created_at: network.created_at,
+                mtu: network.mtu,
             };
             tx.put(&BARE_NETWORKS, &id, &bare)?;
             Ok::<_, CloudError>(network)

@@ -373,7 +373,7 @@ pub async fn change_interfaces(
         NicChange::Add(network) => {
             let network = networks::get(app, auth, &network)
                 .map_err(|_| CloudError::BadRequest(format!("Network {network} could not be found.")))?;
-            InterfaceChange::Add(network)
+            InterfaceChange::Add(Box::new(network))
         }
         NicChange::Remove(address) => InterfaceChange::Remove(address),
     };

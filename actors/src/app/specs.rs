@@ -27,6 +27,7 @@ pub fn instance_spec(r: &impl Reads, instance: &Instance) -> Result<InstanceSpec
             bridge_interface: network.bridge_interface,
             vlan: network.vlan,
             hostname: dhcp_hostname(&instance.name, instance.id),
+            mtu: network.mtu,
         });
     }
     Ok(InstanceSpec {

@@ -57,6 +57,7 @@ const UDHCPC_SCRIPT: &str = "#!/bin/sh
 case \"$1\" in
   deconfig) ip -4 addr flush dev \"$interface\"; ip link set \"$interface\" up ;;
   bound|renew)
+    if [ -n \"$mtu\" ]; then ip link set dev \"$interface\" mtu \"$mtu\"; fi
     ip addr replace \"$ip/$mask\" dev \"$interface\"
     # The first interface has the default route (nova's use_single_default_gateway).
     if [ -n \"$router\" ] && [ \"$interface\" = eth0 ]; then
@@ -371,8 +372,10 @@ impl NetnsDriver {
             let eth = format!("eth{n}");
             let hostname = format!("hostname:{}", nic.hostname);
             // Foreground, retrying forever like a booting guest; -R releases the lease when it is stopped.
-            let args =
-                ["udhcpc", "-f", "-R", "-i", &eth, "-s", &script, "-t", "20", "-T", "1", "-A", "1", "-x", &hostname];
+            let args = [
+                "udhcpc", "-f", "-R", "-i", &eth, "-s", &script, "-t", "20", "-T", "1", "-A", "1", "-x", &hostname,
+                "-O", "mtu",
+            ];
             let log = std::fs::File::create(dir.join(format!("udhcpc-{eth}.log")))
                 .map_err(KernelError::io("create the DHCP client log"))?;
             let mut command = process::command_in(Some(&ns), "busybox", &args);
@@ -587,6 +590,7 @@ mod tests {
             bridge_interface: None,
             vlan: None,
             hostname: "vm1".into(),
+            mtu: None,
         }
     }
 

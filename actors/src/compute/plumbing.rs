@@ -28,6 +28,7 @@ impl PlumbedDriver {
                 bridge: nic.bridge.clone(),
                 bridge_interface: nic.bridge_interface.clone(),
                 vlan: nic.vlan,
+                mtu: nic.mtu,
             })
             .collect()
     }
@@ -116,6 +117,7 @@ mod tests {
             bridge_interface: None,
             vlan: Some(100),
             hostname: "vm".into(),
+            mtu: Some(1400),
         });
         plumbed.spawn(spec.clone()).await.unwrap();
         let segments: Vec<HostSegment> = sim.state().host_segments.into_values().collect();

@@ -47,6 +47,8 @@ pub struct Segment {
     /// The network's `dns1` / `dns2`: where its DNS server sends the names it does not know, and handed
     /// out to its instances after that server.
     pub dns_servers: Vec<Ipv4Addr>,
+    /// The network's MTU, if it has one set: its bridge and segment link have it, DHCP hands it out.
+    pub mtu: Option<u32>,
 }
 
 /// A network's bridge and segment on a compute host (multi_host): no addresses, no DHCP server; those stay
@@ -58,6 +60,9 @@ pub struct HostSegment {
     pub bridge_interface: Option<String>,
     /// VLAN mode: the segment id.
     pub vlan: Option<u16>,
+    /// The network's MTU, if it has one set (segments saved by an older nimbus have none).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 impl Segment {
@@ -68,6 +73,7 @@ impl Segment {
             bridge: self.bridge.clone(),
             bridge_interface: self.bridge_interface.clone(),
             vlan: self.vlan,
+            mtu: self.mtu,
         }
     }
 }
@@ -279,6 +285,7 @@ pub(crate) mod contract {
             cidr,
             gateway,
             dns_servers: Vec::new(),
+            mtu: None,
             dhcp: dhcp.then(|| {
                 let host = DhcpHost {
                     mac: format!("fa:16:3e:00:00:{n:02x}"),

@@ -61,6 +61,7 @@ struct NetworkAdminView<'a> {
     mode: &'static str,
     host: Option<String>,
     injected: bool,
+    mtu: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +108,7 @@ fn network_view(n: &Network, admin: bool) -> NetworkView<'_> {
             mode: n.mode.name(),
             host: None,
             injected: n.mode == NetworkMode::Flat,
+            mtu: n.mtu,
         }),
     }
 }
@@ -136,8 +138,8 @@ struct CreateNetwork {
     network: NewNetwork,
 }
 
-/// What an `os-networks` create may ask for; a field nimbus does not apply (`mtu`, `cidr_v6`, `priority`,
-/// …) is a 400, never dropped.
+/// What an `os-networks` create may ask for; a field nimbus does not apply (`cidr_v6`, `priority`, …) is a
+/// 400, never dropped.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewNetwork {
@@ -160,6 +162,7 @@ struct NewNetwork {
     allowed_end: Option<Ipv4Addr>,
     project_id: Option<String>,
     vpn_public_address: Option<Ipv4Addr>,
+    mtu: Option<u32>,
 }
 
 /// The admin's network request in the planner's terms.
@@ -186,6 +189,7 @@ fn network_request(new: NewNetwork) -> Result<(NetworkRequest, Option<String>), 
     request.allowed_start = new.allowed_start;
     request.allowed_end = new.allowed_end;
     request.vpn_public_address = new.vpn_public_address;
+    request.mtu = new.mtu;
     Ok((request, new.project_id))
 }
 

@@ -71,6 +71,8 @@ pub fn args(segment: &Segment, server: Ipv4Addr, files: &DhcpFiles) -> Vec<Strin
         "--no-resolv".into(),
     ];
     args.extend(segment.dns_servers.iter().map(|dns| format!("--server={dns}")));
+    // Option 26 (interface MTU) is sent whether or not the client asked for it, as Neutron's dnsmasq does.
+    args.extend(segment.mtu.map(|mtu| format!("--dhcp-option-force=26,{mtu}")));
     args
 }
 
@@ -120,6 +122,7 @@ mod tests {
             gateway: "10.0.0.1".parse().unwrap(),
             dhcp: None,
             dns_servers: vec!["192.0.2.53".parse().unwrap()],
+            mtu: Some(1400),
         };
         let files = DhcpFiles::new(Path::new("/var/lib/nimbus/dataplane"), network);
         let args = args(&segment, "10.0.0.1".parse().unwrap(), &files);
@@ -132,6 +135,7 @@ mod tests {
             "--server=192.0.2.53",
             "--dhcp-range=set:nimbus,10.0.0.0,static,255.255.255.0,600s",
             "--dhcp-lease-max=256",
+            "--dhcp-option-force=26,1400",
             "--leasefile-ro",
         ] {
             assert!(args.iter().any(|a| a == expected), "missing {expected} in {args:?}");

@@ -137,9 +137,17 @@ impl Plumbing {
                     netlink::ensure_vlan(h, &link, base, vlan).await?;
                 }
             }
+            if let Some(mtu) = s.mtu {
+                netlink::set_mtu(h, netlink::index(h, &link).await?, mtu).await?;
+            }
             netlink::attach(h, &link, bridge).await?;
         } else if let Some(uplink) = &s.bridge_interface {
             netlink::attach(h, uplink, bridge).await?;
+        }
+        // The network's MTU is the bridge's (ports plugged later take the bridge's); an operator's uplink
+        // keeps its own, which must be at least as large.
+        if let Some(mtu) = s.mtu {
+            netlink::set_mtu(h, bridge, mtu).await?;
         }
         Ok(bridge)
     }

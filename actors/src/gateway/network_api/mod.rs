@@ -281,6 +281,24 @@ fn created_answer<V: Serialize>(member: &str, collection: &str, mut views: Vec<V
     (axum::http::StatusCode::CREATED, Json(body)).into_response()
 }
 
+/// A number a client may send as JSON text (the CLI sends `"mtu": "1400"`, which Neutron takes).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Number(u32),
+        Text(String),
+    }
+    match Option::<Given>::deserialize(d)? {
+        None => Ok(None),
+        Some(Given::Number(n)) => Ok(Some(n)),
+        Some(Given::Text(t)) => {
+            t.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{t:?} is not a whole number")))
+        }
+    }
+}
+
 /// A field a create or update may give only with the one value nimbus has (`admin_state_up: true`, an empty
 /// `description`, …): anything else is refused with `why`.
 fn only<T: PartialEq + std::fmt::Debug>(field: &str, given: Option<T>, allowed: T, why: &str) -> Result<(), ApiError> {

@@ -129,6 +129,9 @@ const SUBNET_FIELDS: &[&str] = &[
     "description",
 ];
 
+/// The MTU shown for a network that was given none: Ethernet's.
+const DEFAULT_MTU: u32 = 1500;
+
 fn mode_type(mode: NetworkMode) -> &'static str {
     if mode == NetworkMode::Vlan { "vlan" } else { "flat" }
 }
@@ -160,10 +163,10 @@ impl ApiNetwork {
     }
 
     fn view(&self) -> NetworkView {
-        let (external, shared, network_type, segmentation_id, subnets) = match self {
-            ApiNetwork::Fixed(n) => (false, n.project.is_none(), mode_type(n.mode), n.vlan, vec![self.id()]),
-            ApiNetwork::Bare(n) => (false, n.project.is_none(), mode_type(n.mode), None, Vec::new()),
-            ApiNetwork::Pool(_) => (true, true, "flat", None, vec![self.id()]),
+        let (external, shared, network_type, segmentation_id, subnets, mtu) = match self {
+            ApiNetwork::Fixed(n) => (false, n.project.is_none(), mode_type(n.mode), n.vlan, vec![self.id()], n.mtu),
+            ApiNetwork::Bare(n) => (false, n.project.is_none(), mode_type(n.mode), None, Vec::new(), n.mtu),
+            ApiNetwork::Pool(_) => (true, true, "flat", None, vec![self.id()], None),
         };
         let project = self.project();
         NetworkView {
@@ -179,7 +182,7 @@ impl ApiNetwork {
             network_type,
             segmentation_id,
             physical_network: None,
-            mtu: 1500,
+            mtu: mtu.unwrap_or(DEFAULT_MTU),
             availability_zones: ["nova"],
             tags: [],
             description: "",
@@ -287,6 +290,8 @@ struct CreateNetwork {
     #[serde(rename = "router:external")]
     external: Option<bool>,
     availability_zone_hints: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
+    mtu: Option<u32>,
 }
 
 async fn create_networks(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
@@ -306,7 +311,12 @@ async fn create_networks(State(s): State<AppState>, auth: Auth, body: Bytes) -> 
         if r.availability_zone_hints.as_ref().is_some_and(|z| z.iter().any(|z| z != "nova")) {
             return Err(bad("availability_zone_hints: nimbus has the one zone \"nova\".".into()));
         }
-        new.push(NewNetwork { name: r.name, shared: r.shared.unwrap_or(false), project: r.project_id.or(r.tenant_id) });
+        new.push(NewNetwork {
+            name: r.name,
+            shared: r.shared.unwrap_or(false),
+            project: r.project_id.or(r.tenant_id),
+            mtu: r.mtu,
+        });
     }
     let created = networks::create_bare(&s.app, &auth.ctx, new).await.map_err(ApiError::network)?;
     let views = created.into_iter().map(|n| ApiNetwork::Bare(n).view()).collect();
@@ -320,6 +330,8 @@ struct UpdateNetwork {
     admin_state_up: Option<bool>,
     port_security_enabled: Option<bool>,
     description: Option<String>,
+    #[serde(default, deserialize_with = "super::number_or_text")]
+    mtu: Option<u32>,
 }
 
 /// The network a change names: a fixed or bare network the caller sees (pools belong to the operator).
@@ -339,6 +351,9 @@ async fn update_network(State(s): State<AppState>, auth: Auth, Path(id): Path<St
     auth.require(Role::Member, "update_network").map_err(ApiError::network)?;
     let network = changeable(&s, &auth, &id)?;
     let r: UpdateNetwork = update_request(&body, "network")?;
+    if r.mtu.is_some() {
+        return Err(bad("mtu is set when a network is created; its bridge and ports have it from then on.".into()));
+    }
     only("admin_state_up", r.admin_state_up, true, "nimbus networks are always up.")?;
     only("port_security_enabled", r.port_security_enabled, true, "anti-spoofing is always on.")?;
     only("description", r.description, String::new(), "nimbus keeps no descriptions.")?;
@@ -545,6 +560,7 @@ mod tests {
             mode: NetworkMode::Flat,
             project: None,
             created_at: 0,
+            mtu: None,
         });
         let mut keys: Vec<String> = super::super::to_map(bare.view()).keys().cloned().collect();
         keys.sort();
