@@ -252,16 +252,15 @@ async fn run_step(
                 }
                 return Ok(true);
             }
-            Err(StepFailure::Lost(cause)) if *retries < MAX_TRANSIENT_RETRIES => {
-                // Idempotent: the host is given the whole list each time.
+            // Idempotent (the host is given the whole list each time), so a failure, answered or not, is
+            // tried again: the record has the change already, and the host must come to agree with it.
+            Err(failure) if *retries < MAX_TRANSIENT_RETRIES => {
                 *retries += 1;
-                tracing::warn!(%host, %cause, "the host did not answer the interface change; retrying");
+                tracing::warn!(%host, cause = %failure.reason(), "the interface change did not complete; retrying");
                 fx.pause(*retries).await;
             }
             Err(failure) => {
-                // The record keeps the change; the host's next interface change (or a reboot of the
-                // instance's host agent) brings it in line.
-                tracing::error!(%host, cause = %failure.reason(), "the host could not change the interfaces");
+                tracing::error!(%host, cause = %failure.reason(), "giving up on the interface change: the host's interfaces differ from the record until the next change");
                 fx.finish_interfaces(id).await?;
                 return Ok(true);
             }
