@@ -221,6 +221,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             security_groups: Vec::new(),
             user_data: None,
             metadata: Default::default(),
+            description: None,
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -1002,6 +1003,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 security_groups: Vec::new(),
                 user_data: None,
                 metadata: Default::default(),
+                description: None,
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

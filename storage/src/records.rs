@@ -359,6 +359,11 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
     /// The interfaces it was created asking for, which its network step gives it.
     pub requested_nics: RequestedNics,
+    /// What its users wrote of it (compute 2.19's `description`).
+    pub description: Option<String>,
+    /// The create request it came from (`r-…`, shared by a multi-create's instances), and its place in it.
+    pub reservation_id: String,
+    pub launch_index: u32,
 }
 
 /// The interfaces a server create asks for (its `networks`).
@@ -384,18 +389,20 @@ pub enum NicRequest {
 
 impl Record for Instance {
     const KIND: &'static str = "instance";
-    const VERSION: u8 = 5;
+    const VERSION: u8 = 6;
 
-    /// Each version appended one field whose empty value (`None`, an empty list or map, an enum's first
-    /// variant) bincode writes as a single 0 byte: an older record is the current one without its last
-    /// fields, and reads as it once those bytes are added. Version 2 added `key`, version 3
-    /// `security_groups`, version 4 `metadata`, version 5 `requested_nics`.
+    /// Each version appended fields whose empty values (`None`, an empty list, map or string, 0, an enum's
+    /// first variant) bincode writes as a single 0 byte: an older record is the current one without its
+    /// last fields, and reads as it once those bytes are added. Version 2 added `key`, version 3
+    /// `security_groups`, version 4 `metadata`, version 5 `requested_nics`, version 6 `description`,
+    /// `reservation_id` and `launch_index`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         let missing = match version {
-            1 => 4,
-            2 => 3,
-            3 => 2,
-            4 => 1,
+            1 => 7,
+            2 => 6,
+            3 => 5,
+            4 => 4,
+            5 => 3,
             found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
         decode_padded(bytes, missing)

@@ -11,6 +11,7 @@ mod hardening;
 mod images;
 mod key_pairs;
 mod metadata;
+mod microversions;
 mod network_api;
 mod networks;
 mod observability;

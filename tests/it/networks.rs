@@ -90,7 +90,7 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     // DHCP leases are reported back and recorded.
     let (_, dhcp_ip) = mac_and_ip(&servers.iter().find(|(t, _)| *t == "dhcp").unwrap().1);
     wait_until("the lease to be recorded", Duration::from_secs(5), || async {
-        t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{dhcp_ip}")).await.unwrap()["fixed_ip"]["leased"] == true
+        t.fixed_ip_row(&dhcp_ip).is_some_and(|row| row.leased)
     })
     .await;
 
@@ -98,11 +98,7 @@ async fn three_modes_side_by_side_get_their_networks_and_the_dataplane_matches_t
     let dhcp_server = servers.iter().find(|(t, _)| *t == "dhcp").unwrap().1["id"].as_str().unwrap().to_string();
     dhcp.delete(&format!("/compute/v2.1/servers/{dhcp_server}")).await.unwrap();
     wait_for_gone(&dhcp, &dhcp_server).await;
-    wait_until("the address to be free", Duration::from_secs(5), || async {
-        let info = t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{dhcp_ip}")).await.unwrap();
-        info["fixed_ip"]["allocated"] == false && info["fixed_ip"]["leased"] == false
-    })
-    .await;
+    wait_until("the address to be free", Duration::from_secs(5), || async { t.fixed_ip_row(&dhcp_ip).is_none() }).await;
     assert_eq!(recorded_after(&t, "br101").len(), 1, "its DHCP host entry is gone");
     let violations = store_violations(&t.cloud.store);
     assert!(violations.is_empty(), "{violations:#?}");
@@ -185,8 +181,7 @@ async fn bad_network_requests_are_refused_clearly() {
 async fn operators_reserve_and_unreserve_fixed_ips() {
     let t = TestCloud::start().await;
     t.admin.post("/compute/v2.1/os-fixed-ips/10.0.0.2/action", &json!({"reserve": null})).await.unwrap();
-    let info = t.admin.get("/compute/v2.1/os-fixed-ips/10.0.0.2").await.unwrap();
-    assert_eq!(info["fixed_ip"]["reserved"], true);
+    assert!(t.fixed_ip_row("10.0.0.2").is_some_and(|row| row.reserved && !row.allocated));
     let vm = boot_active(&t.admin, "skips-reserved").await;
     assert_eq!(mac_and_ip(&vm).1, "10.0.0.3");
     t.admin.post("/compute/v2.1/os-fixed-ips/10.0.0.2/action", &json!({"unreserve": null})).await.unwrap();
@@ -253,23 +248,17 @@ async fn addresses_whose_dhcp_release_never_comes_are_reclaimed() {
     let dhcp = t.user_in_mode("flat_dhcp", "member").await;
     let vm = boot_active(&dhcp, "leaky").await;
     let (_, ip) = mac_and_ip(&vm);
-    wait_until("the lease", Duration::from_secs(5), || async {
-        t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap()["fixed_ip"]["leased"] == true
-    })
-    .await;
+    wait_until("the lease", Duration::from_secs(5), || async { t.fixed_ip_row(&ip).is_some_and(|row| row.leased) })
+        .await;
     t.cloud.sim().lose_releases(true);
     dhcp.delete(&format!("/compute/v2.1/servers/{}", vm["id"].as_str().unwrap())).await.unwrap();
     wait_for_gone(&dhcp, vm["id"].as_str().unwrap()).await;
-    let held = t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap();
-    assert_eq!(
-        (held["fixed_ip"]["allocated"].clone(), held["fixed_ip"]["leased"].clone()),
-        (json!(false), json!(true)),
-        "still leased: held back"
-    );
+    let held = t.fixed_ip_row(&ip).map(|row| (row.allocated, row.leased));
+    assert_eq!(held, Some((false, true)), "still leased: held back");
     let next = boot_active(&dhcp, "meanwhile").await;
     assert_ne!(mac_and_ip(&next).1, ip, "a still-leased address is not handed out again");
     wait_until("the reclaim timer to free it", Duration::from_secs(10), || async {
-        t.admin.get(&format!("/compute/v2.1/os-fixed-ips/{ip}")).await.unwrap()["fixed_ip"]["leased"] == false
+        t.fixed_ip_row(&ip).is_none_or(|row| !row.leased)
     })
     .await;
     let after = boot_active(&dhcp, "reuses-it").await;

@@ -170,6 +170,13 @@ impl TestCloud {
     }
 
     /// A new project with a user holding `role` on it; returns that user's client.
+    /// The store's row of a fixed address, if it is in use (allocated, leased or reserved).
+    pub fn fixed_ip_row(&self, address: &str) -> Option<nimbus_storage::records::FixedIp> {
+        use nimbus_storage::Reads;
+        let rows = self.cloud.store.read(|r| r.scan(&nimbus_storage::schema::FIXED_IPS)).expect("the store reads");
+        rows.into_iter().map(|(_, row)| row).find(|row| row.address.to_string() == address)
+    }
+
     pub async fn user_with_role(&self, role: &str) -> Client {
         self.user_in_mode("flat", role).await
     }

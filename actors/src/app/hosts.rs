@@ -2,7 +2,7 @@
 //! one place host usage and liveness are derived (the scheduler, the hypervisor and service APIs and the
 //! cluster status all use it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use nimbus_protocol::compute::ComputeClient;
@@ -44,6 +44,17 @@ pub async fn uptime(app: &App, host: &HostId) -> Result<String, CloudError> {
     ComputeClient::new(app.ns(), host).uptime(app.timing().call).await.map_err(|e| CloudError::Unavailable {
         what: format!("The compute agent of {host} did not answer"),
         source: Failure::of(&e),
+    })
+}
+
+/// Whether each of `hosts` counts as up (a host with no record does not).
+pub fn up_states(app: &App, hosts: impl IntoIterator<Item = HostId>) -> Result<BTreeMap<HostId, bool>, StoreError> {
+    let timing = app.timing().clone();
+    app.store.read(|r| {
+        hosts
+            .into_iter()
+            .map(|h| Ok((h.clone(), r.get(&HOSTS, &h)?.is_some_and(|host| is_up(&host, &timing)))))
+            .collect()
     })
 }
 

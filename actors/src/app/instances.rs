@@ -71,6 +71,9 @@ pub fn new_instance(
         security_groups: Vec::new(),
         metadata: Default::default(),
         requested_nics: Default::default(),
+        description: None,
+        reservation_id: String::new(),
+        launch_index: 0,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct NewServers {
     pub user_data: Option<Vec<u8>>,
     /// Their server metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Their description (compute 2.19).
+    pub description: Option<String>,
 }
 
 /// The most metadata items a server keeps (nova's default `metadata_items` quota).
@@ -135,6 +137,9 @@ pub async fn create(
     if let Some(problem) = metadata_problem(&new.metadata) {
         return Err(problem);
     }
+    if let Some(problem) = new.description.as_deref().and_then(description_problem) {
+        return Err(bad(problem));
+    }
     if let Some(data) = new.user_data.as_ref().filter(|d| d.len() > MAX_USER_DATA) {
         return Err(bad(format!("User data is {} bytes decoded; at most {MAX_USER_DATA} are kept.", data.len())));
     }
@@ -160,6 +165,7 @@ pub async fn create(
     }
 
     let now = now_ms();
+    let reservation_id = reservation_id();
     let instances: Vec<Instance> = (1..=new.count)
         .map(|n| {
             let name = if new.count > 1 { format!("{}-{n}", new.name) } else { new.name.clone() };
@@ -167,6 +173,9 @@ pub async fn create(
                 key: key.clone(),
                 metadata: new.metadata.clone(),
                 requested_nics: new.networks.clone(),
+                description: new.description.clone(),
+                reservation_id: reservation_id.clone(),
+                launch_index: n - 1,
                 ..new_instance(name, auth.project, auth.user, &flavor, image.id, now)
             }
         })
@@ -267,17 +276,67 @@ pub fn get(app: &App, auth: &AuthContext, id: &str) -> Result<Instance, CloudErr
     Ok(instance)
 }
 
-/// Renames an instance the caller sees. Its DHCP hostname stays the one it was given at its first address, as
-/// nova keeps `hostname` when a server is renamed.
-pub async fn rename(app: &App, instance: &Instance, name: String) -> Result<Instance, CloudError> {
-    if let Some(problem) = crate::names::name_problem("server", &name) {
+/// The user data of each of `ids` created with some (what compute 2.3 shows an admin).
+pub fn user_data(
+    app: &App,
+    ids: impl IntoIterator<Item = InstanceId>,
+) -> Result<BTreeMap<InstanceId, Vec<u8>>, StoreError> {
+    app.store.read(|r| {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if let Some(data) = r.get(&USER_DATA, &id)? {
+                out.insert(id, data.bytes);
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// A create request's id, shared by the instances it makes (nova's `r-` and eight characters).
+fn reservation_id() -> String {
+    use rand::Rng;
+    let tail: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .map(|c| char::from(c).to_ascii_lowercase())
+        .take(8)
+        .collect();
+    format!("r-{tail}")
+}
+
+/// Why `text` cannot be a server's description, if it cannot (nova's limits).
+fn description_problem(text: &str) -> Option<String> {
+    (text.chars().count() > 255 || text.chars().any(char::is_control)).then(|| {
+        "Invalid input for field/attribute description: at most 255 characters, none of them control characters."
+            .to_string()
+    })
+}
+
+/// What `PUT /servers/{id}` changes: the name, the description (`Some(None)` clears it).
+#[derive(Clone, Debug, Default)]
+pub struct ServerUpdate {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+}
+
+/// Changes the name or description of an instance the caller sees. Its DHCP hostname stays the one it was
+/// given at its first address, as nova keeps `hostname` when a server is renamed.
+pub async fn update(app: &App, instance: &Instance, update: ServerUpdate) -> Result<Instance, CloudError> {
+    if let Some(problem) = update.name.as_deref().and_then(|name| crate::names::name_problem("server", name)) {
         return Err(CloudError::BadRequest(format!("Invalid input for field/attribute name: {problem}")));
+    }
+    if let Some(problem) = update.description.as_ref().and_then(|d| d.as_deref()).and_then(description_problem) {
+        return Err(CloudError::BadRequest(problem));
     }
     let id = instance.id;
     app.store
         .write(move |tx| {
             let mut current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
-            current.name = name;
+            if let Some(name) = update.name {
+                current.name = name;
+            }
+            if let Some(description) = update.description {
+                current.description = description;
+            }
             current.updated_at = now_ms();
             tx.put(&INSTANCES, &id, &current)?;
             Ok(current)

@@ -136,6 +136,9 @@ mod tests {
             security_groups: Vec::new(),
             metadata: Default::default(),
             requested_nics: Default::default(),
+            description: None,
+            reservation_id: String::new(),
+            launch_index: 0,
         }
     }
 

@@ -7,11 +7,11 @@ use std::net::Ipv4Addr;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_protocol::compute::PowerAction;
-use nimbus_protocol::ids::SecurityGroupId;
+use nimbus_protocol::ids::{HostId, InstanceId, SecurityGroupId};
 use nimbus_storage::records::{Flavor, Instance, NicRequest, RequestedNics, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,13 +19,16 @@ use sha2::{Digest, Sha224};
 
 use super::auth::Auth;
 use super::errors::{parse_address, parse_json};
+use super::microversion::Microversion;
 use super::views::{Link, MediaType, VersionDoc};
-use super::{ApiError, AppState, COMPUTE_MICROVERSION, iso8601};
+use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
 use crate::app::flavors;
+use crate::app::hosts;
 use crate::app::security_groups;
-use crate::app::servers::{self, NewServers, NicChange, ServerFilters};
+use crate::app::servers::{self, NewServers, NicChange, ServerFilters, ServerUpdate};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
+use crate::names::dhcp_hostname;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -44,6 +47,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/servers/detail", get(list_servers_detail))
         .route("/compute/v2.1/servers/{id}", get(show_server).put(update_server).delete(delete_server))
         .route("/compute/v2.1/servers/{id}/action", axum::routing::post(server_action))
+        .route("/compute/v2.1/servers/{id}/remote-consoles", axum::routing::post(remote_console))
         .route("/compute/v2.1/servers/{id}/metadata", get(list_metadata).post(merge_metadata).put(replace_metadata))
         .route(
             "/compute/v2.1/servers/{id}/metadata/{key}",
@@ -51,25 +55,9 @@ pub fn routes() -> axum::Router<AppState> {
         )
 }
 
-/// The microversion the client asked for: `None` if it did not ask, an error if nimbus does not implement it.
-pub fn requested_microversion(headers: &HeaderMap) -> Option<Result<(), ApiError>> {
-    let asked = headers
-        .get("openstack-api-version")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("compute").map(str::trim).map(str::to_string))
-        .or_else(|| headers.get("x-openstack-nova-api-version").and_then(|v| v.to_str().ok()).map(str::to_string))?;
-    let asked = asked.trim();
-    if asked == "latest" || asked == COMPUTE_MICROVERSION || asked == "2.0" {
-        return Some(Ok(()));
-    }
-    Some(Err(ApiError::compute(CloudError::NotAcceptable(format!(
-        "Version {asked} is not supported by the API. Minimum is 2.1 and maximum is {COMPUTE_MICROVERSION}."
-    )))))
-}
-
 fn version_doc(base: &str) -> VersionDoc {
     VersionDoc {
-        version: Some(COMPUTE_MICROVERSION),
+        version: Some(Microversion::MAX_TEXT),
         min_version: Some("2.1"),
         updated: Some("2013-07-23T11:33:21Z"),
         media_types: Some([MediaType {
@@ -291,6 +279,30 @@ struct AdminAttributes {
     hypervisor_hostname: Option<String>,
     #[serde(rename = "OS-EXT-SRV-ATTR:instance_name")]
     instance_name: String,
+    #[serde(flatten)]
+    since_2_3: Option<AdminAttributes23>,
+    /// 2.16: whether the server's host is up (admin only, as nova's default policy has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_status: Option<&'static str>,
+}
+
+/// What 2.3 added to an admin's view of a server.
+#[derive(Serialize)]
+struct AdminAttributes23 {
+    #[serde(rename = "OS-EXT-SRV-ATTR:reservation_id")]
+    reservation_id: String,
+    #[serde(rename = "OS-EXT-SRV-ATTR:launch_index")]
+    launch_index: u32,
+    #[serde(rename = "OS-EXT-SRV-ATTR:hostname")]
+    hostname: String,
+    #[serde(rename = "OS-EXT-SRV-ATTR:kernel_id")]
+    kernel_id: &'static str,
+    #[serde(rename = "OS-EXT-SRV-ATTR:ramdisk_id")]
+    ramdisk_id: &'static str,
+    #[serde(rename = "OS-EXT-SRV-ATTR:root_device_name")]
+    root_device_name: Option<&'static str>,
+    #[serde(rename = "OS-EXT-SRV-ATTR:user_data")]
+    user_data: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -341,6 +353,51 @@ struct ServerDetail<'a> {
     admin: Option<AdminAttributes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fault: Option<FaultView<'a>>,
+    /// 2.9: nimbus does not lock servers, so never locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locked: Option<bool>,
+    /// 2.19 (`null` when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Option<&'a str>>,
+}
+
+/// What a server view depends on besides the instance: the caller, the microversion, and what the views of
+/// an admin's newer microversions read from elsewhere.
+struct ViewContext<'a> {
+    base: &'a str,
+    names: GroupNames,
+    admin: bool,
+    version: Microversion,
+    /// 2.3: the user data of the servers created with some.
+    user_data: BTreeMap<InstanceId, Vec<u8>>,
+    /// 2.16: whether the servers' hosts are up.
+    hosts_up: BTreeMap<HostId, bool>,
+}
+
+impl<'a> ViewContext<'a> {
+    /// The context for views of `instances`: it reads only what the caller's microversion and role show.
+    fn new<'i>(
+        s: &'a AppState,
+        auth: &Auth,
+        version: Microversion,
+        instances: impl IntoIterator<Item = &'i Instance> + Clone,
+        detail: bool,
+    ) -> Result<ViewContext<'a>, ApiError> {
+        let admin = auth.is_admin();
+        let names = if detail { group_names(s, instances.clone())? } else { GroupNames::new() };
+        let user_data = if detail && admin && version.has(3) {
+            servers::user_data(&s.app, instances.clone().into_iter().map(|i| i.id)).map_err(ApiError::compute)?
+        } else {
+            BTreeMap::new()
+        };
+        let hosts_up = if detail && admin && version.has(16) {
+            let hosts = instances.into_iter().filter_map(|i| i.host.clone());
+            hosts::up_states(&s.app, hosts).map_err(ApiError::compute)?
+        } else {
+            BTreeMap::new()
+        };
+        Ok(ViewContext { base: &s.base_url, names, admin, version, user_data, hosts_up })
+    }
 }
 
 #[derive(Serialize)]
@@ -352,7 +409,8 @@ struct ServerView<'a> {
     detail: Option<ServerDetail<'a>>,
 }
 
-fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bool, detail: bool) -> ServerView<'a> {
+fn server_view<'a>(i: &'a Instance, cx: &'a ViewContext<'_>, detail: bool) -> ServerView<'a> {
+    let (base, names, admin, v) = (cx.base, &cx.names, cx.admin, cx.version);
     let id = i.id.to_string();
     let detail = detail.then(|| {
         let mut addresses: BTreeMap<&str, Vec<AddressView>> = BTreeMap::new();
@@ -408,12 +466,31 @@ fn server_view<'a>(i: &'a Instance, names: &'a GroupNames, base: &str, admin: bo
                 hypervisor_hostname: host.clone(),
                 host,
                 instance_name: format!("instance-{}", &id[..8]),
+                since_2_3: v.has(3).then(|| AdminAttributes23 {
+                    reservation_id: i.reservation_id.clone(),
+                    launch_index: i.launch_index,
+                    hostname: dhcp_hostname(&i.name, i.id),
+                    kernel_id: "",
+                    ramdisk_id: "",
+                    root_device_name: None,
+                    user_data: cx.user_data.get(&i.id).map(|b| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    }),
+                }),
+                host_status: v.has(16).then(|| match &i.host {
+                    Some(h) if cx.hosts_up.get(h).copied().unwrap_or(false) => "UP",
+                    Some(_) => "DOWN",
+                    None => "",
+                }),
             }),
             fault: i.fault.as_ref().map(|f| FaultView {
                 code: f.code,
                 message: &f.message,
                 created: iso8601(f.created_at),
             }),
+            locked: v.has(9).then_some(false),
+            description: v.has(19).then_some(i.description.as_deref()),
         }
     });
     ServerView { links: links(base, "servers", &id), id, name: &i.name, detail }
@@ -453,6 +530,9 @@ enum ServerAction {
     Unpause(()),
     Suspend(()),
     Resume(()),
+    /// 2.17.
+    #[serde(rename = "trigger_crash_dump")]
+    TriggerCrashDump(()),
 }
 
 /// The policy a server action is checked against.
@@ -469,6 +549,7 @@ fn policy_of(action: &ServerAction) -> &'static str {
         ServerAction::Unpause(_) => "os_compute_api:os-pause-server:unpause",
         ServerAction::Suspend(_) => "os_compute_api:os-suspend-server:suspend",
         ServerAction::Resume(_) => "os_compute_api:os-suspend-server:resume",
+        ServerAction::TriggerCrashDump(_) => "os_compute_api:servers:trigger_crash_dump",
     }
 }
 
@@ -483,7 +564,13 @@ fn reboot_of(kind: &str) -> Result<PowerAction, CloudError> {
 
 /// `POST /servers/{id}/action`: the power actions, and the nova-network era floating-IP, fixed-IP (multinic)
 /// and security-group actions.
-async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn server_action(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     let action: ServerAction = parse_json(&body).map_err(|e| {
         ApiError::compute(match e {
@@ -536,9 +623,56 @@ async fn server_action(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
         ServerAction::Unpause(_) => power(PowerAction::Unpause, "unpause").await,
         ServerAction::Suspend(_) => power(PowerAction::Suspend, "suspend").await,
         ServerAction::Resume(_) => power(PowerAction::Resume, "resume").await,
+        ServerAction::TriggerCrashDump(_) => {
+            since(v, 17, "trigger_crash_dump")?;
+            Err(CloudError::BadRequest(format!(
+                "Triggering a crash dump is not supported: nimbus's instances ({}) have no kernel of their own to dump.",
+                "network namespaces or simulated"
+            )))
+        }
     }
     .map_err(ApiError::compute)?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST /servers/{id}/remote-consoles` (2.6; `mks` from 2.8): nimbus's instances have no console to reach,
+/// so every protocol is refused with the reason, as nova refuses a console type its hypervisor lacks.
+async fn remote_console(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    if !v.has(6) {
+        return Err(ApiError::compute(CloudError::NotFound(format!(
+            "Remote consoles are an API of microversion 2.6; this request is at {v}."
+        ))));
+    }
+    servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        remote_console: Console,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Console {
+        protocol: String,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let Body { remote_console: Console { protocol, kind } } = parse_json(&body).map_err(ApiError::compute)?;
+    let protocols: &[&str] =
+        if v.has(8) { &["vnc", "spice", "rdp", "serial", "mks"] } else { &["vnc", "spice", "rdp", "serial"] };
+    let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
+    if !protocols.contains(&protocol.as_str()) {
+        return Err(bad(format!("Invalid protocol {protocol:?}: at {v} it is one of {}.", protocols.join(", "))));
+    }
+    Err(bad(format!(
+        "Unavailable console type {kind}: nimbus's instances have no {protocol} console (they are network \
+         namespaces or simulated)."
+    )))
 }
 
 #[derive(Serialize)]
@@ -546,10 +680,10 @@ struct ServerBody<'a> {
     server: ServerView<'a>,
 }
 
-async fn show_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+async fn show_server(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
-    let names = group_names(&s, [&instance])?;
-    Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
+    let cx = ViewContext::new(&s, &auth, v, [&instance], true)?;
+    Ok(Json(ServerBody { server: server_view(&instance, &cx, true) }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -558,24 +692,51 @@ struct UpdateServer {
     server: ServerChanges,
 }
 
-/// What `PUT /servers/{id}` may change at 2.1 (`description` is 2.19's: an unknown field here).
+/// What `PUT /servers/{id}` may change (`description` from 2.19 on).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerChanges {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
     #[serde(default, rename = "accessIPv4")]
     access_ipv4: Option<Value>,
     #[serde(default, rename = "accessIPv6")]
     access_ipv6: Option<Value>,
 }
 
-/// `PUT /servers/{id}`: renames a server.
-async fn update_server(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+/// A field given as `null` is `Some(None)`, not absent (`"description": null` clears it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A request field of microversion `2.minor`, refused at an earlier one.
+fn since(v: Microversion, minor: u16, field: &str) -> Result<(), ApiError> {
+    if v.has(minor) {
+        Ok(())
+    } else {
+        Err(ApiError::compute(CloudError::BadRequest(format!(
+            "Invalid input: {field} is a field of microversion 2.{minor}; this request is at {v}."
+        ))))
+    }
+}
+
+/// `PUT /servers/{id}`: renames a server, or (2.19) changes its description.
+async fn update_server(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let instance = servers::get(&s.app, &auth.ctx, &id).map_err(ApiError::compute)?;
     auth.require(Role::Member, "os_compute_api:servers:update").map_err(ApiError::compute)?;
     let request: UpdateServer = parse_json(&body).map_err(ApiError::compute)?;
-    let ServerChanges { name, access_ipv4, access_ipv6 } = request.server;
+    let ServerChanges { name, description, access_ipv4, access_ipv6 } = request.server;
+    if description.is_some() {
+        since(v, 19, "description")?;
+    }
     if access_ipv4.is_some() || access_ipv6.is_some() {
         return Err(ApiError::compute(CloudError::BadRequest(
             "nimbus does not keep access IPs (accessIPv4, accessIPv6): a server is reached at its fixed and \
@@ -583,12 +744,14 @@ async fn update_server(State(s): State<AppState>, auth: Auth, Path(id): Path<Str
                 .into(),
         )));
     }
-    let instance = match name {
-        Some(name) => servers::rename(&s.app, &instance, name).await.map_err(ApiError::compute)?,
-        None => instance,
+    let instance = if name.is_some() || description.is_some() {
+        let update = ServerUpdate { name, description };
+        servers::update(&s.app, &instance, update).await.map_err(ApiError::compute)?
+    } else {
+        instance
     };
-    let names = group_names(&s, [&instance])?;
-    Ok(Json(ServerBody { server: server_view(&instance, &names, &s.base_url, auth.is_admin(), true) }).into_response())
+    let cx = ViewContext::new(&s, &auth, v, [&instance], true)?;
+    Ok(Json(ServerBody { server: server_view(&instance, &cx, true) }).into_response())
 }
 
 // ------------------------------------------------------------------------------------------ server metadata
@@ -681,7 +844,13 @@ fn truthy(v: &str) -> bool {
 /// `next` link to the rest.
 const MAX_LIMIT: usize = 1000;
 
-fn list_servers(s: &AppState, auth: &Auth, mut raw: HashMap<String, String>, detail: bool) -> ApiResult {
+fn list_servers(
+    s: &AppState,
+    auth: &Auth,
+    v: Microversion,
+    mut raw: HashMap<String, String>,
+    detail: bool,
+) -> ApiResult {
     let mut filters = server_filters(&raw)?;
     if filters.all_projects {
         auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants").map_err(ApiError::compute)?;
@@ -708,25 +877,27 @@ fn list_servers(s: &AppState, auth: &Auth, mut raw: HashMap<String, String>, det
         let path = if detail { "servers/detail" } else { "servers" };
         servers_links.push(Link { rel: "next", href: format!("{}/compute/v2.1/{path}?{query}", s.base_url) });
     }
-    let names = if detail { group_names(s, &instances)? } else { GroupNames::new() };
-    let views = instances.iter().map(|i| server_view(i, &names, &s.base_url, auth.is_admin(), detail)).collect();
+    let cx = ViewContext::new(s, auth, v, &instances, detail)?;
+    let views = instances.iter().map(|i| server_view(i, &cx, detail)).collect();
     Ok(Json(Body { servers: views, servers_links }).into_response())
 }
 
 async fn list_servers_brief(
     State(s): State<AppState>,
     auth: Auth,
+    v: Microversion,
     Query(filters): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    list_servers(&s, &auth, filters, false)
+    list_servers(&s, &auth, v, filters, false)
 }
 
 async fn list_servers_detail(
     State(s): State<AppState>,
     auth: Auth,
+    v: Microversion,
     Query(filters): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    list_servers(&s, &auth, filters, true)
+    list_servers(&s, &auth, v, filters, true)
 }
 
 /// The filters of the Compute API's server list (api-ref) nimbus does not apply: asked for, they are a 400,
@@ -870,6 +1041,8 @@ struct NewServer {
     user_data: Option<String>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
 }
 
 /// `user_data` arrives base64-encoded (standard alphabet; line breaks, as some clients send them, are
@@ -962,10 +1135,13 @@ struct CreatedServer<'a> {
     admin_pass: String,
 }
 
-async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
+async fn create_server(State(s): State<AppState>, auth: Auth, v: Microversion, body: Bytes) -> ApiResult {
     auth.require(Role::Member, "os_compute_api:servers:create").map_err(ApiError::compute)?;
     let request: CreateServer = parse_json(&body).map_err(ApiError::compute)?;
     let new = request.server;
+    if new.description.is_some() {
+        since(v, 19, "description")?;
+    }
     let min = count(&new.min_count, "min_count").map_err(ApiError::compute)?.unwrap_or(1);
     let max = count(&new.max_count, "max_count").map_err(ApiError::compute)?.unwrap_or(min);
     if min > max {
@@ -981,6 +1157,7 @@ async fn create_server(State(s): State<AppState>, auth: Auth, body: Bytes) -> Ap
         security_groups: new.security_groups.unwrap_or_default().into_iter().map(|g| g.name).collect(),
         user_data: decode_user_data(new.user_data).map_err(ApiError::compute)?,
         metadata: new.metadata.unwrap_or_default(),
+        description: new.description.flatten(),
     };
     let created = servers::create(&s.app, &auth.trace, &auth.ctx, new).await.map_err(ApiError::compute)?;
     let id = created[0].id.to_string();

@@ -12,6 +12,7 @@ use nimbus_storage::records::Role;
 use serde::Serialize;
 
 use super::auth::Auth;
+use super::microversion::Microversion;
 use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
 use crate::app::hosts::{self, HostUsage};
@@ -233,6 +234,7 @@ async fn statistics(State(s): State<AppState>, auth: Auth) -> ApiResult {
 async fn list_services(
     State(s): State<AppState>,
     auth: Auth,
+    v: Microversion,
     Query(filters): Query<HashMap<String, String>>,
 ) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-services:list").map_err(ApiError::compute)?;
@@ -256,6 +258,9 @@ async fn list_services(
         state: &'static str,
         updated_at: String,
         disabled_reason: Option<String>,
+        /// 2.11: nimbus takes a host's state from its reports and never forces one down.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forced_down: Option<bool>,
     }
     #[derive(Serialize)]
     struct Body {
@@ -272,6 +277,7 @@ async fn list_services(
             state: up_or_down(&s, u),
             updated_at: iso8601(u.host.last_seen),
             disabled_reason: None,
+            forced_down: v.has(11).then_some(false),
         })
         .collect();
     Ok(Json(Body { services }).into_response())

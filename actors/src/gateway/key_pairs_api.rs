@@ -1,9 +1,10 @@
-//! Compute v2.1 `os-keypairs`: the caller's own key pairs (create or import, list, show, delete), in the
-//! shapes of microversion 2.1.
+//! Compute v2.1 `os-keypairs`: the caller's own key pairs (create or import, list, show, delete); from 2.2
+//! with their `type` (always `ssh`) and the 201 / 204 answers, from 2.10 an admin's for any user
+//! (`user_id`).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,8 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::errors::parse_json;
+use super::microversion::Microversion;
 use super::{ApiError, AppState, iso8601};
-use crate::app::key_pairs;
+use crate::app::error::CloudError;
+use crate::app::{identity, key_pairs};
+use nimbus_protocol::ids::UserId;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -29,14 +33,21 @@ struct CreateBody {
     keypair: NewKeyPair,
 }
 
-/// `type` (2.2) and `user_id` (2.10) are later microversions': at 2.1 they are refused as unknown fields.
+/// `type` is 2.2's and `user_id` 2.10's: asked for at an earlier microversion, they are refused.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewKeyPair {
     name: String,
     #[serde(default)]
     public_key: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
 }
+
+/// The key type nimbus keeps (2.2's `type`): SSH keys only.
+const SSH: &str = "ssh";
 
 #[derive(Serialize)]
 struct Created<'a> {
@@ -46,14 +57,61 @@ struct Created<'a> {
     user_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     private_key: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
 }
 
-async fn create(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult {
+fn bad(message: String) -> ApiError {
+    ApiError::compute(CloudError::BadRequest(message))
+}
+
+/// A field of microversion `2.minor`, refused at an earlier one.
+fn since(v: Microversion, minor: u16, field: &str) -> Result<(), ApiError> {
+    if v.has(minor) {
+        Ok(())
+    } else {
+        Err(bad(format!("{field} is a field of microversion 2.{minor}; this request is at {v}.")))
+    }
+}
+
+/// Whose key pairs a request is about: the caller's, or (2.10, admin) the user it names.
+fn owner(s: &AppState, auth: &Auth, v: Microversion, named: Option<&str>) -> Result<UserId, ApiError> {
+    let Some(named) = named else { return Ok(auth.ctx.user) };
+    since(v, 10, "user_id")?;
+    if !auth.is_admin() && named != auth.ctx.user.to_string() {
+        return Err(ApiError::compute(CloudError::Forbidden(
+            "Only an admin may manage another user's key pairs.".into(),
+        )));
+    }
+    let user = identity::find_user_by_id_or_name(&s.app, named).map_err(ApiError::compute)?;
+    user.map(|u| u.id)
+        .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("User {named} could not be found."))))
+}
+
+/// The query of a list, show or delete: 2.10's `user_id`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerQuery {
+    user_id: Option<String>,
+}
+
+fn owner_query(query: Option<&str>) -> Result<OwnerQuery, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| bad(format!("Invalid query for key pairs ({e}); it may name a user_id (2.10).")))
+}
+
+async fn create(State(s): State<AppState>, auth: Auth, v: Microversion, body: Bytes) -> ApiResult {
     let request: CreateBody = parse_json(&body).map_err(ApiError::compute)?;
-    let NewKeyPair { name, public_key } = request.keypair;
-    let created = key_pairs::create(&s.app, auth.ctx.user, auth.ctx.project, name, public_key)
-        .await
-        .map_err(ApiError::compute)?;
+    let NewKeyPair { name, public_key, kind, user_id } = request.keypair;
+    if let Some(kind) = &kind {
+        since(v, 2, "type")?;
+        if kind != SSH {
+            return Err(bad(format!("Key pair type {kind:?} is not supported: nimbus keeps SSH keys (\"ssh\").")));
+        }
+    }
+    let user = owner(&s, &auth, v, user_id.as_deref())?;
+    let created =
+        key_pairs::create(&s.app, user, auth.ctx.project, name, public_key).await.map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         keypair: Created<'a>,
@@ -65,18 +123,23 @@ async fn create(State(s): State<AppState>, auth: Auth, body: Bytes) -> ApiResult
         public_key: &pair.public_key,
         user_id: pair.user.to_string(),
         private_key: created.private_key.as_deref(),
+        kind: v.has(2).then_some(SSH),
     };
-    // 2.1 answers 200 (201 from 2.2 on).
-    Ok(Json(Body { keypair }).into_response())
+    // 2.1 answers 200, 2.2 201.
+    let status = if v.has(2) { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Body { keypair })).into_response())
 }
 
-async fn list(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    let pairs = key_pairs::list(&s.app, auth.ctx.user).map_err(ApiError::compute)?;
+async fn list(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q): RawQuery) -> ApiResult {
+    let user = owner(&s, &auth, v, owner_query(q.as_deref())?.user_id.as_deref())?;
+    let pairs = key_pairs::list(&s.app, user).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Brief<'a> {
         fingerprint: &'a str,
         name: &'a str,
         public_key: &'a str,
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        kind: Option<&'static str>,
     }
     #[derive(Serialize)]
     struct Entry<'a> {
@@ -88,7 +151,14 @@ async fn list(State(s): State<AppState>, auth: Auth) -> ApiResult {
     }
     let keypairs = pairs
         .iter()
-        .map(|p| Entry { keypair: Brief { fingerprint: &p.fingerprint, name: &p.name, public_key: &p.public_key } })
+        .map(|p| Entry {
+            keypair: Brief {
+                fingerprint: &p.fingerprint,
+                name: &p.name,
+                public_key: &p.public_key,
+                kind: v.has(2).then_some(SSH),
+            },
+        })
         .collect();
     Ok(Json(Body { keypairs }).into_response())
 }
@@ -104,9 +174,11 @@ struct Detail<'a> {
     public_key: &'a str,
     updated_at: Option<String>,
     user_id: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
 }
 
-fn detail(pair: &KeyPair) -> Detail<'_> {
+fn detail(pair: &KeyPair, v: Microversion) -> Detail<'_> {
     Detail {
         created_at: iso8601(pair.created_at),
         deleted: false,
@@ -117,20 +189,35 @@ fn detail(pair: &KeyPair) -> Detail<'_> {
         public_key: &pair.public_key,
         updated_at: None,
         user_id: pair.user.to_string(),
+        kind: v.has(2).then_some(SSH),
     }
 }
 
-async fn show(State(s): State<AppState>, auth: Auth, Path(name): Path<String>) -> ApiResult {
-    let pair = key_pairs::get(&s.app, auth.ctx.user, &name).map_err(ApiError::compute)?;
+async fn show(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let user = owner(&s, &auth, v, owner_query(q.as_deref())?.user_id.as_deref())?;
+    let pair = key_pairs::get(&s.app, user, &name).map_err(ApiError::compute)?;
     #[derive(Serialize)]
     struct Body<'a> {
         keypair: Detail<'a>,
     }
-    Ok(Json(Body { keypair: detail(&pair) }).into_response())
+    Ok(Json(Body { keypair: detail(&pair, v) }).into_response())
 }
 
-async fn delete(State(s): State<AppState>, auth: Auth, Path(name): Path<String>) -> ApiResult {
-    key_pairs::delete(&s.app, auth.ctx.user, name).await.map_err(ApiError::compute)?;
-    // 2.1 answers 202 (204 from 2.2 on).
-    Ok(StatusCode::ACCEPTED.into_response())
+async fn delete(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let user = owner(&s, &auth, v, owner_query(q.as_deref())?.user_id.as_deref())?;
+    key_pairs::delete(&s.app, user, name).await.map_err(ApiError::compute)?;
+    // 2.1 answers 202, 2.2 204.
+    Ok(if v.has(2) { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED }.into_response())
 }

@@ -23,6 +23,7 @@ mod identity_api;
 mod image_api;
 mod key_pairs_api;
 mod metadata_api;
+mod microversion;
 mod network_api;
 mod nova_network_api;
 mod security_groups_api;
@@ -48,10 +49,8 @@ use tracing::Instrument;
 use crate::app::{self, App, identity};
 use crate::metrics::Metrics;
 pub use errors::{ApiError, Service};
+use microversion::Microversion;
 pub use server::{ClientAddr, ServerLimits};
-
-/// The newest compute microversion nimbus implements (and so the only one it advertises).
-pub const COMPUTE_MICROVERSION: &str = "2.1";
 
 #[derive(Clone)]
 pub struct AppState {
@@ -254,10 +253,14 @@ async fn requests(State(s): State<AppState>, mut request: Request, next: Next) -
     request.extensions_mut().insert(RequestId(id.clone()));
     let compute = path.starts_with("/compute");
     let started = Instant::now();
-    let wanted = compute.then(|| compute_api::requested_microversion(request.headers())).flatten();
+    let wanted = if compute { Microversion::requested(request.headers()) } else { Ok(Microversion::MIN) };
+    let version = *wanted.as_ref().unwrap_or(&Microversion::MIN);
     let mut response = match wanted {
-        Some(Err(e)) => e.into_response(),
-        _ => next.run(request).instrument(span.clone()).await,
+        Err(e) => ApiError::compute(e).into_response(),
+        Ok(version) => {
+            request.extensions_mut().insert(version);
+            next.run(request).instrument(span.clone()).await
+        }
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -269,8 +272,9 @@ async fn requests(State(s): State<AppState>, mut request: Request, next: Next) -
     headers.insert(HeaderName::from_static("x-openstack-request-id"), id.clone());
     if compute {
         headers.insert(HeaderName::from_static("x-compute-request-id"), id);
-        let version = HeaderValue::from_static(COMPUTE_MICROVERSION);
-        headers.insert(HeaderName::from_static("openstack-api-version"), HeaderValue::from_static("compute 2.1"));
+        let compute_version = HeaderValue::from_str(&format!("compute {version}")).expect("a version is ASCII");
+        headers.insert(HeaderName::from_static("openstack-api-version"), compute_version);
+        let version = HeaderValue::from_str(&version.to_string()).expect("a version is ASCII");
         headers.insert(HeaderName::from_static("x-openstack-nova-api-version"), version);
         headers.insert(
             axum::http::header::VARY,

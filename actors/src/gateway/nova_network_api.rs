@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::auth::Auth;
 use super::errors::{parse_address, parse_json};
+use super::microversion::Microversion;
 use super::{ApiError, AppState};
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, Caller};
@@ -366,7 +367,8 @@ async fn release_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn show_fixed(State(s): State<AppState>, auth: Auth, Path(address): Path<String>) -> ApiResult {
+/// `os-fixed-ips/{address}`: its network's range, and the instance that holds it; 2.4 adds `reserved`.
+async fn show_fixed(State(s): State<AppState>, auth: Auth, v: Microversion, Path(address): Path<String>) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-fixed-ips").map_err(ApiError::compute)?;
     let ip = parse_address(&address).map_err(ApiError::compute)?;
     let info = fixed_ips::info(&s.app, ip)
@@ -378,23 +380,19 @@ async fn show_fixed(State(s): State<AppState>, auth: Auth, Path(address): Path<S
         cidr: String,
         hostname: Option<&'a str>,
         host: Option<&'a str>,
-        reserved: bool,
-        allocated: bool,
-        leased: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reserved: Option<bool>,
     }
     #[derive(Serialize)]
     struct Body<'a> {
         fixed_ip: FixedView<'a>,
     }
-    let row = info.row.as_ref();
     let view = FixedView {
         address: &address,
         cidr: info.network.cidr.to_string(),
         hostname: info.instance.as_ref().map(|i| i.name.as_str()),
         host: info.instance.as_ref().and_then(|i| i.host.as_ref()).map(|h| h.0.as_str()),
-        reserved: row.is_some_and(|r| r.reserved),
-        allocated: row.is_some_and(|r| r.allocated),
-        leased: row.is_some_and(|r| r.leased),
+        reserved: v.has(4).then(|| info.row.as_ref().is_some_and(|r| r.reserved)),
     };
     Ok(Json(Body { fixed_ip: view }).into_response())
 }
