@@ -222,6 +222,7 @@ async fn ips(args: IpsArgs) -> anyhow::Result<()> {
             user_data: None,
             metadata: Default::default(),
             description: None,
+            nic_tags: Vec::new(),
         };
         ids.extend(servers::create(&app, &Trace::none(), &auth, new).await?.into_iter().map(|i| i.id));
     }
@@ -1004,6 +1005,7 @@ async fn boot_fixture(cloud: &Cloud, auth: &identity::AuthContext, image: String
                 user_data: None,
                 metadata: Default::default(),
                 description: None,
+                nic_tags: Vec::new(),
             };
             servers::create(&app, &Trace::none(), &auth, new).await?;
             Ok(())

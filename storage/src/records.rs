@@ -364,6 +364,12 @@ pub struct Instance {
     /// The create request it came from (`r-…`, shared by a multi-create's instances), and its place in it.
     pub reservation_id: String,
     pub launch_index: u32,
+    /// Its tags (compute 2.26), in order, each once.
+    pub tags: Vec<String>,
+    /// The device tags its create gave the requested interfaces (2.32), in the order of `requested_nics`.
+    pub requested_tags: Vec<Option<String>>,
+    /// The device tag of each interface that has one, by port: what the metadata service tells the guest.
+    pub nic_tags: BTreeMap<PortId, String>,
 }
 
 /// The interfaces a server create asks for (its `networks`).
@@ -389,20 +395,21 @@ pub enum NicRequest {
 
 impl Record for Instance {
     const KIND: &'static str = "instance";
-    const VERSION: u8 = 6;
+    const VERSION: u8 = 7;
 
     /// Each version appended fields whose empty values (`None`, an empty list, map or string, 0, an enum's
     /// first variant) bincode writes as a single 0 byte: an older record is the current one without its
     /// last fields, and reads as it once those bytes are added. Version 2 added `key`, version 3
     /// `security_groups`, version 4 `metadata`, version 5 `requested_nics`, version 6 `description`,
-    /// `reservation_id` and `launch_index`.
+    /// `reservation_id` and `launch_index`, version 7 `tags`, `requested_tags` and `nic_tags`.
     fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
         let missing = match version {
-            1 => 7,
-            2 => 6,
-            3 => 5,
-            4 => 4,
-            5 => 3,
+            1 => 10,
+            2 => 9,
+            3 => 8,
+            4 => 7,
+            5 => 6,
+            6 => 3,
             found => return Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
         };
         decode_padded(bytes, missing)

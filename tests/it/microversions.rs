@@ -1,4 +1,4 @@
-//! Compute microversions 2.1 to 2.19: the version negotiated and echoed, and each step's documented change to
+//! Compute microversions 2.1 to 2.36: the version negotiated and echoed, and each step's documented change to
 //! requests and responses, asked for at the step before and at the step itself (the fields of a response are
 //! exactly those of the version asked for).
 
@@ -55,11 +55,11 @@ async fn the_version_is_negotiated_echoed_and_bounded() {
     assert_eq!((code, echoed.as_str()), (200, "compute 2.9"));
     assert_eq!(
         (body["version"]["version"].as_str(), body["version"]["min_version"].as_str()),
-        (Some("2.19"), Some("2.1"))
+        (Some("2.36"), Some("2.1"))
     );
     let (_, echoed, _) = at(&t, &t.admin, "latest", Method::GET, "/compute/v2.1/flavors", None).await;
-    assert_eq!(echoed, "compute 2.19");
-    for refused in ["2.20", "2.0", "3.1"] {
+    assert_eq!(echoed, "compute 2.36");
+    for refused in ["2.37", "2.0", "3.1"] {
         let (code, _, body) = at(&t, &t.admin, refused, Method::GET, "/compute/v2.1/flavors", None).await;
         assert_eq!(code, 406, "{refused}: {body}");
     }
@@ -158,12 +158,14 @@ async fn a_servers_view_gains_each_steps_fields_and_no_others() {
         ("2.8", "2.9", set(&["locked"])),
         ("2.15", "2.16", set(&["host_status"])),
         ("2.18", "2.19", set(&["description"])),
+        ("2.25", "2.26", set(&["tags"])),
+        ("2.35", "2.36", set(&[])),
     ];
     for (before, after, fields) in steps {
         let (old, new) = (show(&t.admin, before).await, show(&t.admin, after).await);
         assert_eq!(added(&old, &new), fields, "{before} → {after}");
     }
-    let latest = show(&t.admin, "2.19").await;
+    let latest = show(&t.admin, "2.36").await;
     assert!(latest["OS-EXT-SRV-ATTR:reservation_id"].as_str().unwrap().starts_with("r-"), "{latest}");
     assert_eq!(latest["OS-EXT-SRV-ATTR:launch_index"], 0);
     assert_eq!(latest["OS-EXT-SRV-ATTR:hostname"], "mv");
@@ -171,8 +173,8 @@ async fn a_servers_view_gains_each_steps_fields_and_no_others() {
     assert_eq!((latest["locked"].clone(), latest["host_status"].clone()), (json!(false), json!("UP")));
     assert!(latest["description"].is_null(), "{latest}");
     // A member sees 2.9's and 2.19's fields, not an admin's.
-    let (old, new) = (show(&member, "2.1").await, show(&member, "2.19").await);
-    assert_eq!(added(&old, &new), set(&["locked", "description"]));
+    let (old, new) = (show(&member, "2.1").await, show(&member, "2.36").await);
+    assert_eq!(added(&old, &new), set(&["locked", "description", "tags"]));
 
     // 2.19: the description is taken on create and update, refused before.
     let with = json!({"server": {"name": "described", "imageRef": image, "flavorRef": "1", "description": "web tier"}});
@@ -240,5 +242,152 @@ async fn the_other_steps_change_what_they_document() {
     let (code, _, after) = at(&t, &t.admin, "2.17", Method::POST, &action, dump).await;
     assert!(code == 400 && after.to_string().contains("crash dump is not supported"), "{after}");
     assert_ne!(before, after, "2.16 does not know the action; 2.17 refuses it for what it is");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn servers_are_tagged_from_2_26_and_their_lists_filter_by_tags() {
+    let t = TestCloud::start().await;
+    let member = t.user_with_role("member").await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(boot_active(&member, name).await["id"].as_str().unwrap().to_string());
+    }
+    let tags = |id: &str| format!("/compute/v2.1/servers/{id}/tags");
+    let (code, _, _) = at(&t, &member, "2.25", Method::GET, &tags(&ids[0]), None).await;
+    assert_eq!(code, 404, "the tags API is 2.26's");
+    let (code, _, body) =
+        at(&t, &member, "2.26", Method::PUT, &tags(&ids[0]), Some(json!({"tags": ["web", "prod"]}))).await;
+    assert_eq!((code, body["tags"].clone()), (200, json!(["web", "prod"])));
+    let one = |id: &str, tag: &str| format!("/compute/v2.1/servers/{id}/tags/{tag}");
+    let (code, _, _) = at(&t, &member, "2.26", Method::PUT, &one(&ids[1], "web"), None).await;
+    assert_eq!(code, 201, "a new tag");
+    let (code, _, _) = at(&t, &member, "2.26", Method::PUT, &one(&ids[1], "web"), None).await;
+    assert_eq!(code, 204, "a tag it has");
+    let (code, _, _) = at(&t, &member, "2.26", Method::GET, &one(&ids[1], "web"), None).await;
+    assert_eq!(code, 204);
+    let (code, _, _) = at(&t, &member, "2.26", Method::GET, &one(&ids[1], "prod"), None).await;
+    assert_eq!(code, 404);
+    let (code, _, _) = at(&t, &member, "2.26", Method::PUT, &tags(&ids[2]), Some(json!({"tags": ["db"]}))).await;
+    assert_eq!(code, 200);
+
+    let names = |body: &Value| -> BTreeSet<String> {
+        body["servers"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+    };
+    for (query, expected) in [
+        ("tags=web,prod", vec!["a"]),
+        ("tags=web", vec!["a", "b"]),
+        ("tags-any=prod,db", vec!["a", "c"]),
+        ("not-tags=web,prod", vec!["b", "c"]),
+        ("not-tags-any=web", vec!["c"]),
+    ] {
+        let (code, _, body) =
+            at(&t, &member, "2.26", Method::GET, &format!("/compute/v2.1/servers?{query}"), None).await;
+        assert_eq!(code, 200, "{query}: {body}");
+        assert_eq!(names(&body), expected.iter().map(|s| s.to_string()).collect(), "{query}");
+    }
+    let (code, _, _) = at(&t, &member, "2.25", Method::GET, "/compute/v2.1/servers?tags=web", None).await;
+    assert_eq!(code, 400, "a 2.26 filter at 2.25 is refused, not ignored");
+    let (_, _, shown) = at(&t, &member, "2.26", Method::GET, &format!("/compute/v2.1/servers/{}", ids[0]), None).await;
+    assert_eq!(shown["server"]["tags"], json!(["web", "prod"]));
+
+    for (body, why) in [
+        (json!({"tags": ["a/b"]}), "a slash"),
+        (json!({"tags": ["x".repeat(61)]}), "too long"),
+        (json!({"tags": (0..51).map(|n| format!("t{n}")).collect::<Vec<_>>()}), "too many"),
+    ] {
+        let (code, _, answer) = at(&t, &member, "2.26", Method::PUT, &tags(&ids[0]), Some(body)).await;
+        assert_eq!(code, 400, "{why}: {answer}");
+    }
+    let (code, _, _) = at(&t, &member, "2.26", Method::DELETE, &one(&ids[0], "web"), None).await;
+    assert_eq!(code, 204);
+    let (code, _, _) = at(&t, &member, "2.26", Method::DELETE, &one(&ids[0], "web"), None).await;
+    assert_eq!(code, 404);
+    let (code, _, _) = at(&t, &member, "2.26", Method::DELETE, &tags(&ids[0]), None).await;
+    assert_eq!(code, 204);
+    let (_, _, left) = at(&t, &member, "2.26", Method::GET, &tags(&ids[0]), None).await;
+    assert_eq!(left["tags"], json!([]));
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_later_steps_page_hypervisors_and_key_pairs_tag_nics_and_drop_the_proxies() {
+    let t = TestCloud::start().await;
+    // 2.28: cpu_info becomes an object.
+    let (_, _, old) = at(&t, &t.admin, "2.27", Method::GET, "/compute/v2.1/os-hypervisors/detail", None).await;
+    let (_, _, new) = at(&t, &t.admin, "2.28", Method::GET, "/compute/v2.1/os-hypervisors/detail", None).await;
+    assert!(old["hypervisors"][0]["cpu_info"].is_string() && new["hypervisors"][0]["cpu_info"].is_object(), "{new}");
+
+    // 2.33: hypervisors by pages.
+    let (code, _, _) = at(&t, &t.admin, "2.32", Method::GET, "/compute/v2.1/os-hypervisors?limit=2", None).await;
+    assert_eq!(code, 400);
+    let (_, _, all) = at(&t, &t.admin, "2.33", Method::GET, "/compute/v2.1/os-hypervisors", None).await;
+    let all: Vec<Value> = all["hypervisors"].as_array().unwrap().iter().map(|h| h["id"].clone()).collect();
+    let (_, _, first) = at(&t, &t.admin, "2.33", Method::GET, "/compute/v2.1/os-hypervisors?limit=2", None).await;
+    let page: Vec<Value> = first["hypervisors"].as_array().unwrap().iter().map(|h| h["id"].clone()).collect();
+    assert_eq!(page, all[..2]);
+    let next = first["hypervisors_links"][0]["href"].as_str().expect("a next link");
+    let path = next.split_once("/compute/").map(|(_, p)| format!("/compute/{p}")).unwrap();
+    let (_, _, second) = at(&t, &t.admin, "2.33", Method::GET, &path, None).await;
+    let page: Vec<Value> = second["hypervisors"].as_array().unwrap().iter().map(|h| h["id"].clone()).collect();
+    assert_eq!(page, all[2..4.min(all.len())]);
+
+    // 2.35: key pairs by pages, by name.
+    for name in ["k1", "k2", "k3"] {
+        t.admin.post("/compute/v2.1/os-keypairs", &json!({"keypair": {"name": name}})).await.unwrap();
+    }
+    let kp = "/compute/v2.1/os-keypairs";
+    let (code, _, _) = at(&t, &t.admin, "2.34", Method::GET, &format!("{kp}?limit=1"), None).await;
+    assert_eq!(code, 400);
+    let (_, _, first) = at(&t, &t.admin, "2.35", Method::GET, &format!("{kp}?limit=2"), None).await;
+    let listed: Vec<&str> =
+        first["keypairs"].as_array().unwrap().iter().map(|k| k["keypair"]["name"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["k1", "k2"]);
+    assert!(first["keypairs_links"][0]["href"].as_str().unwrap().contains("marker=k2"), "{first}");
+    let (_, _, rest) = at(&t, &t.admin, "2.35", Method::GET, &format!("{kp}?marker=k2"), None).await;
+    assert_eq!(rest["keypairs"].as_array().unwrap().len(), 1);
+
+    // 2.32: a requested network's device tag, which the metadata service tells the guest.
+    let image = default_image(&t.admin).await;
+    let private = t.admin.get("/network/v2.0/networks?name=private").await.unwrap()["networks"][0]["id"].clone();
+    let tagged = json!({"server": {"name": "tagged", "imageRef": image, "flavorRef": "1",
+                                   "networks": [{"uuid": private, "tag": "frontend"}]}});
+    let (code, _, body) = at(&t, &t.admin, "2.31", Method::POST, "/compute/v2.1/servers", Some(tagged.clone())).await;
+    assert_eq!(code, 400, "{body}");
+    let (code, _, body) = at(&t, &t.admin, "2.32", Method::POST, "/compute/v2.1/servers", Some(tagged)).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["server"]["id"].as_str().unwrap().to_string();
+    let vm = wait_for_status(&t.admin, &id, "ACTIVE").await;
+    // The guest asks the metadata service at its gateway, from its address.
+    let address: std::net::Ipv4Addr = fixed_addresses(&vm)[0].parse().unwrap();
+    let gateway = std::net::Ipv4Addr::new(10, 0, 0, 1);
+    let document =
+        nimbus_actors::app::metadata::answer(&t.cloud.app, gateway, address, "/openstack/latest/meta_data.json")
+            .expect("the instance's metadata");
+    let meta: Value = serde_json::from_slice(&document.body).unwrap();
+    let mac = vm["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"].clone();
+    assert_eq!(meta["devices"], json!([{"type": "nic", "mac": mac, "tags": ["frontend"]}]), "{meta}");
+
+    // 2.36: the proxy APIs are gone, and the network quotas with them.
+    for path in ["/compute/v2.1/os-networks", "/compute/v2.1/os-floating-ip-pools", "/compute/v2.1/os-security-groups"]
+    {
+        let (code, _, _) = at(&t, &t.admin, "2.35", Method::GET, path, None).await;
+        assert_eq!(code, 200, "{path} at 2.35");
+        let (code, _, body) = at(&t, &t.admin, "2.36", Method::GET, path, None).await;
+        assert_eq!(code, 404, "{path} at 2.36: {body}");
+    }
+    let project = t.admin.get("/identity/v3/projects?name=admin").await.unwrap()["projects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let quota = format!("/compute/v2.1/os-quota-sets/{project}");
+    let (_, _, old) = at(&t, &t.admin, "2.35", Method::GET, &quota, None).await;
+    let (_, _, new) = at(&t, &t.admin, "2.36", Method::GET, &quota, None).await;
+    let gone: BTreeSet<String> = keys(&old["quota_set"]).difference(&keys(&new["quota_set"])).cloned().collect();
+    assert_eq!(gone, set(&["fixed_ips", "floating_ips", "security_groups", "security_group_rules"]));
+    assert!(keys(&new["quota_set"]).is_subset(&keys(&old["quota_set"])));
+    let (code, _, _) =
+        at(&t, &t.admin, "2.36", Method::PUT, &quota, Some(json!({"quota_set": {"floating_ips": 5}}))).await;
+    assert_eq!(code, 400);
     t.shutdown().await;
 }

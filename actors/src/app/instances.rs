@@ -74,6 +74,9 @@ pub fn new_instance(
         description: None,
         reservation_id: String::new(),
         launch_index: 0,
+        tags: Vec::new(),
+        requested_tags: Vec::new(),
+        nic_tags: Default::default(),
     }
 }
 

@@ -134,6 +134,10 @@ fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Vec<Network>, Clo
         networks.push(network_in(tx, interface.network)?);
         instance.interfaces.push(interface);
     }
+    // Device tags go with the interfaces made for the requests that had them (2.32).
+    let tagged: Vec<_> = instance.requested_tags.iter().zip(&instance.interfaces).collect();
+    let tags = tagged.into_iter().filter_map(|(tag, i)| tag.clone().map(|tag| (i.id, tag))).collect();
+    instance.nic_tags = tags;
     if !instance.interfaces.is_empty() {
         instance.updated_at = now_ms();
         tx.put(&INSTANCES, &id, &instance)?;
@@ -164,6 +168,7 @@ pub(crate) fn deallocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Netw
     }
     if !instance.interfaces.is_empty() {
         instance.interfaces.clear();
+        instance.nic_tags.clear();
         instance.updated_at = now_ms();
         tx.put(&INSTANCES, &id, &instance)?;
     }
@@ -245,6 +250,7 @@ pub(crate) fn change_in(
             // Disassociating its floating IPs rewrote the record.
             instance = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
             instance.interfaces.retain(|i| i.id != interface.id);
+            instance.nic_tags.remove(&interface.id);
         }
     }
     instance.updated_at = now_ms();

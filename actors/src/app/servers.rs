@@ -47,6 +47,8 @@ pub struct NewServers {
     pub metadata: BTreeMap<String, String>,
     /// Their description (compute 2.19).
     pub description: Option<String>,
+    /// The device tags of the requested interfaces (2.32), in the order of `networks`' list.
+    pub nic_tags: Vec<Option<String>>,
 }
 
 /// The most metadata items a server keeps (nova's default `metadata_items` quota).
@@ -174,6 +176,7 @@ pub async fn create(
                 metadata: new.metadata.clone(),
                 requested_nics: new.networks.clone(),
                 description: new.description.clone(),
+                requested_tags: new.nic_tags.clone(),
                 reservation_id: reservation_id.clone(),
                 launch_index: n - 1,
                 ..new_instance(name, auth.project, auth.user, &flavor, image.id, now)
@@ -274,6 +277,87 @@ pub fn get(app: &App, auth: &AuthContext, id: &str) -> Result<Instance, CloudErr
         return Err(missing());
     }
     Ok(instance)
+}
+
+/// The most tags a server has (nova's limit), and the longest tag.
+pub const MAX_TAGS: usize = 50;
+const MAX_TAG_LENGTH: usize = 60;
+
+/// Why `tag` cannot be a server tag, if it cannot (nova's rules: 1 to 60 characters, no `/` or `,`).
+pub fn tag_problem(tag: &str) -> Option<String> {
+    let fits = !tag.is_empty() && tag.chars().count() <= MAX_TAG_LENGTH && !tag.contains(['/', ',']);
+    (!fits || tag.chars().any(char::is_control)).then(|| {
+        format!("Invalid tag {tag:?}: a tag is 1 to {MAX_TAG_LENGTH} printable characters, without '/' or ','.")
+    })
+}
+
+/// A change to a server's tags (compute 2.26's `/servers/{id}/tags`).
+#[derive(Clone, Debug)]
+pub enum TagChange {
+    /// Exactly these.
+    Replace(Vec<String>),
+    /// This one too (nothing to do if it has it).
+    Add(String),
+    /// This one gone; a tag the server does not have is a 404.
+    Remove(String),
+}
+
+/// Changes the tags of a server the caller sees; returns them after the change and whether the change added a
+/// tag it did not have. A server being built or deleted cannot have its tags changed (409, as nova).
+pub async fn change_tags(app: &App, instance: &Instance, change: TagChange) -> Result<(Vec<String>, bool), CloudError> {
+    let given = match &change {
+        TagChange::Replace(tags) => tags.clone(),
+        TagChange::Add(tag) | TagChange::Remove(tag) => vec![tag.clone()],
+    };
+    if let Some(problem) = given.iter().find_map(|t| tag_problem(t)) {
+        return Err(CloudError::BadRequest(problem));
+    }
+    let id = instance.id;
+    app.store
+        .write(move |tx| {
+            let mut current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
+            if current.vm_state == VmState::Building || current.task_state == Some(TaskState::Deleting) {
+                return Err(CloudError::Conflict(format!(
+                    "Cannot change the tags of instance {id} while it is in vm_state {}.",
+                    vm_state_name(current.vm_state)
+                )));
+            }
+            let mut added = false;
+            match change {
+                TagChange::Replace(tags) => {
+                    let mut unique = Vec::new();
+                    for tag in tags {
+                        if !unique.contains(&tag) {
+                            unique.push(tag);
+                        }
+                    }
+                    current.tags = unique;
+                }
+                TagChange::Add(tag) => {
+                    if !current.tags.contains(&tag) {
+                        current.tags.push(tag);
+                        added = true;
+                    }
+                }
+                TagChange::Remove(tag) => {
+                    let before = current.tags.len();
+                    current.tags.retain(|t| *t != tag);
+                    if current.tags.len() == before {
+                        return Err(CloudError::NotFound(format!("Tag {tag} could not be found on instance {id}.")));
+                    }
+                }
+            }
+            if current.tags.len() > MAX_TAGS {
+                return Err(CloudError::BadRequest(format!(
+                    "Instance {id} would have {} tags; a server has at most {MAX_TAGS}.",
+                    current.tags.len()
+                )));
+            }
+            current.updated_at = now_ms();
+            tx.put(&INSTANCES, &id, &current)?;
+            Ok((current.tags, added))
+        })
+        .await
 }
 
 /// The user data of each of `ids` created with some (what compute 2.3 shows an admin).
@@ -505,6 +589,31 @@ pub struct ServerFilters {
     pub limit: Option<usize>,
     /// Only the servers after this one.
     pub marker: Option<String>,
+    /// 2.26's tag filters.
+    pub tags: TagFilters,
+}
+
+/// The tag filters of a server list (compute 2.26): each a list of tags, empty when not given.
+#[derive(Clone, Debug, Default)]
+pub struct TagFilters {
+    /// `tags`: servers with every one of them.
+    pub all: Vec<String>,
+    /// `tags-any`: servers with at least one of them.
+    pub any: Vec<String>,
+    /// `not-tags`: servers without at least one of them (not with all).
+    pub not_all: Vec<String>,
+    /// `not-tags-any`: servers with none of them.
+    pub not_any: Vec<String>,
+}
+
+impl TagFilters {
+    pub fn pass(&self, tags: &[String]) -> bool {
+        let has = |t: &String| tags.contains(t);
+        self.all.iter().all(has)
+            && (self.any.is_empty() || self.any.iter().any(has))
+            && (self.not_all.is_empty() || !self.not_all.iter().all(has))
+            && !self.not_any.iter().any(has)
+    }
 }
 
 impl ServerFilters {
@@ -522,6 +631,7 @@ impl ServerFilters {
             && self.user.as_deref().is_none_or(|user| i.user.to_string() == user)
             && self.key_name.as_deref().is_none_or(|key| i.key.as_ref().is_some_and(|k| k.name == key))
             && self.vm_state.as_deref().is_none_or(|vm| vm_state_name(i.vm_state) == vm)
+            && self.tags.pass(&i.tags)
     }
 }
 

@@ -139,6 +139,9 @@ mod tests {
             description: None,
             reservation_id: String::new(),
             launch_index: 0,
+            tags: Vec::new(),
+            requested_tags: Vec::new(),
+            nic_tags: Default::default(),
         }
     }
 

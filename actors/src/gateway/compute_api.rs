@@ -26,7 +26,7 @@ use crate::app::error::CloudError;
 use crate::app::flavors;
 use crate::app::hosts;
 use crate::app::security_groups;
-use crate::app::servers::{self, NewServers, NicChange, ServerFilters, ServerUpdate};
+use crate::app::servers::{self, NewServers, NicChange, ServerFilters, ServerUpdate, TagChange, TagFilters};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
 use crate::names::dhcp_hostname;
 
@@ -48,6 +48,8 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/servers/{id}", get(show_server).put(update_server).delete(delete_server))
         .route("/compute/v2.1/servers/{id}/action", axum::routing::post(server_action))
         .route("/compute/v2.1/servers/{id}/remote-consoles", axum::routing::post(remote_console))
+        .route("/compute/v2.1/servers/{id}/tags", get(list_tags).put(replace_tags).delete(clear_tags))
+        .route("/compute/v2.1/servers/{id}/tags/{tag}", get(check_tag).put(add_tag).delete(remove_tag))
         .route("/compute/v2.1/servers/{id}/metadata", get(list_metadata).post(merge_metadata).put(replace_metadata))
         .route(
             "/compute/v2.1/servers/{id}/metadata/{key}",
@@ -359,6 +361,9 @@ struct ServerDetail<'a> {
     /// 2.19 (`null` when it has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<Option<&'a str>>,
+    /// 2.26.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
 }
 
 /// What a server view depends on besides the instance: the caller, the microversion, and what the views of
@@ -491,6 +496,7 @@ fn server_view<'a>(i: &'a Instance, cx: &'a ViewContext<'_>, detail: bool) -> Se
             }),
             locked: v.has(9).then_some(false),
             description: v.has(19).then_some(i.description.as_deref()),
+            tags: v.has(26).then_some(i.tags.as_slice()),
         }
     });
     ServerView { links: links(base, "servers", &id), id, name: &i.name, detail }
@@ -754,6 +760,98 @@ async fn update_server(
     Ok(Json(ServerBody { server: server_view(&instance, &cx, true) }).into_response())
 }
 
+// ------------------------------------------------------------------------------------------ server tags
+
+/// The server of a tags call, which exists from 2.26 on.
+fn tagged_server(s: &AppState, auth: &Auth, v: Microversion, id: &str) -> Result<Instance, ApiError> {
+    if !v.has(26) {
+        return Err(ApiError::compute(CloudError::NotFound(format!(
+            "Server tags are an API of microversion 2.26; this request is at {v}."
+        ))));
+    }
+    servers::get(&s.app, &auth.ctx, id).map_err(ApiError::compute)
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsBody {
+    tags: Vec<String>,
+}
+
+async fn list_tags(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    Ok(Json(TagsBody { tags: instance.tags }).into_response())
+}
+
+async fn change_tags(
+    s: &AppState,
+    auth: &Auth,
+    instance: &Instance,
+    change: TagChange,
+) -> Result<(Vec<String>, bool), ApiError> {
+    auth.require(Role::Member, "os_compute_api:os-server-tags:update").map_err(ApiError::compute)?;
+    servers::change_tags(&s.app, instance, change).await.map_err(ApiError::compute)
+}
+
+async fn replace_tags(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    let request: TagsBody = parse_json(&body).map_err(ApiError::compute)?;
+    let (tags, _) = change_tags(&s, &auth, &instance, TagChange::Replace(request.tags)).await?;
+    Ok(Json(TagsBody { tags }).into_response())
+}
+
+async fn clear_tags(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    change_tags(&s, &auth, &instance, TagChange::Replace(Vec::new())).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn check_tag(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    if !instance.tags.contains(&tag) {
+        return Err(ApiError::compute(CloudError::NotFound(format!("Tag {tag} could not be found on server {id}."))));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /servers/{id}/tags/{tag}`: 201 with the tag's location when it is new, 204 when the server had it.
+async fn add_tag(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    let (_, added) = change_tags(&s, &auth, &instance, TagChange::Add(tag.clone())).await?;
+    if !added {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let location = format!("{}/compute/v2.1/servers/{id}/tags/{tag}", s.base_url);
+    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, location)]).into_response())
+}
+
+async fn remove_tag(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let instance = tagged_server(&s, &auth, v, &id)?;
+    change_tags(&s, &auth, &instance, TagChange::Remove(tag)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 // ------------------------------------------------------------------------------------------ server metadata
 
 #[derive(Deserialize, Serialize)]
@@ -851,7 +949,7 @@ fn list_servers(
     mut raw: HashMap<String, String>,
     detail: bool,
 ) -> ApiResult {
-    let mut filters = server_filters(&raw)?;
+    let mut filters = server_filters(&raw, v)?;
     if filters.all_projects {
         auth.require(Role::Admin, "os_compute_api:servers:index:get_all_tenants").map_err(ApiError::compute)?;
     }
@@ -919,8 +1017,6 @@ const UNSUPPORTED_SERVER_FILTERS: &[&str] = &[
     "locked",
     "locked_by",
     "node",
-    "not-tags",
-    "not-tags-any",
     "pinned_availability_zone",
     "power_state",
     "progress",
@@ -929,8 +1025,6 @@ const UNSUPPORTED_SERVER_FILTERS: &[&str] = &[
     "root_device_name",
     "sort_dir",
     "sort_key",
-    "tags",
-    "tags-any",
     "task_state",
     "terminated_at",
     "uuid",
@@ -973,11 +1067,12 @@ pub(crate) fn parse_iso8601(text: &str) -> Option<u64> {
 
 /// The list's filters. The documented ones nimbus does not apply are a 400; a parameter the api-ref does not
 /// name is ignored, as nova does.
-fn server_filters(raw: &HashMap<String, String>) -> Result<ServerFilters, ApiError> {
+fn server_filters(raw: &HashMap<String, String>, v: Microversion) -> Result<ServerFilters, ApiError> {
     if let Some(unsupported) = UNSUPPORTED_SERVER_FILTERS.iter().find(|f| raw.contains_key(**f)) {
         return Err(bad_request(format!(
             "nimbus does not filter servers by {unsupported}: it filters by name, status, image, flavor, ip, \
-             changes-since, host, user_id, key_name, vm_state, project_id and all_tenants, with limit and marker."
+             changes-since, host, user_id, key_name, vm_state, project_id, all_tenants and (2.26) tags, tags-any, \
+             not-tags and not-tags-any, with limit and marker."
         )));
     }
     // Deleted servers leave no record: asking for the others is what every list is.
@@ -998,7 +1093,23 @@ fn server_filters(raw: &HashMap<String, String>) -> Result<ServerFilters, ApiErr
         })?),
         None => None,
     };
+    let tag_list = |key: &str| -> Result<Vec<String>, ApiError> {
+        let Some(text) = raw.get(key) else { return Ok(Vec::new()) };
+        since(v, 26, key)?;
+        let tags: Vec<String> = text.split(',').map(str::to_string).collect();
+        match tags.iter().find_map(|t| servers::tag_problem(t)) {
+            Some(problem) => Err(bad_request(problem)),
+            None => Ok(tags),
+        }
+    };
+    let tags = TagFilters {
+        all: tag_list("tags")?,
+        any: tag_list("tags-any")?,
+        not_all: tag_list("not-tags")?,
+        not_any: tag_list("not-tags-any")?,
+    };
     Ok(ServerFilters {
+        tags,
         name: regex_filter(raw, "name")?,
         status: raw.get("status").cloned(),
         image: raw.get("image").cloned(),
@@ -1082,31 +1193,49 @@ fn ref_id(reference: &str) -> &str {
 
 /// `networks` may be "auto", "none", or a list of `{"uuid": …}` (with a `fixed_ip` if wanted) and
 /// `{"port": …}` entries, one interface each, in that order. An empty list is "auto", as in nova's v2.1.
-fn requested_networks(networks: Option<&Value>) -> Result<RequestedNics, CloudError> {
+/// From 2.32 an entry may carry a device `tag`; the tags come back in the order of the entries.
+fn requested_networks(
+    networks: Option<&Value>,
+    v: Microversion,
+) -> Result<(RequestedNics, Vec<Option<String>>), CloudError> {
     let bad = CloudError::BadRequest;
     match networks {
-        None | Some(Value::Null) => Ok(RequestedNics::Auto),
-        Some(Value::String(v)) if v == "auto" => Ok(RequestedNics::Auto),
-        Some(Value::String(v)) if v == "none" => Ok(RequestedNics::None),
-        Some(Value::Array(list)) if list.is_empty() => Ok(RequestedNics::Auto),
-        Some(Value::Array(list)) => list.iter().map(requested_nic).collect::<Result<_, _>>().map(RequestedNics::These),
+        None | Some(Value::Null) => Ok((RequestedNics::Auto, Vec::new())),
+        Some(Value::String(word)) if word == "auto" => Ok((RequestedNics::Auto, Vec::new())),
+        Some(Value::String(word)) if word == "none" => Ok((RequestedNics::None, Vec::new())),
+        Some(Value::Array(list)) if list.is_empty() => Ok((RequestedNics::Auto, Vec::new())),
+        Some(Value::Array(list)) => {
+            let (nics, tags) =
+                list.iter().map(|e| requested_nic(e, v)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+            Ok((RequestedNics::These(nics), tags))
+        }
         Some(other) => Err(bad(format!("Invalid networks value {other}; expected \"auto\", \"none\" or a list."))),
     }
 }
 
 /// One entry of a server create's `networks`.
-fn requested_nic(entry: &Value) -> Result<NicRequest, CloudError> {
+fn requested_nic(entry: &Value, v: Microversion) -> Result<(NicRequest, Option<String>), CloudError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Entry {
         uuid: Option<String>,
         port: Option<String>,
         fixed_ip: Option<String>,
+        tag: Option<String>,
     }
     let bad = CloudError::BadRequest;
     let entry: Entry = serde_json::from_value(entry.clone())
         .map_err(|e| bad(format!("Invalid input for field/attribute networks: {e}.")))?;
-    match (entry.uuid, entry.port, entry.fixed_ip) {
+    if let Some(tag) = &entry.tag {
+        if !v.has(32) {
+            return Err(bad(format!("A network's tag is a field of microversion 2.32; this request is at {v}.")));
+        }
+        if let Some(problem) = servers::tag_problem(tag) {
+            return Err(bad(problem));
+        }
+    }
+    let tag = entry.tag;
+    let nic = match (entry.uuid, entry.port, entry.fixed_ip) {
         (_, Some(port), None) => {
             port.parse().map(NicRequest::Port).map_err(|_| bad(format!("Port {port} could not be found.")))
         }
@@ -1121,7 +1250,8 @@ fn requested_nic(entry: &Value) -> Result<NicRequest, CloudError> {
             Ok(NicRequest::Network { network, address })
         }
         (None, None, _) => Err(bad("Each requested network needs a uuid or a port.".into())),
-    }
+    }?;
+    Ok((nic, tag))
 }
 
 #[derive(Serialize)]
@@ -1147,11 +1277,13 @@ async fn create_server(State(s): State<AppState>, auth: Auth, v: Microversion, b
     if min > max {
         return Err(ApiError::compute(CloudError::BadRequest("min_count must be <= max_count".into())));
     }
+    let (networks, nic_tags) = requested_networks(new.networks.as_ref(), v).map_err(ApiError::compute)?;
     let new = NewServers {
         name: new.name,
         image: ref_id(&new.image_ref).to_string(),
         flavor: ref_id(&new.flavor_ref).to_string(),
-        networks: requested_networks(new.networks.as_ref()).map_err(ApiError::compute)?,
+        networks,
+        nic_tags,
         count: max,
         key_name: new.key_name,
         security_groups: new.security_groups.unwrap_or_default().into_iter().map(|g| g.name).collect(),

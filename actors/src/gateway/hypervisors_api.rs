@@ -5,14 +5,15 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_storage::records::Role;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Auth;
 use super::microversion::Microversion;
+use super::views::Link;
 use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
 use crate::app::hosts::{self, HostUsage};
@@ -85,7 +86,8 @@ struct HypervisorDetail {
     host_ip: String,
     #[serde(flatten)]
     resources: Resources,
-    cpu_info: &'static str,
+    /// A JSON text before 2.28, an object from it; nimbus knows nothing of the hosts' CPUs.
+    cpu_info: serde_json::Value,
     service: HypervisorService,
 }
 
@@ -110,7 +112,7 @@ struct HypervisorView {
     servers: Option<Vec<ServerRef>>,
 }
 
-fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
+fn view(s: &AppState, u: &HostUsage, detail: bool, v: Microversion) -> HypervisorView {
     let h = &u.host;
     HypervisorView {
         id: h.number,
@@ -126,7 +128,7 @@ fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
                 one.add(u);
                 one
             },
-            cpu_info: "{}",
+            cpu_info: if v.has(28) { serde_json::json!({}) } else { serde_json::json!("{}") },
             service: HypervisorService { host: h.name.0.clone(), id: h.number, disabled_reason: None },
         }),
         uptime: None,
@@ -137,6 +139,27 @@ fn view(s: &AppState, u: &HostUsage, detail: bool) -> HypervisorView {
 #[derive(Serialize)]
 struct ListBody {
     hypervisors: Vec<HypervisorView>,
+    /// 2.33: the next page's link, when a page is full.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hypervisors_links: Vec<Link>,
+}
+
+/// 2.33's paging of the hypervisor lists.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    marker: Option<String>,
+}
+
+fn page(query: Option<&str>, v: Microversion) -> Result<Page, ApiError> {
+    let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
+    let page: Page = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| bad(format!("Invalid query ({e}); the hypervisor lists take limit and marker (2.33).")))?;
+    if (page.limit.is_some() || page.marker.is_some()) && !v.has(33) {
+        return Err(bad(format!("limit and marker are parameters of microversion 2.33; this request is at {v}.")));
+    }
+    Ok(page)
 }
 
 #[derive(Serialize)]
@@ -150,17 +173,34 @@ fn usage(s: &AppState, auth: &Auth, policy: &str) -> Result<Vec<HostUsage>, ApiE
     hosts::usage(&s.app).map_err(ApiError::compute)
 }
 
-fn list(s: &AppState, auth: &Auth, detail: bool) -> ApiResult {
-    let usage = usage(s, auth, "os_compute_api:os-hypervisors:list")?;
-    Ok(Json(ListBody { hypervisors: usage.iter().map(|u| view(s, u, detail)).collect() }).into_response())
+/// The hosts in the order of their numbers, from just after the marker's (a host number), a page of them.
+fn list(s: &AppState, auth: &Auth, v: Microversion, query: Option<&str>, detail: bool) -> ApiResult {
+    let page = page(query, v)?;
+    let mut usage = usage(s, auth, "os_compute_api:os-hypervisors:list")?;
+    usage.sort_by_key(|u| u.host.number);
+    if let Some(marker) = &page.marker {
+        let at = by_id(usage.clone(), marker)
+            .map_err(|_| ApiError::compute(CloudError::BadRequest(format!("marker [{marker}] not found"))))?;
+        usage.retain(|u| u.host.number > at.host.number);
+    }
+    let mut hypervisors_links = Vec::new();
+    if let Some(limit) = page.limit.filter(|l| usage.len() > *l) {
+        usage.truncate(limit);
+        let last = usage.last().map(|u| u.host.number).unwrap_or_default();
+        let path = if detail { "os-hypervisors/detail" } else { "os-hypervisors" };
+        let href = format!("{}/compute/v2.1/{path}?limit={limit}&marker={last}", s.base_url);
+        hypervisors_links.push(Link { rel: "next", href });
+    }
+    let hypervisors = usage.iter().map(|u| view(s, u, detail, v)).collect();
+    Ok(Json(ListBody { hypervisors, hypervisors_links }).into_response())
 }
 
-async fn list_brief(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    list(&s, &auth, false)
+async fn list_brief(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q): RawQuery) -> ApiResult {
+    list(&s, &auth, v, q.as_deref(), false)
 }
 
-async fn list_detail(State(s): State<AppState>, auth: Auth) -> ApiResult {
-    list(&s, &auth, true)
+async fn list_detail(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q): RawQuery) -> ApiResult {
+    list(&s, &auth, v, q.as_deref(), true)
 }
 
 /// The host with number `id` (at microversion 2.1 hypervisors are known by number).
@@ -170,15 +210,15 @@ fn by_id(all: Vec<HostUsage>, id: &str) -> Result<HostUsage, ApiError> {
     all.into_iter().find(|u| u.host.number == number).ok_or_else(not_found)
 }
 
-async fn show(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+async fn show(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
     let host = by_id(usage(&s, &auth, "os_compute_api:os-hypervisors:show")?, &id)?;
-    Ok(Json(OneBody { hypervisor: view(&s, &host, true) }).into_response())
+    Ok(Json(OneBody { hypervisor: view(&s, &host, true, v) }).into_response())
 }
 
-async fn uptime(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+async fn uptime(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
     let host = by_id(usage(&s, &auth, "os_compute_api:os-hypervisors:uptime")?, &id)?;
     let line = hosts::uptime(&s.app, &host.host.name).await.map_err(ApiError::compute)?;
-    let hypervisor = HypervisorView { uptime: Some(line), ..view(&s, &host, false) };
+    let hypervisor = HypervisorView { uptime: Some(line), ..view(&s, &host, false, v) };
     Ok(Json(OneBody { hypervisor }).into_response())
 }
 
@@ -193,21 +233,22 @@ fn matching(all: Vec<HostUsage>, pattern: &str) -> Result<Vec<HostUsage>, ApiErr
     Ok(found)
 }
 
-async fn search(State(s): State<AppState>, auth: Auth, Path(pattern): Path<String>) -> ApiResult {
+async fn search(State(s): State<AppState>, auth: Auth, v: Microversion, Path(pattern): Path<String>) -> ApiResult {
     let found = matching(usage(&s, &auth, "os_compute_api:os-hypervisors:search")?, &pattern)?;
-    Ok(Json(ListBody { hypervisors: found.iter().map(|u| view(&s, u, false)).collect() }).into_response())
+    let hypervisors = found.iter().map(|u| view(&s, u, false, v)).collect();
+    Ok(Json(ListBody { hypervisors, hypervisors_links: Vec::new() }).into_response())
 }
 
-async fn servers_on(State(s): State<AppState>, auth: Auth, Path(pattern): Path<String>) -> ApiResult {
+async fn servers_on(State(s): State<AppState>, auth: Auth, v: Microversion, Path(pattern): Path<String>) -> ApiResult {
     let found = matching(usage(&s, &auth, "os_compute_api:os-hypervisors:servers")?, &pattern)?;
     let mut hypervisors = Vec::with_capacity(found.len());
     for u in &found {
         let instances = hosts::instances_on(&s.app, &u.host.name).map_err(ApiError::compute)?;
         let servers: Vec<ServerRef> =
             instances.into_iter().map(|i| ServerRef { name: i.name, uuid: i.id.to_string() }).collect();
-        hypervisors.push(HypervisorView { servers: (!servers.is_empty()).then_some(servers), ..view(&s, u, false) });
+        hypervisors.push(HypervisorView { servers: (!servers.is_empty()).then_some(servers), ..view(&s, u, false, v) });
     }
-    Ok(Json(ListBody { hypervisors }).into_response())
+    Ok(Json(ListBody { hypervisors, hypervisors_links: Vec::new() }).into_response())
 }
 
 /// `os-hypervisors/statistics`: the sums over every host.

@@ -1,6 +1,6 @@
 //! Compute v2.1 `os-keypairs`: the caller's own key pairs (create or import, list, show, delete); from 2.2
 //! with their `type` (always `ssh`) and the 201 / 204 answers, from 2.10 an admin's for any user
-//! (`user_id`).
+//! (`user_id`), from 2.35 a list by pages.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Auth;
 use super::errors::parse_json;
 use super::microversion::Microversion;
+use super::views::Link;
 use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
 use crate::app::{identity, key_pairs};
@@ -88,11 +89,13 @@ fn owner(s: &AppState, auth: &Auth, v: Microversion, named: Option<&str>) -> Res
         .ok_or_else(|| ApiError::compute(CloudError::NotFound(format!("User {named} could not be found."))))
 }
 
-/// The query of a list, show or delete: 2.10's `user_id`.
+/// The query of a list, show or delete: 2.10's `user_id`, and a list's page (2.35's `limit` and `marker`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OwnerQuery {
     user_id: Option<String>,
+    limit: Option<usize>,
+    marker: Option<String>,
 }
 
 fn owner_query(query: Option<&str>) -> Result<OwnerQuery, ApiError> {
@@ -131,8 +134,27 @@ async fn create(State(s): State<AppState>, auth: Auth, v: Microversion, body: By
 }
 
 async fn list(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q): RawQuery) -> ApiResult {
-    let user = owner(&s, &auth, v, owner_query(q.as_deref())?.user_id.as_deref())?;
-    let pairs = key_pairs::list(&s.app, user).map_err(ApiError::compute)?;
+    let query = owner_query(q.as_deref())?;
+    let user = owner(&s, &auth, v, query.user_id.as_deref())?;
+    let mut pairs = key_pairs::list(&s.app, user).map_err(ApiError::compute)?;
+    if query.limit.is_some() || query.marker.is_some() {
+        since(v, 35, "limit and marker")?;
+    }
+    // By name, from just after the marker's.
+    if let Some(marker) = &query.marker {
+        let at =
+            pairs.iter().position(|p| p.name == *marker).ok_or_else(|| bad(format!("marker [{marker}] not found")))?;
+        pairs.drain(..=at);
+    }
+    let mut keypairs_links = Vec::new();
+    if let Some(limit) = query.limit.filter(|l| pairs.len() > *l) {
+        pairs.truncate(limit);
+        let last = pairs.last().map(|p| p.name.clone()).unwrap_or_default();
+        let mut next = vec![("limit", limit.to_string()), ("marker", last)];
+        next.extend(query.user_id.clone().map(|u| ("user_id", u)));
+        let next = serde_urlencoded::to_string(next).unwrap_or_default();
+        keypairs_links.push(Link { rel: "next", href: format!("{}/compute/v2.1/os-keypairs?{next}", s.base_url) });
+    }
     #[derive(Serialize)]
     struct Brief<'a> {
         fingerprint: &'a str,
@@ -148,6 +170,8 @@ async fn list(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q
     #[derive(Serialize)]
     struct Body<'a> {
         keypairs: Vec<Entry<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        keypairs_links: Vec<Link>,
     }
     let keypairs = pairs
         .iter()
@@ -160,7 +184,7 @@ async fn list(State(s): State<AppState>, auth: Auth, v: Microversion, RawQuery(q
             },
         })
         .collect();
-    Ok(Json(Body { keypairs }).into_response())
+    Ok(Json(Body { keypairs, keypairs_links }).into_response())
 }
 
 #[derive(Serialize)]

@@ -257,6 +257,11 @@ async fn requests(State(s): State<AppState>, mut request: Request, next: Next) -
     let version = *wanted.as_ref().unwrap_or(&Microversion::MIN);
     let mut response = match wanted {
         Err(e) => ApiError::compute(e).into_response(),
+        Ok(version) if version.removed(&path) => ApiError::compute(app::error::CloudError::NotFound(format!(
+            "{path} is a proxy to another service, gone from compute microversion 2.36 on (this request is at \
+             {version}); use that service's API."
+        )))
+        .into_response(),
         Ok(version) => {
             request.extensions_mut().insert(version);
             next.run(request).instrument(span.clone()).await

@@ -449,58 +449,69 @@ const OTHER_LIMITS: OtherLimits = OtherLimits {
     server_group_members: 10,
 };
 
+/// A quota set; 2.36 took out the network service's limits (`floating_ips`, `fixed_ips`,
+/// `security_groups`, `security_group_rules`).
 #[derive(Serialize)]
 struct QuotaView<T> {
     id: String,
     instances: T,
     cores: T,
     ram: T,
-    floating_ips: T,
-    fixed_ips: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floating_ips: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fixed_ips: Option<T>,
     key_pairs: T,
-    security_groups: T,
-    security_group_rules: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_groups: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_group_rules: Option<T>,
     #[serde(flatten)]
     other: OtherLimits,
 }
+
+/// The limits 2.36 took out of the quota sets.
+const NETWORK_QUOTAS: [&str; 4] = ["floating_ips", "fixed_ips", "security_groups", "security_group_rules"];
 
 #[derive(Serialize)]
 struct QuotaBody<T> {
     quota_set: QuotaView<T>,
 }
 
-fn quota_view(project: ProjectId, q: &Quota) -> QuotaBody<i64> {
+fn quota_view(project: ProjectId, q: &Quota, v: Microversion) -> QuotaBody<i64> {
+    let network = |value| (!v.has(36)).then_some(value);
     QuotaBody {
         quota_set: QuotaView {
             id: project.to_string(),
             instances: limit(q.instances),
             cores: limit(q.cores),
             ram: limit(q.ram_mb),
-            floating_ips: limit(q.floating_ips),
-            fixed_ips: limit(q.fixed_ips),
+            floating_ips: network(limit(q.floating_ips)),
+            fixed_ips: network(limit(q.fixed_ips)),
             key_pairs: limit(q.key_pairs),
-            security_groups: limit(q.security_groups),
-            security_group_rules: limit(q.security_group_rules),
+            security_groups: network(limit(q.security_groups)),
+            security_group_rules: network(limit(q.security_group_rules)),
             other: OTHER_LIMITS,
         },
     }
 }
 
-fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage, groups: u64) -> QuotaBody<Detailed> {
+fn quota_detail_view(project: ProjectId, q: &Quota, u: &Usage, groups: u64, v: Microversion) -> QuotaBody<Detailed> {
     let detailed = |limit_of: Option<u64>, in_use: u64| Detailed { limit: limit(limit_of), in_use, reserved: 0 };
+    let network = |value| (!v.has(36)).then_some(value);
     QuotaBody {
         quota_set: QuotaView {
             id: project.to_string(),
             instances: detailed(q.instances, u.instances),
             cores: detailed(q.cores, u.cores),
             ram: detailed(q.ram_mb, u.ram_mb),
-            floating_ips: detailed(q.floating_ips, u.floating_ips),
-            fixed_ips: detailed(q.fixed_ips, u.fixed_ips),
+            floating_ips: network(detailed(q.floating_ips, u.floating_ips)),
+            fixed_ips: network(detailed(q.fixed_ips, u.fixed_ips)),
             // Key pairs are counted per user, not per project (as in nova, whose project detail shows 0).
             key_pairs: detailed(q.key_pairs, 0),
-            security_groups: detailed(q.security_groups, groups),
+            security_groups: network(detailed(q.security_groups, groups)),
             // Counted per group, as nova-network did: no project-wide figure.
-            security_group_rules: detailed(q.security_group_rules, 0),
+            security_group_rules: network(detailed(q.security_group_rules, 0)),
             other: OTHER_LIMITS,
         },
     }
@@ -521,17 +532,22 @@ fn quota_project(s: &AppState, auth: &Auth, id: &str) -> Result<ProjectId, ApiEr
     }
 }
 
-async fn show_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+async fn show_quota(State(s): State<AppState>, auth: Auth, v: Microversion, Path(id): Path<String>) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
     let (q, _) = quota::show(&s.app, project).map_err(ApiError::compute)?;
-    Ok(Json(quota_view(project, &q)).into_response())
+    Ok(Json(quota_view(project, &q, v)).into_response())
 }
 
-async fn show_quota_detail(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
+async fn show_quota_detail(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+) -> ApiResult {
     let project = quota_project(&s, &auth, &id)?;
     let (q, u) = quota::show(&s.app, project).map_err(ApiError::compute)?;
     let groups = security_groups::count(&s.app, project).map_err(ApiError::compute)?;
-    Ok(Json(quota_detail_view(project, &q, &u, groups)).into_response())
+    Ok(Json(quota_detail_view(project, &q, &u, groups, v)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -541,10 +557,22 @@ struct UpdateQuota {
 
 /// `PUT /os-quota-sets/{project}` (admin): sets limits; -1 is unlimited. Limits nimbus does not enforce are
 /// accepted and ignored, as clients send them all.
-async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn update_quota(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     auth.require(Role::Admin, "os_compute_api:os-quota-sets:update").map_err(ApiError::compute)?;
     let project = quota_project(&s, &auth, &id)?;
     let request: UpdateQuota = parse_json(&body).map_err(ApiError::compute)?;
+    if let Some(removed) = NETWORK_QUOTAS.iter().find(|k| v.has(36) && request.quota_set.contains_key(**k)) {
+        return Err(ApiError::compute(CloudError::BadRequest(format!(
+            "{removed} is no quota of the compute API from microversion 2.36 on (this request is at {v}); the \
+             network API's quotas hold it."
+        ))));
+    }
     // Enforced, but the same for every project: another value would be accepted and not honoured.
     let fixed = MAX_METADATA_ITEMS as i64;
     if let Some(asked) = request.quota_set.get("metadata_items")
@@ -577,5 +605,5 @@ async fn update_quota(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
         security_group_rules: parse("security_group_rules")?,
     };
     let q = quota::update(&s.app, project, changes).await.map_err(ApiError::compute)?;
-    Ok(Json(quota_view(project, &q)).into_response())
+    Ok(Json(quota_view(project, &q, v)).into_response())
 }

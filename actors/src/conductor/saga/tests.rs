@@ -245,6 +245,7 @@ async fn setup(twice: bool) -> (tempfile::TempDir, TestEffects, InstanceId) {
         user_data: None,
         metadata: Default::default(),
         description: None,
+        nic_tags: Vec::new(),
     };
     let id = servers::create(&app, &Trace::none(), &auth, new).await.unwrap()[0].id;
     let hosts = (1..=3).map(|n| (HostId(format!("h{n}")), FakeHypervisor::new(Default::default()))).collect();
