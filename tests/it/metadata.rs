@@ -107,3 +107,30 @@ async fn user_data_must_be_base64_and_at_most_64_kib() {
     }
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn network_data_describes_every_interface_with_its_mtu_and_one_default_route() {
+    let t = TestCloud::start().await;
+    let erin = t.user_with_role("member").await;
+    let made = erin.post("/network/v2.0/networks", &json!({"network": {"name": "small", "mtu": 1400}})).await.unwrap();
+    let small = made["network"]["id"].as_str().unwrap().to_string();
+    let subnet = json!({"subnet": {"network_id": small, "cidr": "10.64.0.0/24", "ip_version": 4}});
+    erin.post("/network/v2.0/subnets", &subnet).await.unwrap();
+    let private = erin.get("/network/v2.0/networks?name=private").await.unwrap()["networks"][0]["id"].clone();
+    let image = default_image(&erin).await;
+    let body = json!({"server": {"name": "two", "imageRef": image, "flavorRef": "1",
+                                 "networks": [{"uuid": private}, {"uuid": small}]}});
+    let created = erin.post("/compute/v2.1/servers", &body).await.unwrap();
+    let server = wait_for_status(&erin, created["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    let address: Ipv4Addr = server["addresses"]["private"][0]["addr"].as_str().unwrap().parse().unwrap();
+    let document =
+        metadata::answer(&t.cloud.app, Ipv4Addr::new(10, 0, 0, 1), address, "/openstack/latest/network_data.json");
+    let data = json_of(&document.unwrap());
+    let mtus: Vec<&Value> = data["links"].as_array().unwrap().iter().map(|l| &l["mtu"]).collect();
+    assert_eq!(mtus, [&Value::Null, &json!(1400)], "{data}");
+    let networks = data["networks"].as_array().unwrap();
+    assert_eq!(networks[1]["netmask"], "255.255.255.0");
+    assert_eq!(networks[0]["routes"][0]["gateway"], "10.0.0.1");
+    assert_eq!(networks[1]["routes"], json!([]), "one default route, on the first interface");
+    t.shutdown().await;
+}

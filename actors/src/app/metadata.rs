@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use nimbus_protocol::ids::NetworkId;
 use nimbus_storage::records::{Instance, Network};
 use nimbus_storage::schema::{FIXED_IPS, INSTANCES, NETWORKS, SECURITY_GROUPS, USER_DATA};
 use nimbus_storage::{Pair, Reads, StoreError};
@@ -37,7 +38,8 @@ impl Document {
 /// What the service knows of the instance a request came from.
 struct Requester {
     instance: Instance,
-    network: Network,
+    /// The networks of all its interfaces.
+    networks: BTreeMap<NetworkId, Network>,
     address: Ipv4Addr,
     /// The name its DHCP server knows it by, given with its first address (a rename keeps it, as in nova).
     hostname: String,
@@ -64,7 +66,13 @@ fn requester_in(r: &impl Reads, gateway: Ipv4Addr, source: Ipv4Addr) -> Result<O
         groups.extend(r.get(&SECURITY_GROUPS, id)?.map(|g| g.name));
     }
     let hostname = row.hostname.unwrap_or_else(|| dhcp_hostname(&instance.name, instance.id));
-    Ok(Some(Requester { instance, network, address: source, hostname, user_data, groups }))
+    let mut networks = BTreeMap::new();
+    for interface in &instance.interfaces {
+        if let Some(n) = r.get(&NETWORKS, &interface.network)? {
+            networks.insert(n.id, n);
+        }
+    }
+    Ok(Some(Requester { instance, networks, address: source, hostname, user_data, groups }))
 }
 
 /// The document at `path` for the instance holding `source` on the network whose gateway is `gateway` (where
@@ -143,7 +151,7 @@ fn network_data(q: &Requester) -> serde_json::Value {
             "vif_id": interface.id.to_string(),
             "type": "bridge",
             "ethernet_mac_address": interface.mac,
-            "mtu": null,
+            "mtu": q.networks.get(&interface.network).and_then(|n| n.mtu),
         }));
         let mut network = json!({
             "id": format!("network{n}"),
@@ -153,10 +161,15 @@ fn network_data(q: &Requester) -> serde_json::Value {
             "network_id": interface.network.to_string(),
             "services": [],
         });
-        if interface.network == q.network.id {
-            network["netmask"] = json!(q.network.cidr.mask().to_string());
-            network["routes"] =
-                json!([{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": q.network.gateway.to_string()}]);
+        if let Some(on) = q.networks.get(&interface.network) {
+            network["netmask"] = json!(on.cidr.mask().to_string());
+            // The first interface has the default route, as the guest's DHCP client sets it.
+            let routes = if n == 0 {
+                json!([{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": on.gateway.to_string()}])
+            } else {
+                json!([])
+            };
+            network["routes"] = routes;
         }
         networks.push(network);
     }
