@@ -69,6 +69,8 @@ pub struct CloudConfig {
     /// Give every new instance a floating IP from the default pool (nova's `auto_assign_floating_ip`); it is
     /// released with the instance and not counted against the project's quota.
     pub auto_assign_floating_ip: bool,
+    /// The domain instances' names are under (nova's `dhcp_domain`).
+    pub dhcp_domain: String,
     /// The admin password of a new cloud (generated if `None`); given for an existing cloud, it must be the
     /// admin's password.
     pub admin_password: Option<String>,
@@ -180,6 +182,7 @@ impl CloudConfig {
             floating_range: None,
             public_interface: None,
             auto_assign_floating_ip: false,
+            dhcp_domain: crate::names::DEFAULT_DHCP_DOMAIN.to_string(),
             admin_password: None,
             namespace: Namespace::default(),
             timing: Timing::default(),
@@ -266,7 +269,8 @@ impl Cloud {
         crate::data_dir::make_private(&config.data_dir).map_err(private)?;
         let app =
             App::new(store.clone(), config.namespace.clone(), config.timing.clone(), config.auto_assign_floating_ip)
-                .with_images_dir(config.data_dir.join("images"));
+                .with_images_dir(config.data_dir.join("images"))
+                .with_dhcp_domain(config.dhcp_domain.clone());
         let metrics = Arc::new(
             Metrics::new(app.clone(), &store)
                 .map_err(|e| CloudError::Internal(format!("the metrics cannot be set up: {}", chain(&e))))?,

@@ -116,6 +116,10 @@ pub struct CloudArgs {
     /// with the instance (it cannot be disassociated or released) and goes back to the pool when it is deleted.
     #[arg(long)]
     pub auto_assign_floating_ip: bool,
+    /// The DNS domain instances' names are under (nova's `dhcp_domain`): `vm1.<domain>`, served by each DHCP
+    /// network's dnsmasq and given by the metadata service.
+    #[arg(long, default_value = "novalocal", value_parser = dns_domain)]
+    pub dhcp_domain: String,
     /// Serve the Prometheus metrics (`GET /metrics`, no token needed) on this address; off when not given.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -133,10 +137,19 @@ impl CloudArgs {
         config.admin_password = self.admin_password.clone();
         config.fixed_range = self.fixed_range;
         config.auto_assign_floating_ip = self.auto_assign_floating_ip;
+        config.dhcp_domain = self.dhcp_domain.clone();
         config.floating_range = self.floating_range;
         config.public_interface = self.public_interface.clone();
         config.metrics_listen = self.metrics_listen;
         config
+    }
+}
+
+/// `--dhcp-domain`'s check.
+fn dns_domain(text: &str) -> Result<String, String> {
+    match nimbus_actors::names::domain_problem(text) {
+        Some(problem) => Err(problem),
+        None => Ok(text.to_string()),
     }
 }
 

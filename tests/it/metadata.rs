@@ -42,7 +42,7 @@ async fn an_instance_reads_its_own_metadata_in_both_formats() {
     assert_eq!(meta["public_keys"]["erins"], public_key.as_str());
     assert_eq!(meta["keys"][0]["data"], public_key.as_str());
     assert_eq!(meta["meta"], json!({"role": "web"}), "the server's metadata");
-    assert_eq!(meta["hostname"].as_str().unwrap().split('-').next(), Some("web"));
+    assert_eq!(meta["hostname"], "web-1.novalocal", "its DHCP hostname under the DHCP domain");
     let dated = json_of(&ask("/openstack/2012-08-10/meta_data.json").unwrap());
     assert_eq!(dated["uuid"], id.as_str(), "dated versions answer as latest does");
     let networks = json_of(&ask("/openstack/latest/network_data.json").unwrap());
@@ -132,5 +132,21 @@ async fn network_data_describes_every_interface_with_its_mtu_and_one_default_rou
     assert_eq!(networks[1]["netmask"], "255.255.255.0");
     assert_eq!(networks[0]["routes"][0]["gateway"], "10.0.0.1");
     assert_eq!(networks[1]["routes"], json!([]), "one default route, on the first interface");
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_dhcp_domain_names_instances_in_the_dhcp_servers_and_the_metadata() {
+    let options = Options { dhcp_domain: "cloud.test".into(), ..Options::default() };
+    let t = TestCloud::start_with(options).await;
+    let dhcp_net = json!({"network": {"label": "dhcp", "cidr": "10.1.0.0/24", "mode": "flat_dhcp", "bridge": "br101"}});
+    t.admin.post("/compute/v2.1/os-networks", &dhcp_net).await.unwrap();
+    let user = t.user_in_mode("flat_dhcp", "member").await;
+    let server = boot_active(&user, "named").await;
+    let address: Ipv4Addr = fixed_addresses(&server)[0].parse().unwrap();
+    let document = metadata::answer(&t.cloud.app, Ipv4Addr::new(10, 1, 0, 1), address, "/latest/meta-data/hostname");
+    assert_eq!(text_of(&document.unwrap()), "named.cloud.test");
+    let domains: Vec<String> = t.cloud.sim().state().segments.values().map(|s| s.dhcp_domain.clone()).collect();
+    assert!(!domains.is_empty() && domains.iter().all(|d| d == "cloud.test"), "{domains:?}");
     t.shutdown().await;
 }

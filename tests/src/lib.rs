@@ -94,6 +94,8 @@ pub struct Options {
     /// Serve the Prometheus metrics on a port of their own (`Cloud::metrics_addr`).
     pub metrics: bool,
     pub server_limits: ServerLimits,
+    /// The domain instances' names are under (`--dhcp-domain`).
+    pub dhcp_domain: String,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             floating_range: None,
             metrics: false,
             server_limits: ServerLimits::for_this_process(),
+            dhcp_domain: "novalocal".into(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl TestCloud {
         config.auto_assign_floating_ip = options.auto_assign_floating_ip;
         config.drivers = options.drivers.clone();
         config.server_limits = options.server_limits.clone();
+        config.dhcp_domain = options.dhcp_domain.clone();
         if options.metrics {
             config.metrics_listen = Some("127.0.0.1:0".parse().expect("an address"));
         }

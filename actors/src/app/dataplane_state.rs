@@ -70,13 +70,13 @@ pub fn project_vpn(app: &App, project: ProjectId) -> Result<Option<VpnForward>, 
 /// no project (it has no dataplane until its first use).
 pub fn segment_of(app: &App, id: NetworkId) -> Result<Option<Segment>, StoreError> {
     app.store.read(|r| match r.get(&NETWORKS, &id)? {
-        Some(n) if owned_by_network_manager(&n) || n.project.is_some() => segment(r, &n).map(Some),
+        Some(n) if owned_by_network_manager(&n) || n.project.is_some() => segment(r, &n, app.dhcp_domain()).map(Some),
         _ => Ok(None),
     })
 }
 
-/// The bridge, segment and DHCP host entries of one network.
-fn segment(r: &impl Reads, network: &Network) -> Result<Segment, StoreError> {
+/// The bridge, segment and DHCP host entries of one network, its instances named under `domain`.
+fn segment(r: &impl Reads, network: &Network, domain: &str) -> Result<Segment, StoreError> {
     let dhcp = match network.dhcp_server {
         Some(server) if network.mode.has_dhcp() => {
             let rows = r.scan_prefix(&FIXED_IPS, &Pair::<_, u32>::prefix(&network.id))?;
@@ -102,6 +102,7 @@ fn segment(r: &impl Reads, network: &Network) -> Result<Segment, StoreError> {
         dhcp,
         dns_servers: network.dns1.into_iter().chain(network.dns2).collect(),
         mtu: network.mtu,
+        dhcp_domain: domain.to_string(),
     })
 }
 

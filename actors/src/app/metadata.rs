@@ -41,7 +41,8 @@ struct Requester {
     /// The networks of all its interfaces.
     networks: BTreeMap<NetworkId, Network>,
     address: Ipv4Addr,
-    /// The name its DHCP server knows it by, given with its first address (a rename keeps it, as in nova).
+    /// The name its DHCP server knows it by, given with its first address (a rename keeps it, as in nova),
+    /// under the DHCP domain.
     hostname: String,
     user_data: Option<Vec<u8>>,
     groups: Vec<String>,
@@ -80,7 +81,9 @@ fn requester_in(r: &impl Reads, gateway: Ipv4Addr, source: Ipv4Addr) -> Result<O
 /// data).
 pub fn answer(app: &App, gateway: Ipv4Addr, source: Ipv4Addr, path: &str) -> Result<Document, CloudError> {
     let not_found = || CloudError::NotFound(format!("No metadata at {path} for {source}."));
-    let requester = app.store.read(|r| requester_in(r, gateway, source))?.ok_or_else(not_found)?;
+    let mut requester = app.store.read(|r| requester_in(r, gateway, source))?.ok_or_else(not_found)?;
+    // Nova names the instance under its DHCP domain here: `vm1.novalocal`.
+    requester.hostname = format!("{}.{}", requester.hostname, app.dhcp_domain());
     document(&requester, path).ok_or_else(not_found)
 }
 

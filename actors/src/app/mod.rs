@@ -69,12 +69,25 @@ pub struct App {
     login_guard: Arc<LoginGuard>,
     /// Where uploaded image data is kept (`<data dir>/images`); `None` keeps none, and uploads are refused.
     images_dir: Option<std::path::PathBuf>,
+    /// The domain instances' names are under (nova's `dhcp_domain`): their DHCP servers serve it and the
+    /// metadata service names them in it.
+    dhcp_domain: String,
 }
 
 impl App {
     pub fn new(store: Store, ns: Namespace, timing: Timing, auto_assign_floating_ip: bool) -> App {
         let login_guard = Arc::new(LoginGuard::new(timing.login.clone()));
-        App { store, ns, timing, auto_assign_floating_ip, login_guard, images_dir: None }
+        let dhcp_domain = crate::names::DEFAULT_DHCP_DOMAIN.to_string();
+        App { store, ns, timing, auto_assign_floating_ip, login_guard, images_dir: None, dhcp_domain }
+    }
+
+    /// The same application layer, with the instances' names under `domain` (checked by the caller).
+    pub fn with_dhcp_domain(self, domain: String) -> App {
+        App { dhcp_domain: domain, ..self }
+    }
+
+    pub fn dhcp_domain(&self) -> &str {
+        &self.dhcp_domain
     }
 
     /// The same application layer, keeping uploaded image data in `dir`.

@@ -49,6 +49,8 @@ pub struct Segment {
     pub dns_servers: Vec<Ipv4Addr>,
     /// The network's MTU, if it has one set: its bridge and segment link have it, DHCP hands it out.
     pub mtu: Option<u32>,
+    /// The domain its DHCP server names instances under (`vm1.novalocal`).
+    pub dhcp_domain: String,
 }
 
 /// A network's bridge and segment on a compute host (multi_host): no addresses, no DHCP server; those stay
@@ -286,6 +288,7 @@ pub(crate) mod contract {
             gateway,
             dns_servers: Vec::new(),
             mtu: None,
+            dhcp_domain: "novalocal".into(),
             dhcp: dhcp.then(|| {
                 let host = DhcpHost {
                     mac: format!("fa:16:3e:00:00:{n:02x}"),

@@ -38,9 +38,6 @@ impl DhcpFiles {
     }
 }
 
-/// The domain instances' names are under (nova's `dhcp_domain`): `vm1.novalocal`.
-pub const DHCP_DOMAIN: &str = "novalocal";
-
 /// dnsmasq's arguments for `segment`'s DHCP server: static leases from the hosts file, bound to the bridge
 /// and the server address only, every lease change reported through the script. It serves DNS too: the
 /// instances' names (`vm1`, `vm1.novalocal`, from their leases) itself, other names through the network's
@@ -58,8 +55,8 @@ pub fn args(segment: &Segment, server: Ipv4Addr, files: &DhcpFiles) -> Vec<Strin
         format!("--listen-address={server}"),
         format!("--interface={}", segment.bridge),
         "--except-interface=lo".into(),
-        format!("--domain={DHCP_DOMAIN}"),
-        format!("--local=/{DHCP_DOMAIN}/"),
+        format!("--domain={}", segment.dhcp_domain),
+        format!("--local=/{}/", segment.dhcp_domain),
         format!("--dhcp-option=6,{}", nameservers.join(",")),
         format!("--dhcp-range=set:nimbus,{},static,{},{}s", segment.cidr.network(), segment.cidr.mask(), LEASE_SECS),
         format!("--dhcp-lease-max={}", segment.cidr.size()),
@@ -123,6 +120,7 @@ mod tests {
             dhcp: None,
             dns_servers: vec!["192.0.2.53".parse().unwrap()],
             mtu: Some(1400),
+            dhcp_domain: "novalocal".into(),
         };
         let files = DhcpFiles::new(Path::new("/var/lib/nimbus/dataplane"), network);
         let args = args(&segment, "10.0.0.1".parse().unwrap(), &files);
