@@ -1,19 +1,17 @@
 //! Floating IPs: a project's addresses from the external networks (the floating pools), associated with a
 //! port of one of its instances.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use nimbus_storage::records::{FloatingIp, Role};
 use serde::{Deserialize, Serialize};
 
-use super::ApiResult;
 use super::networks::{ApiNetwork, find_network};
+use super::{ApiResult, ListQuery, list_answer};
 use crate::app::error::CloudError;
 use crate::app::floating_ips::{self, FloatingView};
 use crate::app::ports;
@@ -21,17 +19,10 @@ use crate::gateway::auth::Auth;
 use crate::gateway::errors::parse_json;
 use crate::gateway::{ApiError, AppState};
 
-type Filters = Query<HashMap<String, String>>;
-
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/network/v2.0/floatingips", get(list_floating).post(create_floating))
         .route("/network/v2.0/floatingips/{id}", get(show_floating).put(update_floating).delete(delete_floating))
-}
-
-/// Whether a list filter `key` (if given) asks for exactly `value`.
-fn matches(filters: &HashMap<String, String>, key: &str, value: &str) -> bool {
-    filters.get(key).is_none_or(|want| want == value)
 }
 
 #[derive(Serialize)]
@@ -78,24 +69,26 @@ struct FloatingBody {
     floatingip: FloatingIpView,
 }
 
-async fn list_floating(State(s): State<AppState>, auth: Auth, Query(f): Filters) -> ApiResult {
+const FLOATING_FIELDS: &[&str] = &[
+    "id",
+    "floating_ip_address",
+    "fixed_ip_address",
+    "port_id",
+    "floating_network_id",
+    "project_id",
+    "tenant_id",
+    "status",
+    "router_id",
+    "description",
+    "tags",
+    "port_details",
+];
+
+async fn list_floating(State(s): State<AppState>, auth: Auth, RawQuery(query): RawQuery) -> ApiResult {
+    let q = ListQuery::parse(query.as_deref(), FLOATING_FIELDS)?;
     let ips = floating_ips::list_views(&s.app, auth.caller()).map_err(ApiError::network)?;
-    let views: Vec<FloatingIpView> = ips
-        .iter()
-        .map(floating_view)
-        .filter(|v| {
-            matches(&f, "floating_ip_address", &v.floating_ip_address)
-                && matches(&f, "floating_network_id", &v.floating_network_id)
-                && matches(&f, "project_id", &v.project_id)
-                && matches(&f, "fixed_ip_address", v.fixed_ip_address.as_deref().unwrap_or_default())
-                && f.get("port_id").is_none_or(|p| v.port_id.as_deref() == Some(p.as_str()))
-        })
-        .collect();
-    #[derive(Serialize)]
-    struct Body {
-        floatingips: Vec<FloatingIpView>,
-    }
-    Ok(Json(Body { floatingips: views }).into_response())
+    let views: Vec<FloatingIpView> = ips.iter().map(floating_view).collect();
+    list_answer(&s, "floatingips", "/network/v2.0/floatingips", views, &q)
 }
 
 async fn show_floating(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -185,4 +178,28 @@ fn port_instance(s: &AppState, auth: &Auth, id: &str) -> Result<nimbus_protocol:
             "Port {id} is on no server; a floating IP is associated with a port a server has."
         )))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_known_fields_are_the_views_fields() {
+        let view = FloatingIpView {
+            id: String::new(),
+            floating_ip_address: String::new(),
+            fixed_ip_address: None,
+            port_id: None,
+            floating_network_id: String::new(),
+            project_id: String::new(),
+            tenant_id: String::new(),
+            status: "DOWN",
+            router_id: None,
+            description: "",
+            tags: [],
+            port_details: None,
+        };
+        super::super::assert_known_fields(view, FLOATING_FIELDS);
+    }
 }

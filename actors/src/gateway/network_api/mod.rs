@@ -308,6 +308,16 @@ fn only<T: PartialEq + std::fmt::Debug>(field: &str, given: Option<T>, allowed: 
     }
 }
 
+/// Asserts that `known` (a resource's filterable fields) is exactly the fields its view has.
+#[cfg(test)]
+fn assert_known_fields(view: impl Serialize, known: &[&str]) {
+    let mut keys: Vec<String> = to_map(view).keys().cloned().collect();
+    keys.sort();
+    let mut known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+    known.sort();
+    assert_eq!(keys, known);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -562,11 +562,7 @@ mod tests {
             created_at: 0,
             mtu: None,
         });
-        let mut keys: Vec<String> = super::super::to_map(bare.view()).keys().cloned().collect();
-        keys.sort();
-        let mut known: Vec<String> = NETWORK_FIELDS.iter().map(|s| s.to_string()).collect();
-        known.sort();
-        assert_eq!(keys, known);
+        super::super::assert_known_fields(bare.view(), NETWORK_FIELDS);
         let pool = ApiNetwork::Pool(FloatingPool {
             id: nimbus_protocol::ids::PoolId::generate(),
             name: "public".into(),
@@ -574,10 +570,6 @@ mod tests {
             interface: String::new(),
             created_at: 0,
         });
-        let mut keys: Vec<String> = super::super::to_map(pool.subnet_view().unwrap()).keys().cloned().collect();
-        keys.sort();
-        let mut known: Vec<String> = SUBNET_FIELDS.iter().map(|s| s.to_string()).collect();
-        known.sort();
-        assert_eq!(keys, known);
+        super::super::assert_known_fields(pool.subnet_view().unwrap(), SUBNET_FIELDS);
     }
 }

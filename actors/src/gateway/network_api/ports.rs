@@ -231,10 +231,6 @@ mod tests {
             security_groups: Vec::new(),
             standalone: true,
         };
-        let mut keys: Vec<String> = super::super::to_map(port_view(&port)).keys().cloned().collect();
-        keys.sort();
-        let mut known: Vec<String> = PORT_FIELDS.iter().map(|s| s.to_string()).collect();
-        known.sort();
-        assert_eq!(keys, known);
+        super::super::assert_known_fields(port_view(&port), PORT_FIELDS);
     }
 }
