@@ -478,10 +478,7 @@ pub async fn power(
         .store
         .write(move |tx| {
             let current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
-            let refusal = match current.task_state {
-                Some(task) => format!("while it is in task_state {}", task_state_name(task)),
-                None => format!("while it is in vm_state {}", vm_state_name(current.vm_state)),
-            };
+            let refusal = state_refusal(&current);
             let conflict = || CloudError::Conflict(format!("Cannot '{name}' instance {id} {refusal}"));
             if current.host.is_none() || tx.get(&OPERATIONS, &id)?.is_some() {
                 return Err(conflict());
@@ -526,10 +523,7 @@ pub async fn change_interfaces(
         .store
         .write(move |tx| {
             let current = tx.get(&INSTANCES, &id)?.ok_or_else(|| CloudError::not_found("Instance", id))?;
-            let refusal = match current.task_state {
-                Some(task) => format!("while it is in task_state {}", task_state_name(task)),
-                None => format!("while it is in vm_state {}", vm_state_name(current.vm_state)),
-            };
+            let refusal = state_refusal(&current);
             let ready = current.vm_state == VmState::Active && current.task_state.is_none() && current.host.is_some();
             if !ready || tx.get(&OPERATIONS, &id)?.is_some() {
                 return Err(CloudError::Conflict(format!("Cannot '{name}' instance {id} {refusal}")));
@@ -554,6 +548,15 @@ pub enum NicChange {
     Add(String),
     /// The interface with this fixed address goes.
     Remove(Ipv4Addr),
+}
+
+/// Why an action cannot start from the instance's state, in nova's words: "while it is in task_state …" (or
+/// vm_state, when no task is under way).
+fn state_refusal(instance: &Instance) -> String {
+    match instance.task_state {
+        Some(task) => format!("while it is in task_state {}", task_state_name(task)),
+        None => format!("while it is in vm_state {}", vm_state_name(instance.vm_state)),
+    }
 }
 
 fn transition_failure(id: InstanceId, e: TransitionError) -> CloudError {
