@@ -259,8 +259,24 @@ pub struct Host {
     /// When the agent's last recorded report came (an unchanged report is not recorded while the record
     /// stays up without it: see `hosts::needs_write`).
     pub last_seen: Millis,
+    /// Why the operator disabled it, if they said.
+    pub disabled_reason: Option<String>,
+    /// The operator declared it down (compute 2.11's force-down): down whatever it reports.
+    pub forced_down: bool,
 }
-record!(Host, "host", 1);
+
+impl Record for Host {
+    const KIND: &'static str = "host";
+    const VERSION: u8 = 2;
+
+    /// Version 2 appended `disabled_reason` and `forced_down` (`None` and `false` are one 0 byte each).
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StoreError> {
+        match version {
+            1 => decode_padded(bytes, 2),
+            found => Err(StoreError::UnknownRecordVersion { kind: Self::KIND, found }),
+        }
+    }
+}
 
 /// Nova's vm_state: the stable state of an instance. New states go at the end: a record names its state by
 /// position.

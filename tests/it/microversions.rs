@@ -391,3 +391,65 @@ async fn the_later_steps_page_hypervisors_and_key_pairs_tag_nics_and_drop_the_pr
     assert_eq!(code, 400);
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn disabled_and_forced_down_services_get_no_instances() {
+    let t = TestCloud::start().await;
+    let (_, _, listed) = at(&t, &t.admin, "2.11", Method::GET, "/compute/v2.1/os-services", None).await;
+    let hosts: Vec<String> =
+        listed["services"].as_array().unwrap().iter().map(|s| s["host"].as_str().unwrap().to_string()).collect();
+    assert_eq!(hosts.len(), 4);
+    let put = |action: &'static str, body: Value, version: &'static str| {
+        let t = &t;
+        async move {
+            at(t, &t.admin, version, Method::PUT, &format!("/compute/v2.1/os-services/{action}"), Some(body)).await
+        }
+    };
+    for host in &hosts[..2] {
+        let (code, _, body) = put("disable", json!({"host": host, "binary": "nova-compute"}), "2.1").await;
+        assert_eq!((code, body["service"]["status"].as_str()), (200, Some("disabled")), "{body}");
+    }
+    let reason = json!({"host": hosts[2], "binary": "nova-compute", "disabled_reason": "maintenance"});
+    let (code, _, body) = put("disable-log-reason", reason, "2.1").await;
+    assert_eq!((code, body["service"]["disabled_reason"].as_str()), (200, Some("maintenance")), "{body}");
+    let vm = boot_active(&t.admin, "on-the-last").await;
+    assert_eq!(vm["OS-EXT-SRV-ATTR:host"], hosts[3].as_str(), "the one enabled host takes it");
+
+    // 2.11: forcing the last one down leaves no host; a force-down at 2.10 is no API.
+    let down = json!({"host": hosts[3], "binary": "nova-compute", "forced_down": true});
+    let (code, _, _) = put("force-down", down.clone(), "2.10").await;
+    assert_eq!(code, 404);
+    let (code, _, body) = put("force-down", down, "2.11").await;
+    assert_eq!((code, body["service"]["forced_down"].as_bool()), (200, Some(true)), "{body}");
+    let (_, _, listed) = at(&t, &t.admin, "2.11", Method::GET, "/compute/v2.1/os-services", None).await;
+    let last = listed["services"].as_array().unwrap().iter().find(|s| s["host"] == hosts[3].as_str()).unwrap().clone();
+    assert_eq!((last["state"].as_str(), last["forced_down"].as_bool()), (Some("down"), Some(true)), "{last}");
+    let id = create_server(&t.admin, "nowhere").await;
+    let failed = wait_for_status(&t.admin, &id, "ERROR").await;
+    assert!(failed["fault"]["message"].as_str().unwrap().contains("No valid host"), "{failed}");
+
+    let up = json!({"host": hosts[3], "binary": "nova-compute", "forced_down": false});
+    assert_eq!(put("force-down", up, "2.11").await.0, 200);
+    let (code, _, body) = put("enable", json!({"host": hosts[0], "binary": "nova-compute"}), "2.1").await;
+    assert_eq!((code, body["service"]["status"].as_str()), (200, Some("enabled")));
+    boot_active(&t.admin, "placed-again").await;
+    for (body, code) in [
+        (json!({"host": "nohost", "binary": "nova-compute"}), 404),
+        (json!({"host": hosts[0], "binary": "nova-scheduler"}), 404),
+        (json!({"host": hosts[0], "binary": "nova-compute", "disabled_reason": "x"}), 400),
+    ] {
+        assert_eq!(put("disable", body.clone(), "2.11").await.0, code, "{body}");
+    }
+    let member = t.user_with_role("member").await;
+    let (code, _, _) = at(
+        &t,
+        &member,
+        "2.11",
+        Method::PUT,
+        "/compute/v2.1/os-services/disable",
+        Some(json!({"host": hosts[0], "binary": "nova-compute"})),
+    )
+    .await;
+    assert_eq!(code, 403);
+    t.shutdown().await;
+}

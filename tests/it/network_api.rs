@@ -347,11 +347,17 @@ async fn what_nimbus_cannot_honour_is_refused_with_a_reason() {
         (json!([{"uuid": net, "fixed_ip": "10.50.0.1"}]), "the gateway"),
         (json!([{"uuid": net, "tag": "x"}]), "a tag (not in v2.1)"),
         (json!([{"uuid": "not-a-uuid"}]), "a malformed uuid"),
+        (json!([{"fixed_ip": "10.99.0.5"}]), "an address no network of the caller holds"),
         (json!("some"), "a word other than auto or none"),
     ] {
         let (code, body) = boot_with(&alice, "refused", networks).await;
         assert_eq!(code, 400, "{why}: {body}");
     }
+    // A fixed IP named alone lands on the caller's network that holds it.
+    let (code, body) = boot_with(&alice, "by-address", json!([{"fixed_ip": "10.50.0.77"}])).await;
+    assert_eq!(code, 202, "{body}");
+    let by_address = wait_for_status(&alice, body["server"]["id"].as_str().unwrap(), "ACTIVE").await;
+    assert_eq!(fixed_addresses(&by_address), ["10.50.0.77"]);
     let image = default_image(&alice).await;
     let (code, body) = status(
         &alice,

@@ -91,6 +91,16 @@ async fn the_stock_openstack_cli_drives_a_server_lifecycle() {
     assert!(hypervisors.lines().all(|l| l.ends_with(" up")), "{hypervisors}");
     let services = run(&["compute", "service", "list", "-f", "value", "-c", "Binary", "-c", "State"]).await.unwrap();
     assert!(services.lines().count() == 4 && services.lines().all(|l| l == "nova-compute up"), "{services}");
+    run(&["compute", "service", "set", "--disable", "--disable-reason", "maintenance", "host-0004", "nova-compute"])
+        .await
+        .unwrap();
+    let status =
+        run(&["compute", "service", "list", "--host", "host-0004", "-f", "value", "-c", "Status"]).await.unwrap();
+    assert_eq!(status.trim(), "disabled");
+    run(&["compute", "service", "set", "--enable", "host-0004", "nova-compute"]).await.unwrap();
+    let status =
+        run(&["compute", "service", "list", "--host", "host-0004", "-f", "value", "-c", "Status"]).await.unwrap();
+    assert_eq!(status.trim(), "enabled");
 
     run(&["server", "delete", "--wait", "vm1"]).await.unwrap();
     let listed = run(&["server", "list", "-f", "value"]).await.unwrap();

@@ -58,9 +58,53 @@ pub fn up_states(app: &App, hosts: impl IntoIterator<Item = HostId>) -> Result<B
     })
 }
 
-/// Whether the host reported recently enough to count as up.
+/// Whether the host reported recently enough to count as up, and the operator has not forced it down.
 pub fn is_up(host: &Host, timing: &Timing) -> bool {
-    now_ms() <= down_at(host, timing)
+    !host.forced_down && now_ms() <= down_at(host, timing)
+}
+
+/// What an operator changes of a host's compute service (`os-services`).
+#[derive(Clone, Debug, Default)]
+pub struct ServiceChange {
+    /// Enabled (the scheduler places on it) or disabled.
+    pub enabled: Option<bool>,
+    /// Why it is disabled (`Some(None)` forgets the reason).
+    pub disabled_reason: Option<Option<String>>,
+    /// Forced down, or no longer.
+    pub forced_down: Option<bool>,
+}
+
+/// Changes the compute service of host `name`; returns its record after the change.
+pub async fn change_service(app: &App, name: &str, change: ServiceChange) -> Result<Host, CloudError> {
+    if let Some(reason) = change.disabled_reason.as_ref().and_then(|r| r.as_deref())
+        && (reason.chars().count() > 255 || reason.chars().any(char::is_control))
+    {
+        return Err(CloudError::BadRequest(
+            "A disabled_reason is at most 255 characters, none of them control characters.".into(),
+        ));
+    }
+    let host = HostId(name.to_string());
+    app.store
+        .write(move |tx| {
+            let mut record = tx
+                .get(&HOSTS, &host)?
+                .ok_or_else(|| CloudError::NotFound(format!("Host {host} could not be found.")))?;
+            if let Some(enabled) = change.enabled {
+                record.enabled = enabled;
+                if enabled {
+                    record.disabled_reason = None;
+                }
+            }
+            if let Some(reason) = change.disabled_reason {
+                record.disabled_reason = reason;
+            }
+            if let Some(forced) = change.forced_down {
+                record.forced_down = forced;
+            }
+            tx.put(&HOSTS, &host, &record)?;
+            Ok(record)
+        })
+        .await
 }
 
 /// When (ms since the epoch) the host counts as down unless it reports again.
@@ -206,7 +250,9 @@ async fn write_record(app: &App, report: HostReport, wait: Duration) -> Result<(
                 host_ip: report.host_ip,
                 node: report.node,
                 node_address: report.node_address,
-                enabled: existing.is_none_or(|h| h.enabled),
+                enabled: existing.as_ref().is_none_or(|h| h.enabled),
+                disabled_reason: existing.as_ref().and_then(|h| h.disabled_reason.clone()),
+                forced_down: existing.as_ref().is_some_and(|h| h.forced_down),
                 last_seen: now_ms(),
             };
             tx.put(&HOSTS, &report.name, &record)
@@ -336,6 +382,8 @@ pub(crate) mod tests {
             node_address: None,
             enabled: true,
             last_seen,
+            disabled_reason: None,
+            forced_down: false,
         };
         let now = 1_000_000;
         let same = report("h");

@@ -34,7 +34,7 @@ pub struct NewServers {
     pub flavor: String,
     /// The interfaces asked for: each network must be one the caller sees (with its subnet), each port one of
     /// its project's that no instance has.
-    pub networks: RequestedNics,
+    pub networks: AskedNics,
     /// How many to create (`max_count`; `min_count` is not lower).
     pub count: u32,
     /// The caller's key pair the instances get (`key_name`).
@@ -49,6 +49,53 @@ pub struct NewServers {
     pub description: Option<String>,
     /// The device tags of the requested interfaces (2.32), in the order of `networks`' list.
     pub nic_tags: Vec<Option<String>>,
+}
+
+/// The interfaces a create asks for, as the API names them.
+#[derive(Clone, Debug, Default)]
+pub enum AskedNics {
+    #[default]
+    Auto,
+    None,
+    These(Vec<NicAsk>),
+}
+
+/// One interface a create names.
+#[derive(Clone, Debug)]
+pub enum NicAsk {
+    Given(NicRequest),
+    /// `{"fixed_ip": …}` alone: this address, on the caller's network that holds it.
+    Address(Ipv4Addr),
+}
+
+/// The interfaces asked for, with each address named alone resolved to the network the caller sees that
+/// holds it.
+fn resolve_nics(r: &impl Reads, auth: &AuthContext, asked: &AskedNics) -> Result<RequestedNics, CloudError> {
+    let list = match asked {
+        AskedNics::Auto => return Ok(RequestedNics::Auto),
+        AskedNics::None => return Ok(RequestedNics::None),
+        AskedNics::These(list) => list,
+    };
+    let mut resolved = Vec::with_capacity(list.len());
+    for ask in list {
+        resolved.push(match ask {
+            NicAsk::Given(nic) => nic.clone(),
+            NicAsk::Address(address) => {
+                let holder = r
+                    .scan(&NETWORKS)?
+                    .into_iter()
+                    .map(|(_, n)| n)
+                    .find(|n| n.cidr.contains(*address) && networks::visible(auth, n))
+                    .ok_or_else(|| {
+                        CloudError::BadRequest(format!(
+                            "No network you may use holds the fixed IP {address}; name its network by uuid."
+                        ))
+                    })?;
+                NicRequest::Network { network: holder.id, address: Some(*address) }
+            }
+        });
+    }
+    Ok(RequestedNics::These(resolved))
 }
 
 /// The most metadata items a server keeps (nova's default `metadata_items` quota).
@@ -151,7 +198,8 @@ pub async fn create(
             Err(_) => None,
         };
         let flavor = r.get(&FLAVORS, &FlavorId(new.flavor.clone()))?;
-        let requested = nics_problem(r, auth, &new.networks, new.count)?;
+        let nics = resolve_nics(r, auth, &new.networks)?;
+        let requested = nics_problem(r, auth, &nics, new.count)?.map_or(Ok(nics), Err);
         let key = new.key_name.as_deref().map(|name| key_pairs::instance_key(r, auth.user, name)).transpose()?;
         Ok::<_, CloudError>((image, flavor, requested, key))
     })?;
@@ -162,9 +210,7 @@ pub async fn create(
         return Err(bad(format!("Image {} is not active: its data has not been uploaded.", image.id)));
     }
     let flavor = flavor.ok_or_else(|| bad(format!("Flavor {} could not be found.", new.flavor)))?;
-    if let Some(problem) = requested {
-        return Err(problem);
-    }
+    let nics = requested?;
 
     let now = now_ms();
     let reservation_id = reservation_id();
@@ -174,7 +220,7 @@ pub async fn create(
             Instance {
                 key: key.clone(),
                 metadata: new.metadata.clone(),
-                requested_nics: new.networks.clone(),
+                requested_nics: nics.clone(),
                 description: new.description.clone(),
                 requested_tags: new.nic_tags.clone(),
                 reservation_id: reservation_id.clone(),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nimbus_protocol::compute::PowerAction;
 use nimbus_protocol::ids::{HostId, InstanceId, SecurityGroupId};
-use nimbus_storage::records::{Flavor, Instance, NicRequest, RequestedNics, Role};
+use nimbus_storage::records::{Flavor, Instance, NicRequest, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha224};
@@ -26,7 +26,9 @@ use crate::app::error::CloudError;
 use crate::app::flavors;
 use crate::app::hosts;
 use crate::app::security_groups;
-use crate::app::servers::{self, NewServers, NicChange, ServerFilters, ServerUpdate, TagChange, TagFilters};
+use crate::app::servers::{
+    self, AskedNics, NewServers, NicAsk, NicChange, ServerFilters, ServerUpdate, TagChange, TagFilters,
+};
 use crate::instance_state::{api_status_of, task_state_name, vm_state_name};
 use crate::names::dhcp_hostname;
 
@@ -1191,30 +1193,31 @@ fn ref_id(reference: &str) -> &str {
     reference.trim_end_matches('/').rsplit('/').next().unwrap_or(reference)
 }
 
-/// `networks` may be "auto", "none", or a list of `{"uuid": …}` (with a `fixed_ip` if wanted) and
-/// `{"port": …}` entries, one interface each, in that order. An empty list is "auto", as in nova's v2.1.
+/// `networks` may be "auto", "none", or a list of `{"uuid": …}` (with a `fixed_ip` if wanted),
+/// `{"fixed_ip": …}` and `{"port": …}` entries, one interface each, in that order. An empty list is "auto", as
+/// in nova's v2.1.
 /// From 2.32 an entry may carry a device `tag`; the tags come back in the order of the entries.
 fn requested_networks(
     networks: Option<&Value>,
     v: Microversion,
-) -> Result<(RequestedNics, Vec<Option<String>>), CloudError> {
+) -> Result<(AskedNics, Vec<Option<String>>), CloudError> {
     let bad = CloudError::BadRequest;
     match networks {
-        None | Some(Value::Null) => Ok((RequestedNics::Auto, Vec::new())),
-        Some(Value::String(word)) if word == "auto" => Ok((RequestedNics::Auto, Vec::new())),
-        Some(Value::String(word)) if word == "none" => Ok((RequestedNics::None, Vec::new())),
-        Some(Value::Array(list)) if list.is_empty() => Ok((RequestedNics::Auto, Vec::new())),
+        None | Some(Value::Null) => Ok((AskedNics::Auto, Vec::new())),
+        Some(Value::String(word)) if word == "auto" => Ok((AskedNics::Auto, Vec::new())),
+        Some(Value::String(word)) if word == "none" => Ok((AskedNics::None, Vec::new())),
+        Some(Value::Array(list)) if list.is_empty() => Ok((AskedNics::Auto, Vec::new())),
         Some(Value::Array(list)) => {
             let (nics, tags) =
                 list.iter().map(|e| requested_nic(e, v)).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
-            Ok((RequestedNics::These(nics), tags))
+            Ok((AskedNics::These(nics), tags))
         }
         Some(other) => Err(bad(format!("Invalid networks value {other}; expected \"auto\", \"none\" or a list."))),
     }
 }
 
 /// One entry of a server create's `networks`.
-fn requested_nic(entry: &Value, v: Microversion) -> Result<(NicRequest, Option<String>), CloudError> {
+fn requested_nic(entry: &Value, v: Microversion) -> Result<(NicAsk, Option<String>), CloudError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Entry {
@@ -1235,23 +1238,22 @@ fn requested_nic(entry: &Value, v: Microversion) -> Result<(NicRequest, Option<S
         }
     }
     let tag = entry.tag;
+    let address = |ip: String| ip.parse().map_err(|_| bad(format!("Invalid fixed IP address ({ip})")));
     let nic = match (entry.uuid, entry.port, entry.fixed_ip) {
         (_, Some(port), None) => {
             port.parse().map(NicRequest::Port).map_err(|_| bad(format!("Port {port} could not be found.")))
         }
+        (None, None, Some(ip)) => return Ok((NicAsk::Address(address(ip)?), tag)),
         (_, Some(_), Some(_)) => Err(bad("A port comes with its own fixed IP; do not give both.".into())),
         (Some(uuid), None, fixed_ip) => {
             let network = uuid
                 .parse()
                 .map_err(|_| bad(format!("Bad network format: network uuid is not in proper format ({uuid})")))?;
-            let address = fixed_ip
-                .map(|ip| ip.parse().map_err(|_| bad(format!("Invalid fixed IP address ({ip})"))))
-                .transpose()?;
-            Ok(NicRequest::Network { network, address })
+            Ok(NicRequest::Network { network, address: fixed_ip.map(address).transpose()? })
         }
-        (None, None, _) => Err(bad("Each requested network needs a uuid or a port.".into())),
+        (None, None, None) => Err(bad("Each requested network needs a uuid, a port or a fixed_ip.".into())),
     }?;
-    Ok((nic, tag))
+    Ok((NicAsk::Given(nic), tag))
 }
 
 #[derive(Serialize)]

@@ -16,7 +16,7 @@ use super::microversion::Microversion;
 use super::views::Link;
 use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
-use crate::app::hosts::{self, HostUsage};
+use crate::app::hosts::{self, HostUsage, ServiceChange};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -30,6 +30,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/compute/v2.1/os-hypervisors/{id}/search", get(search))
         .route("/compute/v2.1/os-hypervisors/{id}/servers", get(servers_on))
         .route("/compute/v2.1/os-services", get(list_services))
+        .route("/compute/v2.1/os-services/{action}", axum::routing::put(change_service))
 }
 
 fn up_or_down(s: &AppState, u: &HostUsage) -> &'static str {
@@ -129,7 +130,11 @@ fn view(s: &AppState, u: &HostUsage, detail: bool, v: Microversion) -> Hyperviso
                 one
             },
             cpu_info: if v.has(28) { serde_json::json!({}) } else { serde_json::json!("{}") },
-            service: HypervisorService { host: h.name.0.clone(), id: h.number, disabled_reason: None },
+            service: HypervisorService {
+                host: h.name.0.clone(),
+                id: h.number,
+                disabled_reason: h.disabled_reason.clone(),
+            },
         }),
         uptime: None,
         servers: None,
@@ -165,6 +170,93 @@ fn page(query: Option<&str>, v: Microversion) -> Result<Page, ApiError> {
 #[derive(Serialize)]
 struct OneBody {
     hypervisor: HypervisorView,
+}
+
+/// The body of an `os-services` change: the service, and what `disable-log-reason` and `force-down` set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceRequest {
+    host: String,
+    binary: String,
+    disabled_reason: Option<String>,
+    forced_down: Option<bool>,
+}
+
+/// `PUT /os-services/{enable | disable | disable-log-reason | force-down}` (admin; `force-down` from 2.11):
+/// a disabled host gets no new instances, a forced-down one counts as down whatever it reports.
+async fn change_service(
+    State(s): State<AppState>,
+    auth: Auth,
+    v: Microversion,
+    Path(action): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    auth.require(Role::Admin, "os_compute_api:os-services:update").map_err(ApiError::compute)?;
+    let bad = |m: String| ApiError::compute(CloudError::BadRequest(m));
+    let request: ServiceRequest = super::errors::parse_json(&body).map_err(ApiError::compute)?;
+    if request.binary != "nova-compute" {
+        return Err(ApiError::compute(CloudError::NotFound(format!(
+            "Service {} on host {} could not be found: every nimbus host runs nova-compute only.",
+            request.binary, request.host
+        ))));
+    }
+    let reason_only_here = |allowed: bool| match (&request.disabled_reason, allowed) {
+        (Some(_), false) => Err(bad(format!("disabled_reason goes with disable-log-reason, not {action}."))),
+        _ => Ok(()),
+    };
+    let change = match action.as_str() {
+        "enable" => {
+            reason_only_here(false)?;
+            ServiceChange { enabled: Some(true), ..ServiceChange::default() }
+        }
+        "disable" => {
+            reason_only_here(false)?;
+            ServiceChange { enabled: Some(false), ..ServiceChange::default() }
+        }
+        "disable-log-reason" => {
+            let reason = request
+                .disabled_reason
+                .clone()
+                .ok_or_else(|| bad("disable-log-reason needs a disabled_reason.".into()))?;
+            ServiceChange { enabled: Some(false), disabled_reason: Some(Some(reason)), ..ServiceChange::default() }
+        }
+        "force-down" if v.has(11) => {
+            reason_only_here(false)?;
+            let forced =
+                request.forced_down.ok_or_else(|| bad("force-down needs forced_down, true or false.".into()))?;
+            ServiceChange { forced_down: Some(forced), ..ServiceChange::default() }
+        }
+        other => {
+            return Err(ApiError::compute(CloudError::NotFound(format!(
+                "Unknown os-services action {other:?} at {v}: enable, disable, disable-log-reason{}.",
+                if v.has(11) { " or force-down" } else { " (force-down from 2.11)" }
+            ))));
+        }
+    };
+    if request.forced_down.is_some() && action != "force-down" {
+        return Err(bad(format!("forced_down goes with force-down, not {action}.")));
+    }
+    let host = hosts::change_service(&s.app, &request.host, change).await.map_err(ApiError::compute)?;
+    #[derive(Serialize)]
+    struct Changed {
+        binary: &'static str,
+        host: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        disabled_reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forced_down: Option<bool>,
+    }
+    let forcing = action == "force-down";
+    let service = Changed {
+        binary: "nova-compute",
+        host: host.name.0.clone(),
+        status: (!forcing).then_some(if host.enabled { "enabled" } else { "disabled" }),
+        disabled_reason: (action == "disable-log-reason").then(|| host.disabled_reason.clone()).flatten(),
+        forced_down: forcing.then_some(host.forced_down),
+    };
+    Ok(Json(serde_json::json!({ "service": service })).into_response())
 }
 
 /// Every host, after the admin check every `os-hypervisors` call makes.
@@ -299,7 +391,7 @@ async fn list_services(
         state: &'static str,
         updated_at: String,
         disabled_reason: Option<String>,
-        /// 2.11: nimbus takes a host's state from its reports and never forces one down.
+        /// 2.11.
         #[serde(skip_serializing_if = "Option::is_none")]
         forced_down: Option<bool>,
     }
@@ -317,8 +409,8 @@ async fn list_services(
             status: enabled_or_disabled(u),
             state: up_or_down(&s, u),
             updated_at: iso8601(u.host.last_seen),
-            disabled_reason: None,
-            forced_down: v.has(11).then_some(false),
+            disabled_reason: u.host.disabled_reason.clone(),
+            forced_down: v.has(11).then_some(u.host.forced_down),
         })
         .collect();
     Ok(Json(Body { services }).into_response())

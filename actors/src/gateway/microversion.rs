@@ -12,7 +12,7 @@
 //! | 2.7 | flavor access checks `is_public` | nothing: nimbus has no flavor-access API |
 //! | 2.9 | `locked` | `compute_api` (never locked: nimbus has no lock) |
 //! | 2.10 | key pairs of another user (admin) | `key_pairs_api` |
-//! | 2.11 | services' `forced_down` and force-down | `hypervisors_api`: the field (never forced); there is no PUT |
+//! | 2.11 | services' `forced_down` and `PUT os-services/force-down` | `hypervisors_api` (a forced-down host counts as down) |
 //! | 2.12–2.15, 2.20–2.25, 2.29–2.31, 2.34 | virtual interfaces, server groups, evacuate, volumes, instance actions, migrations, consoles' tokens | nothing: nimbus has none of these APIs |
 //! | 2.16 | `host_status` (admin) | `compute_api` |
 //! | 2.17 | `trigger_crash_dump` | `compute_api`: refused with the reason |
