@@ -120,18 +120,22 @@ fn allocate_in(tx: &mut WriteTx<'_>, id: InstanceId) -> Result<Vec<Network>, Clo
     let hostname = dhcp_hostname(&instance.name, id);
     let mut networks = Vec::with_capacity(requests.len());
     for request in requests {
-        let interface = match request {
+        let (interface, network) = match request {
             None => {
                 let network = network_for(tx, &instance)?;
-                new_address_in(tx, &network, None, instance.project, Holder::Instance(id, &hostname))?
+                (new_address_in(tx, &network, None, instance.project, Holder::Instance(id, &hostname))?, network)
             }
             Some(NicRequest::Network { network, address }) => {
                 let network = network_in(tx, network)?;
-                new_address_in(tx, &network, address, instance.project, Holder::Instance(id, &hostname))?
+                (new_address_in(tx, &network, address, instance.project, Holder::Instance(id, &hostname))?, network)
             }
-            Some(NicRequest::Port(port)) => ports::bind_in(tx, port, &instance, &hostname)?,
+            Some(NicRequest::Port(port)) => {
+                let interface = ports::bind_in(tx, port, &instance, &hostname)?;
+                let network = network_in(tx, interface.network)?;
+                (interface, network)
+            }
         };
-        networks.push(network_in(tx, interface.network)?);
+        networks.push(network);
         instance.interfaces.push(interface);
     }
     // Device tags go with the interfaces made for the requests that had them (2.32).
