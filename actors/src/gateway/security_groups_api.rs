@@ -6,17 +6,17 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use nimbus_protocol::ids::{ProjectId, SecurityGroupId, SecurityRuleId};
 use nimbus_storage::records::{Direction, IpProtocol, Remote, Role, SecurityGroup, SecurityRule};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::auth::Auth;
 use super::errors::parse_json;
+use super::network_api::{ListQuery, list_answer};
 use super::{ApiError, AppState, iso8601};
 use crate::app::error::CloudError;
 use crate::app::security_groups::{self, Asker};
@@ -24,59 +24,6 @@ use crate::app::servers;
 use crate::security_rules::RuleRequest;
 
 type ApiResult = Result<Response, ApiError>;
-/// A list's query, in order: Neutron repeats `fields` once per field.
-type Filters = Query<Vec<(String, String)>>;
-
-/// A list's filters, and the fields it selects (all if none).
-struct ListQuery {
-    filters: HashMap<String, String>,
-    fields: Vec<String>,
-}
-
-impl ListQuery {
-    /// Splits `query`, refusing a filter the list does not know rather than ignoring it.
-    fn parse(query: Vec<(String, String)>, known: &[&str]) -> Result<ListQuery, ApiError> {
-        let mut parsed = ListQuery { filters: HashMap::new(), fields: Vec::new() };
-        for (key, value) in query {
-            if key == "fields" {
-                parsed.fields.extend(value.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()));
-            } else if known.contains(&key.as_str()) {
-                parsed.filters.insert(key, value);
-            } else {
-                return Err(ApiError::network(CloudError::BadRequest(format!(
-                    "Filter {key:?} is not supported here; nimbus filters by {}.",
-                    known.join(", ")
-                ))));
-            }
-        }
-        Ok(parsed)
-    }
-
-    /// Whether each filter matches the view's field of the same name.
-    fn matches(&self, view: &Value) -> bool {
-        self.filters.iter().all(|(k, want)| match &view[k] {
-            Value::String(s) => s == want,
-            Value::Null => want.is_empty(),
-            // Numbers and booleans, written as JSON writes them.
-            other => serde_json::to_string(other).is_ok_and(|text| text == *want),
-        })
-    }
-
-    /// The views that match, each with only the selected fields.
-    fn select(&self, views: Vec<Value>) -> Vec<Value> {
-        views
-            .into_iter()
-            .filter(|v| self.matches(v))
-            .map(|view| match view {
-                Value::Object(map) if !self.fields.is_empty() => {
-                    Value::Object(map.into_iter().filter(|(k, _)| self.fields.contains(k)).collect())
-                }
-                other => other,
-            })
-            .collect()
-    }
-}
-
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/network/v2.0/security-groups", get(list_groups).post(create_group))
@@ -202,9 +149,22 @@ struct GroupBody {
     security_group: GroupView,
 }
 
-/// The filters each list honours.
-const GROUP_FILTERS: &[&str] = &["id", "name", "description", "project_id", "tenant_id"];
-const RULE_FILTERS: &[&str] = &[
+/// The fields of each list's views: what it filters, selects and sorts by.
+const GROUP_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "project_id",
+    "tenant_id",
+    "security_group_rules",
+    "stateful",
+    "shared",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+const RULE_FIELDS: &[&str] = &[
     "id",
     "security_group_id",
     "direction",
@@ -214,8 +174,13 @@ const RULE_FILTERS: &[&str] = &[
     "port_range_max",
     "remote_ip_prefix",
     "remote_group_id",
+    "remote_address_group_id",
+    "description",
     "project_id",
     "tenant_id",
+    "created_at",
+    "updated_at",
+    "revision_number",
 ];
 
 /// The groups the asker sees: their project's (made with its default group), or an admin's every group.
@@ -228,15 +193,10 @@ async fn visible_groups(s: &AppState, auth: &Auth) -> Result<Vec<SecurityGroup>,
     .map_err(ApiError::network)
 }
 
-fn to_value(view: impl Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(view).map_err(|e| ApiError::network(CloudError::Internal(e.to_string())))
-}
-
-async fn list_groups(State(s): State<AppState>, auth: Auth, Query(query): Filters) -> ApiResult {
-    let query = ListQuery::parse(query, GROUP_FILTERS)?;
+async fn list_groups(State(s): State<AppState>, auth: Auth, RawQuery(query): RawQuery) -> ApiResult {
+    let query = ListQuery::parse(query.as_deref(), GROUP_FIELDS)?;
     let groups = visible_groups(&s, &auth).await?;
-    let views = groups.iter().map(|g| to_value(group_view(g))).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "security_groups": query.select(views) })).into_response())
+    list_answer(&s, "security_groups", "/network/v2.0/security-groups", groups.iter().map(group_view), &query)
 }
 
 async fn show_group(State(s): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult {
@@ -316,14 +276,11 @@ async fn delete_group(State(s): State<AppState>, auth: Auth, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_rules(State(s): State<AppState>, auth: Auth, Query(query): Filters) -> ApiResult {
-    let query = ListQuery::parse(query, RULE_FILTERS)?;
+async fn list_rules(State(s): State<AppState>, auth: Auth, RawQuery(query): RawQuery) -> ApiResult {
+    let query = ListQuery::parse(query.as_deref(), RULE_FIELDS)?;
     let groups = visible_groups(&s, &auth).await?;
-    let views = groups
-        .iter()
-        .flat_map(|g| g.rules.iter().map(move |r| to_value(rule_view(g, r))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(serde_json::json!({ "security_group_rules": query.select(views) })).into_response())
+    let views = groups.iter().flat_map(|g| g.rules.iter().map(move |r| rule_view(g, r)));
+    list_answer(&s, "security_group_rules", "/network/v2.0/security-group-rules", views, &query)
 }
 
 #[derive(Serialize)]
@@ -701,4 +658,17 @@ async fn nova_server_groups(State(s): State<AppState>, auth: Auth, Path(id): Pat
         security_groups: Vec<NovaGroupView>,
     }
     Ok(Json(Body { security_groups: groups.iter().map(|g| nova_group_view(g, &names)).collect() }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_known_fields_are_the_views_fields() {
+        let group = SecurityGroup::default_for(ProjectId::generate(), 0);
+        super::super::network_api::assert_known_fields(group_view(&group), GROUP_FIELDS);
+        let rule = group.rules.first().expect("a default group has rules");
+        super::super::network_api::assert_known_fields(rule_view(&group, rule), RULE_FIELDS);
+    }
 }

@@ -83,7 +83,7 @@ fn bad(message: String) -> ApiError {
 
 /// A list or show request's query: filters on fields, the fields to answer with, sorting and a page.
 #[derive(Debug, Default)]
-struct ListQuery {
+pub(super) struct ListQuery {
     filters: Vec<(String, Vec<String>)>,
     fields: Vec<String>,
     sort: Vec<(String, bool)>,
@@ -96,7 +96,7 @@ struct ListQuery {
 impl ListQuery {
     /// Parses `query` for a resource whose views have the fields `known`; a filter, field or sort key
     /// that is not one of them is a 400 rather than a silently unfiltered answer.
-    fn parse(query: Option<&str>, known: &[&str]) -> Result<ListQuery, ApiError> {
+    pub(super) fn parse(query: Option<&str>, known: &[&str]) -> Result<ListQuery, ApiError> {
         let raw: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
             .map_err(|e| bad(format!("The query string is malformed: {e}.")))?;
         let mut q = ListQuery { raw: raw.clone(), ..ListQuery::default() };
@@ -106,9 +106,12 @@ impl ListQuery {
         let mut directions = Vec::new();
         for (key, value) in raw {
             match key.as_str() {
+                // Repeated (`fields=id&fields=name`) or in one (`fields=id,name`).
                 "fields" => {
-                    check(&value, "Field")?;
-                    q.fields.push(value);
+                    for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                        check(field, "Field")?;
+                        q.fields.push(field.to_string());
+                    }
                 }
                 "sort_key" => {
                     check(&value, "Sort key")?;
@@ -194,7 +197,7 @@ fn to_map(view: impl Serialize) -> Map<String, Value> {
 
 /// The answer to a list: the views the filters keep, sorted, a page of them with a `next` link if more
 /// remain, each with the fields asked for.
-fn list_answer<V: Serialize>(
+pub(super) fn list_answer<V: Serialize>(
     s: &AppState,
     collection: &str,
     path: &str,
@@ -310,7 +313,7 @@ fn only<T: PartialEq + std::fmt::Debug>(field: &str, given: Option<T>, allowed: 
 
 /// Asserts that `known` (a resource's filterable fields) is exactly the fields its view has.
 #[cfg(test)]
-fn assert_known_fields(view: impl Serialize, known: &[&str]) {
+pub(super) fn assert_known_fields(view: impl Serialize, known: &[&str]) {
     let mut keys: Vec<String> = to_map(view).keys().cloned().collect();
     keys.sort();
     let mut known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
@@ -358,6 +361,7 @@ mod tests {
         }
         let q = ListQuery::parse(Some("fields=id&fields=name&sort_key=name&sort_dir=desc&limit=2"), &known).unwrap();
         assert_eq!(q.fields, ["id", "name"]);
+        assert_eq!(ListQuery::parse(Some("fields=id,name"), &known).unwrap().fields, ["id", "name"]);
         assert_eq!(q.sort, [("name".to_string(), false)]);
         assert_eq!(q.limit, Some(2));
     }
